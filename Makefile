@@ -1,0 +1,32 @@
+# The two front-door commands (see README.md):
+#   make demo   install, make a small corpus, run the main job on the embedded default
+#   make test   install, run the full test suite
+# Both create the virtual environment at .venv in this checkout.
+
+PYTHON ?= python3
+VENV := .venv
+APT_PACKAGES := espeak-ng sox flite pocketsphinx-testdata
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test install system-packages
+
+install: $(VENV)/.installed
+
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; \
+	fi
+
+$(VENV)/.installed: setup.cfg pyproject.toml | system-packages
+	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[tasks,test]'
+	touch $@
+
+test: install
+	$(VENV)/bin/python -m pytest -q
+
+demo: install
+	$(VENV)/bin/daisy demo

@@ -1,0 +1,5 @@
+import sys
+
+from daisy_upstream.cli import main
+
+sys.exit(main())

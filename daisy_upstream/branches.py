@@ -1,0 +1,107 @@
+"""Early-exit branches (one linear classifier per transformer layer) and their entropy."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ExitBranches", "frame_entropy", "mean_entropy", "valid_frame_mask"]
+
+
+def valid_frame_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """``(B,)`` frame counts -> ``(B, max_len)`` bool mask, True on valid frames."""
+    return torch.arange(max_len, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def frame_entropy(logits: Tensor) -> Tensor:
+    """Entropy (nats) of softmax(logits) over the last axis: ``(..., C) -> (...)``.
+
+    Computed from ``log_softmax`` so that probabilities that underflow to zero give
+    ``0 * log 0 = 0`` and never NaN, whatever the logits' scale.
+    """
+    log_p = F.log_softmax(logits.float(), dim=-1)
+    return -(log_p.exp() * log_p).sum(dim=-1)
+
+
+def mean_entropy(logits: Tensor, lengths: Tensor) -> Tensor:
+    """Per-utterance mean frame entropy over valid frames only.
+
+    Args:
+        logits: ``(B, T, C)`` branch logits.
+        lengths: ``(B,)`` number of valid frames of each row (padding excluded).
+
+    Returns:
+        ``(B,)`` mean entropy in nats.
+    """
+    ent = frame_entropy(logits)
+    mask = valid_frame_mask(lengths, logits.size(1))
+    return (ent * mask).sum(dim=1) / lengths.clamp(min=1).to(ent.dtype)
+
+
+class ExitBranches(nn.ModuleList):
+    """``L`` linear branches ``W^k: D -> C``; branch ``k`` (1-based) reads ``hidden_states[k]``.
+
+    The state dict has keys ``{k-1}.weight`` (``(C, D)``) and ``{k-1}.bias`` (``(C,)``),
+    the layout stored under ``checkpoint["daisy"]["branches"]``.
+    """
+
+    def __init__(self, num_layers: int, embed_dim: int, num_classes: int) -> None:
+        if num_layers < 1 or embed_dim < 1 or num_classes < 2:
+            raise ValueError(
+                f"ExitBranches needs num_layers >= 1, embed_dim >= 1, num_classes >= 2; "
+                f"got {num_layers}, {embed_dim}, {num_classes}"
+            )
+        super().__init__([nn.Linear(embed_dim, num_classes) for _ in range(num_layers)])
+
+    @property
+    def num_layers(self) -> int:
+        return len(self)
+
+    @property
+    def embed_dim(self) -> int:
+        return self[0].in_features
+
+    @property
+    def num_classes(self) -> int:
+        return self[0].out_features
+
+    def logits(self, layer: int, hidden: Tensor) -> Tensor:
+        """Logits of branch ``layer`` (1-based) on ``hidden`` ``(..., D) -> (..., C)``."""
+        return self[layer - 1](hidden)
+
+    def entropy(self, layer: int, hidden: Tensor, lengths: Tensor) -> Tensor:
+        """Mean valid-frame entropy of branch ``layer`` on ``hidden`` ``(B, T, D)`` -> ``(B,)``."""
+        return mean_entropy(self.logits(layer, hidden), lengths)
+
+    @classmethod
+    def from_state_dict(
+        cls, state: Dict[str, Tensor], num_layers: int, embed_dim: Optional[int] = None
+    ) -> "ExitBranches":
+        """Build branches from a ``{k-1}.weight/bias`` state dict, checking its shape.
+
+        Raises:
+            ValueError: if the branch count differs from ``num_layers``, keys are missing
+                or unexpected, or the input width differs from ``embed_dim``.
+        """
+        indices = sorted({int(key.split(".", 1)[0]) for key in state if key.split(".", 1)[0].isdigit()})
+        if indices != list(range(len(indices))) or not indices:
+            raise ValueError(
+                f"branch state dict must have keys '0.weight', '0.bias', ... consecutively; "
+                f"got keys {sorted(state)[:6]}..."
+            )
+        if len(indices) != num_layers:
+            raise ValueError(
+                f"the checkpoint has {len(indices)} branches but the model has {num_layers} "
+                "transformer layers; branches must be trained for this exact model "
+                "(daisy train-branches)"
+            )
+        num_classes, width = state["0.weight"].shape
+        if embed_dim is not None and width != embed_dim:
+            raise ValueError(
+                f"branches take {width}-dim input but the model's hidden size is {embed_dim}"
+            )
+        branches = cls(num_layers, width, num_classes)
+        branches.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        return branches
