@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 APT_PACKAGES := espeak-ng sox flite pocketsphinx-testdata
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SOURCES := $(shell find daisy_upstream -type f -not -name '*.pyc' -not -path '*/__pycache__/*') setup.py
 
 .PHONY: demo test install system-packages
 
@@ -19,10 +20,17 @@ system-packages:
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; \
 	fi
 
-$(VENV)/.installed: setup.cfg pyproject.toml | system-packages
+# dependencies: once, and again when setup.cfg changes
+$(VENV)/.deps: setup.cfg pyproject.toml | system-packages
 	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[tasks,test]'
+	$(VENV)/bin/python -m pip install -q '.[tasks,test]'
+	touch $@
+
+# the package itself (a regular install: it carries the daisy_upstream.pth start-up hook)
+$(VENV)/.installed: $(VENV)/.deps $(SOURCES)
+	$(VENV)/bin/python -m pip install -q --no-deps --force-reinstall .
+	rm -rf build
 	touch $@
 
 test: install
