@@ -157,12 +157,15 @@ class EarlyExitHubert(nn.Module):
             features[rows, : out.size(1)] = out
         return features, lengths
 
-    def forward(self, wavs: List[Tensor], plan: ExitPlan) -> EarlyExitOutput:
+    def forward(self, wavs: List[Tensor], plan: ExitPlan, per_batch: bool = False) -> EarlyExitOutput:
         """Run the batch under ``plan``.
 
         Args:
             wavs: ``B`` 1-D float waveforms at 16 kHz, any lengths.
             plan: where branches are checked and where every row stops.
+            per_batch: the authors' release rule, for comparison only: one entropy averaged
+                over all valid frames of the batch decides for the whole batch, which runs
+                on until it exits together.
         """
         check_waveforms(wavs, self.min_samples)
         num_layers = self.num_layers
@@ -209,6 +212,9 @@ class EarlyExitHubert(nn.Module):
             if k == plan.deepest or k not in checks:
                 continue
             entropy = self.branches.entropy(k, state, cur_lengths)
+            if per_batch:
+                frames_now = cur_lengths.to(entropy.dtype)
+                entropy = ((entropy * frames_now).sum() / frames_now.sum()).expand_as(entropy)
             entropies[rows, k - 1] = entropy.to(entropies.dtype)
             stop = entropy < plan.tau
             if not bool(stop.any()):  # the one host sync of this layer

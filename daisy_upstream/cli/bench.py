@@ -1,0 +1,221 @@
+"""``daisy bench``: upstream forward time, full vs DAISY vs the per-batch rule vs a fixed exit."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional
+
+__all__ = ["add_arguments", "run"]
+
+SNR_MIX = (None, 10.0, 5.0, 0.0)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
+    parser.add_argument("--random-base", action="store_true",
+                        help="time a randomly initialised HuBERT Base instead (timing only)")
+    parser.add_argument("-g", "--config", help="upstream config YAML (rho, tau, strategy, ...)")
+    parser.add_argument("--rho", type=float, help="override the config's rho")
+    parser.add_argument("--tau", type=float, help="override the config's tau")
+    parser.add_argument("--fixed-layer", type=int,
+                        help="layer of the fixed-exit mode (default: DAISY's mean exit layer at batch 1, rounded)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--utterances", type=int, default=32, help="clips in the bench set")
+    parser.add_argument("--min-seconds", type=float, default=1.0)
+    parser.add_argument("--max-seconds", type=float, default=6.0)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/bench", help="directory for bench.json and bench.png")
+
+
+def _bench_set(args) -> List:
+    import numpy as np
+
+    from daisy_upstream.speech_sets import noisy_copies, pocketsphinx_recordings, segment
+
+    rng = np.random.default_rng(args.seed)
+    lengths = rng.uniform(args.min_seconds, args.max_seconds, size=args.utterances).round(2)
+    clean = segment(pocketsphinx_recordings(), lengths.tolist())
+    return noisy_copies(clean, SNR_MIX, seed=args.seed)
+
+
+def _load_upstream(args, tmp: Path, wavs):
+    import torch
+
+    from daisy_upstream.checkpoint import atomic_torch_save, make_random_checkpoint
+    from daisy_upstream.expert import load_config
+    from daisy_upstream.hubconf import DEFAULT_CHECKPOINT, daisy_hubert_local
+
+    overrides = {k: v for k, v in (("rho", args.rho), ("tau", args.tau)) if v is not None}
+    config = load_config(args.config, **overrides)
+    if args.random_base:
+        ckpt = tmp / "random_base.pt"
+        atomic_torch_save(make_random_checkpoint(
+            num_layers=12, embed_dim=768, ffn_dim=3072, num_heads=12, conv_channels=512,
+            conv_pos=128, conv_pos_groups=16, final_dim=256, num_clusters=500, seed=args.seed), ckpt)
+    else:
+        ckpt = Path(args.ckpt or DEFAULT_CHECKPOINT)
+    values = {k: getattr(config, k) for k in config.__dataclass_fields__}
+    calibrated_here = False
+    try:
+        upstream = daisy_hubert_local(str(ckpt), model_config=values)
+    except ValueError as error:
+        if "no calibration" not in str(error):
+            raise
+        # no calibration anywhere: calibrate on the bench audio itself, and say so
+        from daisy_upstream.policy import make_plan
+
+        probe = daisy_hubert_local(str(ckpt), model_config={**values, "tau": 0.0})
+        with torch.no_grad():
+            out = probe.run(wavs, make_plan([probe.num_layers], None))
+            entropy = [float(probe.net.branches.entropy(k, out.hidden_states[k], out.lengths).mean())
+                       for k in range(1, probe.num_layers + 1)]
+        cal = tmp / "calibration.yaml"
+        cal.write_text(json.dumps({"layer_entropy": entropy, "dataset": "the bench audio"}))
+        upstream = daisy_hubert_local(str(ckpt), model_config={**values, "calibration": str(cal)})
+        calibrated_here = True
+    return upstream.to(args.device).eval(), ckpt, calibrated_here
+
+
+def _targets(results) -> List[Dict]:
+    by = {(r.mode, r.batch_size): r for r in results}
+    checks = []
+
+    def add(name, value, ok):
+        checks.append({"target": name, "value": value, "pass": bool(ok)})
+
+    for batch, floor in ((1, 0.9), (8, 0.8)):
+        r = by.get(("daisy", batch))
+        if r is not None:
+            eff = r.efficiency
+            add(f"efficiency >= {floor} at batch {batch}", eff, eff is not None and eff >= floor)
+    for batch in sorted({r.batch_size for r in results}):
+        r = by.get(("daisy-noexit", batch))
+        if r is not None:
+            add(f"overhead with exits impossible <= 5% at batch {batch}", -r.saved, -r.saved <= 0.05)
+    if ("daisy", 8) in by and ("per-batch", 8) in by:
+        add("per-utterance saves more than per-batch at batch 8",
+            by[("daisy", 8)].saved - by[("per-batch", 8)].saved,
+            by[("daisy", 8)].saved > by[("per-batch", 8)].saved)
+    return checks
+
+
+def _table(results, checks) -> str:
+    lines = [f"{'batch':>5} {'mode':<13} {'median s':>9} {'IQR s':>7} {'saved':>7} {'ideal':>7} "
+             f"{'effic.':>6} {'mean exit':>9} {'peak MB':>8}  exit histogram (layers 1..L)"]
+    for r in results:
+        eff = "-" if r.efficiency is None else f"{r.efficiency:.2f}"
+        lines.append(
+            f"{r.batch_size:>5} {r.mode:<13} {r.median:>9.4f} {r.spread:>7.4f} {100 * r.saved:>6.1f}% "
+            f"{100 * r.ideal_saved:>6.1f}% {eff:>6} {r.mean_exit_layer:>9.2f} {r.peak_memory_mb:>8.1f}  "
+            f"{r.exit_histogram}"
+        )
+    lines.append("")
+    for c in checks:
+        value = "n/a" if c["value"] is None else f"{c['value']:.3f}"
+        lines.append(f"{'PASS' if c['pass'] else 'FAIL'}  {c['target']}: {value}")
+    return "\n".join(lines)
+
+
+def _plot(results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = sorted({r.batch_size for r in results})
+    modes = [m for m in dict.fromkeys(r.mode for r in results) if m != "full"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    width = 0.8 / len(modes)
+    for i, mode in enumerate(modes):
+        rows = [next(r for r in results if r.mode == mode and r.batch_size == b) for b in batches]
+        xs = [j + i * width for j in range(len(batches))]
+        axes[0].bar(xs, [100 * r.saved for r in rows], width, label=f"{mode} (measured)")
+        axes[0].scatter(xs, [100 * r.ideal_saved for r in rows], marker="_", s=300, color="black",
+                        label="ideal" if i == 0 else None, zorder=3)
+    axes[0].set_xticks([j + width * (len(modes) - 1) / 2 for j in range(len(batches))])
+    axes[0].set_xticklabels([f"batch {b}" for b in batches])
+    axes[0].axhline(0, color="gray", lw=0.8)
+    axes[0].set_ylabel("upstream time saved vs full (%)")
+    axes[0].legend(fontsize=8)
+    for mode in ("daisy", "per-batch"):
+        for b in batches:
+            r = next((r for r in results if r.mode == mode and r.batch_size == b), None)
+            if r is not None:
+                axes[1].plot(range(1, len(r.exit_histogram) + 1), r.exit_histogram, marker="o",
+                             label=f"{mode}, batch {b}")
+    axes[1].set_xlabel("exit layer")
+    axes[1].set_ylabel("utterances")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from daisy_upstream.benchmark import Mode, run_benchmark
+    from daisy_upstream.policy import make_plan
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but CUDA is not available on this machine")
+    clips = _bench_set(args)
+    wavs = [torch.from_numpy(c.wav).to(device) for c in clips]
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        upstream, ckpt, calibrated_here = _load_upstream(args, Path(tmp), wavs)
+        net, L = upstream.net, upstream.num_layers
+        daisy_plan = upstream.current_plan()
+        if not daisy_plan.check_layers:
+            raise SystemExit(f"strategy {upstream.config.strategy!r} checks no branch: nothing to compare")
+        if args.fixed_layer is None:
+            with torch.no_grad():
+                exits = [int(net([w], daisy_plan).exit_layers[0]) for w in wavs]
+            args.fixed_layer = max(1, min(L, round(sum(exits) / len(exits))))
+        modes = [
+            Mode("full", make_plan([L], None)),
+            Mode("daisy", daisy_plan),
+            Mode("per-batch", daisy_plan, per_batch=True),
+            Mode("fixed", make_plan([args.fixed_layer], None)),
+            Mode("daisy-noexit", make_plan(range(1, L + 1), 0.0)),
+        ]
+        print(f"[bench] {ckpt} ({L} layers) on {device}, tau={upstream.tau:.4f}"
+              f"{' (calibrated on the bench audio)' if calibrated_here else ''}, "
+              f"{len(wavs)} clips, {sum(len(w) for w in wavs) / 16000:.1f} s", file=sys.stderr)
+        results = run_benchmark(net, wavs, modes, args.batch_sizes, args.repeats, args.warmup,
+                                progress=lambda msg: print(f"[bench] {msg}", file=sys.stderr))
+    checks = _targets(results)
+    table = _table(results, checks)
+    print(table)
+    meta = {
+        "checkpoint": str(ckpt), "random_base": args.random_base, "layers": L, "tau": upstream.tau,
+        "strategy": upstream.config.strategy, "fixed_layer": args.fixed_layer,
+        "calibrated_on_bench_audio": calibrated_here, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "clips": len(wavs),
+        "seconds": sum(len(w) for w in wavs) / 16000, "snr_mix": [c.snr_db for c in clips],
+        "repeats": args.repeats, "warmup": args.warmup,
+    }
+    payload = {"meta": meta, "results": [r.to_dict() for r in results], "targets": checks}
+    tmp_json = out_dir / ".bench.json.tmp"
+    tmp_json.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp_json, out_dir / "bench.json")
+    _plot(results, out_dir / "bench.png")
+    (out_dir / "bench.txt").write_text(table + "\n")
+    print(f"[bench] wrote {out_dir}/bench.json, bench.png, bench.txt", file=sys.stderr)
+    return 0
