@@ -35,9 +35,13 @@ def _clean_clips(args) -> List:
     from daisy_upstream.speech_sets import pocketsphinx_recordings, segment
 
     if args.clean:
-        from daisy_upstream.audio import load_audio_set  # shared audio input of the tools
+        from daisy_upstream.audio import AudioCorpus
 
-        wavs = load_audio_set(args.clean)
+        corpus = AudioCorpus.from_source(args.clean)
+        wavs, _ = corpus.load_batch(range(min(len(corpus), args.max_clips)))
+        wavs = [w.numpy() for w in wavs]
+        if corpus.problems.num_skipped:
+            print(f"[noise-report] {corpus.problems.summary()}", file=sys.stderr)
     else:
         rng = np.random.default_rng(args.seed)
         recordings = pocketsphinx_recordings()

@@ -1,0 +1,78 @@
+"""``daisy calibrate``: per-layer branch entropy on a dataset, E_max/E_min and tau for rho.
+
+Writes a calibration YAML (the upstream config's ``calibration:`` reads it), a PNG plot of
+mean entropy vs layer (the paper's Fig. 2) and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``daisy calibrate``."""
+    parser.add_argument("-k", "--checkpoint", type=Path, required=True, help="DAISY checkpoint (with branches)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--audio", type=Path,
+                        help="a directory tree of wav/flac, a list file or a LibriSpeech-layout root")
+    source.add_argument("--s3prl-config", type=Path,
+                        help="an s3prl downstream config whose data paths to read (with --split)")
+    parser.add_argument("--task", choices=["asr", "voxceleb1"], default=None,
+                        help="task of --s3prl-config (default: the config's folder name)")
+    parser.add_argument("--split", default=None,
+                        help="split of --s3prl-config: asr train/dev-clean/test-clean..., voxceleb1 train/dev/test")
+    parser.add_argument("--rho", type=float, nargs="+", default=[0.7, 0.76, 1.0],
+                        help="rho values to compute tau for (default 0.7 0.76 1.0)")
+    parser.add_argument("--out", type=Path, required=True, help="calibration YAML to write")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG plot (default: OUT with .png)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    parser.add_argument("--batch-seconds", type=float, default=60.0, help="audio seconds per forward")
+    parser.add_argument("--max-utterances", type=int, default=None,
+                        help="use a deterministic subset of this many utterances")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--reject-resample", action="store_true",
+                        help="reject audio not at 16 kHz instead of resampling it with a warning")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``daisy calibrate``; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from daisy_upstream.audio import AudioCorpus, AudioProblems, files_from_s3prl_config, split_heldout
+    from daisy_upstream.calibration import (
+        calibrate_checkpoint, format_table, plot_calibration, write_calibration_yaml,
+    )
+
+    plot = args.plot or args.out.with_suffix(".png")
+    for path in (args.out, plot):
+        if path.exists() and not args.force:
+            raise FileExistsError(f"{path} exists; pass --force to overwrite it")
+    for rho in args.rho:
+        if not 0 <= rho <= 1:
+            raise ValueError(f"--rho values must be in [0, 1], got {rho}")
+    resample = not args.reject_resample
+    if args.audio is not None:
+        corpus = AudioCorpus.from_source(args.audio, resample=resample)
+    else:
+        task = args.task or args.s3prl_config.resolve().parent.name
+        if args.split is None:
+            raise ValueError("--s3prl-config needs --split (asr: train, dev-clean, test-clean; voxceleb1: train, dev, test)")
+        problems = AudioProblems()
+        files, name, root = files_from_s3prl_config(args.s3prl_config, task, args.split, problems)
+        corpus = AudioCorpus.from_files(files, name, root, resample=resample, problems=problems)
+    if args.max_utterances is not None:
+        if args.max_utterances < 1:
+            raise ValueError("--max-utterances must be >= 1")
+        if args.max_utterances < len(corpus):
+            _, chosen = split_heldout(corpus.keys, args.max_utterances / len(corpus), seed=0)
+            corpus = corpus.subset(chosen[: args.max_utterances], f"{len(chosen[:args.max_utterances])} of {corpus.name}")
+    result = calibrate_checkpoint(args.checkpoint, corpus, args.rho, args.batch_seconds, args.device,
+                                  progress=not args.no_progress)
+    write_calibration_yaml(result, args.out, force=args.force)
+    plot_calibration(result, plot, force=args.force)
+    print(format_table(result))
+    print(f"audio: {corpus.problems.summary()}")
+    print(f"wrote {args.out} and {plot}")
+    print(f"use it: upstream config 'calibration: {args.out.resolve()}' with 'rho: {args.rho[0]:g}'")
+    return 0

@@ -1,0 +1,112 @@
+"""``daisy train-branches``: stage 1, one early-exit branch per layer of a frozen HuBERT.
+
+Re-running the same command with the same ``--work-dir`` continues where the last run
+stopped. Under ``torchrun`` (WORLD_SIZE > 1) the branches train with DDP.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``daisy train-branches``."""
+    parser.add_argument("-k", "--checkpoint", type=Path, required=True,
+                        help="HuBERT checkpoint: s3prl converted (plain), DAISY (branches re-trained) "
+                             "or the authors' layout (with --teacher)")
+    parser.add_argument("--audio", type=Path, required=True,
+                        help="unlabeled audio: a directory tree of wav/flac, a list file (one path a line, "
+                             "relative to the list's folder) or a LibriSpeech-layout root")
+    parser.add_argument("--out", type=Path, required=True, help="DAISY checkpoint to write")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="resumable state and TensorBoard logs (default: OUT's name + '.work')")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="converted HuBERT giving final_proj/label_embs_concat (for the authors' layout)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="total optimizer steps (paper: 88000); default: --epochs passes")
+    parser.add_argument("--epochs", type=int, default=1, help="passes over the audio without --max-steps")
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="stop this call after N steps (state saved; run again to continue)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 (default cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, split and batch order")
+    parser.add_argument("--batch-seconds", type=float, default=400.0,
+                        help="audio seconds per batch, summed (paper: 32 LibriSpeech utterances ~ 400 s)")
+    parser.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (paper 5e-5)")
+    parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    parser.add_argument("--heldout-fraction", type=float, default=0.01,
+                        help="share of the audio held out for evaluation and calibration (default 0.01)")
+    parser.add_argument("--rho", type=float, nargs="+", default=[0.7, 0.76, 1.0],
+                        help="rho values whose tau is reported (the calibration is stored either way)")
+    parser.add_argument("--log-every", type=int, default=10, help="steps between TensorBoard points")
+    parser.add_argument("--eval-every", type=int, default=1000, help="steps between held-out evaluations")
+    parser.add_argument("--save-every", type=int, default=1000, help="steps between state saves")
+    parser.add_argument("--reject-resample", action="store_true",
+                        help="reject audio not at 16 kHz instead of resampling it with a warning")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _table(values_by_name: dict, num_layers: int) -> str:
+    names = list(values_by_name)
+    lines = [f"{'layer':>5} " + " ".join(f"{n:>12}" for n in names)]
+    for k in range(num_layers):
+        lines.append(f"{k + 1:>5} " + " ".join(f"{values_by_name[n][k]:12.4f}" for n in names))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``daisy train-branches``; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    import torch
+
+    from daisy_upstream.audio import AudioCorpus
+    from daisy_upstream.policy import compute_tau
+    from daisy_upstream.stage1 import Stage1Config, train_branches
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
+    if args.out.exists() and not args.force:
+        raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
+    work_dir = args.work_dir or args.out.with_name(args.out.stem + ".work")
+    config = Stage1Config(
+        lr=args.lr, weight_decay=args.weight_decay, batch_seconds=args.batch_seconds,
+        max_steps=args.max_steps, epochs=args.epochs, seed=args.seed,
+        heldout_fraction=args.heldout_fraction, log_every=args.log_every,
+        eval_every=args.eval_every, save_every=args.save_every, stop_after=args.stop_after,
+        rhos=tuple(args.rho),
+    )
+    config.validate()
+    for rho in args.rho:
+        if not 0 <= rho <= 1:
+            raise SystemExit(f"--rho values must be in [0, 1], got {rho}")
+    corpus = AudioCorpus.from_source(args.audio, resample=not args.reject_resample)
+    logging.info("audio: %d files, %.1f s from %s", len(corpus), corpus.seconds, corpus.name)
+    result = train_branches(
+        args.checkpoint, corpus, args.out, work_dir, config,
+        device=args.device, teacher=args.teacher, progress=not args.no_progress,
+    )
+    if result.rank != 0:
+        return 0  # under torchrun only rank 0 reports and writes
+    print(f"audio: {corpus.problems.summary()}")
+    print(f"trained {result.step}/{result.total_steps} steps; this call: {result.audio_seconds:.1f} s of audio "
+          f"in {result.wall_seconds:.1f} s ({result.throughput:.2f} audio s per wall s)")
+    import resource
+
+    print(f"peak memory: process RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+          + (f", GPU allocated {result.peak_memory_mb:.0f} MiB" if result.peak_memory_mb is not None else ""))
+    if not result.finished:
+        print(f"not finished: state saved in {work_dir}; run the same command again to continue")
+        return 0
+    if result.heldout is not None:
+        print(f"held-out ({result.heldout['utterances']} utterances, {result.heldout['frames']} frames):")
+        print(_table({"CE": result.heldout["ce"], "agreement": result.heldout["accuracy"],
+                      "entropy": result.calibration["layer_entropy"]}, len(result.heldout["ce"])))
+    entropy = result.calibration["layer_entropy"]
+    print(f"calibration ({result.calibration['dataset']}): E_max {max(entropy):.4f}, E_min {min(entropy):.4f}, "
+          + ", ".join(f"tau(rho={r:g}) {compute_tau(entropy, r):.6f}" for r in args.rho))
+    print(f"wrote {result.out}  (TensorBoard: {work_dir / 'tb'})")
+    return 0

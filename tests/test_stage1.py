@@ -1,0 +1,184 @@
+"""Stage 1 (branch training): targets, learning, exact resume, inputs and bad input."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from daisy_upstream.audio import AudioCorpus
+from daisy_upstream.checkpoint import atomic_torch_save, load_daisy_checkpoint, make_random_checkpoint
+from daisy_upstream.early_exit import EarlyExitHubert
+from daisy_upstream.hubconf import daisy_hubert_local
+from daisy_upstream.policy import compute_tau, make_plan
+from daisy_upstream.stage1 import ClusterTargets, Stage1Config, train_branches
+from tests.conftest import waves
+from tests.test_audio import write_wavs
+
+SECONDS = [0.5, 0.6, 0.7, 0.8, 0.55, 0.65, 0.75, 0.85, 0.6, 0.7]
+
+
+@pytest.fixture
+def audio_dir(tmp_path) -> Path:
+    write_wavs(tmp_path / "audio", SECONDS)
+    return tmp_path / "audio"
+
+
+def fast_config(**overrides) -> Stage1Config:
+    """Test settings: a large lr so a few dozen steps show learning on tiny data."""
+    values = dict(lr=1e-2, batch_seconds=2.0, max_steps=12, heldout_fraction=0.2, eval_every=0,
+                  save_every=0, log_every=5)
+    values.update(overrides)
+    return Stage1Config(**values)
+
+
+def test_targets_equal_direct_computation_on_s3prl_model(write_checkpoint):
+    path = write_checkpoint(num_layers=2, branches=False, num_clusters=12)
+    loaded = load_daisy_checkpoint(path)
+    model = loaded.model
+    targets = ClusterTargets(model, ["<s>", "<pad>", "</s>", "<unk>"] + [str(i) for i in range(12)])
+    assert targets.num_classes == 12
+    wavs = waves(6000, 9000, 4000, seed=1)
+    backbone = EarlyExitHubert(model, None)
+    with torch.no_grad():
+        out = backbone(wavs, make_plan([2], None))
+        label_embs = model.label_embs_concat.split(model.num_classes, 0)[0]
+        for i, wav in enumerate(wavs):
+            # direct: s3prl's own forward and compute_nce, all 16 rows, then the 12 real ones
+            x = model(wav[None], padding_mask=None, mask=False, features_only=True)["x"][0]
+            proj = model.final_proj(x)
+            pos = label_embs[torch.zeros(proj.size(0), dtype=torch.long)]
+            negs = label_embs.unsqueeze(1).expand(-1, proj.size(0), -1)
+            direct = model.compute_nce(proj, pos, negs)[:, 1:]  # (T, 16): column j = row j
+            direct_real = direct[:, 4:]
+            n = int(out.lengths[i])
+            assert n == x.size(0)
+            mine = targets.logits(out.hidden_states[2][i, :n])
+            assert torch.allclose(mine, direct_real, atol=1e-4)
+            top2 = direct_real.topk(2, dim=-1).values
+            clear = (top2[:, 0] - top2[:, 1]) > 1e-3
+            assert clear.float().mean() > 0.9
+            assert torch.equal(targets(out.hidden_states[2][i, :n])[clear], direct_real.argmax(-1)[clear])
+
+
+def test_loss_per_layer_falls_and_output_loads(write_checkpoint, audio_dir, tmp_path):
+    ckpt = write_checkpoint(num_layers=3, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    result = train_branches(ckpt, corpus, tmp_path / "out.pt", tmp_path / "work",
+                            fast_config(max_steps=30, eval_every=15), progress=False)
+    assert result.finished and result.step == 30
+    first, last = result.history[0], result.history[-1]
+    assert first["step"] == 0 and last["step"] == 30
+    for k in range(3):
+        assert last["ce"][k] < 0.9 * first["ce"][k], (first["ce"], last["ce"])
+    assert (tmp_path / "work" / "tb").is_dir() and any((tmp_path / "work" / "tb").iterdir())
+    # the output is a DAISY checkpoint with a held-out calibration the upstream uses
+    loaded = load_daisy_checkpoint(tmp_path / "out.pt")
+    assert loaded.layout == "daisy" and loaded.branches.num_classes == 20
+    entropy = loaded.calibration["layer_entropy"]
+    assert len(entropy) == 3 and loaded.calibration["num_utterances"] == 2
+    upstream = daisy_hubert_local(str(tmp_path / "out.pt"), model_config={"rho": 0.76})
+    assert upstream.tau == pytest.approx(compute_tau(entropy, 0.76))
+
+
+def test_resume_equals_uninterrupted(write_checkpoint, audio_dir, tmp_path):
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    # 4 training batches per epoch: 10 steps cross two epoch boundaries
+    config = fast_config(max_steps=10, eval_every=4, save_every=3)
+    full = train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "wa", config, progress=False)
+    config_b = fast_config(max_steps=10, eval_every=4, save_every=3, stop_after=5)
+    part = train_branches(ckpt, corpus, tmp_path / "b.pt", tmp_path / "wb", config_b, progress=False)
+    assert not part.finished and part.step == 5 and not (tmp_path / "b.pt").exists()
+    torch.manual_seed(1234)  # a different global RNG state must not matter
+    rest = train_branches(ckpt, corpus, tmp_path / "b.pt", tmp_path / "wb", config_b, progress=False)
+    assert rest.finished and rest.step == 10
+    a = torch.load(tmp_path / "a.pt", weights_only=True)["daisy"]
+    b = torch.load(tmp_path / "b.pt", weights_only=True)["daisy"]
+    for key, value in a["branches"].items():
+        assert torch.equal(value, b["branches"][key]), key
+    assert a["calibration"]["layer_entropy"] == b["calibration"]["layer_entropy"]
+
+
+def test_resume_with_other_settings_is_refused(write_checkpoint, audio_dir, tmp_path):
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "w", fast_config(max_steps=2, stop_after=1),
+                   progress=False)
+    with pytest.raises(ValueError, match="other settings or data.*lr"):
+        train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "w", fast_config(max_steps=2, lr=1e-3),
+                       progress=False)
+
+
+def test_no_label_embs_concat_is_a_clear_error(audio_dir, tmp_path):
+    state = make_random_checkpoint(num_layers=2, branches=False)
+    del state["model_weight"]["label_embs_concat"]
+    atomic_torch_save(state, tmp_path / "ft.pt")
+    corpus = AudioCorpus.from_source(audio_dir)
+    with pytest.raises(ValueError, match="no label_embs_concat.*not a fine-tuned one"):
+        train_branches(tmp_path / "ft.pt", corpus, tmp_path / "o.pt", tmp_path / "w", fast_config(), progress=False)
+
+
+def test_daisy_and_authors_inputs(write_checkpoint, audio_dir, tmp_path):
+    corpus = AudioCorpus.from_source(audio_dir)
+    daisy = write_checkpoint("daisy.pt", num_layers=2, layer_entropy=[1.0, 0.5])
+    old = torch.load(daisy, weights_only=True)["daisy"]["branches"]
+    train_branches(daisy, corpus, tmp_path / "re.pt", tmp_path / "w1", fast_config(max_steps=2), progress=False)
+    new = torch.load(tmp_path / "re.pt", weights_only=True)
+    assert not torch.equal(new["daisy"]["branches"]["0.weight"], old["0.weight"])
+    assert new["daisy"]["calibration"]["layer_entropy"] != [1.0, 0.5]
+
+    plain = make_random_checkpoint(num_layers=2, branches=False)
+    authors = dict(plain)
+    weights = {k: v for k, v in plain["model_weight"].items() if not k.startswith("final_proj.")}
+    for i in range(2):
+        weights[f"final_proj.{i}.weight"] = torch.randn(20, 32)
+        weights[f"final_proj.{i}.bias"] = torch.randn(20)
+    authors["model_weight"] = weights
+    atomic_torch_save(authors, tmp_path / "authors.pt")
+    atomic_torch_save(plain, tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="authors' layout.*--teacher"):
+        train_branches(tmp_path / "authors.pt", corpus, tmp_path / "x.pt", tmp_path / "w2", fast_config(),
+                       progress=False)
+    train_branches(tmp_path / "authors.pt", corpus, tmp_path / "x.pt", tmp_path / "w3", fast_config(max_steps=2),
+                   teacher=tmp_path / "plain.pt", progress=False)
+    loaded = load_daisy_checkpoint(tmp_path / "x.pt")  # heads replaced, final_proj restored
+    assert loaded.layout == "daisy"
+    assert torch.equal(loaded.model.final_proj.weight, plain["model_weight"]["final_proj.weight"])
+    other = make_random_checkpoint(num_layers=2, branches=False, seed=5)
+    atomic_torch_save(other, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not the same backbone"):
+        train_branches(tmp_path / "authors.pt", corpus, tmp_path / "y.pt", tmp_path / "w4", fast_config(),
+                       teacher=tmp_path / "other.pt", progress=False)
+
+
+def test_cli_train_branches(write_checkpoint, audio_dir, tmp_path, capsys):
+    from daisy_upstream.cli import main
+
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    out = tmp_path / "cli.pt"
+    args = ["train-branches", "-k", str(ckpt), "--audio", str(audio_dir), "--out", str(out), "--max-steps", "3",
+            "--batch-seconds", "2", "--heldout-fraction", "0.2", "--no-progress", "--stop-after", "2"]
+    assert main(args) == 0
+    assert "not finished" in capsys.readouterr().out and not out.exists()
+    assert main(args[:-2]) == 0
+    text = capsys.readouterr().out
+    assert "trained 3/3 steps" in text and "tau(rho=0.7)" in text and out.is_file()
+    with pytest.raises(FileExistsError, match="--force"):
+        main(args[:-2])
+
+
+def test_ddp_two_process_gloo_smoke(write_checkpoint, audio_dir, tmp_path):
+    import subprocess
+    import sys
+
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    env = {**os.environ, "DAISY_DDP_BACKEND": "gloo", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "daisy_upstream", "train-branches", "-k", str(ckpt), "--audio", str(audio_dir),
+               "--out", str(tmp_path / "ddp.pt"), "--max-steps", "4", "--batch-seconds", "1.5",
+               "--heldout-fraction", "0.2", "--no-progress"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_daisy_checkpoint(tmp_path / "ddp.pt").layout == "daisy"
