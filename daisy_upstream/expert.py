@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import weakref
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
@@ -22,6 +23,8 @@ from daisy_upstream.policy import (
 )
 
 __all__ = ["DaisyUpstream", "load_config"]
+
+logger = logging.getLogger(__name__)
 
 
 def load_config(model_config: Union[None, str, Path, Mapping[str, Any]], **overrides: Any) -> DaisyConfig:
@@ -91,6 +94,7 @@ class DaisyUpstream(UpstreamBase):
         self._statistics_owner: Optional[weakref.ref] = None
         self._exit_counts: Optional[List[int]] = None
         self._span_override: Optional[Sequence[int]] = None
+        self._reported_span: Optional[List[int]] = None
 
     # -- where exits may happen -------------------------------------------------------
     @property
@@ -129,7 +133,12 @@ class DaisyUpstream(UpstreamBase):
             counts = owner.exit_counts.tolist() if config.needs_statistics() else None
         else:
             counts = self._exit_counts
-        return exit_span(config.strategy, self.num_layers, counts, config.span_threshold, config.fixed_layer)
+        span = exit_span(config.strategy, self.num_layers, counts, config.span_threshold, config.fixed_layer)
+        if span != self._reported_span:  # say once which layers may exit, and why
+            self._reported_span = span
+            source = f" from training exit counts {counts}" if counts is not None else ""
+            logger.info("DAISY exit span %s (strategy %s%s, tau %s)", span, config.strategy, source, self.tau)
+        return span
 
     def current_plan(self) -> ExitPlan:
         span = self.current_span()

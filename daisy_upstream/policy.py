@@ -214,7 +214,10 @@ class DaisyConfig:
     def from_yaml(cls, path: Union[str, Path]) -> "DaisyConfig":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"upstream config {path} does not exist")
+            raise FileNotFoundError(
+                f"upstream config {path} does not exist (-g/--upstream_model_config): give the path "
+                "of an existing YAML (examples in s3prl_configs/upstream/), or leave -g out for the defaults"
+            )
         with open(path) as f:
             values = yaml.safe_load(f)
         if values is not None and not isinstance(values, dict):
