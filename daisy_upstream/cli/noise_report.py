@@ -1,4 +1,12 @@
-"""``daisy noise-report``: where utterances exit as the SNR falls (the paper's Fig. 4)."""
+"""``daisy noise-report``: where utterances exit as the SNR falls (the paper's Fig. 4), and,
+given a trained ASR downstream, DAISY against a fixed exit of equal average compute on the
+mixed-noise set (the paper's Fig. 5).
+
+The mixed set is the one ``daisy make-corpus`` writes under ``noisy/mixed`` (task ``noisy``):
+the ASR test split with 40% of the utterances clean, 30% at 10 dB, 20% at 5 dB and 10% at
+0 dB SNR. It carries transcripts and ASR-split speakers only, so the downstream comparison
+is for ASR (``-d asr``): WER per SNR group and overall.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,9 +14,17 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
-__all__ = ["add_arguments", "exit_layers_by_snr", "run"]
+__all__ = [
+    "add_arguments",
+    "exit_layers_by_snr",
+    "fixed_layer_of_equal_compute",
+    "read_mixed_set",
+    "run",
+    "wer_by_condition",
+    "write_asr_layout",
+]
 
 DEFAULT_SNRS = ("clean", "10", "5", "0")
 
@@ -27,6 +43,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="runs/noise_report")
+    mixed = parser.add_argument_group(
+        "DAISY vs a fixed exit on the mixed-noise set (Fig. 5; ASR only)",
+        "The mixed set (40%% clean, 30%% 10 dB, 20%% 5 dB, 10%% 0 dB) is the ASR test split of a "
+        "'daisy make-corpus' corpus (task 'noisy'); it has transcripts, so the comparison is an ASR "
+        "WER. The fixed layer is round(mean DAISY exit layer on the mixed set): equal average compute. "
+        "Both evaluations run s3prl's runner (-m evaluate -e CKPT) on the same downstream checkpoint "
+        "with the upstream config replaced (-o args.upstream_model_config=...); the fixed exit thus "
+        "reuses the DAISY-trained head unless --fixed-downstream-ckpt gives one trained with that "
+        "fixed exit.")
+    mixed.add_argument("--downstream-ckpt", help="s3prl runner checkpoint of an ASR downstream trained "
+                       "with -u daisy_hubert* (e.g. from 'daisy table1': runs/asr/train_rho1.0/states-N.ckpt)")
+    mixed.add_argument("--corpus", help="a 'daisy make-corpus' directory with the 'noisy' layout")
+    mixed.add_argument("--daisy-config", help="upstream config of the DAISY evaluation (default: the one the "
+                       "downstream was trained with, from its checkpoint)")
+    mixed.add_argument("--fixed-downstream-ckpt", help="a downstream trained with the fixed exit (optional)")
+    mixed.add_argument("--no-sweep", action="store_true", help="skip the per-SNR exit sweep (Fig. 4)")
 
 
 def _clean_clips(args) -> List:
@@ -130,6 +162,18 @@ def _violin(report: Dict, num_layers: int, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.downstream_ckpt is None and (args.corpus or args.fixed_downstream_ckpt or args.daisy_config):
+        raise ValueError("--corpus / --daisy-config / --fixed-downstream-ckpt only apply with --downstream-ckpt")
+    if args.downstream_ckpt is not None and not args.corpus:
+        raise ValueError("--downstream-ckpt needs --corpus (a 'daisy make-corpus' directory with the mixed set)")
+    if not args.no_sweep:
+        _snr_sweep(args)
+    if args.downstream_ckpt is not None:
+        mixed_set_comparison(args)
+    return 0
+
+
+def _snr_sweep(args: argparse.Namespace) -> None:
     import torch
 
     from daisy_upstream.expert import load_config
@@ -161,4 +205,241 @@ def run(args: argparse.Namespace) -> int:
     (out / "noise_report.txt").write_text(table + "\n")
     _violin(report, upstream.num_layers, out / "exit_layers_by_snr.png")
     print(f"[noise-report] wrote {out}/noise_report.json, noise_report.txt, exit_layers_by_snr.png", file=sys.stderr)
-    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# Fig. 5: DAISY vs a fixed exit of equal average compute, ASR WER on the mixed set
+# ---------------------------------------------------------------------------------------
+CONDITION_ORDER = ("clean", "snr10", "snr5", "snr0")
+CONDITION_LABELS = {"clean": "clean", "snr10": "SNR 10 dB", "snr5": "SNR 5 dB", "snr0": "SNR 0 dB"}
+
+
+def read_mixed_set(noisy_root: Path) -> List[Dict[str, str]]:
+    """The mixed set's utterances: ``utt``, ``condition``, ``path``, ``transcript``.
+
+    Reads ``noisy_root/mixed/wav.scp`` and ``meta.tsv`` as written by ``daisy make-corpus``.
+    """
+    mixed = Path(noisy_root) / "mixed"
+    scp, meta = mixed / "wav.scp", mixed / "meta.tsv"
+    for path in (scp, meta):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: make the corpus with the 'noisy' task")
+    paths = dict(line.split(maxsplit=1) for line in scp.read_text().splitlines() if line.strip())
+    lines = meta.read_text().splitlines()
+    header = lines[0].split("\t")
+    items = []
+    for line in lines[1:]:
+        row = dict(zip(header, line.split("\t")))
+        utt = row["utt"]
+        if utt not in paths:
+            raise ValueError(f"{meta} lists {utt}, which {scp} does not")
+        items.append({"utt": utt, "condition": row["condition"], "path": paths[utt].strip(),
+                      "transcript": row["transcript"]})
+    if not items:
+        raise ValueError(f"{meta} lists no utterances")
+    return items
+
+
+def write_asr_layout(items: List[Dict[str, str]], out: Path, split: str = "test-clean") -> Dict[str, str]:
+    """The mixed set as a LibriSpeech split for s3prl's ASR dataset.
+
+    ``out/LibriSpeech/<split>/<spk>/<ch>/<utt>.wav`` (symlinks to the mixed files),
+    ``<spk>-<ch>.trans.txt`` and ``out/len_for_bucket/<split>.csv``. Utterance ids must be
+    LibriSpeech-style ``<spk>-<ch>-<n>``.
+    """
+    import soundfile as sf
+
+    from daisy_upstream.table1 import atomic_write_text
+
+    libri, buckets = Path(out) / "LibriSpeech", Path(out) / "len_for_bucket"
+    chapters: Dict[Tuple[str, str], List[str]] = {}
+    rows = []
+    for item in items:
+        parts = item["utt"].split("-")
+        if len(parts) != 3:
+            raise ValueError(f"utterance id {item['utt']!r} is not LibriSpeech-style <spk>-<ch>-<n>")
+        spk, ch, _ = parts
+        rel = f"{split}/{spk}/{ch}/{item['utt']}.wav"
+        link = libri / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(Path(item["path"]).resolve())
+        rows.append((rel, sf.info(str(link)).frames))
+        chapters.setdefault((spk, ch), []).append(f"{item['utt']} {item['transcript'].upper()}")
+    for (spk, ch), lines in chapters.items():
+        atomic_write_text(libri / split / spk / ch / f"{spk}-{ch}.trans.txt", "\n".join(sorted(lines)) + "\n")
+    rows.sort(key=lambda r: -r[1])
+    atomic_write_text(buckets / f"{split}.csv", "file_path,length\n" + "".join(f"{r},{n}\n" for r, n in rows))
+    return {"libri_root": str(libri), "bucket_file": str(buckets)}
+
+
+def fixed_layer_of_equal_compute(exit_layers: List[int]) -> int:
+    """``round(mean exit layer)`` (halves round up): the fixed exit with DAISY's average depth."""
+    import math
+
+    if not exit_layers:
+        raise ValueError("no exit layers")
+    return max(1, int(math.floor(sum(exit_layers) / len(exit_layers) + 0.5)))
+
+
+def wer_by_condition(hyp_ark: Path, ref_ark: Path, condition_of: Dict[str, str]) -> Dict[str, Dict[str, float]]:
+    """WER (%) per condition and ``overall`` (word errors / reference words, as s3prl)."""
+    from daisy_upstream.table1 import _read_ark, word_errors
+
+    utts = list(_read_ark(ref_ark))
+    missing = [u for u in utts if u not in condition_of]
+    if missing:
+        raise ValueError(f"{ref_ark} holds utterances outside the mixed set: {missing[:3]}")
+    out = {}
+    groups = [c for c in CONDITION_ORDER if c in condition_of.values()]
+    groups += sorted(set(condition_of.values()) - set(groups))
+    for group in groups + ["overall"]:
+        keys = [u for u in utts if group == "overall" or condition_of[u] == group]
+        if not keys:
+            continue
+        errors, words = word_errors(hyp_ark, ref_ark, keys)
+        out[group] = {"wer": 100.0 * errors / max(words, 1), "utterances": len(keys), "words": words}
+    return out
+
+
+def _runner_args(ckpt: Path) -> Dict:
+    from daisy_upstream.table1 import load_runner_checkpoint
+
+    state = load_runner_checkpoint(ckpt)
+    args = vars(state["Args"]) if "Args" in state else {}
+    if args.get("downstream") != "asr":
+        raise ValueError(f"{ckpt} is a {args.get('downstream')!r} downstream; the mixed-set comparison needs "
+                         "an ASR one (-d asr): the mixed set is the ASR test split with transcripts")
+    if not str(args.get("upstream", "")).startswith("daisy_hubert"):
+        raise ValueError(f"{ckpt} was trained with -u {args.get('upstream')}, not a daisy_hubert upstream")
+    counts = (state.get("Featurizer") or {}).get("exit_counts")
+    return {"args": args, "exit_counts": None if counts is None else [int(c) for c in counts.tolist()]}
+
+
+def _daisy_exit_layers(upstream_ckpt: str, config: Dict, counts, files: List[str]) -> List[int]:
+    import torch
+
+    from daisy_upstream.audio import load_audio
+    from daisy_upstream.hubconf import daisy_hubert_local
+
+    upstream = daisy_hubert_local(upstream_ckpt, model_config=config).eval()
+    if counts is not None:
+        upstream.set_exit_statistics(counts)
+    exits = []
+    with torch.no_grad():
+        for path in files:
+            exits.append(int(upstream.run([load_audio(path)]).exit_layers[0]))
+    return exits
+
+
+def _fig5_plot(results: Dict[str, Dict[str, Dict[str, float]]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(results)
+    groups = [g for g in list(CONDITION_ORDER) + ["overall"] if g in results[names[0]]]
+    x = np.arange(len(groups))
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(1.4 * len(groups) + 2.5, 4))
+    for i, name in enumerate(names):
+        values = [results[name][g]["wer"] for g in groups]
+        bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=name)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{CONDITION_LABELS.get(g, g)}\n({results[names[0]][g]['utterances']} utt.)" for g in groups])
+    ax.set_ylabel("WER (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def mixed_set_comparison(args: argparse.Namespace, runner=None) -> Dict:
+    """Fig. 5: evaluate the ASR downstream on the mixed set with DAISY and with the fixed exit."""
+    import functools
+
+    import yaml
+
+    from daisy_upstream.hubconf import DEFAULT_CHECKPOINT
+    from daisy_upstream.table1 import (RUNNER_CODE, atomic_write_json, atomic_write_text, subprocess_runner)
+
+    runner = runner or functools.partial(subprocess_runner, threads=1)
+    out = Path(args.out).resolve() / "mixed_set"
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = Path(args.corpus).resolve()
+    manifest = json.loads((corpus / "corpus.json").read_text()) if (corpus / "corpus.json").is_file() else None
+    if manifest is None:
+        raise FileNotFoundError(f"--corpus {corpus}: no corpus.json (make one with 'daisy make-corpus')")
+    if "noisy" not in manifest["layouts"]:
+        raise ValueError(f"{corpus} has no 'noisy' layout (the mixed set); remake it with the 'noisy' task")
+    items = read_mixed_set(Path(manifest["layouts"]["noisy"]["root"]))
+    condition_of = {i["utt"]: i["condition"] for i in items}
+    layout = write_asr_layout(items, out / "asr")
+
+    ckpt = Path(args.downstream_ckpt).resolve()
+    trained = _runner_args(ckpt)
+    upstream_ckpt = trained["args"].get("upstream_ckpt") or str(DEFAULT_CHECKPOINT)
+    daisy_config_path = args.daisy_config or trained["args"].get("upstream_model_config")
+    if not daisy_config_path or not Path(daisy_config_path).is_file():
+        raise FileNotFoundError(f"the DAISY upstream config {daisy_config_path!r} (from {ckpt}) is not there; "
+                                "pass --daisy-config")
+    daisy_config = yaml.safe_load(Path(daisy_config_path).read_text()) or {}
+    if daisy_config.get("strategy") in ("fixed", "full"):
+        raise ValueError(f"{daisy_config_path} has strategy {daisy_config['strategy']!r}: the DAISY side needs "
+                         "an early-exit strategy (pass --daisy-config)")
+    exits = _daisy_exit_layers(upstream_ckpt, daisy_config, trained["exit_counts"], [i["path"] for i in items])
+    fixed_layer = fixed_layer_of_equal_compute(exits)
+    fixed_config = {"strategy": "fixed", "fixed_layer": fixed_layer}
+    configs = {"daisy": out / "daisy_upstream.yaml", "fixed": out / "fixed_upstream.yaml"}
+    atomic_write_text(configs["daisy"], yaml.safe_dump(daisy_config, sort_keys=False))
+    atomic_write_text(configs["fixed"], yaml.safe_dump(fixed_config, sort_keys=False))
+    label = {"daisy": f"DAISY ({daisy_config.get('strategy', 'none')}, mean exit {sum(exits) / len(exits):.2f})",
+             "fixed": f"fixed exit at layer {fixed_layer}"}
+    results, spans = {}, {}
+    for name in ("daisy", "fixed"):
+        expdir = out / f"eval_{name}"
+        expdir.mkdir(parents=True, exist_ok=True)
+        used = Path(args.fixed_downstream_ckpt).resolve() if name == "fixed" and args.fixed_downstream_ckpt else ckpt
+        override = ",,".join([
+            f"args.upstream_model_config={configs[name]}", f"args.expdir={expdir}",
+            f"config.downstream_expert.datarc.libri_root={layout['libri_root']}",
+            f"config.downstream_expert.datarc.bucket_file={layout['bucket_file']}",
+            "config.downstream_expert.datarc.test-clean=['test-clean']",
+            "config.downstream_expert.datarc.eval_batch_size=1",
+        ])
+        log = out / f"eval_{name}.log"
+        if log.exists():
+            log.unlink()
+        print(f"[noise-report] evaluating {used.name} on the mixed set: {label[name]}", file=sys.stderr, flush=True)
+        runner([sys.executable, "-c", RUNNER_CODE, "-m", "evaluate", "-e", str(used), "-t", "test-clean",
+                "--device", args.device, "-o", override], log)
+        results[label[name]] = wer_by_condition(expdir / "test-clean-noLM-hyp.ark",
+                                                expdir / "test-clean-noLM-ref.ark", condition_of)
+    exits_by_condition = {c: [e for e, i in zip(exits, items) if i["condition"] == c] for c in CONDITION_ORDER}
+    lines = [f"{'method':<44} " + " ".join(f"{CONDITION_LABELS.get(g, g):>10}" for g in list(CONDITION_ORDER) + ["overall"])]
+    for name, by in results.items():
+        lines.append(f"{name:<44} " + " ".join(
+            f"{by[g]['wer']:>9.2f}%" if g in by else f"{'-':>10}" for g in list(CONDITION_ORDER) + ["overall"]))
+    lines.append(f"{'DAISY mean exit layer':<44} " + " ".join(
+        f"{sum(v) / len(v):>10.2f}" if v else f"{'-':>10}" for v in list(exits_by_condition.values()) + [exits]))
+    counts = {c: sum(1 for i in items if i["condition"] == c) for c in CONDITION_ORDER}
+    lines.append(f"{'utterances':<44} " + " ".join(f"{counts[c]:>10}" for c in CONDITION_ORDER) + f" {len(items):>10}")
+    table = "\n".join(lines)
+    print(table)
+    payload = {"downstream_ckpt": str(ckpt), "fixed_downstream_ckpt": args.fixed_downstream_ckpt,
+               "upstream_ckpt": upstream_ckpt, "daisy_config": daisy_config, "fixed_layer": fixed_layer,
+               "daisy_exit_layers": dict(zip([i["utt"] for i in items], exits)),
+               "conditions": condition_of, "wer": results}
+    atomic_write_json(out / "mixed_set.json", payload)
+    atomic_write_text(out / "mixed_set.txt", table + "\n")
+    _fig5_plot(results, out / "wer_by_snr.png",
+               f"ASR WER on the mixed set ({len(items)} utt.): DAISY vs fixed exit of equal average compute")
+    print(f"[noise-report] wrote {out}/mixed_set.json, mixed_set.txt, wer_by_snr.png", file=sys.stderr)
+    return payload

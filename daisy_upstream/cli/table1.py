@@ -1,0 +1,121 @@
+"""``daisy table1``: the paper's Table 1 (four MiniSUPERB tasks, full / DAISY rho x span /
+fixed exit), resumable, on a ``daisy make-corpus`` corpus or your own task configs.
+
+Per task: 4 downstream trainings (rho 1.0 and 0.7 with the plain threshold while training,
+the fixed exit layer, the full model), 8 evaluations (the six DAISY rows evaluate their
+rho's checkpoint with the span's upstream config; fixed; full) and one timing of the
+upstream on the task's test audio (every row beside the full model, batch 1). Each finished
+cell leaves a result file under ``--out``; running the same command again skips them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Dict, List
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__.split("\n\n")[0].replace("\n", " ")
+    parser.add_argument("--out", default="runs/table1", help="working directory; table1.md and table1.json go here")
+    parser.add_argument("--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
+    parser.add_argument("--tasks", nargs="+", default=None,
+                        help="subset of asr voxceleb1 enhancement_stft separation_stft (default: all four)")
+    parser.add_argument("--corpus", help="an existing 'daisy make-corpus' directory (holds corpus.json); "
+                        "default: make one in OUT/corpus")
+    parser.add_argument("--hours", type=float, default=0.4, help="speech to synthesise when making the corpus")
+    parser.add_argument("--data-config", action="append", default=[], metavar="TASK=PATH",
+                        help="your own s3prl task config with the data paths filled in (repeatable); "
+                        "used instead of the corpus for that task")
+    parser.add_argument("--steps", type=int, default=300, help="downstream training steps per training")
+    parser.add_argument("--fixed-layer", type=int, default=None,
+                        help="exit layer of the fixed-exit row (default: half the model's layers; the paper: 6 of 12)")
+    parser.add_argument("--size", choices=("small", "paper"), default="small",
+                        help="downstream heads and batches: 'small' (CPU-sized, SID lr 1e-2) or 'paper' "
+                        "(the shipped configs and the paper's learning rates)")
+    parser.add_argument("--time-repeats", type=int, default=5, help="timing repeats (median)")
+    parser.add_argument("--time-max-utterances", type=int, default=50, help="test utterances timed per task")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch/OpenMP threads for training, evaluation and timing (default 1: honest "
+                        "batch-1 timings on a shared machine; 0 = torch's default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for making the corpus")
+
+
+def _parse_data_configs(items: List[str]) -> Dict[str, Path]:
+    from daisy_upstream.table1 import TASKS
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--data-config takes TASK=PATH, got {item!r}")
+        task, path = item.split("=", 1)
+        if task not in TASKS:
+            raise ValueError(f"--data-config {item!r}: unknown task {task!r}; choose from {', '.join(TASKS)}")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--data-config {item!r}: {path} does not exist")
+        out[task] = Path(path).resolve()
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from daisy_upstream.checkpoint import load_daisy_checkpoint
+    from daisy_upstream.hubconf import DEFAULT_CHECKPOINT
+    from daisy_upstream.table1 import CORPUS_LAYOUT, REPO_CONFIGS, TASKS, Table1, prepare_task_config
+
+    tasks = list(args.tasks or TASKS)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"--tasks: unknown {unknown}; choose from {', '.join(TASKS)}")
+    out = Path(args.out).resolve()
+    ckpt = Path(args.ckpt).resolve() if args.ckpt else DEFAULT_CHECKPOINT
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} does not exist (--ckpt; the embedded one is made by "
+                                "'daisy pretrain-tiny' + 'daisy train-branches')")
+    num_layers = load_daisy_checkpoint(ckpt).num_layers
+    fixed_layer = args.fixed_layer if args.fixed_layer is not None else max(1, num_layers // 2)
+    if not 1 <= fixed_layer <= num_layers:
+        raise ValueError(f"--fixed-layer {fixed_layer}: the model has layers 1..{num_layers}")
+
+    own = _parse_data_configs(args.data_config)
+    extra = sorted(set(own) - set(tasks))
+    if extra:
+        raise ValueError(f"--data-config given for {extra}, which --tasks leaves out")
+    layouts = {}
+    need_corpus = [t for t in tasks if t not in own]
+    if need_corpus:
+        corpus = Path(args.corpus).resolve() if args.corpus else out / "corpus"
+        if not (corpus / "corpus.json").is_file():
+            if args.corpus:
+                raise FileNotFoundError(f"--corpus {corpus}: no corpus.json there (make one with 'daisy make-corpus')")
+            from daisy_upstream.corpus.build import make_corpus
+
+            print(f"[table1] making a {args.hours} h corpus in {corpus}", flush=True)
+            make_corpus(corpus, hours=args.hours, seed=args.seed,
+                        tasks=[CORPUS_LAYOUT[t] for t in need_corpus] + ["noisy"],  # noisy: for noise-report
+                        workers=args.workers)
+        manifest = json.loads((corpus / "corpus.json").read_text())
+        for task in need_corpus:
+            layout = manifest["layouts"].get(CORPUS_LAYOUT[task])
+            if layout is None:
+                raise ValueError(f"{corpus} has no {CORPUS_LAYOUT[task]!r} layout for {task}; "
+                                 f"remake it with that task or give --data-config {task}=PATH")
+            layouts[task] = layout
+
+    configs = {}
+    for task in tasks:
+        source = own.get(task, REPO_CONFIGS / task / "config.yaml")
+        with open(source) as f:
+            base = yaml.safe_load(f)
+        configs[task] = prepare_task_config(task, base, args.steps, args.size, layouts.get(task))
+    table = Table1(out, ckpt, configs, steps=args.steps, fixed_layer=fixed_layer, seed=args.seed,
+                   time_repeats=args.time_repeats, time_max_utterances=args.time_max_utterances,
+                   threads=args.threads or None)
+    table.run()
+    print((out / "table1.md").read_text())
+    return 0
