@@ -32,6 +32,7 @@ from daisy_upstream.branches import ExitBranches
 __all__ = [
     "DaisyCheckpoint",
     "atomic_torch_save",
+    "half_precision",
     "build_hubert",
     "load_daisy_checkpoint",
     "make_random_checkpoint",
@@ -178,12 +179,31 @@ def with_branches(
     return out
 
 
+def half_precision(state: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of a checkpoint dict with every floating tensor stored as fp16 (for shipping).
+
+    :func:`load_daisy_checkpoint` restores fp32 on load.
+    """
+
+    def cast(value: Any) -> Any:
+        if isinstance(value, Tensor) and value.is_floating_point():
+            return value.half()
+        if isinstance(value, dict):
+            return {k: cast(v) for k, v in value.items()}
+        return value
+
+    return {k: cast(v) if k in ("model_weight", "daisy") else v for k, v in state.items()}
+
+
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)

@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="s3prl voxceleb1 task config to start from (data paths are filled in)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, help="torch threads in every step (default: torch's)")
 
 
 def _say(message: str) -> None:
@@ -123,6 +124,11 @@ def run(args: argparse.Namespace) -> int:
     from daisy_upstream.hubconf import DEFAULT_CHECKPOINT
 
     start = time.time()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the runner subprocesses
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "demo.log"
