@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-__all__ = ["key_voxceleb1_cache_by_dataset", "local_rank_from_torchrun", "patch_runner_module", "voxceleb1_cache_dir"]
+__all__ = ["allow_namespace_in_checkpoints", "key_voxceleb1_cache_by_dataset", "local_rank_from_torchrun", "patch_runner_module", "voxceleb1_cache_dir"]
 
 
-def _allow_namespace_in_checkpoints() -> None:
+def allow_namespace_in_checkpoints() -> None:
     # torch >= 2.6 loads with weights_only=True by default; s3prl's runner checkpoints hold
     # the run's argparse.Namespace ('Args'), so resuming / evaluating with -e failed.
     # Allow exactly that class, nothing else.
@@ -140,7 +140,7 @@ def local_rank_from_torchrun(argv: Optional[List[str]] = None) -> None:
 
 def patch_runner_module(runner) -> None:
     """Applied to ``s3prl.downstream.runner`` when it is imported."""
-    _allow_namespace_in_checkpoints()
+    allow_namespace_in_checkpoints()
     _cpu_distributed_runner(runner)
     _advance_progress_on_every_rank(runner)
     local_rank_from_torchrun()

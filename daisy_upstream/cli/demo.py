@@ -90,7 +90,10 @@ def _summary(args, out: Path, exp: Path, ckpt: str, upstream_cfg: Path) -> str:
     from daisy_upstream.hubconf import daisy_hubert_local
     from daisy_upstream.policy import make_plan
 
-    states = torch.load(exp / f"states-{args.steps}.ckpt", map_location="cpu", weights_only=False)
+    from daisy_upstream.compat import allow_namespace_in_checkpoints
+
+    allow_namespace_in_checkpoints()  # the runner's checkpoint holds its argparse.Namespace
+    states = torch.load(exp / f"states-{args.steps}.ckpt", map_location="cpu", weights_only=True)
     train_counts = states["Featurizer"]["exit_counts"].tolist()
     accuracy = None
     for line in (exp / "log.log").read_text().splitlines():
