@@ -1,0 +1,58 @@
+"""Atomic audio and text writing."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile as sf
+
+__all__ = ["write_audio", "read_audio", "write_text", "to_pcm16"]
+
+PathLike = Union[str, os.PathLike]
+
+
+def to_pcm16(wav: np.ndarray) -> np.ndarray:
+    """Round float samples to the values a 16-bit file stores (as float32)."""
+    return (np.clip(np.round(np.asarray(wav, dtype=np.float64) * 32768.0), -32768, 32767)
+            / 32768.0).astype(np.float32)
+
+
+def write_audio(path: PathLike, wav: np.ndarray, sample_rate: int = 16000) -> None:
+    """Write mono ``wav`` as 16-bit PCM (FLAC or WAV by suffix), atomically.
+
+    The file appears under ``path`` only once completely written (temp file + rename).
+    """
+    path = Path(path)
+    fmt = {".flac": "FLAC", ".wav": "WAV"}.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"unsupported audio suffix {path.suffix!r} (use .flac or .wav)")
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim != 1:
+        raise ValueError(f"expected mono audio of shape (T,), got {wav.shape}")
+    if np.max(np.abs(wav), initial=0.0) > 1.0:
+        raise ValueError(f"audio for {path} exceeds full scale; scale it before writing")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    sf.write(str(tmp), wav, sample_rate, subtype="PCM_16", format=fmt)
+    os.replace(tmp, path)
+
+
+def read_audio(path: PathLike, sample_rate: int = 16000) -> np.ndarray:
+    """Read a mono audio file as float32, checking its sample rate."""
+    wav, sr = sf.read(str(path), dtype="float32", always_2d=False)
+    if sr != sample_rate:
+        raise ValueError(f"{path}: sample rate {sr}, expected {sample_rate}")
+    if wav.ndim != 1:
+        raise ValueError(f"{path}: expected mono audio, got shape {wav.shape}")
+    return wav
+
+
+def write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
