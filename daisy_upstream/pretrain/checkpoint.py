@@ -1,4 +1,4 @@
-"""s3prl's converted HuBERT checkpoint format, and atomic torch saving."""
+"""s3prl's converted HuBERT checkpoint format (atomic saving is daisy_upstream.checkpoint's)."""
 from __future__ import annotations
 
 import copy
@@ -10,20 +10,13 @@ import torch
 from s3prl.upstream.hubert.convert import load_converted_model
 from s3prl.upstream.hubert.hubert_model import HubertModel
 
+from daisy_upstream.checkpoint import atomic_torch_save
+
 from .model import SPECIAL_SYMBOLS
 
 __all__ = ["save_converted", "load_converted", "atomic_torch_save"]
 
 PathLike = Union[str, os.PathLike]
-
-
-def atomic_torch_save(obj: Any, path: PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def save_converted(model: HubertModel, model_cfg: Dict[str, Any], task_cfg: Dict[str, Any],
