@@ -25,17 +25,20 @@ def frame_entropy(logits: Tensor) -> Tensor:
     return -(log_p.exp() * log_p).sum(dim=-1)
 
 
-def mean_entropy(logits: Tensor, lengths: Tensor) -> Tensor:
+def mean_entropy(logits: Tensor, lengths: Optional[Tensor]) -> Tensor:
     """Per-utterance mean frame entropy over valid frames only.
 
     Args:
         logits: ``(B, T, C)`` branch logits.
-        lengths: ``(B,)`` number of valid frames of each row (padding excluded).
+        lengths: ``(B,)`` number of valid frames of each row (padding excluded), or None
+            when every row's ``T`` frames are valid.
 
     Returns:
         ``(B,)`` mean entropy in nats.
     """
     ent = frame_entropy(logits)
+    if lengths is None:
+        return ent.mean(dim=1)
     mask = valid_frame_mask(lengths, logits.size(1))
     return (ent * mask).sum(dim=1) / lengths.clamp(min=1).to(ent.dtype)
 
@@ -71,8 +74,11 @@ class ExitBranches(nn.ModuleList):
         """Logits of branch ``layer`` (1-based) on ``hidden`` ``(..., D) -> (..., C)``."""
         return self[layer - 1](hidden)
 
-    def entropy(self, layer: int, hidden: Tensor, lengths: Tensor) -> Tensor:
-        """Mean valid-frame entropy of branch ``layer`` on ``hidden`` ``(B, T, D)`` -> ``(B,)``."""
+    def entropy(self, layer: int, hidden: Tensor, lengths: Optional[Tensor]) -> Tensor:
+        """Mean valid-frame entropy of branch ``layer`` on ``hidden`` ``(B, T, D)`` -> ``(B,)``.
+
+        ``lengths`` ``(B,)`` counts each row's valid frames; None: all ``T`` are valid.
+        """
         return mean_entropy(self.logits(layer, hidden), lengths)
 
     @classmethod

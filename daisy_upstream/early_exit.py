@@ -193,12 +193,15 @@ class EarlyExitHubert(nn.Module):
         if not encoder.layer_norm_first:
             x = encoder.layer_norm(x)
 
-        hidden = [x.new_zeros(batch, frames, x.size(-1)) for _ in range(num_layers + 1)]
-        hidden[0] = x
+        # hidden[k] is layer k's output; while every row is still running at full length it
+        # is the layer's own output tensor (no copy), afterwards rows are scattered into zeros
+        hidden: List[Optional[Tensor]] = [x] + [None] * num_layers
         x = F.dropout(x, p=encoder.dropout, training=encoder.training).transpose(0, 1)  # (T, B, D)
         rows = torch.arange(batch, device=x.device)
+        all_rows = True
         cur_lengths = lengths
         cur_padding = padding if bool(padding.any()) else None
+        padded = cur_padding is not None
         exit_layers = torch.full((batch,), plan.deepest, dtype=torch.long, device=x.device)
         entropies = x.new_full((batch, num_layers), float("nan"))
         checks = set(plan.check_layers)
@@ -208,14 +211,22 @@ class EarlyExitHubert(nn.Module):
             state = x.transpose(0, 1)  # (B_active, T_active, D)
             if k == num_layers and encoder.layer_norm_first:
                 state = encoder.layer_norm(state)
-            hidden[k][:, : state.size(1)].index_copy_(0, rows, state)
+            if all_rows:
+                hidden[k] = state
+            else:
+                hidden[k] = state.new_zeros(batch, frames, state.size(-1))
+                hidden[k][:, : state.size(1)].index_copy_(0, rows, state)
             if k == plan.deepest or k not in checks:
                 continue
-            entropy = self.branches.entropy(k, state, cur_lengths)
+            # rows without padding: every frame counts, no mask needed
+            entropy = self.branches.entropy(k, state, None if cur_padding is None else cur_lengths)
             if per_batch:
                 frames_now = cur_lengths.to(entropy.dtype)
                 entropy = ((entropy * frames_now).sum() / frames_now.sum()).expand_as(entropy)
-            entropies[rows, k - 1] = entropy.to(entropies.dtype)
+            if all_rows:
+                entropies[:, k - 1] = entropy
+            else:
+                entropies[rows, k - 1] = entropy.to(entropies.dtype)
             stop = entropy < plan.tau
             if not bool(stop.any()):  # the one host sync of this layer
                 continue
@@ -223,6 +234,7 @@ class EarlyExitHubert(nn.Module):
             keep = ~stop
             if not bool(keep.any()):
                 break
+            all_rows = False
             rows, cur_lengths = rows[keep], cur_lengths[keep]
             longest = int(cur_lengths.max())
             x = x[:longest, keep]
@@ -231,9 +243,14 @@ class EarlyExitHubert(nn.Module):
                 if not bool(cur_padding.any()):
                     cur_padding = None
 
-        # zero what no row computed: frames past each row's end, layers past its exit
-        valid = (~padding).unsqueeze(-1).to(x.dtype)
-        layer_ids = torch.arange(num_layers + 1, device=x.device)
-        ran = (layer_ids.unsqueeze(1) <= exit_layers.unsqueeze(0)).to(x.dtype)  # (L+1, B)
-        hidden = [h * valid * ran[k].view(-1, 1, 1) for k, h in enumerate(hidden)]
+        # layers no row reached are zeros; rows that stopped earlier are zeros already;
+        # frames past a row's end (computed as padding) are zeroed here
+        outputs: List[Tensor] = []
+        for h in hidden:
+            if h is None:
+                h = x.new_zeros(batch, frames, x.size(-1))
+            elif padded:
+                h = h.masked_fill(padding.unsqueeze(-1), 0.0)
+            outputs.append(h)
+        hidden = outputs
         return EarlyExitOutput(hidden, lengths, exit_layers, entropies)
