@@ -10,6 +10,9 @@ Format (a ``torch.save``'d dict, loadable with ``weights_only=True``)::
         branches         dict   {"0.weight": (C, D), "0.bias": (C,), ..., "{L-1}.bias"}
         num_classes      int    C
         calibration      dict   (optional) {"layer_entropy": [L floats], "dataset": str, ...}
+        provenance       dict   (optional) commands and settings that made it; ``backbone``:
+                                the pretraining's own record (top-level ``provenance`` of a
+                                checkpoint written by ``daisy pretrain-tiny``)
 
 The authors' release layout (per-layer heads ``final_proj.{i}.weight/bias`` in
 ``model_weight`` instead of one ``final_proj``) is read too; those heads become the branches.
@@ -164,8 +167,13 @@ def with_branches(
     state: Dict[str, Any],
     branches: ExitBranches,
     calibration: Optional[Dict[str, Any]] = None,
+    provenance: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """A copy of a converted checkpoint dict with a ``daisy`` entry (branches + calibration)."""
+    """A copy of a converted checkpoint dict with a ``daisy`` entry (branches + calibration).
+
+    ``provenance`` (how the branches were made) is stored as ``daisy.provenance``, together
+    with the backbone's own ``provenance`` entry (as ``backbone``) when ``state`` has one.
+    """
     _, authors_heads = _split_authors_heads(state["model_weight"])
     out = {key: state[key] for key in REQUIRED_KEYS}
     if authors_heads:  # re-trained authors' heads replace the old ones
@@ -176,6 +184,12 @@ def with_branches(
     }
     if calibration is not None:
         out["daisy"]["calibration"] = dict(calibration)
+    made = dict(provenance or {})
+    backbone = state.get("provenance") or (state.get("daisy") or {}).get("provenance", {}).get("backbone")
+    if backbone:
+        made["backbone"] = backbone
+    if made:
+        out["daisy"]["provenance"] = made
     return out
 
 

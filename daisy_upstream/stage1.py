@@ -36,6 +36,7 @@ from daisy_upstream.branches import ExitBranches, valid_frame_mask
 from daisy_upstream.checkpoint import (
     FAIRSEQ_SPECIALS,
     atomic_torch_save,
+    half_precision,
     load_daisy_checkpoint,
     read_checkpoint,
     with_branches,
@@ -198,6 +199,10 @@ class Stage1Config:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"--stop-after must be >= 1, got {self.stop_after}")
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The settings as plain Python values (tuples as lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
     def fingerprint(self) -> Dict[str, Any]:
         """Settings a resumed run must share with the run that saved the state."""
@@ -420,6 +425,9 @@ def train_branches(
     teacher: Optional[Union[str, Path]] = None,
     progress: bool = True,
     tensorboard: bool = True,
+    heldout: Optional[AudioCorpus] = None,
+    half: bool = False,
+    provenance: Optional[Dict[str, Any]] = None,
 ) -> Stage1Result:
     """Train the ``L`` exit branches of ``checkpoint`` on ``corpus`` and write a DAISY checkpoint.
 
@@ -434,6 +442,10 @@ def train_branches(
             is there, training continues from it.
         teacher: a checkpoint of the same backbone that provides ``final_proj`` and
             ``label_embs_concat`` (for the authors' layout).
+        heldout: audio for evaluation and the calibration instead of a share of ``corpus``
+            (then all of ``corpus`` trains and ``config.heldout_fraction`` must be 0).
+        half: store ``out``'s floating tensors in fp16 (loading restores fp32).
+        provenance: stored as ``daisy.provenance`` in ``out`` (with the backbone's own).
 
     Raises:
         ValueError: no ``label_embs_concat``; a state in ``work_dir`` from different settings
@@ -452,7 +464,12 @@ def train_branches(
     targets = ClusterTargets(model, raw_state["dictionaries_symbols"][0])
     num_layers, embed_dim = backbone.num_layers, backbone.embed_dim
 
-    train_set, heldout_set = corpus.split(config.heldout_fraction, config.seed)
+    if heldout is None:
+        train_set, heldout_set = corpus.split(config.heldout_fraction, config.seed)
+    elif config.heldout_fraction:
+        raise ValueError("give either held-out audio or a held-out fraction (set it to 0), not both")
+    else:
+        train_set, heldout_set = corpus, heldout
     batches = train_set.batches(config.batch_seconds)
     if len(batches) < world:
         raise ValueError(f"{len(batches)} training batch(es) for {world} processes: use less --batch-seconds")
@@ -514,7 +531,7 @@ def train_branches(
                 "optimizer": optimizer.state_dict(),
                 "rng": _rng_state(),
                 "history": history,
-                "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+                "config": config.as_dict(),
             },
             state_path,
         )
@@ -648,7 +665,11 @@ def train_branches(
         }
         branches_cpu = ExitBranches(num_layers, embed_dim, targets.num_classes)
         branches_cpu.load_state_dict({k: v.detach().cpu() for k, v in branches.state_dict().items()})
-        atomic_torch_save(with_branches(raw_state, branches_cpu, calibration), out)
+        made = {"stage1": {"steps": step, "config": config.as_dict(),
+                           "train_audio": train_set.name, "heldout_audio": heldout_set.name},
+                **(provenance or {})}
+        written_state = with_branches(raw_state, branches_cpu, calibration, made)
+        atomic_torch_save(half_precision(written_state) if half else written_state, out)
         written = out
     if writer is not None:
         writer.close()

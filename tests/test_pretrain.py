@@ -119,6 +119,14 @@ def test_resume_is_exact(tmp_path):
                          for e in log["log"]]
     assert strip(log_a) == strip(log_b)
     assert meta["majority_valid_iter2"] > 0
+    # the checkpoint says how it was made; a finished run re-creates a deleted checkpoint
+    made = torch.load(tmp_path / "a.pt", weights_only=True)["provenance"]
+    assert made["phase"] == "done" and made["config"]["steps_iter2"] == 2 and made["step"] == 2
+    (tmp_path / "a.pt").unlink()
+    pretrain(corpus, tmp_path / "a", tmp_path / "a.pt", _cfg(), threads=1, command="daisy pretrain-tiny x")
+    again = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert again["provenance"]["command"] == "daisy pretrain-tiny x"
+    assert all(torch.equal(again["model_weight"][k], a[k]) for k in a)
     # the state is complete: a further call does nothing and the curves plot
     from daisy_upstream.pretrain.plot import plot_curves
     assert plot_curves(tmp_path / "a" / "log.json", tmp_path / "c.png").stat().st_size > 1000

@@ -169,6 +169,34 @@ def test_cli_train_branches(write_checkpoint, audio_dir, tmp_path, capsys):
         main(args[:-2])
 
 
+def test_cli_heldout_audio_fp16_and_provenance(write_checkpoint, audio_dir, tmp_path, capsys):
+    from daisy_upstream.cli import main
+
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    raw = torch.load(ckpt, weights_only=True)
+    raw["provenance"] = {"recipe": "pretraining record"}
+    atomic_torch_save(raw, tmp_path / "backbone.pt")
+    heldout = tmp_path / "heldout"
+    write_wavs(heldout, [0.5, 0.6])
+    out = tmp_path / "half.pt"
+    base = ["train-branches", "-k", str(tmp_path / "backbone.pt"), "--audio", str(audio_dir), "--out", str(out),
+            "--max-steps", "2", "--batch-seconds", "2", "--no-progress"]
+    with pytest.raises(SystemExit, match="not both"):
+        main(base + ["--heldout-audio", str(heldout), "--heldout-fraction", "0.2"])
+    assert main(base + ["--heldout-audio", str(heldout), "--fp16"]) == 0
+    saved = torch.load(out, weights_only=True)
+    assert saved["model_weight"]["final_proj.weight"].dtype == torch.float16
+    assert saved["daisy"]["branches"]["0.weight"].dtype == torch.float16
+    calibration = saved["daisy"]["calibration"]
+    assert calibration["num_utterances"] == 2 and calibration["dataset"] == AudioCorpus.from_source(heldout).name
+    made = saved["daisy"]["provenance"]
+    assert made["command"].startswith("daisy train-branches -k ") and "--fp16" in made["command"]
+    assert made["backbone"] == {"recipe": "pretraining record"} and made["stage1"]["steps"] == 2
+    loaded = load_daisy_checkpoint(out)
+    assert loaded.branches[0].weight.dtype == torch.float32
+    assert next(loaded.model.parameters()).dtype == torch.float32
+
+
 def test_ddp_two_process_gloo_smoke(write_checkpoint, audio_dir, tmp_path):
     import subprocess
     import sys

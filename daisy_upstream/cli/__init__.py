@@ -46,6 +46,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog=f"daisy {name}", description=help_text)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
+    args.command_line = ["daisy", name, *rest]  # recorded as provenance by commands that write models
     return int(module.run(args) or 0)
 
 

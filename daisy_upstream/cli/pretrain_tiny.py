@@ -6,6 +6,7 @@ optimizer, LR schedule, data order and masks), from ``--state-dir``.
 from __future__ import annotations
 
 import argparse
+import shlex
 import logging
 from pathlib import Path
 
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, exact_state=args.exact_state)
     try:
         pretrain(args.corpus, args.state_dir, args.out, cfg, device=args.device,
-                 threads=args.threads, ckpt_minutes=args.ckpt_minutes, max_steps=args.max_steps)
+                 threads=args.threads, ckpt_minutes=args.ckpt_minutes, max_steps=args.max_steps,
+                 command=shlex.join(args.command_line) if hasattr(args, "command_line") else None)
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         raise SystemExit(f"daisy pretrain-tiny: error: {err}") from err
     try:

@@ -6,6 +6,7 @@ stopped. Under ``torchrun`` (WORLD_SIZE > 1) the branches train with DDP.
 from __future__ import annotations
 
 import argparse
+import shlex
 import logging
 from pathlib import Path
 
@@ -34,8 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="audio seconds per batch, summed (paper: 32 LibriSpeech utterances ~ 400 s)")
     parser.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (paper 5e-5)")
     parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
-    parser.add_argument("--heldout-fraction", type=float, default=0.01,
-                        help="share of the audio held out for evaluation and calibration (default 0.01)")
+    parser.add_argument("--heldout-fraction", type=float, default=None,
+                        help="share of the audio held out for evaluation and calibration "
+                             "(default 0.01; 0 with --heldout-audio)")
+    parser.add_argument("--heldout-audio", type=Path, default=None,
+                        help="separate held-out audio for evaluation and calibration (same forms as --audio)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="store the checkpoint's tensors in fp16 (half the size; loading restores fp32)")
     parser.add_argument("--rho", type=float, nargs="+", default=[0.7, 0.76, 1.0],
                         help="rho values whose tau is reported (the calibration is stored either way)")
     parser.add_argument("--log-every", type=int, default=10, help="steps between TensorBoard points")
@@ -72,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.force:
         raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
     work_dir = args.work_dir or args.out.with_name(args.out.stem + ".work")
+    if args.heldout_fraction is None:
+        args.heldout_fraction = 0.0 if args.heldout_audio is not None else 0.01
+    elif args.heldout_audio is not None and args.heldout_fraction:
+        raise SystemExit("daisy train-branches: error: give --heldout-audio or --heldout-fraction, not both")
     config = Stage1Config(
         lr=args.lr, weight_decay=args.weight_decay, batch_seconds=args.batch_seconds,
         max_steps=args.max_steps, epochs=args.epochs, seed=args.seed,
@@ -85,9 +95,16 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"--rho values must be in [0, 1], got {rho}")
     corpus = AudioCorpus.from_source(args.audio, resample=not args.reject_resample)
     logging.info("audio: %d files, %.1f s from %s", len(corpus), corpus.seconds, corpus.name)
+    heldout = None
+    if args.heldout_audio is not None:
+        heldout = AudioCorpus.from_source(args.heldout_audio, resample=not args.reject_resample)
+        logging.info("held-out audio: %d files, %.1f s from %s", len(heldout), heldout.seconds, heldout.name)
+    command = getattr(args, "command_line", None)
     result = train_branches(
         args.checkpoint, corpus, args.out, work_dir, config,
         device=args.device, teacher=args.teacher, progress=not args.no_progress,
+        heldout=heldout, half=args.fp16,
+        provenance={"command": shlex.join(command)} if command else None,
     )
     if result.rank != 0:
         return 0  # under torchrun only rank 0 reports and writes

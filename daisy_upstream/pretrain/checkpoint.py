@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from s3prl.upstream.hubert.convert import load_converted_model
@@ -20,12 +20,14 @@ PathLike = Union[str, os.PathLike]
 
 
 def save_converted(model: HubertModel, model_cfg: Dict[str, Any], task_cfg: Dict[str, Any],
-                   num_clusters: int, path: PathLike) -> None:
+                   num_clusters: int, path: PathLike,
+                   provenance: Optional[Dict[str, Any]] = None) -> None:
     """Write ``model`` in s3prl's converted HuBERT format.
 
     The file is a dict with ``task_cfg``, ``model_cfg`` (plain dicts), ``model_weight``
-    (the state dict, fp32 CPU tensors) and ``dictionaries_symbols`` (one list: fairseq's four
-    specials then ``"0" .. str(num_clusters-1)``). It loads with
+    (the state dict, fp32 CPU tensors), ``dictionaries_symbols`` (one list: fairseq's four
+    specials then ``"0" .. str(num_clusters-1)``) and, if given, ``provenance`` (how it was
+    made; s3prl ignores it, ``daisy train-branches`` carries it on). It loads with
     ``s3prl.upstream.hubert.convert.load_converted_model`` and ``hubert_local(ckpt=path)``.
     """
     rows = model.label_embs_concat.shape[0]
@@ -38,6 +40,8 @@ def save_converted(model: HubertModel, model_cfg: Dict[str, Any], task_cfg: Dict
                          for k, v in model.state_dict().items()},
         "dictionaries_symbols": [list(SPECIAL_SYMBOLS) + [str(i) for i in range(num_clusters)]],
     }
+    if provenance is not None:
+        state["provenance"] = copy.deepcopy(provenance)
     atomic_torch_save(state, path)
 
 

@@ -168,7 +168,8 @@ def _evaluate(model, stream: AudioStream, labels: torch.Tensor, cfg: PretrainCon
 def pretrain(corpus: Path, state_dir: Path, out: Path, cfg: Optional[PretrainConfig] = None,
              device: str = "cpu", threads: int = 0, ckpt_minutes: float = 5.0,
              max_steps: Optional[int] = None,
-             on_log: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+             on_log: Optional[Callable[[Dict[str, Any]], None]] = None,
+             command: Optional[str] = None) -> Dict[str, Any]:
     """Run (or resume) tiny-HuBERT pretraining until both iterations are done.
 
     Args:
@@ -182,6 +183,7 @@ def pretrain(corpus: Path, state_dir: Path, out: Path, cfg: Optional[PretrainCon
         ckpt_minutes: save the state at least this often.
         max_steps: stop (after saving) once this many steps ran in this call (for tests).
         on_log: called with every log entry.
+        command: the command line, stored in the checkpoint's ``provenance``.
 
     Returns:
         The final state's ``meta`` dict (phase, step, majority shares, settings).
@@ -244,7 +246,7 @@ def pretrain(corpus: Path, state_dir: Path, out: Path, cfg: Optional[PretrainCon
     old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         return _run(state, cfg, stream_tr, stream_va, state_dir, out, dev, ckpt_minutes,
-                    max_steps, stop, on_log)
+                    max_steps, stop, on_log, command)
     finally:
         for s, h in old_handlers.items():
             signal.signal(s, h)
@@ -254,8 +256,22 @@ def _num_clusters(state) -> int:
     return int(state["targets"]["centroids"].shape[0])
 
 
+def provenance(state: Dict[str, Any], command: Optional[str] = None) -> Dict[str, Any]:
+    """How the model in ``state`` was made: recipe settings, corpus, progress, last scores."""
+    last = state["log"][-1] if state["log"] else {}
+    return {
+        "recipe": "daisy pretrain-tiny (daisy_upstream.pretrain.train)",
+        "command": command,
+        "config": state["config"],
+        "corpus": state["meta"],
+        "phase": state["phase"],
+        "step": state["step"],
+        "last_log": last,
+    }
+
+
 def _run(state, cfg: PretrainConfig, stream_tr, stream_va, state_dir, out, dev, ckpt_minutes,
-         max_steps, stop, on_log) -> Dict[str, Any]:
+         max_steps, stop, on_log, command) -> Dict[str, Any]:
     steps_run = 0
     while state["phase"] != "done":
         it = 1 if state["phase"] == "iter1" else 2
@@ -280,7 +296,8 @@ def _run(state, cfg: PretrainConfig, stream_tr, stream_va, state_dir, out, dev, 
             osd = opt.state_dict()
             state["optimizer"] = osd if cfg.exact_state else compact_optimizer(osd)
             save_state(state, state_dir)
-            save_converted(model, cfg.model_cfg, cfg.task_cfg, _num_clusters(state), out)
+            save_converted(model, cfg.model_cfg, cfg.task_cfg, _num_clusters(state), out,
+                           provenance(state, command))
 
         while state["step"] < total:
             s = state["step"]
@@ -334,7 +351,7 @@ def _run(state, cfg: PretrainConfig, stream_tr, stream_va, state_dir, out, dev, 
         model.cpu().eval()
         if it == 1:
             save_converted(model, cfg.model_cfg, cfg.task_cfg, _num_clusters(state),
-                           out.with_name(out.stem + ".iter1" + out.suffix))
+                           out.with_name(out.stem + ".iter1" + out.suffix), provenance(state, command))
             log.info("iteration 1 done; layer-%d features and k-means (%d clusters)",
                      cfg.target_layer, cfg.clusters_iter2)
             fn = layer_features(model, cfg.target_layer, cfg.task_cfg["normalize"])
@@ -351,7 +368,11 @@ def _run(state, cfg: PretrainConfig, stream_tr, stream_va, state_dir, out, dev, 
             state["meta"]["majority_valid_iter2"] = _majority(lab["labels_valid"])
         else:
             state["phase"] = "done"
-            save_converted(model, cfg.model_cfg, cfg.task_cfg, _num_clusters(state), out)
         save_state(state, state_dir)
+    # (re)write the final checkpoint from the state, so a finished run re-creates it
+    model = build_model(_num_clusters(state), cfg.model_cfg, cfg.task_cfg)
+    model.load_state_dict(state["model"])
+    save_converted(model, cfg.model_cfg, cfg.task_cfg, _num_clusters(state), out,
+                   provenance(state, command))
     log.info("pretraining done; final checkpoint %s", out)
     return state["meta"]
