@@ -9,7 +9,7 @@ APT_PACKAGES := espeak-ng sox flite pocketsphinx-testdata
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SOURCES := $(shell find daisy_upstream -type f -not -name '*.pyc' -not -path '*/__pycache__/*') setup.py
 
-.PHONY: demo test install system-packages
+.PHONY: demo test install system-packages embedded
 
 install: $(VENV)/.installed
 
@@ -38,3 +38,21 @@ test: install
 
 demo: install
 	$(VENV)/bin/daisy demo
+
+# Re-make the embedded checkpoint (daisy_upstream/resources/daisy_tiny_hubert.pt): pretraining
+# (hours on 2 CPU cores; resumable: run it again), stage 1 on the train split, calibration on
+# the held-out dev split, fp16 storage, provenance recorded in the checkpoint. The committed
+# state in train_state/pretrain_tiny is finished, so this re-derives the checkpoint from it;
+# 'make embedded PRETRAIN_STATE=runs/pretrain_state' pretrains from scratch instead.
+PRETRAIN_STATE ?= train_state/pretrain_tiny
+PRETRAIN_CORPUS := runs/corpus_pretrain
+EMBEDDED := daisy_upstream/resources/daisy_tiny_hubert.pt
+embedded: install
+	$(VENV)/bin/daisy pretrain-tiny --corpus $(PRETRAIN_CORPUS) --corpus-hours 3 --corpus-seed 0 \
+	  --steps-iter1 2600 --steps-iter2 2000 --state-dir $(PRETRAIN_STATE) \
+	  --out runs/pretrain_tiny/hubert_tiny.pt --threads 1 --seed 0
+	$(VENV)/bin/daisy train-branches -k runs/pretrain_tiny/hubert_tiny.pt \
+	  --audio $(PRETRAIN_CORPUS)/asr/LibriSpeech/train-clean-100 \
+	  --heldout-audio $(PRETRAIN_CORPUS)/asr/LibriSpeech/dev-clean \
+	  --epochs 1 --batch-seconds 60 --lr 2e-3 --seed 0 --threads 2 \
+	  --work-dir runs/stage1_embedded --fp16 --force --out $(EMBEDDED)

@@ -15,11 +15,10 @@ full model for that batch. ``efficiency = achieved saving / ideal saving``.
 """
 from __future__ import annotations
 
-import math
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch

@@ -24,8 +24,6 @@ The calibration YAML written by :func:`write_calibration_yaml` is what the upstr
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -34,6 +32,7 @@ import torch
 import yaml
 from torch import Tensor
 
+from daisy_upstream.atomic import atomic_save_figure, atomic_write_text
 from daisy_upstream.audio import AudioCorpus
 from daisy_upstream.branches import ExitBranches
 from daisy_upstream.early_exit import EarlyExitHubert
@@ -273,13 +272,6 @@ def summarize(
     return CalibrationResult(entropies, keys, dataset, rhos=tuple(float(r) for r in rhos))
 
 
-def _public(path: str) -> None:
-    """Give a ``mkstemp`` file (mode 0600) the usual mode of a new file (0666 & ~umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def write_calibration_yaml(result: CalibrationResult, path: Union[str, Path], force: bool = False) -> Path:
     """Write the calibration YAML atomically (temporary file + rename).
 
@@ -289,19 +281,9 @@ def write_calibration_yaml(result: CalibrationResult, path: Union[str, Path], fo
     path = Path(path)
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists; pass --force to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = "# made by 'daisy calibrate'; the upstream config key 'calibration:' reads layer_entropy\n"
     text += yaml.safe_dump(result.to_dict(), sort_keys=False, default_flow_style=None, width=100)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        _public(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
     return path
 
 
@@ -337,19 +319,7 @@ def plot_calibration(result: CalibrationResult, path: Union[str, Path], force: b
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        _public(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    finally:
-        plt.close(fig)
+    atomic_save_figure(fig, path, dpi=120)
     return path
 
 

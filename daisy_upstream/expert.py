@@ -7,7 +7,6 @@ import weakref
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
-import torch
 from torch import Tensor
 from s3prl.upstream.interfaces import UpstreamBase
 

@@ -9,7 +9,7 @@ from daisy_upstream.checkpoint import (
     read_checkpoint,
     with_branches,
 )
-from daisy_upstream.hubconf import daisy_hubert, daisy_hubert_local
+from daisy_upstream.hubconf import daisy_hubert_local
 from tests.conftest import waves
 
 

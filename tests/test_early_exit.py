@@ -1,5 +1,4 @@
 """The early-exit forward against s3prl's stock ``hubert_local``, and its batch behaviour."""
-import itertools
 
 import pytest
 import torch

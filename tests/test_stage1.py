@@ -87,7 +87,7 @@ def test_resume_equals_uninterrupted(write_checkpoint, audio_dir, tmp_path):
     corpus = AudioCorpus.from_source(audio_dir)
     # 4 training batches per epoch: 10 steps cross two epoch boundaries
     config = fast_config(max_steps=10, eval_every=4, save_every=3)
-    full = train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "wa", config, progress=False)
+    train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "wa", config, progress=False)
     config_b = fast_config(max_steps=10, eval_every=4, save_every=3, stop_after=5)
     part = train_branches(ckpt, corpus, tmp_path / "b.pt", tmp_path / "wb", config_b, progress=False)
     assert not part.finished and part.step == 5 and not (tmp_path / "b.pt").exists()

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
+
+from daisy_upstream.atomic import atomic_save_figure, atomic_write_json
 
 __all__ = ["add_arguments", "run"]
 
@@ -156,10 +157,7 @@ def _plot(results, path: Path) -> None:
     axes[1].set_ylabel("utterances")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_save_figure(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -212,9 +210,7 @@ def run(args: argparse.Namespace) -> int:
         "repeats": args.repeats, "warmup": args.warmup,
     }
     payload = {"meta": meta, "results": [r.to_dict() for r in results], "targets": checks}
-    tmp_json = out_dir / ".bench.json.tmp"
-    tmp_json.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp_json, out_dir / "bench.json")
+    atomic_write_json(out_dir / "bench.json", payload)
     _plot(results, out_dir / "bench.png")
     (out_dir / "bench.txt").write_text(table + "\n")
     print(f"[bench] wrote {out_dir}/bench.json, bench.png, bench.txt", file=sys.stderr)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
+
+from daisy_upstream.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
 
 __all__ = [
     "add_arguments",
@@ -155,10 +156,7 @@ def _violin(report: Dict, num_layers: int, path: Path) -> None:
     ax.set_ylim(0.5, num_layers + 0.5)
     ax.set_title("DAISY exit layer by noise level")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_save_figure(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,8 +172,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _snr_sweep(args: argparse.Namespace) -> None:
-    import torch
-
     from daisy_upstream.expert import load_config
     from daisy_upstream.hubconf import DEFAULT_CHECKPOINT, daisy_hubert_local
 
@@ -199,9 +195,7 @@ def _snr_sweep(args: argparse.Namespace) -> None:
     table = "\n".join(lines)
     print(table)
     payload = {"checkpoint": ckpt, "tau": upstream.tau, "strategy": config.strategy, "report": report}
-    tmp = out / ".noise_report.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, out / "noise_report.json")
+    atomic_write_json(out / "noise_report.json", payload)
     (out / "noise_report.txt").write_text(table + "\n")
     _violin(report, upstream.num_layers, out / "exit_layers_by_snr.png")
     print(f"[noise-report] wrote {out}/noise_report.json, noise_report.txt, exit_layers_by_snr.png", file=sys.stderr)
@@ -249,7 +243,6 @@ def write_asr_layout(items: List[Dict[str, str]], out: Path, split: str = "test-
     """
     import soundfile as sf
 
-    from daisy_upstream.table1 import atomic_write_text
 
     libri, buckets = Path(out) / "LibriSpeech", Path(out) / "len_for_bucket"
     chapters: Dict[Tuple[str, str], List[str]] = {}
@@ -355,10 +348,7 @@ def _fig5_plot(results: Dict[str, Dict[str, Dict[str, float]]], path: Path, titl
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_save_figure(fig, path)
 
 
 def mixed_set_comparison(args: argparse.Namespace, runner=None) -> Dict:
@@ -368,7 +358,7 @@ def mixed_set_comparison(args: argparse.Namespace, runner=None) -> Dict:
     import yaml
 
     from daisy_upstream.hubconf import DEFAULT_CHECKPOINT
-    from daisy_upstream.table1 import (RUNNER_CODE, atomic_write_json, atomic_write_text, subprocess_runner)
+    from daisy_upstream.table1 import RUNNER_CODE, subprocess_runner
 
     runner = runner or functools.partial(subprocess_runner, threads=1)
     out = Path(args.out).resolve() / "mixed_set"
@@ -402,7 +392,7 @@ def mixed_set_comparison(args: argparse.Namespace, runner=None) -> Dict:
     atomic_write_text(configs["fixed"], yaml.safe_dump(fixed_config, sort_keys=False))
     label = {"daisy": f"DAISY ({daisy_config.get('strategy', 'none')}, mean exit {sum(exits) / len(exits):.2f})",
              "fixed": f"fixed exit at layer {fixed_layer}"}
-    results, spans = {}, {}
+    results = {}
     for name in ("daisy", "fixed"):
         expdir = out / f"eval_{name}"
         expdir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, Iterable, List, Tuple
 
-from .audio_io import write_text
+from daisy_upstream.atomic import atomic_write_text as write_text
 from .plan import ASR_SPLITS, Utterance
 from .text import ALPHABET
 

@@ -8,7 +8,9 @@ from typing import Union
 import numpy as np
 import soundfile as sf
 
-__all__ = ["write_audio", "read_audio", "write_text", "to_pcm16"]
+from daisy_upstream.atomic import atomic_path
+
+__all__ = ["write_audio", "read_audio", "to_pcm16"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -33,10 +35,8 @@ def write_audio(path: PathLike, wav: np.ndarray, sample_rate: int = 16000) -> No
         raise ValueError(f"expected mono audio of shape (T,), got {wav.shape}")
     if np.max(np.abs(wav), initial=0.0) > 1.0:
         raise ValueError(f"audio for {path} exceeds full scale; scale it before writing")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    sf.write(str(tmp), wav, sample_rate, subtype="PCM_16", format=fmt)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), wav, sample_rate, subtype="PCM_16", format=fmt)
 
 
 def read_audio(path: PathLike, sample_rate: int = 16000) -> np.ndarray:
@@ -49,10 +49,3 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> np.ndarray:
     return wav
 
 
-def write_text(path: PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (UTF-8)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

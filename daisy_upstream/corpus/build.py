@@ -19,7 +19,9 @@ from tqdm import tqdm
 
 from . import tts
 from .asr_layout import write_asr_metadata
-from .audio_io import read_audio, write_audio, write_text
+from daisy_upstream.atomic import atomic_write_text as write_text
+
+from .audio_io import read_audio, write_audio
 from .plan import CorpusPlan, plan_corpus, plan_summary
 
 __all__ = ["make_corpus", "TASKS", "PEAK_LEVEL"]

@@ -15,7 +15,9 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from . import tts
-from .audio_io import read_audio, to_pcm16, write_audio, write_text
+from daisy_upstream.atomic import atomic_write_text as write_text
+
+from .audio_io import read_audio, to_pcm16, write_audio
 from .noise import NOISE_COLOURS, babble, fit_length, measure_snr, mix_at_snr, sox_noise
 from .plan import CorpusPlan, Utterance
 from .text import generate_sentences

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
+
+from daisy_upstream.atomic import atomic_write_text
 
 from .checkpoint import atomic_torch_save
 
@@ -54,8 +55,4 @@ def load_state(state_dir: Path) -> Optional[Dict[str, Any]]:
 
 def write_log(log, meta: Dict[str, Any], path: Path) -> None:
     """Write the training log (a list of dicts) and run metadata as JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"meta": meta, "log": log}, indent=0) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({"meta": meta, "log": log}, indent=0) + "\n")
