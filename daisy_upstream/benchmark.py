@@ -230,7 +230,8 @@ def run_benchmark(
             for repeat in range(warmup + repeats):
                 if progress:
                     progress(f"batch {batch_size}: repeat {repeat + 1 - warmup}/{repeats}" if repeat >= warmup else f"batch {batch_size}: warm-up")
-                for mode in modes:
+                shift = repeat % len(modes)  # rotate the order: no mode always runs first
+                for mode in list(modes[shift:]) + list(modes[:shift]):
                     _sync(device)
                     start = time.perf_counter()
                     for batch in batches:

@@ -120,6 +120,7 @@ def test_resume_is_exact(tmp_path):
     assert strip(log_a) == strip(log_b)
     assert meta["majority_valid_iter2"] > 0
     # the checkpoint says how it was made; a finished run re-creates a deleted checkpoint
+    assert torch.load(tmp_path / "a" / "state.pt", weights_only=True)["optimizer"] is None  # done: no optimizer
     made = torch.load(tmp_path / "a.pt", weights_only=True)["provenance"]
     assert made["phase"] == "done" and made["config"]["steps_iter2"] == 2 and made["step"] == 2
     (tmp_path / "a.pt").unlink()

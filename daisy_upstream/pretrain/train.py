@@ -367,7 +367,8 @@ def _run(state, cfg: PretrainConfig, stream_tr, stream_va, state_dir, out, dev, 
                           "targets": lab})
             state["meta"]["majority_valid_iter2"] = _majority(lab["labels_valid"])
         else:
-            state["phase"] = "done"
+            # finished: the optimizer is no longer needed (the state stays small enough to commit)
+            state.update({"phase": "done", "optimizer": None})
         save_state(state, state_dir)
     # (re)write the final checkpoint from the state, so a finished run re-creates it
     model = build_model(_num_clusters(state), cfg.model_cfg, cfg.task_cfg)
