@@ -54,5 +54,5 @@ embedded: install
 	$(VENV)/bin/daisy train-branches -k runs/pretrain_tiny/hubert_tiny.pt \
 	  --audio $(PRETRAIN_CORPUS)/asr/LibriSpeech/train-clean-100 \
 	  --heldout-audio $(PRETRAIN_CORPUS)/asr/LibriSpeech/dev-clean \
-	  --epochs 1 --batch-seconds 60 --lr 2e-3 --seed 0 --threads 2 \
-	  --work-dir runs/stage1_embedded --fp16 --force --out $(EMBEDDED)
+	  --epochs 1 --batch-seconds 20 --lr 2e-3 --seed 0 --threads 2 \
+	  --eval-every 100 --work-dir runs/stage1_embedded --fp16 --force --out $(EMBEDDED)
