@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -41,6 +42,7 @@ from daisy_upstream.checkpoint import (
     read_checkpoint,
     with_branches,
 )
+from daisy_upstream.corpus.noise import NoiseAugment
 from daisy_upstream.early_exit import EarlyExitHubert
 from daisy_upstream.policy import make_plan
 
@@ -167,6 +169,11 @@ class Stage1Config:
         rhos: rho values whose tau is reported with the calibration.
         prefetch: load the next batch's audio in a background thread while this one trains
             (the order and content of batches do not change).
+        noise_prob: share of training utterances mixed with sox noise (white, pink, brown) at
+            an SNR drawn from ``noise_snr_db``; the targets come from the noisy audio itself,
+            so the branches learn how sure they may be on noisy speech (0: off; the held-out
+            evaluation and calibration stay clean).
+        noise_snr_db: ``(low, high)`` SNR range in dB.
     """
 
     lr: float = 5e-5
@@ -182,6 +189,8 @@ class Stage1Config:
     stop_after: Optional[int] = None
     rhos: Tuple[float, ...] = (0.7, 0.76, 1.0)
     prefetch: bool = True
+    noise_prob: float = 0.0
+    noise_snr_db: Tuple[float, float] = (0.0, 20.0)
 
     def validate(self) -> None:
         if not self.lr > 0:
@@ -197,6 +206,8 @@ class Stage1Config:
         for name in ("log_every", "eval_every", "save_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+        if not 0.0 <= self.noise_prob <= 1.0:
+            raise ValueError(f"--noise-prob must be in [0, 1], got {self.noise_prob}")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"--stop-after must be >= 1, got {self.stop_after}")
 
@@ -212,6 +223,8 @@ class Stage1Config:
             "batch_seconds": self.batch_seconds,
             "seed": self.seed,
             "heldout_fraction": self.heldout_fraction,
+            "noise_prob": self.noise_prob,
+            "noise_snr_db": list(self.noise_snr_db),
         }
 
 
@@ -572,6 +585,7 @@ def train_branches(
     acc_hits = torch.zeros(num_layers, dtype=torch.float64)
     acc_frames = acc_steps = 0
     branches.train()
+    augment = NoiseAugment(config.noise_prob, config.noise_snr_db, seed=config.seed)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="daisy-audio") if config.prefetch else None
     pending: Dict[Tuple[int, int], Future] = {}
     try:
@@ -593,6 +607,9 @@ def train_branches(
             if not wavs and world == 1:
                 position += 1
                 continue  # every file of this batch failed to decode (counted); no step
+            if wavs and augment.prob:
+                noise_rng = np.random.default_rng([config.seed, epoch, position, rank])
+                wavs = [torch.from_numpy(augment(w.numpy(), noise_rng)) for w in wavs]
             if wavs:
                 features, labels = _batch_features(backbone, targets, [w.to(dev) for w in wavs])
             else:

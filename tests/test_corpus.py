@@ -50,6 +50,22 @@ def test_mix_at_snr_exact():
         noise.mix_at_snr(np.zeros(10), np.ones(10), 5.0)
 
 
+def test_noise_augment_mixes_a_share_at_drawn_snrs():
+    augment = noise.NoiseAugment(0.5, (3.0, 6.0), seconds=2.0, seed=0)
+    clean = np.sin(np.arange(8000) / 7.0).astype(np.float32) * 0.3
+    rng = np.random.default_rng(0)
+    outs = [augment(clean, rng) for _ in range(40)]
+    mixed = [o for o in outs if not np.array_equal(o, clean)]
+    assert 10 < len(mixed) < 30 and all(o.dtype == np.float32 for o in outs)
+    for o in mixed:
+        assert 3.0 - 1e-3 <= noise.measure_snr(clean, o - clean) <= 6.0 + 1e-3
+    again = [augment(clean, np.random.default_rng(0)) for _ in range(1)]
+    assert np.array_equal(again[0], outs[0])  # deterministic for the generator's seed
+    assert np.array_equal(noise.NoiseAugment(0.0)(clean, rng), clean)
+    with pytest.raises(ValueError, match="probability"):
+        noise.NoiseAugment(1.5)
+
+
 def test_bad_arguments(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="hours"):
         make_corpus(tmp_path, hours=0)

@@ -131,3 +131,21 @@ def test_resume_is_exact(tmp_path):
     # the state is complete: a further call does nothing and the curves plot
     from daisy_upstream.pretrain.plot import plot_curves
     assert plot_curves(tmp_path / "a" / "log.json", tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_finished_run_continues_with_denoising(tmp_path):
+    corpus = _toy_corpus(tmp_path / "corpus")
+    pretrain(corpus, tmp_path / "s", tmp_path / "m.pt", _cfg(), threads=1)
+    before = torch.load(tmp_path / "m.pt", weights_only=True)["model_weight"]
+    more = _cfg()
+    more.steps_iter2, more.noise_prob = 4, 1.0
+    pretrain(corpus, tmp_path / "s", tmp_path / "m.pt", more, threads=1)
+    state = torch.load(tmp_path / "s" / "state.pt", weights_only=True)
+    assert state["phase"] == "done" and state["step"] == 4 and state["config"]["noise_prob"] == 1.0
+    assert [e["step"] for e in state["log"] if e["iteration"] == 2] == [1, 2, 3, 4]
+    after = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert after["provenance"]["config"]["noise_prob"] == 1.0
+    assert not torch.equal(after["model_weight"]["label_embs_concat"], before["label_embs_concat"])
+    # resuming without naming the noise keeps the saved setting
+    pretrain(corpus, tmp_path / "s", tmp_path / "m.pt", _cfg(), threads=1)
+    assert torch.load(tmp_path / "s" / "state.pt", weights_only=True)["config"]["noise_prob"] == 1.0

@@ -197,6 +197,20 @@ def test_cli_heldout_audio_fp16_and_provenance(write_checkpoint, audio_dir, tmp_
     assert next(loaded.model.parameters()).dtype == torch.float32
 
 
+def test_noise_augmentation_is_deterministic_and_changes_training(write_checkpoint, audio_dir, tmp_path):
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    runs = {}
+    for name, prob in (("clean", 0.0), ("noisy_a", 1.0), ("noisy_b", 1.0)):
+        train_branches(ckpt, corpus, tmp_path / f"{name}.pt", tmp_path / f"w_{name}",
+                       fast_config(max_steps=3, noise_prob=prob), progress=False)
+        runs[name] = torch.load(tmp_path / f"{name}.pt", weights_only=True)["daisy"]["branches"]
+    assert all(torch.equal(runs["noisy_a"][k], runs["noisy_b"][k]) for k in runs["clean"])
+    assert not all(torch.equal(runs["noisy_a"][k], runs["clean"][k]) for k in runs["clean"])
+    with pytest.raises(ValueError, match="noise-prob"):
+        fast_config(noise_prob=2.0).validate()
+
+
 def test_ddp_two_process_gloo_smoke(write_checkpoint, audio_dir, tmp_path):
     import subprocess
     import sys

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training steps of iteration 1 (MFCC targets)")
     parser.add_argument("--steps-iter2", type=int, default=6000,
                         help="training steps of iteration 2 (the model's own features)")
+    parser.add_argument("--noise-prob", type=float, default=None,
+                        help="share of training crops mixed with sox noise at 0-20 dB SNR, clean "
+                             "targets kept (denoising masked prediction; default 0)")
     parser.add_argument("--out", type=Path, default=Path("runs/pretrain_tiny/hubert_tiny.pt"),
                         help="s3prl converted checkpoint to write (updated at every save)")
     parser.add_argument("--state-dir", type=Path, default=Path("train_state/pretrain_tiny"),
@@ -67,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         make_corpus(args.corpus, hours=args.corpus_hours, seed=args.corpus_seed, tasks=["asr"])
     cfg = PretrainConfig(steps_iter1=args.steps_iter1, steps_iter2=args.steps_iter2,
                          seed=args.seed, exact_state=args.exact_state)
+    if args.noise_prob is not None:
+        cfg.noise_prob = args.noise_prob
     try:
         pretrain(args.corpus, args.state_dir, args.out, cfg, device=args.device,
                  threads=args.threads, ckpt_minutes=args.ckpt_minutes, max_steps=args.max_steps,

@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 0.01; 0 with --heldout-audio)")
     parser.add_argument("--heldout-audio", type=Path, default=None,
                         help="separate held-out audio for evaluation and calibration (same forms as --audio)")
+    parser.add_argument("--noise-prob", type=float, default=0.0,
+                        help="share of training utterances mixed with sox noise at 0-20 dB SNR (targets "
+                             "from the noisy audio itself; default 0)")
     parser.add_argument("--fp16", action="store_true",
                         help="store the checkpoint's tensors in fp16 (half the size; loading restores fp32)")
     parser.add_argument("--rho", type=float, nargs="+", default=[0.7, 0.76, 1.0],
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, epochs=args.epochs, seed=args.seed,
         heldout_fraction=args.heldout_fraction, log_every=args.log_every,
         eval_every=args.eval_every, save_every=args.save_every, stop_after=args.stop_after,
-        rhos=tuple(args.rho),
+        rhos=tuple(args.rho), noise_prob=args.noise_prob,
     )
     config.validate()
     for rho in args.rho:

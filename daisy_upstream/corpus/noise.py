@@ -120,3 +120,32 @@ def babble(sources: Sequence[np.ndarray], length: int, seed: int) -> np.ndarray:
         out += fit_length(s, length, int(rng.integers(0, s.size)))
     out /= np.sqrt(np.mean(out ** 2)) + 1e-12
     return out.astype(np.float32)
+
+
+class NoiseAugment:
+    """Mixes sox noise (white, pink, brown; a bank made once) into a share of utterances.
+
+    Args:
+        prob: chance that an utterance gets noise.
+        snr_db: the SNR is drawn uniformly from this ``(low, high)`` range.
+        seconds: length of each colour's noise bank (utterances take random stretches).
+        seed: seed of the noise bank.
+    """
+
+    def __init__(self, prob: float, snr_db: Sequence[float] = (0.0, 20.0), seconds: float = 60.0,
+                 seed: int = 0) -> None:
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"noise probability must be in [0, 1], got {prob}")
+        low, high = (float(v) for v in snr_db)
+        if not low <= high:
+            raise ValueError(f"noise SNR range must be (low, high) with low <= high, got {snr_db}")
+        self.prob, self.snr_db = float(prob), (low, high)
+        self.bank = [sox_noise(c, seconds, seed=seed + i) for i, c in enumerate(NOISE_COLOURS)] if prob else []
+
+    def __call__(self, wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``wav`` unchanged, or mixed with a random stretch of a random colour at a random SNR."""
+        if not self.prob or rng.random() >= self.prob or not np.any(wav):
+            return wav  # (silent input has no SNR)
+        bank = self.bank[int(rng.integers(len(self.bank)))]
+        noise = fit_length(bank, len(wav), offset=int(rng.integers(0, bank.size)))
+        return mix_at_snr(wav, noise, float(rng.uniform(*self.snr_db))).astype(np.asarray(wav).dtype)

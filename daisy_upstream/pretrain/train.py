@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from daisy_upstream.corpus.noise import NoiseAugment
+
 from .checkpoint import save_converted
 from .data import AudioStream, crop_samples, list_split_files, load_stream
 from .features import layer_features, mfcc_frames, stream_features
@@ -59,6 +61,11 @@ class PretrainConfig:
     #: standardising MFCC deltas made the labels twice as jumpy (adjacent frames equal 29%
     #: vs 48% of the time) and the first run sat at chance for 1200 steps.
     standardize_features: bool = False
+    #: denoising masked prediction: this share of training crops gets sox noise (white, pink,
+    #: brown) at an SNR drawn from noise_snr_db, the targets stay those of the clean audio, so
+    #: deep layers learn to see through noise (None: 0 for a new run, unchanged on resume)
+    noise_prob: Optional[float] = None
+    noise_snr_db: List[float] = dataclasses.field(default_factory=lambda: [0.0, 20.0])
     eval_every: int = 100
     eval_crops: int = 32
     seed: int = 0
@@ -226,10 +233,10 @@ def pretrain(corpus: Path, state_dir: Path, out: Path, cfg: Optional[PretrainCon
         if cfg is not None:
             for f in dataclasses.fields(PretrainConfig):
                 new, old = getattr(cfg, f.name), getattr(saved, f.name)
-                if new == old:
+                if new == old or (f.name == "noise_prob" and new is None):
                     continue
-                if f.name in ("steps_iter1", "steps_iter2"):
-                    log.warning("%s changed from %d to %d", f.name, old, new)
+                if f.name in ("steps_iter1", "steps_iter2", "noise_prob", "noise_snr_db"):
+                    log.warning("%s changed from %s to %s", f.name, old, new)
                     setattr(saved, f.name, new)
                 else:
                     log.warning("ignoring %s=%r: the run in %s was started with %r",
@@ -240,6 +247,10 @@ def pretrain(corpus: Path, state_dir: Path, out: Path, cfg: Optional[PretrainCon
             raise RuntimeError(f"the corpus at {corpus} differs from the one this state in "
                                f"{state_dir} was trained on; use the same corpus (same "
                                "make-corpus arguments) or a new --state-dir")
+        if state["phase"] == "done" and state["step"] < cfg.steps_iter2:
+            log.warning("continuing the finished iteration 2 from step %d to %d (new optimizer)",
+                        state["step"], cfg.steps_iter2)
+            state["phase"] = "iter2"
         log.info("resuming %s at step %d", state["phase"], state["step"])
 
     stop = _Stop()
@@ -273,6 +284,7 @@ def provenance(state: Dict[str, Any], command: Optional[str] = None) -> Dict[str
 def _run(state, cfg: PretrainConfig, stream_tr, stream_va, state_dir, out, dev, ckpt_minutes,
          max_steps, stop, on_log, command) -> Dict[str, Any]:
     steps_run = 0
+    augment = NoiseAugment(cfg.noise_prob or 0.0, cfg.noise_snr_db, seed=cfg.seed)
     while state["phase"] != "done":
         it = 1 if state["phase"] == "iter1" else 2
         total = cfg.steps_iter1 if it == 1 else cfg.steps_iter2
@@ -306,7 +318,11 @@ def _run(state, cfg: PretrainConfig, stream_tr, stream_va, state_dir, out, dev, 
             np.random.seed(seed)  # s3prl's compute_mask_indices draws from numpy's global RNG
             torch.manual_seed(seed)  # dropout
             starts = rng.integers(0, stream_tr.num_frames - cfg.crop_frames, size=cfg.batch_size)
-            wav = torch.from_numpy(crop_samples(stream_tr, starts, cfg.crop_frames)).to(dev)
+            crops = crop_samples(stream_tr, starts, cfg.crop_frames)
+            if augment.prob:
+                noise_rng = np.random.default_rng(_seed_of(cfg.seed, it, s, "noise"))
+                crops = np.stack([augment(c, noise_rng) for c in crops])
+            wav = torch.from_numpy(crops).to(dev)
             wav = _normalize_batch(wav, cfg.task_cfg["normalize"])
             lab = torch.stack([lab_tr[st:st + cfg.crop_frames].long() + 4 for st in starts]).to(dev)
             lr = lr_at(s, total, warmup, cfg.lr)
