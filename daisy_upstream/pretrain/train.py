@@ -41,7 +41,7 @@ log = logging.getLogger("daisy.pretrain")
 @dataclasses.dataclass
 class PretrainConfig:
     """Settings of a pretraining run (saved in the state; the saved ones win on resume,
-    except the step counts, which may be changed to extend a run)."""
+    except the step counts and the noise settings, which may be changed to extend a run)."""
 
     steps_iter1: int = 4000
     steps_iter2: int = 6000
