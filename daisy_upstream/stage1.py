@@ -51,6 +51,7 @@ __all__ = [
     "ClusterTargets",
     "Stage1Config",
     "Stage1Result",
+    "balanced_layer_lrs",
     "evaluate_branches",
     "train_branches",
 ]
@@ -174,6 +175,14 @@ class Stage1Config:
             so the branches learn how sure they may be on noisy speech (0: off; the held-out
             evaluation and calibration stay clean).
         noise_snr_db: ``(low, high)`` SNR range in dB.
+        balance_lr: give branch ``k`` the learning rate ``lr * max_j n_j / n_k``, where
+            ``n_k`` is the mean L2 norm of ``hidden_states[k]`` frames on the first training
+            batch. With Adam a step moves a linear branch's logits in proportion to its
+            input's norm, so without this a layer whose features are small learns slowly:
+            in a pre-LayerNorm model (``layer_norm_first``) the last hidden state is the
+            final LayerNorm's output, several times smaller than the residual stream it
+            follows, and its branch stays under-confident. For post-LayerNorm models
+            (HuBERT Base) the norms are alike and this changes little.
     """
 
     lr: float = 5e-5
@@ -191,6 +200,7 @@ class Stage1Config:
     prefetch: bool = True
     noise_prob: float = 0.0
     noise_snr_db: Tuple[float, float] = (0.0, 20.0)
+    balance_lr: bool = True
 
     def validate(self) -> None:
         if not self.lr > 0:
@@ -225,6 +235,7 @@ class Stage1Config:
             "heldout_fraction": self.heldout_fraction,
             "noise_prob": self.noise_prob,
             "noise_snr_db": list(self.noise_snr_db),
+            "balance_lr": self.balance_lr,
         }
 
 
@@ -364,6 +375,20 @@ def _batch_features(
     return features, labels
 
 
+def balanced_layer_lrs(features: Tensor, lr: float) -> List[float]:
+    """Per-branch learning rates ``lr * max_j n_j / n_k`` (see ``Stage1Config.balance_lr``).
+
+    ``features``: ``(L, N, D)`` valid frames of ``hidden_states[1..L]``; ``n_k`` is the mean
+    L2 norm of layer ``k``'s frames. The layer with the largest features keeps ``lr``.
+    """
+    if features.dim() != 3 or features.size(1) == 0:
+        raise ValueError(f"need features (L, N>0, D) to balance learning rates, got {tuple(features.shape)}")
+    norms = features.float().norm(dim=-1).mean(dim=1)
+    if not bool((norms > 0).all()):
+        raise ValueError(f"a layer's features are all zero (mean norms {norms.tolist()}); cannot balance learning rates")
+    return [lr * float(v) for v in norms.max() / norms]
+
+
 @torch.no_grad()
 def evaluate_branches(
     backbone: EarlyExitHubert,
@@ -494,7 +519,9 @@ def train_branches(
         branches = ExitBranches(num_layers, embed_dim, targets.num_classes)
     branches = branches.to(dev)
     loss_module = BranchLoss(branches)
-    optimizer = torch.optim.AdamW(branches.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(  # one group per branch: balance_lr sets their rates
+        [{"params": list(branch.parameters())} for branch in branches], lr=config.lr, weight_decay=config.weight_decay
+    )
     fingerprint = {
         **config.fingerprint(),
         "checkpoint": str(Path(checkpoint).resolve()),
@@ -523,6 +550,16 @@ def train_branches(
         _set_rng_state(saved["rng"])
         if is_main:
             log.info("resuming from %s at step %d (epoch %d, batch %d)", state_path, step, epoch, position)
+    elif config.balance_lr:  # the same batch on every rank: the first of the unsharded order
+        wavs, _ = train_set.load_batch(batches[epoch_order(len(batches), config.seed, 0)[0]])
+        if not wavs:
+            raise ValueError(f"the first training batch could not be decoded ({train_set.problems.summary()})")
+        features, _ = _batch_features(backbone, targets, [w.to(dev) for w in wavs])
+        for group, layer_lr in zip(optimizer.param_groups, balanced_layer_lrs(features, config.lr)):
+            group["lr"] = layer_lr
+        del features
+    if is_main:
+        log.info("learning rate per branch: %s", " ".join(f"{g['lr']:.3g}" for g in optimizer.param_groups))
 
     train_module: nn.Module = loss_module
     if world > 1:

@@ -12,7 +12,7 @@ from daisy_upstream.checkpoint import atomic_torch_save, load_daisy_checkpoint, 
 from daisy_upstream.early_exit import EarlyExitHubert
 from daisy_upstream.hubconf import daisy_hubert_local
 from daisy_upstream.policy import compute_tau, make_plan
-from daisy_upstream.stage1 import ClusterTargets, Stage1Config, train_branches
+from daisy_upstream.stage1 import ClusterTargets, Stage1Config, balanced_layer_lrs, train_branches
 from tests.conftest import waves
 from tests.test_audio import write_wavs
 
@@ -99,6 +99,32 @@ def test_resume_equals_uninterrupted(write_checkpoint, audio_dir, tmp_path):
     for key, value in a["branches"].items():
         assert torch.equal(value, b["branches"][key]), key
     assert a["calibration"]["layer_entropy"] == b["calibration"]["layer_entropy"]
+
+
+def test_balanced_layer_lrs_scale_inversely_with_feature_norm():
+    features = torch.randn(3, 50, 8)
+    features = features / features.norm(dim=-1, keepdim=True)  # every frame has norm 1
+    features = features * torch.tensor([4.0, 2.0, 0.5]).view(3, 1, 1)
+    assert balanced_layer_lrs(features, 1e-3) == pytest.approx([1e-3, 2e-3, 8e-3])
+    with pytest.raises(ValueError, match="N>0"):
+        balanced_layer_lrs(torch.zeros(3, 0, 8), 1e-3)
+    with pytest.raises(ValueError, match="all zero"):
+        balanced_layer_lrs(torch.zeros(3, 5, 8), 1e-3)
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_branch_learning_rates_in_the_saved_optimizer(write_checkpoint, audio_dir, tmp_path, balance):
+    ckpt = write_checkpoint(num_layers=3, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    config = fast_config(max_steps=2, stop_after=1, balance_lr=balance)
+    train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "w", config, progress=False)
+    groups = torch.load(tmp_path / "w" / "state.pt", weights_only=True)["optimizer"]["param_groups"]
+    lrs = [group["lr"] for group in groups]
+    assert len(lrs) == 3 and min(lrs) == pytest.approx(config.lr)  # the largest features keep lr
+    if balance:  # a random model's layers differ in norm: the rates differ
+        assert len(set(lrs)) == 3
+    else:
+        assert lrs == [config.lr] * 3
 
 
 def test_resume_with_other_settings_is_refused(write_checkpoint, audio_dir, tmp_path):

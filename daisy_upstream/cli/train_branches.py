@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-prob", type=float, default=0.0,
                         help="share of training utterances mixed with sox noise at 0-20 dB SNR (targets "
                              "from the noisy audio itself; default 0)")
+    parser.add_argument("--no-balance-lr", dest="balance_lr", action="store_false",
+                        help="one learning rate for every branch (default: branch k gets lr x the largest "
+                             "mean feature norm / layer k's, measured on the first batch)")
     parser.add_argument("--fp16", action="store_true",
                         help="store the checkpoint's tensors in fp16 (half the size; loading restores fp32)")
     parser.add_argument("--rho", type=float, nargs="+", default=[0.7, 0.76, 1.0],
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, epochs=args.epochs, seed=args.seed,
         heldout_fraction=args.heldout_fraction, log_every=args.log_every,
         eval_every=args.eval_every, save_every=args.save_every, stop_after=args.stop_after,
-        rhos=tuple(args.rho), noise_prob=args.noise_prob,
+        rhos=tuple(args.rho), noise_prob=args.noise_prob, balance_lr=args.balance_lr,
     )
     config.validate()
     for rho in args.rho:
