@@ -51,8 +51,9 @@ embedded: install
 	$(VENV)/bin/daisy pretrain-tiny --corpus $(PRETRAIN_CORPUS) --corpus-hours 3 --corpus-seed 0 \
 	  --steps-iter1 2600 --steps-iter2 2300 --noise-prob 0.5 --state-dir $(PRETRAIN_STATE) \
 	  --out runs/pretrain_tiny/hubert_tiny.pt --threads 1 --seed 0
+	rm -rf runs/stage1_embedded  # stage 1 from a fresh start (minutes), never a stale state
 	$(VENV)/bin/daisy train-branches -k runs/pretrain_tiny/hubert_tiny.pt \
 	  --audio $(PRETRAIN_CORPUS)/asr/LibriSpeech/train-clean-100 \
 	  --heldout-audio $(PRETRAIN_CORPUS)/asr/LibriSpeech/dev-clean \
-	  --epochs 2 --batch-seconds 20 --lr 2e-3 --noise-prob 0.5 --seed 0 --threads 2 \
+	  --epochs 3 --batch-seconds 20 --lr 2e-3 --lr-schedule linear --noise-prob 0.5 --seed 0 --threads 2 \
 	  --eval-every 100 --work-dir runs/stage1_embedded --fp16 --force --out $(EMBEDDED)

@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 STATE_FORMAT = "daisy-stage1-state-v1"
+LR_SCHEDULES = ("constant", "linear")
 _NO_LABEL_EMBS = (
     "checkpoint has no label_embs_concat: cannot make stage-1 targets; it must be a pretraining "
     "checkpoint, not a fine-tuned one"
@@ -183,6 +184,9 @@ class Stage1Config:
             final LayerNorm's output, several times smaller than the residual stream it
             follows, and its branch stays under-confident. For post-LayerNorm models
             (HuBERT Base) the norms are alike and this changes little.
+        lr_schedule: ``"constant"`` (the paper's), or ``"linear"``: each branch's rate falls
+            linearly from its start value to zero at the last step, so that the branches
+            settle instead of ending on the last batches' noise.
     """
 
     lr: float = 5e-5
@@ -201,8 +205,11 @@ class Stage1Config:
     noise_prob: float = 0.0
     noise_snr_db: Tuple[float, float] = (0.0, 20.0)
     balance_lr: bool = True
+    lr_schedule: str = "constant"
 
     def validate(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown --lr-schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
         if not self.lr > 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if not self.batch_seconds > 0:
@@ -236,6 +243,7 @@ class Stage1Config:
             "noise_prob": self.noise_prob,
             "noise_snr_db": list(self.noise_snr_db),
             "balance_lr": self.balance_lr,
+            "lr_schedule": self.lr_schedule,
         }
 
 
@@ -519,8 +527,9 @@ def train_branches(
         branches = ExitBranches(num_layers, embed_dim, targets.num_classes)
     branches = branches.to(dev)
     loss_module = BranchLoss(branches)
-    optimizer = torch.optim.AdamW(  # one group per branch: balance_lr sets their rates
-        [{"params": list(branch.parameters())} for branch in branches], lr=config.lr, weight_decay=config.weight_decay
+    optimizer = torch.optim.AdamW(  # one group per branch; "base_lr": its rate before the schedule
+        [{"params": list(branch.parameters()), "base_lr": config.lr} for branch in branches],
+        lr=config.lr, weight_decay=config.weight_decay,
     )
     fingerprint = {
         **config.fingerprint(),
@@ -556,10 +565,11 @@ def train_branches(
             raise ValueError(f"the first training batch could not be decoded ({train_set.problems.summary()})")
         features, _ = _batch_features(backbone, targets, [w.to(dev) for w in wavs])
         for group, layer_lr in zip(optimizer.param_groups, balanced_layer_lrs(features, config.lr)):
-            group["lr"] = layer_lr
+            group["base_lr"] = layer_lr
         del features
     if is_main:
-        log.info("learning rate per branch: %s", " ".join(f"{g['lr']:.3g}" for g in optimizer.param_groups))
+        log.info("learning rate per branch: %s (%s schedule)",
+                 " ".join(f"{g['base_lr']:.3g}" for g in optimizer.param_groups), config.lr_schedule)
 
     train_module: nn.Module = loss_module
     if world > 1:
@@ -653,6 +663,9 @@ def train_branches(
                 features = torch.zeros(num_layers, 0, embed_dim, device=dev)
                 labels = torch.zeros(0, dtype=torch.long, device=dev)
             ce, hits = train_module(features, labels)
+            decay = 1.0 - step / total_steps if config.lr_schedule == "linear" else 1.0
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * decay
             optimizer.zero_grad(set_to_none=True)
             ce.sum().backward()
             optimizer.step()

@@ -61,8 +61,6 @@ def test_embedded_checkpoint_is_small_and_loads_in_stock_s3prl():
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 6: the shipped checkpoint is still the interim one; "
-                   "the denoising-pretrained replacement is in train_state/pretrain_tiny (make embedded)")
 def test_branch_entropy_falls_with_depth_on_heldout_speech(upstream):
     wavs = [torch.from_numpy(w) for w in _clips()]
     plan = make_plan([upstream.num_layers], None)  # the full model, no exit
@@ -74,8 +72,6 @@ def test_branch_entropy_falls_with_depth_on_heldout_speech(upstream):
     assert (mean[1:] < mean[:-1]).all(), f"mean entropy per layer {mean.tolist()}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 6: the shipped checkpoint is still the interim one; "
-                   "the denoising-pretrained replacement is in train_state/pretrain_tiny (make embedded)")
 def test_noise_makes_utterances_exit_later(upstream):
     clean = _clips()
     exits = {}

@@ -82,13 +82,14 @@ def test_loss_per_layer_falls_and_output_loads(write_checkpoint, audio_dir, tmp_
     assert upstream.tau == pytest.approx(compute_tau(entropy, 0.76))
 
 
-def test_resume_equals_uninterrupted(write_checkpoint, audio_dir, tmp_path):
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_resume_equals_uninterrupted(write_checkpoint, audio_dir, tmp_path, schedule):
     ckpt = write_checkpoint(num_layers=2, branches=False)
     corpus = AudioCorpus.from_source(audio_dir)
     # 4 training batches per epoch: 10 steps cross two epoch boundaries
-    config = fast_config(max_steps=10, eval_every=4, save_every=3)
+    config = fast_config(max_steps=10, eval_every=4, save_every=3, lr_schedule=schedule)
     train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "wa", config, progress=False)
-    config_b = fast_config(max_steps=10, eval_every=4, save_every=3, stop_after=5)
+    config_b = fast_config(max_steps=10, eval_every=4, save_every=3, stop_after=5, lr_schedule=schedule)
     part = train_branches(ckpt, corpus, tmp_path / "b.pt", tmp_path / "wb", config_b, progress=False)
     assert not part.finished and part.step == 5 and not (tmp_path / "b.pt").exists()
     torch.manual_seed(1234)  # a different global RNG state must not matter
@@ -125,6 +126,19 @@ def test_branch_learning_rates_in_the_saved_optimizer(write_checkpoint, audio_di
         assert len(set(lrs)) == 3
     else:
         assert lrs == [config.lr] * 3
+
+
+def test_linear_schedule_decays_each_branch_rate_to_zero(write_checkpoint, audio_dir, tmp_path):
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    config = fast_config(max_steps=4, stop_after=3, lr_schedule="linear")
+    train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "w", config, progress=False)
+    groups = torch.load(tmp_path / "w" / "state.pt", weights_only=True)["optimizer"]["param_groups"]
+    for group in groups:  # the third step (step index 2 of 4) ran at half the start rate
+        assert group["lr"] == pytest.approx(group["base_lr"] * 0.5)
+    assert min(group["base_lr"] for group in groups) == pytest.approx(config.lr)
+    with pytest.raises(ValueError, match="unknown --lr-schedule 'cosine'"):
+        fast_config(lr_schedule="cosine").validate()
 
 
 def test_resume_with_other_settings_is_refused(write_checkpoint, audio_dir, tmp_path):

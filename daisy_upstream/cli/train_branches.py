@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-prob", type=float, default=0.0,
                         help="share of training utterances mixed with sox noise at 0-20 dB SNR (targets "
                              "from the noisy audio itself; default 0)")
+    parser.add_argument("--lr-schedule", choices=("constant", "linear"), default="constant",
+                        help="constant (the paper's; default) or linear decay to zero at the last step")
     parser.add_argument("--no-balance-lr", dest="balance_lr", action="store_false",
                         help="one learning rate for every branch (default: branch k gets lr x the largest "
                              "mean feature norm / layer k's, measured on the first batch)")
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         heldout_fraction=args.heldout_fraction, log_every=args.log_every,
         eval_every=args.eval_every, save_every=args.save_every, stop_after=args.stop_after,
         rhos=tuple(args.rho), noise_prob=args.noise_prob, balance_lr=args.balance_lr,
+        lr_schedule=args.lr_schedule,
     )
     config.validate()
     for rho in args.rho:
