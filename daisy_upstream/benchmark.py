@@ -1,8 +1,11 @@
 """Honest timing of the upstream forward: full model vs DAISY vs the per-batch rule vs a fixed exit.
 
 Everything is measured side by side in one run on the same weights and the same audio:
-upstream forward only (no data loading, no downstream), device-synchronised, after warm-up,
-modes interleaved within each repeat so that machine noise hits them alike.
+upstream forward only (no data loading, no downstream), device-synchronised, after warm-up.
+Modes are interleaved batch by batch (every mode runs batch ``i`` before any runs batch
+``i + 1``, in an order rotated per batch and repeat), so that a burst of machine noise hits
+them alike; the time saved is the median over repeats of the *paired* saving
+``1 - t_mode[r] / t_full[r]``, which cancels noise shared by a repeat's modes.
 
 The *ideal* saving of a mode is what its exit layers would save if skipping a layer for an
 utterance saved exactly that utterance's share of the layer's measured cost (shares by valid
@@ -33,6 +36,7 @@ __all__ = [
     "efficiency",
     "ideal_time",
     "measure_layer_costs",
+    "paired_saving",
     "run_benchmark",
     "saving",
 ]
@@ -43,6 +47,13 @@ def saving(mode_time: float, full_time: float) -> float:
     if full_time <= 0:
         raise ValueError(f"full_time must be > 0, got {full_time}")
     return 1.0 - mode_time / full_time
+
+
+def paired_saving(mode_times: Sequence[float], full_times: Sequence[float]) -> float:
+    """Median over repeats of ``saving(mode_times[r], full_times[r])`` (same-repeat pairs)."""
+    if len(mode_times) != len(full_times) or not mode_times:
+        raise ValueError(f"need equally many (>= 1) paired times, got {len(mode_times)} and {len(full_times)}")
+    return statistics.median(saving(m, f) for m, f in zip(mode_times, full_times))
 
 
 def efficiency(achieved: float, ideal: float, min_ideal: float = 0.01) -> Optional[float]:
@@ -230,16 +241,18 @@ def run_benchmark(
             for repeat in range(warmup + repeats):
                 if progress:
                     progress(f"batch {batch_size}: repeat {repeat + 1 - warmup}/{repeats}" if repeat >= warmup else f"batch {batch_size}: warm-up")
-                shift = repeat % len(modes)  # rotate the order: no mode always runs first
-                for mode in list(modes[shift:]) + list(modes[:shift]):
-                    _sync(device)
-                    start = time.perf_counter()
-                    for batch in batches:
+                totals = {mode.name: 0.0 for mode in modes}
+                for index, batch in enumerate(batches):
+                    shift = (repeat + index) % len(modes)  # rotate: no mode always runs first
+                    for mode in list(modes[shift:]) + list(modes[:shift]):
+                        _sync(device)
+                        start = time.perf_counter()
                         net(batch, mode.plan, per_batch=mode.per_batch)
-                    _sync(device)
-                    if repeat >= warmup:
-                        times[mode.name].append(time.perf_counter() - start)
-        full_median = statistics.median(times[modes[0].name])
+                        _sync(device)
+                        totals[mode.name] += time.perf_counter() - start
+                if repeat >= warmup:
+                    for name, total in totals.items():
+                        times[name].append(total)
         full_ideal = sum(c.total for c in costs)
         for mode in modes:
             peak = _peak_memory(net, batches, mode, device)
@@ -248,7 +261,7 @@ def run_benchmark(
             histogram = [flat_exits.count(k) for k in range(1, net.num_layers + 1)]
             median = statistics.median(times[mode.name])
             quartiles = statistics.quantiles(times[mode.name], n=4) if len(times[mode.name]) > 1 else [median] * 3
-            achieved = saving(median, full_median)
+            achieved = paired_saving(times[mode.name], times[modes[0].name])
             ideal_saved = saving(ideal, full_ideal)
             results.append(
                 ModeResult(

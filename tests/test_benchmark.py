@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from daisy_upstream.benchmark import LayerCosts, Mode, efficiency, ideal_time, run_benchmark, saving
+from daisy_upstream.benchmark import LayerCosts, Mode, efficiency, ideal_time, paired_saving, run_benchmark, saving
 from daisy_upstream.hubconf import daisy_hubert_local
 from daisy_upstream.policy import make_plan
 from tests.conftest import waves
@@ -25,6 +25,15 @@ def test_saving_and_efficiency():
     assert efficiency(0.1, 0.005) is None
     with pytest.raises(ValueError):
         saving(1.0, 0.0)
+
+
+def test_paired_saving_cancels_noise_shared_by_a_repeat():
+    full = [1.0, 2.0, 1.0, 2.0, 1.0]  # repeats 2 and 4 hit by a machine-wide slow-down
+    mode = [0.8, 1.6, 0.8, 1.6, 0.8]  # always 20% faster than full in the same repeat
+    assert paired_saving(mode, full) == pytest.approx(0.2)
+    assert paired_saving([1.1, 0.8, 1.6], [1.0, 1.0, 2.0]) == pytest.approx(0.2)  # median of -0.1, 0.2, 0.2
+    with pytest.raises(ValueError, match="paired"):
+        paired_saving([1.0], [1.0, 2.0])
 
 
 def test_run_benchmark_reports_every_mode_and_histograms(tiny_ckpt):
