@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 APT_PACKAGES := espeak-ng sox flite pocketsphinx-testdata
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SOURCES := $(shell find daisy_upstream -type f -not -name '*.pyc' -not -path '*/__pycache__/*') setup.py
+SOURCES := $(shell find daisy_upstream s3prl_configs -type f -not -name '*.pyc' -not -path '*/__pycache__/*') setup.py
 
 .PHONY: demo test install system-packages embedded
 

@@ -22,9 +22,10 @@ import os
 import runpy
 import sys
 import types
+from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
-__all__ = ["HUB_ENTRIES", "install", "patch_runner", "register_hub", "run_downstream"]
+__all__ = ["HUB_ENTRIES", "install", "patch_runner", "register_hub", "run_downstream", "s3prl_configs"]
 
 HUB_ENTRIES = ("daisy_hubert", "daisy_hubert_local", "daisy_hubert_custom")
 AUTOLOAD_ENV = "DAISY_UPSTREAM_AUTOLOAD"
@@ -119,3 +120,22 @@ def run_downstream(argv: Optional[Sequence[str]] = None) -> int:
     sys.argv = ["run_downstream.py", *(sys.argv[1:] if argv is None else argv)]
     runpy.run_module("s3prl.run_downstream", run_name="__main__", alter_sys=True)
     return 0
+
+
+def s3prl_configs() -> Path:
+    """The folder of task and upstream configs shipped with daisy_upstream.
+
+    It is the repository's ``s3prl_configs/``: an installed package carries a copy inside
+    itself (``setup.py`` puts it there), a source checkout uses the repository's own.
+
+    Raises:
+        FileNotFoundError: neither is there (a broken install).
+    """
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "s3prl_configs", package.parent / "s3prl_configs"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"s3prl_configs/ is neither in {package} nor beside it; reinstall daisy_upstream "
+        "('make install', or 'pip install .' from the repository)"
+    )

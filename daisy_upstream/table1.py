@@ -54,7 +54,6 @@ CORPUS_LAYOUT = {"asr": "asr", "voxceleb1": "sid", "enhancement_stft": "se", "se
 TEST_SPLIT = {"asr": "test-clean", "voxceleb1": "test", "enhancement_stft": "test", "separation_stft": "test"}
 RHOS = (1.0, 0.7)
 SPANS = ("mean", "threshold", "min-max")
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "s3prl_configs"
 RUNNER_CODE = "import sys; from daisy_upstream.plugin import run_downstream; sys.exit(run_downstream())"
 
 

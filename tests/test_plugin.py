@@ -187,3 +187,40 @@ def test_runner_module_shims_are_applied():
     assert getattr(runner.get_optimizer, "_daisy_shim", False)  # every rank counts its steps
     # without CUDA, DDP is built without device_ids (with CUDA, s3prl's own call is kept)
     assert getattr(runner.DDP, "_daisy_shim", False) == (not torch.cuda.is_available())
+
+
+# -- the installed package ---------------------------------------------------------------------
+def test_wheel_carries_the_configs_and_the_hook(tmp_path):
+    """An installed copy (not a checkout) must find s3prl_configs/ and the embedded checkpoint."""
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    for name in ("daisy_upstream", "s3prl_configs"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), "."],
+        cwd=src, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (wheel,) = (tmp_path / "dist").glob("daisy_upstream-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        zf.extractall(site)
+    shipped = {p.relative_to(REPO).as_posix() for p in (REPO / "s3prl_configs").rglob("*") if p.is_file()}
+    assert {f"daisy_upstream/{p}" for p in shipped} <= names
+    assert {"daisy_upstream.pth", "_daisy_upstream_hook.py", "daisy_upstream/resources/daisy_tiny_hubert.pt"} <= names
+    code = "from daisy_upstream.plugin import s3prl_configs; print(s3prl_configs())"
+    env = {**os.environ, "PYTHONPATH": str(site), "DAISY_UPSTREAM_AUTOLOAD": "0"}
+    found = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert Path(found.stdout.strip()) == (site / "daisy_upstream" / "s3prl_configs").resolve()
+
+
+def test_checkout_finds_the_repository_configs():
+    assert plugin.s3prl_configs() == REPO / "s3prl_configs"
+    assert (plugin.s3prl_configs() / "voxceleb1" / "config.yaml").is_file()

@@ -21,7 +21,6 @@ import yaml
 
 __all__ = ["add_arguments", "run"]
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "s3prl_configs"
 RUNNER = "import sys; from daisy_upstream.plugin import run_downstream; sys.exit(run_downstream())"
 
 
@@ -32,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=300, help="downstream training steps")
     parser.add_argument("--rho", type=float, default=1.0)
     parser.add_argument("--strategy", default="threshold")
-    parser.add_argument("--task-config", default=str(REPO_CONFIGS / "voxceleb1" / "config.yaml"),
-                        help="s3prl voxceleb1 task config to start from (data paths are filled in)")
+    parser.add_argument("--task-config", default=None,
+                        help="s3prl voxceleb1 task config to start from (data paths are filled in; "
+                             "default: the shipped s3prl_configs/voxceleb1/config.yaml)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--threads", type=int, help="torch threads in every step (default: torch's)")
@@ -59,7 +59,9 @@ def _run(cmd: List[str], log: Path) -> None:
 def _task_config(args, corpus: Path, path: Path) -> None:
     manifest = json.loads((corpus / "corpus.json").read_text())
     sid = manifest["layouts"]["sid"]
-    with open(args.task_config) as f:
+    from daisy_upstream.plugin import s3prl_configs
+
+    with open(args.task_config or s3prl_configs() / "voxceleb1" / "config.yaml") as f:
         config = yaml.safe_load(f)
     datarc = config["downstream_expert"]["datarc"]
     datarc.update(file_path=sid["file_path"], meta_data=sid["meta_data"], num_workers=1,

@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
     from daisy_upstream.checkpoint import load_daisy_checkpoint
     from daisy_upstream.hubconf import DEFAULT_CHECKPOINT
-    from daisy_upstream.table1 import CORPUS_LAYOUT, REPO_CONFIGS, TASKS, Table1, prepare_task_config
+    from daisy_upstream.plugin import s3prl_configs
+    from daisy_upstream.table1 import CORPUS_LAYOUT, TASKS, Table1, prepare_task_config
 
     tasks = list(args.tasks or TASKS)
     unknown = [t for t in tasks if t not in TASKS]
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
     configs = {}
     for task in tasks:
-        source = own.get(task, REPO_CONFIGS / task / "config.yaml")
+        source = own.get(task, s3prl_configs() / task / "config.yaml")
         with open(source) as f:
             base = yaml.safe_load(f)
         configs[task] = prepare_task_config(task, base, args.steps, args.size, layouts.get(task))
