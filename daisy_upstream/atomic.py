@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Union
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_save_figure"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_save_figure", "atomic_torch_save"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -65,3 +65,11 @@ def atomic_save_figure(fig: Any, path: PathLike, dpi: int = 110) -> None:
             fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)
+
+
+def atomic_torch_save(obj: Any, path: PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename over it."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

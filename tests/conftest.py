@@ -8,7 +8,8 @@ from typing import Callable
 import pytest
 import torch
 
-from daisy_upstream.checkpoint import atomic_torch_save, make_random_checkpoint
+from daisy_upstream.atomic import atomic_torch_save
+from daisy_upstream.factory.random_hubert import make_random_checkpoint
 
 warnings.filterwarnings("ignore", message=".*weight_norm.*")
 

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _bench_set(args) -> List:
     import numpy as np
 
-    from daisy_upstream.speech_sets import noisy_copies, pocketsphinx_recordings, segment
+    from daisy_upstream.evaluation.speech_sets import noisy_copies, pocketsphinx_recordings, segment
 
     rng = np.random.default_rng(args.seed)
     lengths = rng.uniform(args.min_seconds, args.max_seconds, size=args.utterances).round(2)
@@ -51,9 +51,10 @@ def _bench_set(args) -> List:
 def _load_upstream(args, tmp: Path, wavs):
     import torch
 
-    from daisy_upstream.checkpoint import atomic_torch_save, make_random_checkpoint
-    from daisy_upstream.expert import load_config
-    from daisy_upstream.hubconf import DEFAULT_CHECKPOINT, daisy_hubert_local
+    from daisy_upstream.atomic import atomic_torch_save
+    from daisy_upstream.factory.random_hubert import make_random_checkpoint
+    from daisy_upstream.core.expert import load_config
+    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_hubert_local
 
     overrides = {k: v for k, v in (("rho", args.rho), ("tau", args.tau)) if v is not None}
     config = load_config(args.config, **overrides)
@@ -72,7 +73,7 @@ def _load_upstream(args, tmp: Path, wavs):
         if "no calibration" not in str(error):
             raise
         # no calibration anywhere: calibrate on the bench audio itself, and say so
-        from daisy_upstream.policy import make_plan
+        from daisy_upstream.core.policy import make_plan
 
         probe = daisy_hubert_local(str(ckpt), model_config={**values, "tau": 0.0})
         with torch.no_grad():
@@ -163,8 +164,8 @@ def _plot(results, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from daisy_upstream.benchmark import Mode, run_benchmark
-    from daisy_upstream.policy import make_plan
+    from daisy_upstream.evaluation.benchmark import Mode, run_benchmark
+    from daisy_upstream.core.policy import make_plan
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``daisy calibrate``; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from daisy_upstream.audio import AudioCorpus, AudioProblems, files_from_s3prl_config, split_heldout
-    from daisy_upstream.calibration import (
+    from daisy_upstream.audio.corpus import AudioCorpus, files_from_s3prl_config, split_heldout
+    from daisy_upstream.audio.io import AudioProblems
+    from daisy_upstream.training.calibration import (
         calibrate_checkpoint, format_table, plot_calibration, write_calibration_yaml,
     )
 

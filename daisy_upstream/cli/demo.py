@@ -21,7 +21,7 @@ import yaml
 
 __all__ = ["add_arguments", "run"]
 
-RUNNER = "import sys; from daisy_upstream.plugin import run_downstream; sys.exit(run_downstream())"
+RUNNER = "import sys; from daisy_upstream.integration.plugin import run_downstream; sys.exit(run_downstream())"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +59,7 @@ def _run(cmd: List[str], log: Path) -> None:
 def _task_config(args, corpus: Path, path: Path) -> None:
     manifest = json.loads((corpus / "corpus.json").read_text())
     sid = manifest["layouts"]["sid"]
-    from daisy_upstream.plugin import s3prl_configs
+    from daisy_upstream.integration.plugin import s3prl_configs
 
     with open(args.task_config or s3prl_configs() / "voxceleb1" / "config.yaml") as f:
         config = yaml.safe_load(f)
@@ -87,12 +87,12 @@ def _test_files(corpus: Path) -> List[Path]:
 def _summary(args, out: Path, exp: Path, ckpt: str, upstream_cfg: Path) -> str:
     import torch
 
-    from daisy_upstream.audio import load_audio
-    from daisy_upstream.benchmark import Mode, run_benchmark
-    from daisy_upstream.hubconf import daisy_hubert_local
-    from daisy_upstream.policy import make_plan
+    from daisy_upstream.audio.io import load_audio
+    from daisy_upstream.evaluation.benchmark import Mode, run_benchmark
+    from daisy_upstream.integration.hubconf import daisy_hubert_local
+    from daisy_upstream.core.policy import make_plan
 
-    from daisy_upstream.compat import allow_namespace_in_checkpoints
+    from daisy_upstream.integration.compat import allow_namespace_in_checkpoints
 
     allow_namespace_in_checkpoints()  # the runner's checkpoint holds its argparse.Namespace
     states = torch.load(exp / f"states-{args.steps}.ckpt", map_location="cpu", weights_only=True)
@@ -126,7 +126,7 @@ def _summary(args, out: Path, exp: Path, ckpt: str, upstream_cfg: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from daisy_upstream.hubconf import DEFAULT_CHECKPOINT
+    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT
 
     start = time.time()
     if args.threads:
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"[demo] checkpoint {ckpt} not found")
 
     _say(f"1/4 making a {args.hours} h synthetic corpus in {out / 'corpus'}")
-    from daisy_upstream.corpus.build import make_corpus
+    from daisy_upstream.factory.corpus.build import make_corpus
 
     make_corpus(out / "corpus", hours=args.hours, seed=args.seed, tasks=["sid"], workers=args.workers)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``daisy make-corpus``."""
-    from daisy_upstream.corpus.build import TASKS  # light import (no torch)
+    from daisy_upstream.factory.corpus.build import TASKS  # light import (no torch)
 
     parser.add_argument("out", type=Path, help="corpus folder to write (corpus.json inside)")
     parser.add_argument("--hours", type=float, default=0.5,
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``daisy make-corpus``; returns the exit status."""
-    from daisy_upstream.corpus.build import make_corpus
+    from daisy_upstream.factory.corpus.build import make_corpus
 
     tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
     try:

@@ -65,10 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _clean_clips(args) -> List:
     import numpy as np
 
-    from daisy_upstream.speech_sets import pocketsphinx_recordings, segment
+    from daisy_upstream.evaluation.speech_sets import pocketsphinx_recordings, segment
 
     if args.clean:
-        from daisy_upstream.audio import AudioCorpus
+        from daisy_upstream.audio.corpus import AudioCorpus
 
         corpus = AudioCorpus.from_source(args.clean)
         wavs, _ = corpus.load_batch(range(min(len(corpus), args.max_clips)))
@@ -88,8 +88,8 @@ def _clean_clips(args) -> List:
 
 
 def _noises(args, seconds: float) -> List:
-    from daisy_upstream.corpus.audio_io import read_audio
-    from daisy_upstream.corpus.noise import NOISE_COLOURS, sox_noise
+    from daisy_upstream.audio.write import read_audio
+    from daisy_upstream.audio.noise import NOISE_COLOURS, sox_noise
 
     if args.noise:
         return [read_audio(p) for p in args.noise]
@@ -102,7 +102,7 @@ def exit_layers_by_snr(upstream, clean: List, noises: List, snrs: List[Optional[
     import numpy as np
     import torch
 
-    from daisy_upstream.corpus.noise import fit_length, measure_snr, mix_at_snr
+    from daisy_upstream.audio.noise import fit_length, measure_snr, mix_at_snr
 
     rng = np.random.default_rng(seed)
     picks = [(i % len(noises), int(rng.integers(0, 1 << 30))) for i in range(len(clean))]
@@ -172,8 +172,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _snr_sweep(args: argparse.Namespace) -> None:
-    from daisy_upstream.expert import load_config
-    from daisy_upstream.hubconf import DEFAULT_CHECKPOINT, daisy_hubert_local
+    from daisy_upstream.core.expert import load_config
+    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_hubert_local
 
     snrs = [None if s == "clean" else float(s) for s in args.snrs]
     overrides = {k: v for k, v in (("rho", args.rho), ("tau", args.tau)) if v is not None}
@@ -278,7 +278,7 @@ def fixed_layer_of_equal_compute(exit_layers: List[int]) -> int:
 
 def wer_by_condition(hyp_ark: Path, ref_ark: Path, condition_of: Dict[str, str]) -> Dict[str, Dict[str, float]]:
     """WER (%) per condition and ``overall`` (word errors / reference words, as s3prl)."""
-    from daisy_upstream.table1 import _read_ark, word_errors
+    from daisy_upstream.evaluation.table1 import _read_ark, word_errors
 
     utts = list(_read_ark(ref_ark))
     missing = [u for u in utts if u not in condition_of]
@@ -297,7 +297,7 @@ def wer_by_condition(hyp_ark: Path, ref_ark: Path, condition_of: Dict[str, str])
 
 
 def _runner_args(ckpt: Path) -> Dict:
-    from daisy_upstream.table1 import load_runner_checkpoint
+    from daisy_upstream.evaluation.table1 import load_runner_checkpoint
 
     state = load_runner_checkpoint(ckpt)
     args = vars(state["Args"]) if "Args" in state else {}
@@ -313,8 +313,8 @@ def _runner_args(ckpt: Path) -> Dict:
 def _daisy_exit_layers(upstream_ckpt: str, config: Dict, counts, files: List[str]) -> List[int]:
     import torch
 
-    from daisy_upstream.audio import load_audio
-    from daisy_upstream.hubconf import daisy_hubert_local
+    from daisy_upstream.audio.io import load_audio
+    from daisy_upstream.integration.hubconf import daisy_hubert_local
 
     upstream = daisy_hubert_local(upstream_ckpt, model_config=config).eval()
     if counts is not None:
@@ -357,8 +357,8 @@ def mixed_set_comparison(args: argparse.Namespace, runner=None) -> Dict:
 
     import yaml
 
-    from daisy_upstream.hubconf import DEFAULT_CHECKPOINT
-    from daisy_upstream.table1 import RUNNER_CODE, subprocess_runner
+    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT
+    from daisy_upstream.evaluation.table1 import RUNNER_CODE, subprocess_runner
 
     runner = runner or functools.partial(subprocess_runner, threads=1)
     out = Path(args.out).resolve() / "mixed_set"

@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from daisy_upstream.pretrain.plot import plot_curves
-    from daisy_upstream.pretrain.state import LOG_FILE
+    from daisy_upstream.factory.pretrain.plot import plot_curves
+    from daisy_upstream.factory.pretrain.state import LOG_FILE
 
     if args.plot is not None:
         print(plot_curves(args.state_dir / LOG_FILE, args.plot))
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("steps_iter1", "steps_iter2", "threads"):
         if getattr(args, name) < 0:
             raise SystemExit(f"daisy pretrain-tiny: error: --{name.replace('_', '-')} must be >= 0")
-    from daisy_upstream.pretrain.train import PretrainConfig, pretrain
+    from daisy_upstream.factory.pretrain.train import PretrainConfig, pretrain
 
     # after s3prl is imported: HubertModel logs its whole config at INFO for every build
     logging.getLogger("s3prl").setLevel(logging.WARNING)
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
 
     if not (args.corpus / "corpus.json").exists() and not (args.corpus / "train").is_dir():
-        from daisy_upstream.corpus.build import make_corpus
+        from daisy_upstream.factory.corpus.build import make_corpus
         logging.info("making the pretraining corpus in %s (%.1f h, seed %d)", args.corpus,
                      args.corpus_hours, args.corpus_seed)
         make_corpus(args.corpus, hours=args.corpus_hours, seed=args.corpus_seed, tasks=["asr"])

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse_data_configs(items: List[str]) -> Dict[str, Path]:
-    from daisy_upstream.table1 import TASKS
+    from daisy_upstream.evaluation.table1 import TASKS
 
     out = {}
     for item in items:
@@ -64,10 +64,10 @@ def _parse_data_configs(items: List[str]) -> Dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from daisy_upstream.checkpoint import load_daisy_checkpoint
-    from daisy_upstream.hubconf import DEFAULT_CHECKPOINT
-    from daisy_upstream.plugin import s3prl_configs
-    from daisy_upstream.table1 import CORPUS_LAYOUT, TASKS, Table1, prepare_task_config
+    from daisy_upstream.core.checkpoint import load_daisy_checkpoint
+    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT
+    from daisy_upstream.integration.plugin import s3prl_configs
+    from daisy_upstream.evaluation.table1 import CORPUS_LAYOUT, TASKS, Table1, prepare_task_config
 
     tasks = list(args.tasks or TASKS)
     unknown = [t for t in tasks if t not in TASKS]
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         if not (corpus / "corpus.json").is_file():
             if args.corpus:
                 raise FileNotFoundError(f"--corpus {corpus}: no corpus.json there (make one with 'daisy make-corpus')")
-            from daisy_upstream.corpus.build import make_corpus
+            from daisy_upstream.factory.corpus.build import make_corpus
 
             print(f"[table1] making a {args.hours} h corpus in {corpus}", flush=True)
             make_corpus(corpus, hours=args.hours, seed=args.seed,

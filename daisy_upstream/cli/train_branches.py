@@ -75,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import torch
 
-    from daisy_upstream.audio import AudioCorpus
-    from daisy_upstream.policy import compute_tau
-    from daisy_upstream.stage1 import Stage1Config, train_branches
+    from daisy_upstream.audio.corpus import AudioCorpus
+    from daisy_upstream.core.policy import compute_tau
+    from daisy_upstream.training.stage1 import Stage1Config, train_branches
 
     if args.threads is not None:
         if args.threads < 1:

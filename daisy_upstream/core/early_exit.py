@@ -1,0 +1,256 @@
+"""The early-exit forward of a frozen s3prl ``HubertModel`` with per-utterance exits.
+
+Shapes: ``B`` utterances, ``T`` frames (50 Hz), ``D`` model width, ``L`` transformer layers.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from daisy_upstream.core.branches import ExitBranches, valid_frame_mask
+from daisy_upstream.core.policy import ExitPlan
+
+__all__ = ["EarlyExitHubert", "EarlyExitOutput", "check_waveforms"]
+
+
+@dataclass
+class EarlyExitOutput:
+    """Result of :meth:`EarlyExitHubert.forward`.
+
+    Attributes:
+        hidden_states: ``L + 1`` tensors ``(B, T, D)`` with the meaning of s3prl's stock
+            ``hubert`` upstream; zeros past a row's exit layer and past its valid frames.
+        lengths: ``(B,)`` valid frames per utterance.
+        exit_layers: ``(B,)`` the layer (1..L) each utterance stopped at.
+        entropies: ``(B, L)`` mean branch entropy per checked layer, NaN where unchecked.
+    """
+
+    hidden_states: List[Tensor]
+    lengths: Tensor
+    exit_layers: Tensor
+    entropies: Tensor
+
+    def exit_states(self) -> Tensor:
+        """``(B, T, D)``: each utterance's hidden state at its own exit layer."""
+        stacked = torch.stack(self.hidden_states, dim=0)  # (L+1, B, T, D)
+        rows = torch.arange(stacked.size(1), device=stacked.device)
+        return stacked[self.exit_layers.to(stacked.device), rows]
+
+
+def check_waveforms(wavs: Sequence[Tensor], min_samples: int) -> None:
+    """Reject what the model cannot take, naming the first bad utterance.
+
+    Raises:
+        ValueError: empty batch, a non-1-D or non-float waveform, one shorter than the
+            CNN's receptive field (``min_samples``), or one holding NaN / inf.
+    """
+    if isinstance(wavs, Tensor) or len(wavs) == 0:
+        raise ValueError(
+            "expected a non-empty list of 1-D waveforms (16 kHz, float), one tensor per utterance"
+        )
+    for i, wav in enumerate(wavs):
+        if not isinstance(wav, Tensor):
+            raise ValueError(f"utterance {i} is a {type(wav).__name__}, expected a torch.Tensor")
+        if wav.dim() != 1:
+            raise ValueError(
+                f"utterance {i} has shape {tuple(wav.shape)}; expected a 1-D mono waveform "
+                "(mix or pick a channel first; a batch is a list of 1-D tensors)"
+            )
+        if not wav.is_floating_point():
+            raise ValueError(f"utterance {i} has dtype {wav.dtype}; expected float samples in [-1, 1]")
+        if wav.numel() < min_samples:
+            raise ValueError(
+                f"utterance {i} has {wav.numel()} samples; the model needs at least {min_samples} "
+                f"({1000 * min_samples / 16000:.0f} ms at 16 kHz) to produce one frame"
+            )
+        if not torch.isfinite(wav).all():
+            raise ValueError(f"utterance {i} contains NaN or infinite samples")
+
+
+class EarlyExitHubert(nn.Module):
+    """Runs a HuBERT layer by layer; rows that exit leave the batch.
+
+    Args:
+        model: s3prl's ``HubertModel`` (frozen; used as is, never modified).
+        branches: one branch per layer, or None (only plans without checked layers run).
+        normalize_waveform: per-utterance ``layer_norm`` of the waveform (``task_cfg.normalize``).
+        stock_padded_cnn: run the CNN on the zero-padded batch like s3prl's stock upstream.
+            By default each utterance's CNN sees only its own samples (equal lengths are
+            batched), so with extractor mode ``default`` (a GroupNorm over time) its
+            features do not depend on its batch-mates.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        branches: Optional[ExitBranches],
+        normalize_waveform: bool = False,
+        stock_padded_cnn: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.branches = branches
+        self.normalize_waveform = normalize_waveform
+        self.stock_padded_cnn = stock_padded_cnn
+        self._conv_layers = [
+            (m.kernel_size[0], m.stride[0]) for m in model.feature_extractor.modules() if isinstance(m, nn.Conv1d)
+        ]
+        self._cnn_has_groupnorm = any(isinstance(m, nn.GroupNorm) for m in model.feature_extractor.modules())
+        if branches is not None and branches.num_layers != self.num_layers:
+            raise ValueError(f"{branches.num_layers} branches for a {self.num_layers}-layer model")
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.model.encoder.layers)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.encoder.embedding_dim
+
+    @property
+    def downsample_rate(self) -> int:
+        return math.prod(s for _, s in self._conv_layers)
+
+    @property
+    def min_samples(self) -> int:
+        """The CNN's receptive field: the fewest samples that give one frame."""
+        field, jump = 1, 1
+        for kernel, stride in self._conv_layers:
+            field += (kernel - 1) * jump
+            jump *= stride
+        return field
+
+    def frame_lengths(self, num_samples: Tensor) -> Tensor:
+        """``(B,)`` sample counts -> ``(B,)`` CNN output frames."""
+        lengths = num_samples.clone()
+        for kernel, stride in self._conv_layers:
+            lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+        return lengths
+
+    def _cnn(self, wavs: List[Tensor]) -> tuple:
+        """CNN features ``(B, T, C)`` and valid frames ``(B,)``."""
+        device = wavs[0].device
+        num_samples = torch.tensor([len(w) for w in wavs], device=device)
+        if self.stock_padded_cnn or not self._cnn_has_groupnorm:
+            padded = nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+            features = self.model.forward_features(padded).transpose(1, 2)
+            if self.stock_padded_cnn:  # s3prl's own rule for which frames are padding
+                wav_pad = ~valid_frame_mask(num_samples, padded.size(1))
+                frame_pad = self.model.forward_padding_mask(features, wav_pad)
+                return features, (~frame_pad).sum(dim=1)
+            return features, self.frame_lengths(num_samples)
+        lengths = self.frame_lengths(num_samples)
+        groups: Dict[int, List[int]] = defaultdict(list)
+        for i, wav in enumerate(wavs):
+            groups[len(wav)].append(i)
+        features = None
+        for rows in groups.values():
+            out = self.model.forward_features(torch.stack([wavs[i] for i in rows])).transpose(1, 2)
+            if features is None:
+                features = out.new_zeros(len(wavs), int(lengths.max()), out.size(-1))
+            features[rows, : out.size(1)] = out
+        return features, lengths
+
+    def forward(self, wavs: List[Tensor], plan: ExitPlan, per_batch: bool = False) -> EarlyExitOutput:
+        """Run the batch under ``plan``.
+
+        Args:
+            wavs: ``B`` 1-D float waveforms at 16 kHz, any lengths.
+            plan: where branches are checked and where every row stops.
+            per_batch: the authors' release rule, for comparison only: one entropy averaged
+                over all valid frames of the batch decides for the whole batch, which runs
+                on until it exits together.
+        """
+        check_waveforms(wavs, self.min_samples)
+        num_layers = self.num_layers
+        if not 1 <= plan.deepest <= num_layers:
+            raise ValueError(f"exit layer {plan.deepest} is outside 1..{num_layers}")
+        if plan.check_layers and self.branches is None:
+            raise ValueError(
+                "this checkpoint has no exit branches: train them first with 'daisy train-branches' "
+                "(only strategies 'full' and 'fixed' run without branches)"
+            )
+        if self.normalize_waveform:
+            wavs = [F.layer_norm(w, w.shape) for w in wavs]
+        model, encoder = self.model, self.model.encoder
+
+        features, lengths = self._cnn(list(wavs))
+        batch, frames = features.size(0), features.size(1)
+        features = model.layer_norm(features)
+        if model.post_extract_proj is not None:
+            features = model.post_extract_proj(features)
+        x = model.dropout_input(features)
+        padding = ~valid_frame_mask(lengths, frames)
+        x = x.masked_fill(padding.unsqueeze(-1), 0.0)
+        if encoder.pos_conv is not None:
+            x = x + encoder.pos_conv(x.transpose(1, 2)).transpose(1, 2)
+        if not encoder.layer_norm_first:
+            x = encoder.layer_norm(x)
+
+        # hidden[k] is layer k's output; while every row is still running at full length it
+        # is the layer's own output tensor (no copy), afterwards rows are scattered into zeros
+        hidden: List[Optional[Tensor]] = [x] + [None] * num_layers
+        x = F.dropout(x, p=encoder.dropout, training=encoder.training).transpose(0, 1)  # (T, B, D)
+        rows = torch.arange(batch, device=x.device)
+        all_rows = True
+        cur_lengths = lengths
+        cur_padding = padding if bool(padding.any()) else None
+        padded = cur_padding is not None
+        exit_layers = torch.full((batch,), plan.deepest, dtype=torch.long, device=x.device)
+        entropies = x.new_full((batch, num_layers), float("nan"))
+        checks = set(plan.check_layers)
+
+        for k in range(1, plan.deepest + 1):
+            x, _ = encoder.layers[k - 1](x, self_attn_padding_mask=cur_padding, need_weights=False)
+            state = x.transpose(0, 1)  # (B_active, T_active, D)
+            if k == num_layers and encoder.layer_norm_first:
+                state = encoder.layer_norm(state)
+            if all_rows:
+                hidden[k] = state
+            else:
+                hidden[k] = state.new_zeros(batch, frames, state.size(-1))
+                hidden[k][:, : state.size(1)].index_copy_(0, rows, state)
+            if k == plan.deepest or k not in checks:
+                continue
+            # rows without padding: every frame counts, no mask needed
+            entropy = self.branches.entropy(k, state, None if cur_padding is None else cur_lengths)
+            if per_batch:
+                frames_now = cur_lengths.to(entropy.dtype)
+                entropy = ((entropy * frames_now).sum() / frames_now.sum()).expand_as(entropy)
+            if all_rows:
+                entropies[:, k - 1] = entropy
+            else:
+                entropies[rows, k - 1] = entropy.to(entropies.dtype)
+            stop = entropy < plan.tau
+            if not bool(stop.any()):  # the one host sync of this layer
+                continue
+            exit_layers[rows[stop]] = k
+            keep = ~stop
+            if not bool(keep.any()):
+                break
+            all_rows = False
+            rows, cur_lengths = rows[keep], cur_lengths[keep]
+            longest = int(cur_lengths.max())
+            x = x[:longest, keep]
+            if cur_padding is not None:
+                cur_padding = cur_padding[keep, :longest]
+                if not bool(cur_padding.any()):
+                    cur_padding = None
+
+        # layers no row reached are zeros; rows that stopped earlier are zeros already;
+        # frames past a row's end (computed as padding) are zeroed here
+        outputs: List[Tensor] = []
+        for h in hidden:
+            if h is None:
+                h = x.new_zeros(batch, frames, x.size(-1))
+            elif padded:
+                h = h.masked_fill(padding.unsqueeze(-1), 0.0)
+            outputs.append(h)
+        hidden = outputs
+        return EarlyExitOutput(hidden, lengths, exit_layers, entropies)

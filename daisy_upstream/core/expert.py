@@ -1,0 +1,162 @@
+"""The DAISY upstream: an s3prl ``UpstreamBase`` around :class:`EarlyExitHubert`."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import weakref
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+from torch import Tensor
+from s3prl.upstream.interfaces import UpstreamBase
+
+from daisy_upstream.core.checkpoint import load_daisy_checkpoint
+from daisy_upstream.core.early_exit import EarlyExitHubert, EarlyExitOutput
+from daisy_upstream.core.policy import (
+    STATISTICS_STRATEGIES,
+    DaisyConfig,
+    ExitPlan,
+    exit_span,
+    load_calibration,
+    make_plan,
+)
+
+__all__ = ["DaisyUpstream", "load_config"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_config(model_config: Union[None, str, Path, Mapping[str, Any]], **overrides: Any) -> DaisyConfig:
+    """The upstream config from a YAML path, a mapping or nothing, plus keyword overrides."""
+    if model_config is None or model_config == "":
+        config = DaisyConfig.from_mapping(overrides, source="upstream config")
+    elif isinstance(model_config, Mapping):
+        config = DaisyConfig.from_mapping({**model_config, **overrides}, source="upstream config")
+    else:
+        config = DaisyConfig.from_yaml(model_config)
+        if overrides:
+            values = {k: getattr(config, k) for k in config.__dataclass_fields__}
+            config = DaisyConfig.from_mapping({**values, **overrides}, source=str(model_config))
+    return config
+
+
+class DaisyUpstream(UpstreamBase):
+    """DAISY early-exit HuBERT for s3prl (``-u daisy_hubert``).
+
+    Args:
+        ckpt: a DAISY checkpoint (see :mod:`daisy_upstream.core.checkpoint`), an authors'-layout
+            checkpoint, or a plain converted HuBERT (strategies ``full``/``fixed`` only).
+        model_config: the upstream config, a YAML path or a mapping (:class:`DaisyConfig`).
+
+    Forward returns ``hidden_states`` (``L + 1`` tensors ``(B, T, D)``, stock ``hubert``
+    meaning, zeros past each utterance's exit), ``last_hidden_state`` (each utterance's
+    state at its exit layer), ``exit_layers`` ``(B,)``, ``feature_lengths`` ``(B,)`` and
+    ``entropies`` ``(B, L)``.
+
+    Where exits may happen: an attached featurizer (:class:`DaisyFeaturizer`) supplies the
+    exit statistics and whether the downstream is training; otherwise statistics given by
+    :meth:`set_exit_statistics` are used.
+    """
+
+    def __init__(self, ckpt: Union[str, Path], model_config: Union[None, str, Path, Mapping[str, Any]] = None, **kwargs):
+        config_keys = {k: kwargs.pop(k) for k in list(kwargs) if k in DaisyConfig.__dataclass_fields__}
+        super().__init__(**kwargs)
+        self.config = load_config(model_config, **config_keys)
+        loaded = load_daisy_checkpoint(ckpt)
+        self.checkpoint_layout = loaded.layout
+        self.task_cfg = loaded.task_cfg
+        num_layers = loaded.num_layers
+        if loaded.branches is None and self.config.strategy not in ("full", "fixed"):
+            raise ValueError(
+                f"{ckpt} is a plain HuBERT checkpoint without exit branches; strategy "
+                f"{self.config.strategy!r} needs them. Train them first with 'daisy train-branches' "
+                "(or use strategy 'full' / 'fixed')"
+            )
+        if self.config.strategy == "fixed" and self.config.fixed_layer > num_layers:
+            raise ValueError(f"fixed_layer={self.config.fixed_layer} but the model has {num_layers} layers")
+        self.calibration = loaded.calibration
+        if self.config.calibration is not None:
+            self.calibration = load_calibration(self.config.calibration)
+        layer_entropy = self.calibration["layer_entropy"] if self.calibration else None
+        if layer_entropy is not None and len(layer_entropy) != num_layers:
+            raise ValueError(
+                f"the calibration lists {len(layer_entropy)} layers but the model has {num_layers}; "
+                "it was made for another model"
+            )
+        self.tau: Optional[float] = self.config.resolve_tau(layer_entropy)
+        self.net = EarlyExitHubert(
+            loaded.model,
+            loaded.branches,
+            normalize_waveform=bool(loaded.task_cfg.normalize),
+            stock_padded_cnn=self.config.stock_padded_cnn,
+        )
+        self._statistics_owner: Optional[weakref.ref] = None
+        self._exit_counts: Optional[List[int]] = None
+        self._span_override: Optional[Sequence[int]] = None
+        self._reported_span: Optional[List[int]] = None
+
+    # -- where exits may happen -------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return self.net.num_layers
+
+    def attach_statistics(self, owner: Any) -> None:
+        """Let ``owner`` (a featurizer with ``training`` and ``exit_counts``) drive the span."""
+        self._statistics_owner = weakref.ref(owner)
+
+    def set_exit_statistics(self, counts: Optional[Sequence[int]]) -> None:
+        """Exit histogram (``L`` counts) for a standalone upstream's ``mean``/``threshold``/``min-max``."""
+        if counts is not None and len(counts) != self.num_layers:
+            raise ValueError(f"exit statistics must have {self.num_layers} entries, got {len(counts)}")
+        self._exit_counts = None if counts is None else [int(c) for c in counts]
+
+    @contextlib.contextmanager
+    def span_override(self, span: Optional[Sequence[int]]) -> Iterator[None]:
+        """Within the block, exits may happen exactly at ``span`` (None: every layer)."""
+        previous = self._span_override
+        self._span_override = list(range(1, self.num_layers + 1)) if span is None else list(span)
+        try:
+            yield
+        finally:
+            self._span_override = previous
+
+    def current_span(self) -> List[int]:
+        """The layers at which an utterance may exit in the next forward."""
+        if self._span_override is not None:
+            return list(self._span_override)
+        config = self.config
+        owner = self._statistics_owner() if self._statistics_owner is not None else None
+        if owner is not None:
+            if owner.training and config.strategy in STATISTICS_STRATEGIES:
+                return exit_span("none", self.num_layers)  # stage 2: plain threshold while training
+            counts = owner.exit_counts.tolist() if config.needs_statistics() else None
+        else:
+            counts = self._exit_counts
+        span = exit_span(config.strategy, self.num_layers, counts, config.span_threshold, config.fixed_layer)
+        if span != self._reported_span:  # say once which layers may exit, and why
+            self._reported_span = span
+            source = f" from training exit counts {counts}" if counts is not None else ""
+            logger.info("DAISY exit span %s (strategy %s%s, tau %s)", span, config.strategy, source, self.tau)
+        return span
+
+    def current_plan(self) -> ExitPlan:
+        span = self.current_span()
+        return make_plan(span, self.tau if len(span) > 1 else None)
+
+    # -- s3prl interface ----------------------------------------------------------------
+    def get_downsample_rates(self, key: str) -> int:
+        return self.net.downsample_rate
+
+    def run(self, wavs: List[Tensor], plan: Optional[ExitPlan] = None) -> EarlyExitOutput:
+        """The early-exit forward as an :class:`EarlyExitOutput` (``plan`` defaults to the current one)."""
+        return self.net(wavs, self.current_plan() if plan is None else plan)
+
+    def forward(self, wavs: List[Tensor]) -> Dict[str, Any]:
+        out = self.run(wavs)
+        return {
+            "hidden_states": out.hidden_states,
+            "last_hidden_state": out.exit_states(),
+            "exit_layers": out.exit_layers,
+            "feature_lengths": out.lengths,
+            "entropies": out.entropies,
+        }

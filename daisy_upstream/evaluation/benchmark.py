@@ -1,0 +1,297 @@
+"""Honest timing of the upstream forward: full model vs DAISY vs the per-batch rule vs a fixed exit.
+
+Everything is measured side by side in one run on the same weights and the same audio:
+upstream forward only (no data loading, no downstream), device-synchronised, after warm-up.
+Modes are interleaved batch by batch (every mode runs batch ``i`` before any runs batch
+``i + 1``, in an order rotated per batch and repeat), so that a burst of machine noise hits
+them alike; the time saved is the median over repeats of the *paired* saving
+``1 - t_mode[r] / t_full[r]``, which cancels noise shared by a repeat's modes.
+
+The *ideal* saving of a mode is what its exit layers would save if skipping a layer for an
+utterance saved exactly that utterance's share of the layer's measured cost (shares by valid
+frames) and branches were free:
+
+    ideal_time = sum_batches [ front_b + sum_k cost_{b,k} * active_frames_{b,k} / frames_b ]
+
+with ``front_b`` (CNN, projection, positional conv) and ``cost_{b,k}`` (layer k) measured on the
+full model for that batch. ``efficiency = achieved saving / ideal saving``.
+"""
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from daisy_upstream.core.early_exit import EarlyExitHubert
+from daisy_upstream.core.policy import ExitPlan, make_plan
+
+__all__ = [
+    "LayerCosts",
+    "ModeResult",
+    "efficiency",
+    "ideal_time",
+    "measure_layer_costs",
+    "paired_saving",
+    "run_benchmark",
+    "saving",
+]
+
+
+def saving(mode_time: float, full_time: float) -> float:
+    """Fraction of the full model's time saved (negative when slower)."""
+    if full_time <= 0:
+        raise ValueError(f"full_time must be > 0, got {full_time}")
+    return 1.0 - mode_time / full_time
+
+
+def paired_saving(mode_times: Sequence[float], full_times: Sequence[float]) -> float:
+    """Median over repeats of ``saving(mode_times[r], full_times[r])`` (same-repeat pairs)."""
+    if len(mode_times) != len(full_times) or not mode_times:
+        raise ValueError(f"need equally many (>= 1) paired times, got {len(mode_times)} and {len(full_times)}")
+    return statistics.median(saving(m, f) for m, f in zip(mode_times, full_times))
+
+
+def efficiency(achieved: float, ideal: float, min_ideal: float = 0.01) -> Optional[float]:
+    """``achieved / ideal`` saving; None when the ideal saving is too small to divide by."""
+    if ideal < min_ideal:
+        return None
+    return achieved / ideal
+
+
+@dataclass
+class LayerCosts:
+    """Measured cost of one batch on the full model (seconds)."""
+
+    front: float
+    layers: List[float]
+
+    @property
+    def total(self) -> float:
+        return self.front + sum(self.layers)
+
+
+def ideal_time(costs: LayerCosts, exit_layers: Sequence[int], frames: Sequence[int]) -> float:
+    """Time the batch would take if exited utterances cost nothing from the next layer on.
+
+    Args:
+        costs: the batch's full-model front-end and per-layer costs.
+        exit_layers: each utterance's exit layer (1..L).
+        frames: each utterance's valid frames.
+    """
+    if len(exit_layers) != len(frames) or not frames:
+        raise ValueError("exit_layers and frames must be non-empty and of equal length")
+    total = float(sum(frames))
+    time_ = costs.front
+    for k, cost in enumerate(costs.layers, start=1):
+        active = sum(n for n, e in zip(frames, exit_layers) if e >= k)
+        time_ += cost * active / total
+    return time_
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_layer_costs(net: EarlyExitHubert, batch: List[Tensor], repeats: int = 3) -> LayerCosts:
+    """Front-end and per-layer cost of ``batch`` on the full model (median of ``repeats``)."""
+    device = batch[0].device
+    layers = net.model.encoder.layers
+    stamps: Dict[int, List[float]] = {}
+
+    def pre(k):
+        def hook(module, args):
+            _sync(device)
+            stamps[k] = [time.perf_counter()]
+        return hook
+
+    def post(k):
+        def hook(module, args, out):
+            _sync(device)
+            stamps[k].append(time.perf_counter())
+        return hook
+
+    handles = []
+    for k, layer in enumerate(layers, start=1):
+        handles.append(layer.register_forward_pre_hook(pre(k)))
+        handles.append(layer.register_forward_hook(post(k)))
+    plan = make_plan([net.num_layers], None)
+    runs = []
+    try:
+        with torch.no_grad():
+            for _ in range(repeats):
+                _sync(device)
+                start = time.perf_counter()
+                net(batch, plan)
+                _sync(device)
+                total = time.perf_counter() - start
+                per_layer = [stamps[k][1] - stamps[k][0] for k in range(1, len(layers) + 1)]
+                runs.append((total, per_layer))
+    finally:
+        for handle in handles:
+            handle.remove()
+    median_total = statistics.median(r[0] for r in runs)
+    per_layer = [statistics.median(r[1][k] for r in runs) for k in range(len(layers))]
+    return LayerCosts(front=max(median_total - sum(per_layer), 0.0), layers=per_layer)
+
+
+class _PeakRss:
+    """Peak resident memory above the level at start, sampled every millisecond (CPU)."""
+
+    def __init__(self) -> None:
+        self.base = self._rss()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.001)
+
+    def __enter__(self) -> "_PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def megabytes(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+@dataclass
+class Mode:
+    """One way of running the upstream: a plan and the per-batch flag."""
+
+    name: str
+    plan: ExitPlan
+    per_batch: bool = False
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    batch_size: int
+    times: List[float]
+    median: float
+    spread: float
+    saved: float
+    ideal_saved: float
+    efficiency: Optional[float]
+    exit_histogram: List[int]
+    mean_exit_layer: float
+    peak_memory_mb: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _batches(wavs: List[Tensor], batch_size: int) -> List[List[Tensor]]:
+    return [wavs[i : i + batch_size] for i in range(0, len(wavs), batch_size)]
+
+
+def run_benchmark(
+    net: EarlyExitHubert,
+    wavs: List[Tensor],
+    modes: Sequence[Mode],
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    repeats: int = 5,
+    warmup: int = 1,
+    progress: Optional[Callable[[str], None]] = None,
+) -> List[ModeResult]:
+    """Time every mode at every batch size; the first mode must be the full model.
+
+    Returns one :class:`ModeResult` per (batch size, mode), in that order.
+    """
+    if not modes or modes[0].plan.check_layers or modes[0].plan.deepest != net.num_layers:
+        raise ValueError("the first mode must be the full model (no checks, deepest = L)")
+    device = wavs[0].device
+    results: List[ModeResult] = []
+    for batch_size in batch_sizes:
+        batches = _batches(wavs, batch_size)
+        if progress:
+            progress(f"batch {batch_size}: measuring per-layer costs")
+        costs = [measure_layer_costs(net, batch) for batch in batches]
+        exits: Dict[str, List[List[int]]] = {}
+        frames: List[List[int]] = []
+        with torch.no_grad():
+            for mode in modes:
+                exits[mode.name] = []
+                for batch in batches:
+                    out = net(batch, mode.plan, per_batch=mode.per_batch)
+                    exits[mode.name].append(out.exit_layers.tolist())
+                    if mode is modes[0]:
+                        frames.append(out.lengths.tolist())
+        times: Dict[str, List[float]] = {mode.name: [] for mode in modes}
+        with torch.no_grad():
+            for repeat in range(warmup + repeats):
+                if progress:
+                    progress(f"batch {batch_size}: repeat {repeat + 1 - warmup}/{repeats}" if repeat >= warmup else f"batch {batch_size}: warm-up")
+                totals = {mode.name: 0.0 for mode in modes}
+                for index, batch in enumerate(batches):
+                    shift = (repeat + index) % len(modes)  # rotate: no mode always runs first
+                    for mode in list(modes[shift:]) + list(modes[:shift]):
+                        _sync(device)
+                        start = time.perf_counter()
+                        net(batch, mode.plan, per_batch=mode.per_batch)
+                        _sync(device)
+                        totals[mode.name] += time.perf_counter() - start
+                if repeat >= warmup:
+                    for name, total in totals.items():
+                        times[name].append(total)
+        full_ideal = sum(c.total for c in costs)
+        for mode in modes:
+            peak = _peak_memory(net, batches, mode, device)
+            ideal = sum(ideal_time(c, e, f) for c, e, f in zip(costs, exits[mode.name], frames))
+            flat_exits = [e for batch_exits in exits[mode.name] for e in batch_exits]
+            histogram = [flat_exits.count(k) for k in range(1, net.num_layers + 1)]
+            median = statistics.median(times[mode.name])
+            quartiles = statistics.quantiles(times[mode.name], n=4) if len(times[mode.name]) > 1 else [median] * 3
+            achieved = paired_saving(times[mode.name], times[modes[0].name])
+            ideal_saved = saving(ideal, full_ideal)
+            results.append(
+                ModeResult(
+                    mode=mode.name,
+                    batch_size=batch_size,
+                    times=times[mode.name],
+                    median=median,
+                    spread=quartiles[2] - quartiles[0],
+                    saved=achieved,
+                    ideal_saved=ideal_saved,
+                    efficiency=efficiency(achieved, ideal_saved),
+                    exit_histogram=histogram,
+                    mean_exit_layer=sum(flat_exits) / len(flat_exits),
+                    peak_memory_mb=peak,
+                )
+            )
+    return results
+
+
+def _peak_memory(net: EarlyExitHubert, batches, mode: Mode, device: torch.device) -> float:
+    with torch.no_grad():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            for batch in batches:
+                net(batch, mode.plan, per_batch=mode.per_batch)
+            torch.cuda.synchronize(device)
+            return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+        with _PeakRss() as meter:
+            for batch in batches:
+                net(batch, mode.plan, per_batch=mode.per_batch)
+        return meter.megabytes

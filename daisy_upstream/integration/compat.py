@@ -1,0 +1,146 @@
+"""Every compatibility shim for s3prl 0.4.18 on torch 2.8, in one place, applied once.
+
+Each shim is narrow, says what it fixes, and touches no file of the installed s3prl.
+Each is idempotent; :mod:`daisy_upstream.integration.plugin` applies them when the s3prl module they
+fix is imported (never at interpreter start-up).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+__all__ = ["allow_namespace_in_checkpoints", "key_voxceleb1_cache_by_dataset", "local_rank_from_torchrun", "patch_runner_module", "voxceleb1_cache_dir"]
+
+
+def allow_namespace_in_checkpoints() -> None:
+    # torch >= 2.6 loads with weights_only=True by default; s3prl's runner checkpoints hold
+    # the run's argparse.Namespace ('Args'), so resuming / evaluating with -e failed.
+    # Allow exactly that class, nothing else.
+    import torch
+
+    torch.serialization.add_safe_globals([argparse.Namespace])
+
+
+def voxceleb1_cache_dir(root: str, meta_data: str) -> str:
+    """Where the VoxCeleb1 file lists of one dataset (root + split file) are cached."""
+    meta = Path(meta_data)
+    stamp = f"{Path(root).resolve()}|{meta.resolve()}|{meta.stat().st_mtime_ns if meta.exists() else 0}"
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "daisy_upstream" / "voxceleb1"
+    return str(base / hashlib.sha1(stamp.encode()).hexdigest()[:16]) + os.sep
+
+
+def key_voxceleb1_cache_by_dataset(vox) -> None:
+    """Applied to ``s3prl.downstream.voxceleb1.dataset`` when it is imported."""
+    # s3prl's SpeakerClassifiDataset caches its file lists as <package>/.cache/<split>.pkl,
+    # keyed by split only: a second dataset (another root or split file) silently reuses the
+    # first one's files. Point the module's CACHE_PATH at a directory keyed by the dataset
+    # root, the split file and its mtime for the duration of each constructor call.
+    original = vox.SpeakerClassifiDataset.__init__
+    if getattr(original, "_daisy_shim", False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self, mode, file_path, meta_data, *args, **kwargs):
+        previous = vox.CACHE_PATH
+        vox.CACHE_PATH = voxceleb1_cache_dir(str(file_path), str(meta_data))
+        try:
+            original(self, mode, file_path, meta_data, *args, **kwargs)
+        finally:
+            vox.CACHE_PATH = previous
+
+    __init__._daisy_shim = True
+    vox.SpeakerClassifiDataset.__init__ = __init__
+
+
+def _cpu_distributed_runner(runner) -> None:
+    # s3prl's runner is written for one GPU per process: run_downstream calls
+    # torch.cuda.set_device(local_rank) and wraps models in DDP(device_ids=[local_rank]).
+    # With --backend gloo on a machine without CUDA both fail. Only when CUDA is absent:
+    # set_device becomes a no-op and DDP gets no device_ids (what DDP requires on CPU).
+    import torch
+
+    if torch.cuda.is_available() or getattr(runner.DDP, "_daisy_shim", False):
+        return
+    ddp = runner.DDP
+
+    def cpu_ddp(module, *args, device_ids=None, **kwargs):
+        return ddp(module, *args, **kwargs)
+
+    cpu_ddp._daisy_shim = True
+    runner.DDP = cpu_ddp
+    torch.cuda.set_device = lambda device: None
+
+
+def _advance_progress_on_every_rank(runner) -> None:
+    # s3prl's Runner.train counts optimizer steps with its 'overall' progress bar (pbar.n is
+    # also the loop's stop condition), but only the leader reaches pbar.update(1): the other
+    # ranks 'continue' just before it, never reach total_steps, and crash ("Connection closed
+    # by peer", gloo) or hang (nccl) in the next collective once the leader has saved and
+    # exited. On non-leader ranks only, the optimizer's zero_grad, which train() calls exactly
+    # once per optimizer step on every rank, advances that bar by one.
+    import torch.distributed as dist
+
+    if getattr(runner.get_optimizer, "_daisy_shim", False):
+        return
+    overall = {}
+    real_tqdm, real_get_optimizer = runner.tqdm, runner.get_optimizer
+
+    class tqdm(real_tqdm):  # remembers the 'overall' bar; everything else as tqdm
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if kwargs.get("desc") == "overall":
+                overall["bar"] = self
+
+    def get_optimizer(*args, **kwargs):
+        optimizer = real_get_optimizer(*args, **kwargs)
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() > 0:
+            zero_grad = optimizer.zero_grad
+
+            def zero_grad_and_count_step(*a, **k):
+                zero_grad(*a, **k)
+                if overall.get("bar") is not None:
+                    overall["bar"].update(1)
+
+            optimizer.zero_grad = zero_grad_and_count_step
+        return optimizer
+
+    get_optimizer._daisy_shim = True
+    runner.tqdm, runner.get_optimizer = tqdm, get_optimizer
+
+
+def _running_run_downstream() -> bool:
+    """Whether this interpreter's program is s3prl's run_downstream (-m, path or our wrapper)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name == "s3prl.run_downstream":
+        return True
+    path = Path(getattr(main, "__file__", None) or "")
+    return path.name == "run_downstream.py" and path.parent.name == "s3prl"
+
+
+def local_rank_from_torchrun(argv: Optional[List[str]] = None) -> None:
+    """Applied when s3prl's runner is imported, i.e. before run_downstream parses its arguments."""
+    # torchrun (torch.distributed.run) gives each process its rank only in the LOCAL_RANK
+    # environment variable; s3prl's run_downstream reads it only from --local_rank, and without
+    # it each process silently trains undistributed on all the data. Only when run_downstream
+    # is the program, LOCAL_RANK is set and no --local_rank was given: append it to argv.
+    argv = sys.argv if argv is None else argv
+    rank = os.environ.get("LOCAL_RANK")
+    if rank is None or not _running_run_downstream():
+        return
+    if any(a == "--local_rank" or a.startswith("--local_rank=") for a in argv[1:]):
+        return
+    argv.extend(["--local_rank", rank])
+
+
+def patch_runner_module(runner) -> None:
+    """Applied to ``s3prl.downstream.runner`` when it is imported."""
+    allow_namespace_in_checkpoints()
+    _cpu_distributed_runner(runner)
+    _advance_progress_on_every_rank(runner)
+    local_rank_from_torchrun()

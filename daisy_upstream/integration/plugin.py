@@ -1,0 +1,141 @@
+"""How daisy_upstream gets into an unmodified s3prl.
+
+* :func:`register_hub` adds ``daisy_hubert``, ``daisy_hubert_local`` and
+  ``daisy_hubert_custom`` to ``s3prl.hub`` (so ``-u``, ``hub.options()`` and
+  ``s3prl.nn.upstream.S3PRLUpstream`` find them) and makes a misspelled name an error that
+  lists the closest names.
+* :func:`patch_runner` makes s3prl's runner build :class:`DaisyFeaturizer` (which behaves
+  exactly like the stock one for any other upstream) and applies :mod:`daisy_upstream.integration.compat`.
+* :func:`install` does both now for modules already imported and, lazily, through a
+  post-import hook for modules imported later: importing ``daisy_upstream`` costs no s3prl
+  import. The ``daisy_upstream.pth`` start-up hook calls it in every interpreter unless
+  ``DAISY_UPSTREAM_AUTOLOAD=0``.
+* :func:`run_downstream` is the ``daisy-run-downstream`` console script: s3prl's own
+  ``run_downstream.py`` run as ``__main__`` with exactly its arguments.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.abc
+import importlib.machinery
+import os
+import runpy
+import sys
+import types
+from pathlib import Path
+from typing import Callable, Dict, Optional, Sequence
+
+__all__ = ["HUB_ENTRIES", "install", "patch_runner", "register_hub", "run_downstream", "s3prl_configs"]
+
+HUB_ENTRIES = ("daisy_hubert", "daisy_hubert_local", "daisy_hubert_custom")
+AUTOLOAD_ENV = "DAISY_UPSTREAM_AUTOLOAD"
+
+
+def register_hub(hub: types.ModuleType) -> None:
+    """Add the DAISY entries to ``s3prl.hub`` (idempotent)."""
+    from daisy_upstream.integration import hubconf
+
+    for name in HUB_ENTRIES:
+        setattr(hub, name, getattr(hubconf, name))
+    if not hasattr(hub, "__getattr__"):
+
+        def __getattr__(name: str):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            options = hub.options()
+            close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see s3prl.hub.options()"
+            raise AttributeError(f"s3prl.hub has no upstream {name!r} (-u/--upstream){hint}")
+
+        hub.__getattr__ = __getattr__
+
+
+def patch_runner(runner: types.ModuleType) -> None:
+    """Swap the runner's Featurizer for :class:`DaisyFeaturizer`; apply the compat shims."""
+    from daisy_upstream.integration import compat
+    from daisy_upstream.core.featurizer import DaisyFeaturizer
+
+    runner.Featurizer = DaisyFeaturizer
+    compat.patch_runner_module(runner)
+
+
+def _patch_voxceleb1(dataset: types.ModuleType) -> None:
+    from daisy_upstream.integration import compat
+
+    compat.key_voxceleb1_cache_by_dataset(dataset)
+
+
+_HOOKS: Dict[str, Callable[[types.ModuleType], None]] = {
+    "s3prl.hub": register_hub,
+    "s3prl.downstream.runner": patch_runner,
+    "s3prl.downstream.voxceleb1.dataset": _patch_voxceleb1,
+}
+
+
+class _AfterImport(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader, hook: Callable[[types.ModuleType], None]) -> None:
+        self.loader, self.hook = loader, hook
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        self.hook(module)
+
+
+class _PostImportFinder(importlib.abc.MetaPathFinder):
+    """Runs a hook right after one of :data:`_HOOKS`' modules is first executed."""
+
+    def find_spec(self, fullname, path, target=None):
+        hook = _HOOKS.get(fullname)
+        if hook is None:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _AfterImport(spec.loader, hook)
+        return spec
+
+
+def install() -> None:
+    """Register now where s3prl is imported, else when it is (idempotent, cheap)."""
+    for name, hook in _HOOKS.items():
+        if name in sys.modules:
+            hook(sys.modules[name])
+    if not any(isinstance(finder, _PostImportFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _PostImportFinder())
+
+
+def autoload() -> None:
+    """The start-up hook's entry (``daisy_upstream.pth``); off with ``DAISY_UPSTREAM_AUTOLOAD=0``."""
+    if os.environ.get(AUTOLOAD_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    install()
+
+
+def run_downstream(argv: Optional[Sequence[str]] = None) -> int:
+    """``daisy-run-downstream``: s3prl's run_downstream with the plugin installed."""
+    install()
+    sys.argv = ["run_downstream.py", *(sys.argv[1:] if argv is None else argv)]
+    runpy.run_module("s3prl.run_downstream", run_name="__main__", alter_sys=True)
+    return 0
+
+
+def s3prl_configs() -> Path:
+    """The folder of task and upstream configs shipped with daisy_upstream.
+
+    It is the repository's ``s3prl_configs/``: an installed package carries a copy inside
+    itself (``setup.py`` puts it there), a source checkout uses the repository's own.
+
+    Raises:
+        FileNotFoundError: neither is there (a broken install).
+    """
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "s3prl_configs", package.parent / "s3prl_configs"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"s3prl_configs/ is neither in {package} nor beside it; reinstall daisy_upstream "
+        "('make install', or 'pip install .' from the repository)"
+    )

@@ -1,0 +1,193 @@
+"""``daisy table1``: the pure parts (layout, metric parsing, resume) without running s3prl.
+
+The runner outputs under ``tests/data/table1_runner_outputs/`` were written by s3prl 0.4.18's
+downstream experts in a real tiny ``daisy table1`` run (one evaluation per task).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import pytest
+import torch
+
+from daisy_upstream.evaluation import table1 as t1
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "table1_runner_outputs"
+
+
+# ---------------------------------------------------------------------------------------
+# metric parsing from real runner outputs
+# ---------------------------------------------------------------------------------------
+def test_parse_asr_wer_recomputed_from_the_arks():
+    metric = t1.parse_metric("asr", DATA / "asr")
+    # the same number s3prl printed for this evaluation ("test-clean wer: ...")
+    printed = float((DATA / "asr" / "printed_wer.txt").read_text())
+    assert metric["wer"] == pytest.approx(printed, abs=1e-6)
+    assert metric["utterances"] == len((DATA / "asr" / "test-clean-noLM-ref.ark").read_text().splitlines())
+
+
+def test_parse_sid_accuracy_from_log():
+    expected = None
+    for line in (DATA / "voxceleb1" / "log.log").read_text().splitlines():
+        if line.startswith("test at step"):
+            expected = 100 * float(line.rsplit(":", 1)[1])
+    assert t1.parse_metric("voxceleb1", DATA / "voxceleb1") == {"acc": pytest.approx(expected)}
+
+
+def test_parse_se_and_ss_metrics():
+    se = t1.parse_metric("enhancement_stft", DATA / "enhancement_stft")
+    raw = dict(line.split() for line in (DATA / "enhancement_stft" / "test_metrics.txt").read_text().splitlines())
+    assert se["pesq"] == pytest.approx(float(raw["pesq"]))
+    assert se["stoi"] == pytest.approx(100 * float(raw["stoi"]))  # STOI in %, as the paper
+    ss = t1.parse_metric("separation_stft", DATA / "separation_stft")
+    raw = dict(line.split() for line in (DATA / "separation_stft" / "test_metrics.txt").read_text().splitlines())
+    assert ss == {"si_sdri": pytest.approx(float(raw["si_sdr"]))}
+
+
+def test_parse_errors_name_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="test_metrics.txt"):
+        t1.parse_metric("separation_stft", tmp_path)
+    (tmp_path / "log.log").write_text("dev at step 4: 0.5\n")
+    with pytest.raises(ValueError, match="test at step"):
+        t1.parse_metric("voxceleb1", tmp_path)
+
+
+def test_word_errors_by_subset(tmp_path):
+    (tmp_path / "h.ark").write_text("a X B C\nb D E\n")
+    (tmp_path / "r.ark").write_text("a A B C\nb D E F\n")
+    assert t1.word_errors(tmp_path / "h.ark", tmp_path / "r.ark") == (2, 6)
+    assert t1.word_errors(tmp_path / "h.ark", tmp_path / "r.ark", keys=["a"]) == (1, 3)
+
+
+# ---------------------------------------------------------------------------------------
+# the Markdown layout
+# ---------------------------------------------------------------------------------------
+def test_markdown_layout_rows_columns_and_missing_cells():
+    rows = t1.default_rows(fixed_layer=6)
+    assert [r.key for r in rows] == ["rho1.0-mean", "rho1.0-threshold", "rho1.0-min-max",
+                                     "rho0.7-mean", "rho0.7-threshold", "rho0.7-min-max", "fixed", "full"]
+    cells = {
+        "asr": {"rho1.0-threshold": {"metric": {"wer": 15.453}, "saved": 0.31541, "span": [4, 5, 6],
+                                     "mean_exit_layer": 5.2},
+                "full": {"metric": {"wer": 6.42}, "saved": 0.001}},
+        "enhancement_stft": {"fixed": {"metric": {"pesq": 2.6, "stoi": 94.04, "si_sdr": 9.0}, "saved": 0.5,
+                                       "span": [6]}},
+    }
+    text = t1.format_markdown(cells, rows, ["asr", "enhancement_stft"])
+    lines = text.splitlines()
+    assert lines[0] == "| method | ASR WER ↓ | ASR time saved | SE PESQ / STOI ↑ | SE time saved |"
+    body = lines[2:10]
+    assert [line.split(" | ")[0][2:] for line in body] == [r.label for r in rows]
+    assert body[1] == "| DAISY rho=1.0, threshold | 15.45% | 31.54% | – | – |"
+    assert body[6] == "| HuBERT first 6L (fixed exit) | – | – | 2.60 / 94.0 | 50.00% |"
+    assert body[7] == "| HuBERT, full model | 6.42% | 0.10% | – | – |"
+    assert "| DAISY rho=1.0, threshold | 4..6 (mean 5.20) | – |" in lines
+    assert "| HuBERT first 6L (fixed exit) | – | 6 |" in lines
+
+
+def test_training_runs_strategy_none_for_daisy():
+    runs = t1.training_configs(t1.default_rows(3))
+    assert runs == {"rho1.0": {"rho": 1.0, "strategy": "none"}, "rho0.7": {"rho": 0.7, "strategy": "none"},
+                    "fixed": {"strategy": "fixed", "fixed_layer": 3}, "full": {"strategy": "full"}}
+
+
+# ---------------------------------------------------------------------------------------
+# resume: a fake runner records the calls and writes what s3prl would
+# ---------------------------------------------------------------------------------------
+class FakeRunner:
+    def __init__(self, fail_on: str = "") -> None:
+        self.calls: List[List[str]] = []
+        self.fail_on = fail_on
+
+    def __call__(self, cmd: List[str], log: Path) -> None:
+        args = cmd[3:]  # python -c CODE ...
+        self.calls.append(args)
+        mode = args[args.index("-m") + 1]
+        if self.fail_on and self.fail_on in " ".join(args):
+            raise RuntimeError("runner failed")
+        if mode == "train":
+            expdir = Path(args[args.index("-p") + 1])
+            steps = 7
+            torch.save({"Featurizer": {"exit_counts": torch.tensor([1, 3, 2])}}, expdir / f"states-{steps}.ckpt")
+        else:
+            override = args[args.index("-o") + 1]
+            expdir = Path(dict(kv.split("=", 1) for kv in override.split(",,"))["args.expdir"])
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text("INFO:daisy_upstream.core.expert:DAISY exit span [2, 3] (strategy mean ...)\n")
+            (expdir / "log.log").write_text("test at step 7: 0.25\n")
+
+
+def _table(tmp_path, runner, monkeypatch, timings=None):
+    def fake_time(ckpt, rows, counts, files, repeats=3, threads=1):
+        timings.append(sorted(counts)) if timings is not None else None
+        return {"modes": {r.key: {"saved": 0.1, "ideal_saved": 0.2, "mean_exit_layer": 2.0,
+                                  "exit_histogram": [0, 1, 0], "median": 1.0} for r in rows}}
+
+    monkeypatch.setattr(t1, "time_rows", fake_time)
+    monkeypatch.setattr(t1, "test_audio_files", lambda task, config: [Path("a.wav")])
+    config = {"downstream_expert": {"datarc": {"file_path": "/data", "meta_data": "/data/m.txt"}}}
+    return t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": config}, steps=7, fixed_layer=2,
+                     runner=runner, log=lambda m: None)
+
+
+def test_resume_skips_finished_cells(tmp_path, monkeypatch):
+    timings: List = []
+    runner = FakeRunner()
+    table = _table(tmp_path, runner, monkeypatch, timings)
+    payload = table.run()
+    modes = [c[c.index("-m") + 1] for c in runner.calls]
+    assert modes == ["train"] * 4 + ["evaluate"] * 8 and len(timings) == 1
+    # the DAISY rows evaluate their rho's checkpoint with the span's config
+    evaluate = runner.calls[4]
+    assert evaluate[evaluate.index("-e") + 1].endswith("train_rho1.0/states-7.ckpt")
+    assert "args.upstream_model_config=" in evaluate[evaluate.index("-o") + 1]
+    cell = payload["cells"]["voxceleb1"]["rho1.0-mean"]
+    assert cell["metric"] == {"acc": 25.0} and cell["span"] == [2, 3] and cell["saved"] == 0.1
+    assert (table.out / "table1.md").read_text().count("25.00%") == 8
+
+    # everything finished: a second run calls nothing
+    runner2 = FakeRunner()
+    _table(tmp_path, runner2, monkeypatch, timings).run()
+    assert runner2.calls == [] and len(timings) == 1
+
+    # one evaluation lost its result: only it runs again
+    (table.eval_dir("voxceleb1", "rho0.7-min-max") / "cell.json").unlink()
+    runner3 = FakeRunner()
+    _table(tmp_path, runner3, monkeypatch, timings).run()
+    assert len(runner3.calls) == 1 and "eval_rho0.7-min-max" in runner3.calls[0][-1]
+
+
+def test_failed_cell_raises_and_leaves_no_result(tmp_path, monkeypatch):
+    runner = FakeRunner(fail_on="train_rho0.7")
+    table = _table(tmp_path, runner, monkeypatch)
+    with pytest.raises(RuntimeError, match="runner failed"):
+        table.run()
+    assert (table.train_dir("voxceleb1", "rho1.0") / "cell.json").is_file()
+    assert not (table.train_dir("voxceleb1", "rho0.7") / "cell.json").exists()
+    # the next run starts with the failed training (its half-written folder is cleared)
+    (table.train_dir("voxceleb1", "rho0.7") / "stale.txt").write_text("x")
+    runner2 = FakeRunner()
+    _table(tmp_path, runner2, monkeypatch).run()
+    assert "train_rho0.7" in runner2.calls[0][runner2.calls[0].index("-p") + 1]
+    assert not (table.train_dir("voxceleb1", "rho0.7") / "stale.txt").exists()
+
+
+def test_other_settings_in_the_same_folder_are_refused(tmp_path, monkeypatch):
+    _table(tmp_path, FakeRunner(), monkeypatch).run()
+    config = {"downstream_expert": {"datarc": {"file_path": "/data", "meta_data": "/data/m.txt"}}}
+    other = t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": config}, steps=8, fixed_layer=2,
+                      runner=FakeRunner(), log=lambda m: None)
+    with pytest.raises(ValueError, match="steps=7"):
+        other.run()
+
+
+def test_prepare_task_config_fills_paths_and_refuses_placeholders():
+    base = {"runner": {}, "optimizer": {"lr": 1}, "downstream_expert": {
+        "datarc": {"file_path": "/path/to/VoxCeleb1", "meta_data": "/path/to/iden_split.txt"}, "modelrc": {}}}
+    with pytest.raises(ValueError, match="placeholder data paths: downstream_expert.datarc.file_path"):
+        t1.prepare_task_config("voxceleb1", base, 10, "small")
+    config = t1.prepare_task_config("voxceleb1", base, 10, "small", {"file_path": "/c/sid", "meta_data": "/c/m.txt"})
+    assert config["downstream_expert"]["datarc"]["file_path"] == "/c/sid"
+    assert config["runner"]["total_steps"] == 10 and config["runner"]["save_step"] == 10
+    assert base["downstream_expert"]["datarc"]["file_path"].startswith("/path/to/")  # input untouched

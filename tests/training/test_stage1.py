@@ -1,0 +1,268 @@
+"""Stage 1 (branch training): targets, learning, exact resume, inputs and bad input."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from daisy_upstream.audio.corpus import AudioCorpus
+from daisy_upstream.atomic import atomic_torch_save
+from daisy_upstream.core.checkpoint import load_daisy_checkpoint
+from daisy_upstream.factory.random_hubert import make_random_checkpoint
+from daisy_upstream.core.early_exit import EarlyExitHubert
+from daisy_upstream.integration.hubconf import daisy_hubert_local
+from daisy_upstream.core.policy import compute_tau, make_plan
+from daisy_upstream.training.stage1 import ClusterTargets, Stage1Config, balanced_layer_lrs, train_branches
+from tests.conftest import waves
+from tests.audio.test_audio import write_wavs
+
+SECONDS = [0.5, 0.6, 0.7, 0.8, 0.55, 0.65, 0.75, 0.85, 0.6, 0.7]
+
+
+@pytest.fixture
+def audio_dir(tmp_path) -> Path:
+    write_wavs(tmp_path / "audio", SECONDS)
+    return tmp_path / "audio"
+
+
+def fast_config(**overrides) -> Stage1Config:
+    """Test settings: a large lr so a few dozen steps show learning on tiny data."""
+    values = dict(lr=1e-2, batch_seconds=2.0, max_steps=12, heldout_fraction=0.2, eval_every=0,
+                  save_every=0, log_every=5)
+    values.update(overrides)
+    return Stage1Config(**values)
+
+
+def test_targets_equal_direct_computation_on_s3prl_model(write_checkpoint):
+    path = write_checkpoint(num_layers=2, branches=False, num_clusters=12)
+    loaded = load_daisy_checkpoint(path)
+    model = loaded.model
+    targets = ClusterTargets(model, ["<s>", "<pad>", "</s>", "<unk>"] + [str(i) for i in range(12)])
+    assert targets.num_classes == 12
+    wavs = waves(6000, 9000, 4000, seed=1)
+    backbone = EarlyExitHubert(model, None)
+    with torch.no_grad():
+        out = backbone(wavs, make_plan([2], None))
+        label_embs = model.label_embs_concat.split(model.num_classes, 0)[0]
+        for i, wav in enumerate(wavs):
+            # direct: s3prl's own forward and compute_nce, all 16 rows, then the 12 real ones
+            x = model(wav[None], padding_mask=None, mask=False, features_only=True)["x"][0]
+            proj = model.final_proj(x)
+            pos = label_embs[torch.zeros(proj.size(0), dtype=torch.long)]
+            negs = label_embs.unsqueeze(1).expand(-1, proj.size(0), -1)
+            direct = model.compute_nce(proj, pos, negs)[:, 1:]  # (T, 16): column j = row j
+            direct_real = direct[:, 4:]
+            n = int(out.lengths[i])
+            assert n == x.size(0)
+            mine = targets.logits(out.hidden_states[2][i, :n])
+            assert torch.allclose(mine, direct_real, atol=1e-4)
+            top2 = direct_real.topk(2, dim=-1).values
+            clear = (top2[:, 0] - top2[:, 1]) > 1e-3
+            assert clear.float().mean() > 0.9
+            assert torch.equal(targets(out.hidden_states[2][i, :n])[clear], direct_real.argmax(-1)[clear])
+
+
+def test_loss_per_layer_falls_and_output_loads(write_checkpoint, audio_dir, tmp_path):
+    ckpt = write_checkpoint(num_layers=3, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    result = train_branches(ckpt, corpus, tmp_path / "out.pt", tmp_path / "work",
+                            fast_config(max_steps=30, eval_every=15), progress=False)
+    assert result.finished and result.step == 30
+    first, last = result.history[0], result.history[-1]
+    assert first["step"] == 0 and last["step"] == 30
+    for k in range(3):
+        assert last["ce"][k] < 0.9 * first["ce"][k], (first["ce"], last["ce"])
+    assert (tmp_path / "work" / "tb").is_dir() and any((tmp_path / "work" / "tb").iterdir())
+    # the output is a DAISY checkpoint with a held-out calibration the upstream uses
+    loaded = load_daisy_checkpoint(tmp_path / "out.pt")
+    assert loaded.layout == "daisy" and loaded.branches.num_classes == 20
+    entropy = loaded.calibration["layer_entropy"]
+    assert len(entropy) == 3 and loaded.calibration["num_utterances"] == 2
+    upstream = daisy_hubert_local(str(tmp_path / "out.pt"), model_config={"rho": 0.76})
+    assert upstream.tau == pytest.approx(compute_tau(entropy, 0.76))
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_resume_equals_uninterrupted(write_checkpoint, audio_dir, tmp_path, schedule):
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    # 4 training batches per epoch: 10 steps cross two epoch boundaries
+    config = fast_config(max_steps=10, eval_every=4, save_every=3, lr_schedule=schedule)
+    train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "wa", config, progress=False)
+    config_b = fast_config(max_steps=10, eval_every=4, save_every=3, stop_after=5, lr_schedule=schedule)
+    part = train_branches(ckpt, corpus, tmp_path / "b.pt", tmp_path / "wb", config_b, progress=False)
+    assert not part.finished and part.step == 5 and not (tmp_path / "b.pt").exists()
+    torch.manual_seed(1234)  # a different global RNG state must not matter
+    rest = train_branches(ckpt, corpus, tmp_path / "b.pt", tmp_path / "wb", config_b, progress=False)
+    assert rest.finished and rest.step == 10
+    a = torch.load(tmp_path / "a.pt", weights_only=True)["daisy"]
+    b = torch.load(tmp_path / "b.pt", weights_only=True)["daisy"]
+    for key, value in a["branches"].items():
+        assert torch.equal(value, b["branches"][key]), key
+    assert a["calibration"]["layer_entropy"] == b["calibration"]["layer_entropy"]
+
+
+def test_balanced_layer_lrs_scale_inversely_with_feature_norm():
+    features = torch.randn(3, 50, 8)
+    features = features / features.norm(dim=-1, keepdim=True)  # every frame has norm 1
+    features = features * torch.tensor([4.0, 2.0, 0.5]).view(3, 1, 1)
+    assert balanced_layer_lrs(features, 1e-3) == pytest.approx([1e-3, 2e-3, 8e-3])
+    with pytest.raises(ValueError, match="N>0"):
+        balanced_layer_lrs(torch.zeros(3, 0, 8), 1e-3)
+    with pytest.raises(ValueError, match="all zero"):
+        balanced_layer_lrs(torch.zeros(3, 5, 8), 1e-3)
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_branch_learning_rates_in_the_saved_optimizer(write_checkpoint, audio_dir, tmp_path, balance):
+    ckpt = write_checkpoint(num_layers=3, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    config = fast_config(max_steps=2, stop_after=1, balance_lr=balance)
+    train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "w", config, progress=False)
+    groups = torch.load(tmp_path / "w" / "state.pt", weights_only=True)["optimizer"]["param_groups"]
+    lrs = [group["lr"] for group in groups]
+    assert len(lrs) == 3 and min(lrs) == pytest.approx(config.lr)  # the largest features keep lr
+    if balance:  # a random model's layers differ in norm: the rates differ
+        assert len(set(lrs)) == 3
+    else:
+        assert lrs == [config.lr] * 3
+
+
+def test_linear_schedule_decays_each_branch_rate_to_zero(write_checkpoint, audio_dir, tmp_path):
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    config = fast_config(max_steps=4, stop_after=3, lr_schedule="linear")
+    train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "w", config, progress=False)
+    groups = torch.load(tmp_path / "w" / "state.pt", weights_only=True)["optimizer"]["param_groups"]
+    for group in groups:  # the third step (step index 2 of 4) ran at half the start rate
+        assert group["lr"] == pytest.approx(group["base_lr"] * 0.5)
+    assert min(group["base_lr"] for group in groups) == pytest.approx(config.lr)
+    with pytest.raises(ValueError, match="unknown --lr-schedule 'cosine'"):
+        fast_config(lr_schedule="cosine").validate()
+
+
+def test_resume_with_other_settings_is_refused(write_checkpoint, audio_dir, tmp_path):
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "w", fast_config(max_steps=2, stop_after=1),
+                   progress=False)
+    with pytest.raises(ValueError, match="other settings or data.*lr"):
+        train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "w", fast_config(max_steps=2, lr=1e-3),
+                       progress=False)
+
+
+def test_no_label_embs_concat_is_a_clear_error(audio_dir, tmp_path):
+    state = make_random_checkpoint(num_layers=2, branches=False)
+    del state["model_weight"]["label_embs_concat"]
+    atomic_torch_save(state, tmp_path / "ft.pt")
+    corpus = AudioCorpus.from_source(audio_dir)
+    with pytest.raises(ValueError, match="no label_embs_concat.*not a fine-tuned one"):
+        train_branches(tmp_path / "ft.pt", corpus, tmp_path / "o.pt", tmp_path / "w", fast_config(), progress=False)
+
+
+def test_daisy_and_authors_inputs(write_checkpoint, audio_dir, tmp_path):
+    corpus = AudioCorpus.from_source(audio_dir)
+    daisy = write_checkpoint("daisy.pt", num_layers=2, layer_entropy=[1.0, 0.5])
+    old = torch.load(daisy, weights_only=True)["daisy"]["branches"]
+    train_branches(daisy, corpus, tmp_path / "re.pt", tmp_path / "w1", fast_config(max_steps=2), progress=False)
+    new = torch.load(tmp_path / "re.pt", weights_only=True)
+    assert not torch.equal(new["daisy"]["branches"]["0.weight"], old["0.weight"])
+    assert new["daisy"]["calibration"]["layer_entropy"] != [1.0, 0.5]
+
+    plain = make_random_checkpoint(num_layers=2, branches=False)
+    authors = dict(plain)
+    weights = {k: v for k, v in plain["model_weight"].items() if not k.startswith("final_proj.")}
+    for i in range(2):
+        weights[f"final_proj.{i}.weight"] = torch.randn(20, 32)
+        weights[f"final_proj.{i}.bias"] = torch.randn(20)
+    authors["model_weight"] = weights
+    atomic_torch_save(authors, tmp_path / "authors.pt")
+    atomic_torch_save(plain, tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="authors' layout.*--teacher"):
+        train_branches(tmp_path / "authors.pt", corpus, tmp_path / "x.pt", tmp_path / "w2", fast_config(),
+                       progress=False)
+    train_branches(tmp_path / "authors.pt", corpus, tmp_path / "x.pt", tmp_path / "w3", fast_config(max_steps=2),
+                   teacher=tmp_path / "plain.pt", progress=False)
+    loaded = load_daisy_checkpoint(tmp_path / "x.pt")  # heads replaced, final_proj restored
+    assert loaded.layout == "daisy"
+    assert torch.equal(loaded.model.final_proj.weight, plain["model_weight"]["final_proj.weight"])
+    other = make_random_checkpoint(num_layers=2, branches=False, seed=5)
+    atomic_torch_save(other, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not the same backbone"):
+        train_branches(tmp_path / "authors.pt", corpus, tmp_path / "y.pt", tmp_path / "w4", fast_config(),
+                       teacher=tmp_path / "other.pt", progress=False)
+
+
+def test_cli_train_branches(write_checkpoint, audio_dir, tmp_path, capsys):
+    from daisy_upstream.cli import main
+
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    out = tmp_path / "cli.pt"
+    args = ["train-branches", "-k", str(ckpt), "--audio", str(audio_dir), "--out", str(out), "--max-steps", "3",
+            "--batch-seconds", "2", "--heldout-fraction", "0.2", "--no-progress", "--stop-after", "2"]
+    assert main(args) == 0
+    assert "not finished" in capsys.readouterr().out and not out.exists()
+    assert main(args[:-2]) == 0
+    text = capsys.readouterr().out
+    assert "trained 3/3 steps" in text and "tau(rho=0.7)" in text and out.is_file()
+    with pytest.raises(FileExistsError, match="--force"):
+        main(args[:-2])
+
+
+def test_cli_heldout_audio_fp16_and_provenance(write_checkpoint, audio_dir, tmp_path, capsys):
+    from daisy_upstream.cli import main
+
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    raw = torch.load(ckpt, weights_only=True)
+    raw["provenance"] = {"recipe": "pretraining record"}
+    atomic_torch_save(raw, tmp_path / "backbone.pt")
+    heldout = tmp_path / "heldout"
+    write_wavs(heldout, [0.5, 0.6])
+    out = tmp_path / "half.pt"
+    base = ["train-branches", "-k", str(tmp_path / "backbone.pt"), "--audio", str(audio_dir), "--out", str(out),
+            "--max-steps", "2", "--batch-seconds", "2", "--no-progress"]
+    with pytest.raises(SystemExit, match="not both"):
+        main(base + ["--heldout-audio", str(heldout), "--heldout-fraction", "0.2"])
+    assert main(base + ["--heldout-audio", str(heldout), "--fp16"]) == 0
+    saved = torch.load(out, weights_only=True)
+    assert saved["model_weight"]["final_proj.weight"].dtype == torch.float16
+    assert saved["daisy"]["branches"]["0.weight"].dtype == torch.float16
+    calibration = saved["daisy"]["calibration"]
+    assert calibration["num_utterances"] == 2 and calibration["dataset"] == AudioCorpus.from_source(heldout).name
+    made = saved["daisy"]["provenance"]
+    assert made["command"].startswith("daisy train-branches -k ") and "--fp16" in made["command"]
+    assert made["backbone"] == {"recipe": "pretraining record"} and made["stage1"]["steps"] == 2
+    loaded = load_daisy_checkpoint(out)
+    assert loaded.branches[0].weight.dtype == torch.float32
+    assert next(loaded.model.parameters()).dtype == torch.float32
+
+
+def test_noise_augmentation_is_deterministic_and_changes_training(write_checkpoint, audio_dir, tmp_path):
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    runs = {}
+    for name, prob in (("clean", 0.0), ("noisy_a", 1.0), ("noisy_b", 1.0)):
+        train_branches(ckpt, corpus, tmp_path / f"{name}.pt", tmp_path / f"w_{name}",
+                       fast_config(max_steps=3, noise_prob=prob), progress=False)
+        runs[name] = torch.load(tmp_path / f"{name}.pt", weights_only=True)["daisy"]["branches"]
+    assert all(torch.equal(runs["noisy_a"][k], runs["noisy_b"][k]) for k in runs["clean"])
+    assert not all(torch.equal(runs["noisy_a"][k], runs["clean"][k]) for k in runs["clean"])
+    with pytest.raises(ValueError, match="noise-prob"):
+        fast_config(noise_prob=2.0).validate()
+
+
+def test_ddp_two_process_gloo_smoke(write_checkpoint, audio_dir, tmp_path):
+    import subprocess
+    import sys
+
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    env = {**os.environ, "DAISY_DDP_BACKEND": "gloo", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "daisy_upstream", "train-branches", "-k", str(ckpt), "--audio", str(audio_dir),
+               "--out", str(tmp_path / "ddp.pt"), "--max-steps", "4", "--batch-seconds", "1.5",
+               "--heldout-fraction", "0.2", "--no-progress"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_daisy_checkpoint(tmp_path / "ddp.pt").layout == "daisy"
