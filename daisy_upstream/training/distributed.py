@@ -1,0 +1,51 @@
+"""Process group and device for training under ``torchrun`` (one process: no torch.distributed)."""
+from __future__ import annotations
+
+import os
+from typing import Tuple
+
+import torch
+
+__all__ = ["barrier", "init_distributed", "resolve_device"]
+
+
+def init_distributed(device: str) -> Tuple[int, int, int]:
+    """``(rank, world_size, local_rank)``; initialises the process group when WORLD_SIZE > 1.
+
+    The backend is NCCL for a CUDA ``device`` and gloo otherwise (``DAISY_DDP_BACKEND``
+    overrides it).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = os.environ.get("DAISY_DDP_BACKEND") or ("nccl" if device.startswith("cuda") else "gloo")
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size(), local_rank
+
+
+def resolve_device(device: str, world: int = 1, local_rank: int = 0) -> torch.device:
+    """``device`` as a torch device; under DDP on CUDA, this process's GPU (``local_rank``).
+
+    Raises:
+        ValueError: CUDA asked for but not available.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available on this machine")
+        if world > 1:
+            dev = torch.device("cuda", local_rank)
+            torch.cuda.set_device(dev)
+    return dev
+
+
+def barrier(world: int) -> None:
+    """Wait for every rank (no-op in one process)."""
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()

@@ -1,0 +1,138 @@
+"""Stage-1 settings (:class:`Stage1Config`) and outcome (:class:`Stage1Result`)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+__all__ = ["LR_SCHEDULES", "Stage1Config", "Stage1Result"]
+
+LR_SCHEDULES = ("constant", "linear")
+
+
+@dataclass
+class Stage1Config:
+    """Training settings (paper defaults where the paper gives them).
+
+    Attributes:
+        lr: AdamW learning rate (paper 5e-5).
+        weight_decay: AdamW weight decay.
+        batch_seconds: audio per batch, summed over utterances (paper: 32 LibriSpeech
+            utterances, about 400 s).
+        max_steps: total optimizer steps; None: ``epochs`` passes over the training audio.
+        epochs: used when ``max_steps`` is None.
+        seed: branch initialisation, held-out split and batch order.
+        heldout_fraction: share of the audio held out for evaluation and the calibration.
+        log_every: steps between TensorBoard points (averages since the last one).
+        eval_every: steps between held-out evaluations (0: only at the end).
+        save_every: steps between state saves (0: only at the end / on interrupt).
+        stop_after: stop this call after so many steps (state saved; run again to go on).
+        rhos: rho values whose tau is reported with the calibration.
+        prefetch: load the next batch's audio in a background thread while this one trains
+            (the order and content of batches do not change).
+        noise_prob: share of training utterances mixed with sox noise (white, pink, brown) at
+            an SNR drawn from ``noise_snr_db``; the targets come from the noisy audio itself,
+            so the branches learn how sure they may be on noisy speech (0: off; the held-out
+            evaluation and calibration stay clean).
+        noise_snr_db: ``(low, high)`` SNR range in dB.
+        balance_lr: give branch ``k`` the learning rate ``lr * max_j n_j / n_k``, where
+            ``n_k`` is the mean L2 norm of ``hidden_states[k]`` frames on the first training
+            batch. With Adam a step moves a linear branch's logits in proportion to its
+            input's norm, so without this a layer whose features are small learns slowly:
+            in a pre-LayerNorm model (``layer_norm_first``) the last hidden state is the
+            final LayerNorm's output, several times smaller than the residual stream it
+            follows, and its branch stays under-confident. For post-LayerNorm models
+            (HuBERT Base) the norms are alike and this changes little.
+        lr_schedule: ``"constant"`` (the paper's), or ``"linear"``: each branch's rate falls
+            linearly from its start value to zero at the last step, so that the branches
+            settle instead of ending on the last batches' noise.
+    """
+
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    batch_seconds: float = 400.0
+    max_steps: Optional[int] = None
+    epochs: int = 1
+    seed: int = 0
+    heldout_fraction: float = 0.01
+    log_every: int = 10
+    eval_every: int = 1000
+    save_every: int = 1000
+    stop_after: Optional[int] = None
+    rhos: Tuple[float, ...] = (0.7, 0.76, 1.0)
+    prefetch: bool = True
+    noise_prob: float = 0.0
+    noise_snr_db: Tuple[float, float] = (0.0, 20.0)
+    balance_lr: bool = True
+    lr_schedule: str = "constant"
+
+    def validate(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown --lr-schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if not self.batch_seconds > 0:
+            raise ValueError(f"--batch-seconds must be > 0, got {self.batch_seconds}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"--max-steps must be >= 1, got {self.max_steps}")
+        if self.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError(f"--heldout-fraction must be in [0, 1), got {self.heldout_fraction}")
+        for name in ("log_every", "eval_every", "save_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+        if not 0.0 <= self.noise_prob <= 1.0:
+            raise ValueError(f"--noise-prob must be in [0, 1], got {self.noise_prob}")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise ValueError(f"--stop-after must be >= 1, got {self.stop_after}")
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The settings as plain Python values (tuples as lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    def fingerprint(self) -> Dict[str, Any]:
+        """Settings a resumed run must share with the run that saved the state."""
+        return {
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "batch_seconds": self.batch_seconds,
+            "seed": self.seed,
+            "heldout_fraction": self.heldout_fraction,
+            "noise_prob": self.noise_prob,
+            "noise_snr_db": list(self.noise_snr_db),
+            "balance_lr": self.balance_lr,
+            "lr_schedule": self.lr_schedule,
+        }
+
+
+@dataclass
+class Stage1Result:
+    """What :func:`train_branches` did.
+
+    Attributes:
+        finished: the last step was reached and ``out`` was written.
+        step / total_steps: where training stands.
+        heldout: per-layer held-out ``{"ce": [L], "accuracy": [L], "frames": int}`` (final).
+        calibration: the calibration stored in the output (None if not finished).
+        audio_seconds / wall_seconds: training audio processed and time spent in this call.
+        problems: the skip / resample summary line(s).
+    """
+
+    finished: bool
+    step: int
+    total_steps: int
+    out: Optional[Path]
+    heldout: Optional[Dict[str, Any]]
+    calibration: Optional[Dict[str, Any]]
+    audio_seconds: float
+    wall_seconds: float
+    problems: str
+    peak_memory_mb: Optional[float] = None
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    rank: int = 0
+
+    @property
+    def throughput(self) -> float:
+        """Training audio seconds per wall-clock second in this call."""
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("nan")

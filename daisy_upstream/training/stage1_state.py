@@ -1,0 +1,125 @@
+"""Stage 1's resumable state: ``<work_dir>/state.pt``, the batch order and the RNG states.
+
+The state holds the branches, the AdamW state, the step, epoch and position in the epoch's
+batch order, the RNG states and the evaluation history. The batch order of epoch ``e`` is a
+permutation seeded by ``(seed, e)``, so a run stopped at step N and resumed ends with exactly
+the same weights as an uninterrupted one. A state is only resumed by a run whose
+*fingerprint* (the settings and data that shape training) is the same.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from daisy_upstream.atomic import atomic_torch_save
+
+from .stage1_config import Stage1Config
+
+__all__ = ["STATE_FILE", "STATE_FORMAT", "Progress", "epoch_order", "load_state", "save_state"]
+
+STATE_FILE = "state.pt"
+STATE_FORMAT = "daisy-stage1-state-v1"
+
+
+@dataclass
+class Progress:
+    """Where training stands: optimizer ``step``, ``epoch``, ``position`` in the epoch's order.
+
+    ``position`` counts the batches of this rank's epoch order already trained on (it advances
+    only after a step, so an interrupt before the step redoes the batch). ``history`` holds
+    the held-out evaluations so far.
+    """
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+    history: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def epoch_order(num_batches: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> List[int]:
+    """This rank's batch indices for ``epoch``: a seeded permutation, every ``world``-th entry.
+
+    All ranks get the same number of batches (the tail that does not divide is dropped).
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(num_batches, generator=generator).tolist()
+    per_rank = len(order) // world
+    return order[rank::world][:per_rank]
+
+
+def save_state(
+    path: Path,
+    fingerprint: Dict[str, Any],
+    progress: Progress,
+    branches: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: Stage1Config,
+) -> None:
+    """Write the state atomically (with the current RNG states)."""
+    atomic_torch_save(
+        {
+            "format": STATE_FORMAT,
+            "fingerprint": fingerprint,
+            "step": progress.step,
+            "epoch": progress.epoch,
+            "position": progress.position,
+            "branches": {k: v.detach().cpu() for k, v in branches.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "rng": _rng_state(),
+            "history": progress.history,
+            "config": config.as_dict(),
+        },
+        path,
+    )
+
+
+def load_state(
+    path: Path, fingerprint: Dict[str, Any], branches: nn.Module, optimizer: torch.optim.Optimizer
+) -> Optional[Progress]:
+    """Restore ``branches``, ``optimizer`` and the RNG states from ``path``; None if no state.
+
+    Raises:
+        ValueError: ``path`` is not a stage-1 state, or was saved with another fingerprint.
+    """
+    if not path.is_file():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path} is not a train-branches state; use another --work-dir")
+    differ = sorted(k for k in fingerprint if saved["fingerprint"].get(k) != fingerprint[k])
+    if differ:
+        detail = ", ".join(f"{k}: saved {saved['fingerprint'].get(k)!r} now {fingerprint[k]!r}" for k in differ)
+        raise ValueError(
+            f"{path} was saved by a run with other settings or data ({detail}); "
+            "use another --work-dir, or the same settings to resume"
+        )
+    branches.load_state_dict(saved["branches"])
+    optimizer.load_state_dict(saved["optimizer"])
+    _set_rng_state(saved["rng"])
+    return Progress(int(saved["step"]), int(saved["epoch"]), int(saved["position"]),
+                    list(saved.get("history", [])))
+
+
+def _rng_state() -> Dict[str, Any]:
+    state: Dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuple(v) for v in value)
+    return value

@@ -1,0 +1,246 @@
+"""Stage-1 targets and loss: the frozen HuBERT's own cluster assignment, and the branches' CE.
+
+Targets (per frame ``t``) are the frozen model's cluster assignment at its last layer::
+
+    y_t = argmax_{c real} cos(final_proj(h^L_t), label_embs_concat[c]) / logit_temp
+
+over the *real* cluster rows of the first label set (fairseq's four special symbols
+``<s> <pad> </s> <unk>``, the first four rows, are never targets), ``h^L = hidden_states[L]``
+of a full early-exit forward. Branch ``k`` (1-based) is a linear classifier on
+``hidden_states[k]``, trained with the mean cross-entropy over valid frames; the loss is the
+sum over layers. The backbone runs under ``torch.no_grad``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from daisy_upstream.audio.corpus import AudioCorpus
+from daisy_upstream.core.branches import ExitBranches, valid_frame_mask
+from daisy_upstream.core.checkpoint import DaisyCheckpoint, FAIRSEQ_SPECIALS, load_daisy_checkpoint, read_checkpoint
+from daisy_upstream.core.early_exit import EarlyExitHubert
+from daisy_upstream.core.policy import make_plan
+
+__all__ = [
+    "BranchLoss",
+    "ClusterTargets",
+    "balanced_layer_lrs",
+    "batch_features",
+    "evaluate_branches",
+    "load_frozen_model",
+]
+
+_NO_LABEL_EMBS = (
+    "checkpoint has no label_embs_concat: cannot make stage-1 targets; it must be a pretraining "
+    "checkpoint, not a fine-tuned one"
+)
+
+
+class ClusterTargets(nn.Module):
+    """The frozen HuBERT's cluster logits / assignment over its real cluster classes.
+
+    Args:
+        model: s3prl ``HubertModel`` with ``final_proj`` and ``label_embs_concat``.
+        symbols: the first label set's symbols (``dictionaries_symbols[0]``); when it starts
+            with fairseq's 4 specials those rows are left out.
+
+    Raises:
+        ValueError: the model has no ``label_embs_concat``.
+    """
+
+    def __init__(self, model: nn.Module, symbols: Optional[List[str]] = None) -> None:
+        super().__init__()
+        embs = getattr(model, "label_embs_concat", None)
+        if embs is None or getattr(model, "final_proj", None) is None:
+            raise ValueError(_NO_LABEL_EMBS)
+        num_rows = int(model.num_classes[0])
+        self.num_special = 4 if symbols is not None and list(symbols[:4]) == FAIRSEQ_SPECIALS else 0
+        if num_rows - self.num_special < 2:
+            raise ValueError(f"the first label set has {num_rows} rows: fewer than 2 real cluster classes")
+        self.final_proj = model.final_proj
+        self.untie = bool(getattr(model, "untie_final_proj", False))
+        self.num_label_sets = len(model.num_classes)
+        self.target_glu = getattr(model, "target_glu", None)
+        self.logit_temp = float(model.logit_temp)
+        self._model = [model]  # not a submodule: its parameters stay out of this module's
+
+    @property
+    def num_classes(self) -> int:
+        """Real cluster classes ``C`` (specials excluded)."""
+        return int(self._model[0].num_classes[0]) - self.num_special
+
+    def label_embeddings(self) -> Tensor:
+        """``(C, final_dim)`` embeddings of the real classes of the first label set."""
+        model = self._model[0]
+        embs = model.label_embs_concat[: int(model.num_classes[0])]
+        if self.target_glu is not None:
+            embs = self.target_glu(embs)
+        return embs[self.num_special:]
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """``(..., D)`` last-layer states -> ``(..., C)`` cosine logits / ``logit_temp``."""
+        proj = self.final_proj(hidden)
+        if self.untie:
+            proj = proj.chunk(self.num_label_sets, dim=-1)[0]
+        proj = F.normalize(proj.float(), dim=-1, eps=1e-8)
+        embs = F.normalize(self.label_embeddings().float(), dim=-1, eps=1e-8)
+        return proj @ embs.t() / self.logit_temp
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """``(..., D)`` -> ``(...,)`` long target in ``0..C-1`` (class ``c`` = symbol row ``c + 4``)."""
+        return self.logits(hidden).argmax(dim=-1)
+
+
+class BranchLoss(nn.Module):
+    """Per-layer cross-entropy and agreement of all branches (the module DDP wraps).
+
+    Forward: ``features (L, N, D)`` valid frames of ``hidden_states[1..L]``, ``targets (N,)`` ->
+    ``(ce (L,), correct (L,))``: mean cross-entropy per layer and the count of frames whose
+    argmax equals the target. ``N = 0`` gives zero losses that still touch every parameter
+    (so that all DDP ranks take part in the step).
+    """
+
+    def __init__(self, branches: ExitBranches) -> None:
+        super().__init__()
+        self.branches = branches
+
+    def forward(self, features: Tensor, targets: Tensor) -> Tuple[Tensor, Tensor]:
+        ces, correct = [], []
+        for k, branch in enumerate(self.branches):
+            logits = branch(features[k])
+            if targets.numel() == 0:
+                ces.append(logits.sum() * 0.0 + sum(p.sum() for p in branch.parameters()) * 0.0)
+                correct.append(torch.zeros((), dtype=torch.long, device=logits.device))
+                continue
+            ces.append(F.cross_entropy(logits.float(), targets))
+            correct.append((logits.argmax(dim=-1) == targets).sum())
+        return torch.stack(ces), torch.stack(correct)
+
+
+def load_frozen_model(
+    checkpoint: Union[str, Path], teacher: Optional[Union[str, Path]] = None
+) -> Tuple[DaisyCheckpoint, Dict[str, Any]]:
+    """The frozen model with ``final_proj``/``label_embs_concat``, and the raw state to extend.
+
+    ``teacher``: a converted HuBERT of the same backbone that provides ``final_proj`` and
+    ``label_embs_concat`` (for the authors' layout, whose heads replace ``final_proj``).
+
+    Raises:
+        ValueError: no ``label_embs_concat``; per-layer heads without a teacher; a teacher of
+            another backbone.
+    """
+    state = read_checkpoint(checkpoint)
+    weights = state["model_weight"]
+    has_proj = "final_proj.weight" in weights
+    teacher_weights: Dict[str, Tensor] = {}
+    if teacher is not None:
+        teacher_state = read_checkpoint(teacher)
+        tw = teacher_state["model_weight"]
+        needed = ["final_proj.weight", "final_proj.bias", "label_embs_concat"]
+        missing = [k for k in needed if k not in tw]
+        if "label_embs_concat" in missing:
+            raise ValueError(f"teacher {teacher}: {_NO_LABEL_EMBS}")
+        if missing:
+            raise ValueError(f"teacher {teacher} has no {missing}")
+        probe = next((k for k in weights if k.startswith("encoder.layers.") and k in tw), None)
+        if probe is None or weights[probe].shape != tw[probe].shape or not torch.equal(
+            weights[probe].float(), tw[probe].float()
+        ):
+            raise ValueError(
+                f"teacher {teacher} is not the same backbone as {checkpoint} "
+                f"(encoder weights differ at {probe!r}); pass the HuBERT the heads were trained on"
+            )
+        teacher_weights = {k: tw[k] for k in needed}
+    elif "label_embs_concat" not in weights:
+        raise ValueError(_NO_LABEL_EMBS)
+    elif not has_proj:
+        raise ValueError(
+            f"{checkpoint} has per-layer heads (the authors' layout) instead of HuBERT's final_proj, "
+            "so the last layer's cluster assignment cannot be computed from it; pass --teacher "
+            "with the converted HuBERT checkpoint the heads were trained on"
+        )
+    loaded = load_daisy_checkpoint(checkpoint)
+    model = loaded.model
+    if teacher_weights:
+        with torch.no_grad():
+            for key, value in teacher_weights.items():
+                target = model.get_parameter(key)
+                if target.shape != value.shape:
+                    raise ValueError(f"teacher {key} has shape {tuple(value.shape)}, the model {tuple(target.shape)}")
+                target.copy_(value.float())
+        state = dict(state)
+        state["model_weight"] = {**weights, **teacher_weights}
+    if getattr(model, "label_embs_concat", None) is None:
+        raise ValueError(_NO_LABEL_EMBS)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return loaded, state
+
+
+def batch_features(
+    backbone: EarlyExitHubert, targets: ClusterTargets, wavs: List[Tensor]
+) -> Tuple[Tensor, Tensor]:
+    """Valid frames of ``hidden_states[1..L]`` ``(L, N, D)`` and their targets ``(N,)``."""
+    num_layers = backbone.num_layers
+    with torch.no_grad():
+        out = backbone(wavs, make_plan([num_layers], None))
+        mask = valid_frame_mask(out.lengths, out.hidden_states[0].size(1))
+        features = torch.stack([out.hidden_states[k][mask] for k in range(1, num_layers + 1)])
+        labels = targets(features[-1])
+    return features, labels
+
+
+def balanced_layer_lrs(features: Tensor, lr: float) -> List[float]:
+    """Per-branch learning rates ``lr * max_j n_j / n_k`` (see ``Stage1Config.balance_lr``).
+
+    ``features``: ``(L, N, D)`` valid frames of ``hidden_states[1..L]``; ``n_k`` is the mean
+    L2 norm of layer ``k``'s frames. The layer with the largest features keeps ``lr``.
+    """
+    if features.dim() != 3 or features.size(1) == 0:
+        raise ValueError(f"need features (L, N>0, D) to balance learning rates, got {tuple(features.shape)}")
+    norms = features.float().norm(dim=-1).mean(dim=1)
+    if not bool((norms > 0).all()):
+        raise ValueError(f"a layer's features are all zero (mean norms {norms.tolist()}); cannot balance learning rates")
+    return [lr * float(v) for v in norms.max() / norms]
+
+
+@torch.no_grad()
+def evaluate_branches(
+    backbone: EarlyExitHubert,
+    targets: ClusterTargets,
+    branches: ExitBranches,
+    corpus: AudioCorpus,
+    batch_seconds: float,
+    device: torch.device,
+) -> Dict[str, Any]:
+    """Per-layer frame-weighted mean CE and agreement with the targets on ``corpus``.
+
+    Returns:
+        ``{"ce": [L floats], "accuracy": [L floats], "frames": int, "utterances": int}``.
+    """
+    loss = BranchLoss(branches)
+    num_layers = branches.num_layers
+    ce_sum = torch.zeros(num_layers, dtype=torch.float64)
+    correct = torch.zeros(num_layers, dtype=torch.float64)
+    frames = utterances = 0
+    for wavs, _ in corpus.iter_batches(batch_seconds):
+        features, labels = batch_features(backbone, targets, [w.to(device) for w in wavs])
+        if labels.numel() == 0:
+            continue
+        ce, hits = loss(features, labels)
+        ce_sum += ce.double().cpu() * labels.numel()
+        correct += hits.double().cpu()
+        frames += labels.numel()
+        utterances += len(wavs)
+    if frames == 0:
+        raise ValueError(f"no frame could be evaluated in {corpus.name} ({corpus.problems.summary()})")
+    return {
+        "ce": [float(v) for v in ce_sum / frames],
+        "accuracy": [float(v) for v in correct / frames],
+        "frames": frames,
+        "utterances": utterances,
+    }
