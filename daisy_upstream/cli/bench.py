@@ -65,7 +65,7 @@ def _load_upstream(args, tmp: Path, wavs):
             conv_pos=128, conv_pos_groups=16, final_dim=256, num_clusters=500, seed=args.seed), ckpt)
     else:
         ckpt = Path(args.ckpt or DEFAULT_CHECKPOINT)
-    values = {k: getattr(config, k) for k in config.__dataclass_fields__}
+    values = config.to_dict()
     calibrated_here = False
     try:
         upstream = daisy_hubert_local(str(ckpt), model_config=values)

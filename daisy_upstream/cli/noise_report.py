@@ -178,7 +178,7 @@ def _snr_sweep(args: argparse.Namespace) -> None:
     snrs = [None if s == "clean" else float(s) for s in args.snrs]
     overrides = {k: v for k, v in (("rho", args.rho), ("tau", args.tau)) if v is not None}
     config = load_config(args.config, **overrides)
-    values = {k: getattr(config, k) for k in config.__dataclass_fields__}
+    values = config.to_dict()
     ckpt = args.ckpt or str(DEFAULT_CHECKPOINT)
     upstream = daisy_hubert_local(ckpt, model_config=values).to(args.device).eval()
     clean = _clean_clips(args)

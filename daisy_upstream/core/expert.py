@@ -7,6 +7,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
+import torch
 from torch import Tensor
 from s3prl.upstream.interfaces import UpstreamBase
 
@@ -21,7 +22,7 @@ from daisy_upstream.core.policy import (
     make_plan,
 )
 
-__all__ = ["DaisyUpstream", "load_config"]
+__all__ = ["DaisyUpstream", "fill_past_exit", "load_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +36,20 @@ def load_config(model_config: Union[None, str, Path, Mapping[str, Any]], **overr
     else:
         config = DaisyConfig.from_yaml(model_config)
         if overrides:
-            values = {k: getattr(config, k) for k in config.__dataclass_fields__}
-            config = DaisyConfig.from_mapping({**values, **overrides}, source=str(model_config))
+            config = config.replace(**overrides)
     return config
+
+
+def fill_past_exit(hidden_states: Sequence[Tensor], exit_layers: Tensor, exit_states: Tensor) -> List[Tensor]:
+    """``layers_past_exit: copy``: layer ``k > k_hat`` of each row becomes its exit state.
+
+    Args:
+        hidden_states: ``L + 1`` tensors ``(B, T, D)``.
+        exit_layers: ``(B,)`` each row's exit layer ``k_hat``.
+        exit_states: ``(B, T, D)`` each row's ``hidden_states[k_hat]``.
+    """
+    past = exit_layers.to(exit_states.device).view(-1, 1, 1)
+    return [h if k == 0 else torch.where(past < k, exit_states, h) for k, h in enumerate(hidden_states)]
 
 
 class DaisyUpstream(UpstreamBase):
@@ -49,7 +61,8 @@ class DaisyUpstream(UpstreamBase):
         model_config: the upstream config, a YAML path or a mapping (:class:`DaisyConfig`).
 
     Forward returns ``hidden_states`` (``L + 1`` tensors ``(B, T, D)``, stock ``hubert``
-    meaning, zeros past each utterance's exit), ``last_hidden_state`` (each utterance's
+    meaning; past each utterance's exit zeros, or with ``layers_past_exit: copy`` its
+    exit-layer state, see :func:`fill_past_exit`), ``last_hidden_state`` (each utterance's
     state at its exit layer), ``exit_layers`` ``(B,)``, ``feature_lengths`` ``(B,)`` and
     ``entropies`` ``(B, L)``.
 
@@ -59,7 +72,7 @@ class DaisyUpstream(UpstreamBase):
     """
 
     def __init__(self, ckpt: Union[str, Path], model_config: Union[None, str, Path, Mapping[str, Any]] = None, **kwargs):
-        config_keys = {k: kwargs.pop(k) for k in list(kwargs) if k in DaisyConfig.__dataclass_fields__}
+        config_keys = {k: kwargs.pop(k) for k in list(kwargs) if k in DaisyConfig.keys()}
         super().__init__(**kwargs)
         self.config = load_config(model_config, **config_keys)
         loaded = load_daisy_checkpoint(ckpt)
@@ -153,9 +166,13 @@ class DaisyUpstream(UpstreamBase):
 
     def forward(self, wavs: List[Tensor]) -> Dict[str, Any]:
         out = self.run(wavs)
+        exit_states = out.exit_states()
+        hidden_states = out.hidden_states
+        if self.config.layers_past_exit == "copy":
+            hidden_states = fill_past_exit(hidden_states, out.exit_layers, exit_states)
         return {
-            "hidden_states": out.hidden_states,
-            "last_hidden_state": out.exit_states(),
+            "hidden_states": hidden_states,
+            "last_hidden_state": exit_states,
             "exit_layers": out.exit_layers,
             "feature_lengths": out.lengths,
             "entropies": out.entropies,

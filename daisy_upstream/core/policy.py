@@ -7,6 +7,7 @@ being how many training utterances exited at layer ``k``.
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -16,6 +17,7 @@ import yaml
 __all__ = [
     "STRATEGIES",
     "STATISTICS_STRATEGIES",
+    "LAYERS_PAST_EXIT",
     "DaisyConfig",
     "ExitPlan",
     "compute_tau",
@@ -28,6 +30,8 @@ __all__ = [
 STRATEGIES = ("none", "mean", "threshold", "min-max", "fixed", "full")
 #: strategies whose span comes from the exit statistics of downstream training
 STATISTICS_STRATEGIES = ("mean", "threshold", "min-max")
+#: what ``hidden_states`` hold past an utterance's exit layer, see :class:`DaisyConfig`
+LAYERS_PAST_EXIT = ("zeros", "copy")
 
 
 def compute_tau(layer_entropy: Sequence[float], rho: float) -> float:
@@ -158,6 +162,12 @@ class DaisyConfig:
         stock_padded_cnn: run the CNN on the zero-padded batch as s3prl's stock upstream
             does (exact parity with published numbers; an utterance's features then depend
             on its batch-mates' lengths for extractor mode ``default``).
+        layers_past_exit: what ``hidden_states[k]`` holds for an utterance that exited at
+            ``k_hat < k``: ``"zeros"`` (default; DAISY's featurizers mask those layers out)
+            or ``"copy"``: its exit-layer state ``h^k_hat``, for stock consumers that cannot
+            be patched, whose plain weighted sum then gives the exit layer the weights of the
+            layers that did not run (``layer_norm`` per layer, as s3prl's ``normalize``,
+            commutes with the copy).
     """
 
     rho: float = 0.7
@@ -168,6 +178,7 @@ class DaisyConfig:
     calibration: Optional[str] = None
     featurize_layer0: bool = False
     stock_padded_cnn: bool = False
+    layers_past_exit: str = "zeros"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -199,12 +210,30 @@ class DaisyConfig:
         for key in ("featurize_layer0", "stock_padded_cnn"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, "must be true or false")
+        if self.layers_past_exit not in LAYERS_PAST_EXIT:
+            raise bad("layers_past_exit", f"is unknown; choose one of {', '.join(LAYERS_PAST_EXIT)}")
+
+    @classmethod
+    def keys(cls) -> List[str]:
+        """Every config key, in declaration order."""
+        return [f.name for f in fields(cls)]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Every key with its value (a fresh dict; ``from_mapping`` reads it back)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "DaisyConfig":
+        """A validated copy with ``changes`` applied (unknown keys are a ValueError)."""
+        unknown = sorted(set(changes) - set(self.keys()))
+        if unknown:
+            raise ValueError(f"upstream config: unknown key(s) {unknown}; known keys: {self.keys()}")
+        return dataclasses.replace(self, **changes)
 
     @classmethod
     def from_mapping(cls, values: Optional[Mapping[str, Any]], source: str = "config") -> "DaisyConfig":
         """Build from a dict, rejecting unknown keys with the list of known ones."""
         values = dict(values or {})
-        known = [f.name for f in fields(cls)]
+        known = cls.keys()
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(f"{source}: unknown key(s) {unknown}; known keys: {known}")

@@ -112,3 +112,33 @@ def test_other_upstreams_get_the_stock_featurizer_behaviour(write_checkpoint):
         out = upstream(batch)
         for a, b in zip(ours(batch, out), stock(batch, out)):
             torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_layers_past_exit_copy_makes_a_stock_weighted_sum_give_the_exit_layer_the_missing_weights(tiny_ckpt, normalize):
+    # a consumer that cannot be patched runs s3prl's stock runner Featurizer (a plain softmax
+    # weighted sum over all L + 1 layers) on the upstream's hidden_states
+    config = {"strategy": "none", "tau": 1.0, "layers_past_exit": "copy"}
+    upstream = daisy_hubert_local(str(tiny_ckpt), model_config=config)
+    zeros = daisy_hubert_local(str(tiny_ckpt), model_config={**config, "layers_past_exit": "zeros"})
+    stock = Featurizer(upstream, upstream_device="cpu", normalize=normalize)
+    batch = waves(16000, 9000, 12000, 4000, seed=7)
+    with torch.no_grad():
+        upstream.tau = zeros.tau = _pick_tau(upstream, batch)
+        out, out_zeros = upstream(batch), zeros(batch)
+        stock.weights.copy_(torch.tensor([0.4, 0.3, -0.2, 0.9, 1.4]))
+        features = stock(batch, out)
+    exits = out["exit_layers"].tolist()
+    assert exits == out_zeros["exit_layers"].tolist() and len(set(exits)) >= 2 and min(exits) < 4
+    w = torch.softmax(stock.weights, dim=0)
+    for i, (feature, k_hat) in enumerate(zip(features, exits)):
+        n = len(feature)  # the stock rule round(samples / 320), one frame past the valid ones here and there
+        h = [out_zeros["hidden_states"][k][i, :n] for k in range(5)]  # zeros past k_hat
+        if normalize:
+            h = [F.layer_norm(x, (32,)) for x in h]
+        # layers k_hat+1..L did not run: their weights go to the exit layer
+        expected = sum(w[k] * h[k] for k in range(k_hat + 1)) + w[k_hat + 1 :].sum() * h[k_hat]
+        torch.testing.assert_close(feature, expected, atol=1e-5, rtol=1e-5)
+        for k in range(5):  # layers that ran are untouched, the others hold the exit state
+            source = out_zeros["hidden_states"][min(k, k_hat)][i]
+            assert torch.equal(out["hidden_states"][k][i], source)

@@ -96,3 +96,20 @@ def test_config_validation(tmp_path):
     (tmp_path / "cal.yaml").write_text("dataset: x\n")
     with pytest.raises(ValueError, match="layer_entropy"):
         load_calibration(tmp_path / "cal.yaml")
+
+
+def test_layers_past_exit_values_replace_and_to_dict():
+    assert DaisyConfig().layers_past_exit == "zeros"
+    assert DaisyConfig(layers_past_exit="copy").layers_past_exit == "copy"
+    with pytest.raises(ValueError, match="layers_past_exit='repeat' is unknown; choose one of zeros, copy"):
+        DaisyConfig(layers_past_exit="repeat")
+    config = DaisyConfig(strategy="fixed", fixed_layer=2)
+    changed = config.replace(layers_past_exit="copy", tau=0.5)
+    assert (changed.layers_past_exit, changed.tau, changed.fixed_layer) == ("copy", 0.5, 2)
+    assert config.layers_past_exit == "zeros"  # the original is unchanged
+    assert DaisyConfig.from_mapping(changed.to_dict()) == changed
+    assert set(changed.to_dict()) == set(DaisyConfig.keys())
+    with pytest.raises(ValueError, match="unknown key"):
+        config.replace(taus=1.0)
+    with pytest.raises(ValueError, match="fixed_layer"):
+        config.replace(fixed_layer=0)
