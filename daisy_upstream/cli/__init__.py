@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "noise-report": ("noise_report", "exit-layer distribution per SNR (violin plot + table)"),
     "table1": ("table1", "the paper's Table 1 on any data (resumable)"),
     "demo": ("demo", "the main job: corpus, SID training and evaluation, summary"),
+    "profile": ("profile", "MACs per utterance (batch 1), DAISY vs full, in the SUPERB form's buckets"),
 }
 
 

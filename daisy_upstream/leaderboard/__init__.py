@@ -1,0 +1,1 @@
+"""SUPERB leaderboard kit: compute profile, public-set predict.zip, hidden-set export, SUPERB score."""

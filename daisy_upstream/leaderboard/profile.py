@@ -1,0 +1,258 @@
+"""``daisy profile``: MACs of the upstream forward per utterance, DAISY vs the full model.
+
+Every clip runs alone (batch 1, as the SUPERB challenge measured), once with the DAISY exit
+policy and once at full depth, each under :func:`daisy_upstream.leaderboard.macs.count_macs`.
+DAISY's count includes the exit branches it evaluated; utterances that exit skip the later
+layers, so its compute depends on the audio (hence ``--snr``).
+
+Output (``profile.json``)::
+
+    params   {"upstream": N (branches included), "branches": M}
+    models   {"daisy"|"full": {"macs": {"all", "short", "medium", "long", "longer"},
+                               "utterances": [{"path", "seconds", "exit_layer", "macs"}],
+                               "mean_exit_layer": float}}
+    buckets  {name: {"clips", "min_seconds", "max_seconds"}}
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from daisy_upstream.leaderboard.buckets import BUCKETS, bucket_of, bucket_ranges, bucket_sums
+from daisy_upstream.leaderboard.macs import COUNTER_NOTE, count_macs
+
+__all__ = ["Clip", "add_noise", "bundled_clip_paths", "load_clips", "profile_upstream", "format_table", "plot_profile"]
+
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class Clip:
+    """One profiled utterance: ``wav`` is ``(num_samples,)`` float32 at 16 kHz."""
+
+    path: str
+    wav: Tensor
+
+    @property
+    def seconds(self) -> float:
+        return self.wav.numel() / SAMPLE_RATE
+
+
+def bundled_clip_paths() -> List[Path]:
+    """The real recordings the other tools use: pocketsphinx-testdata's LibriVox and cards wavs."""
+    from daisy_upstream.evaluation.speech_sets import POCKETSPHINX_DATA
+
+    paths = sorted((POCKETSPHINX_DATA / "librivox").glob("*.wav")) + sorted((POCKETSPHINX_DATA / "cards").glob("*.wav"))
+    if not paths:
+        raise FileNotFoundError(
+            f"no recordings under {POCKETSPHINX_DATA}: install Debian's pocketsphinx-testdata "
+            "(apt-get install pocketsphinx-testdata) or pass --audio / --librispeech"
+        )
+    return paths
+
+
+def load_clips(paths: Sequence[Path]) -> List[Clip]:
+    """Load every path as a 16 kHz mono clip (another rate is resampled)."""
+    from daisy_upstream.audio.io import load_audio
+
+    return [Clip(str(p), load_audio(p)) for p in paths]
+
+
+def add_noise(clips: Sequence[Clip], snr_db: float, seed: int = 0) -> List[Clip]:
+    """The same clips with sox noise (white, pink, brown in turn) mixed in at exactly ``snr_db``."""
+    from daisy_upstream.evaluation.speech_sets import noisy_copies
+
+    noisy = noisy_copies([c.wav.numpy() for c in clips], [float(snr_db)], seed=seed)
+    return [Clip(c.path, torch.from_numpy(n.wav)) for c, n in zip(clips, noisy)]
+
+
+def _count(upstream: Any, wav: Tensor, span: Optional[List[int]]) -> Dict[str, Any]:
+    def forward():
+        if span is None:
+            return upstream([wav])
+        with upstream.span_override(span):
+            return upstream([wav])
+
+    macs, per_op, out = count_macs(forward)
+    return {"macs": macs, "exit_layer": int(out["exit_layers"][0]), "ops": per_op}
+
+
+def _model_summary(rows: List[Dict[str, Any]], buckets: Sequence[str]) -> Dict[str, Any]:
+    exits = [r["exit_layer"] for r in rows]
+    return {
+        "macs": bucket_sums([r["macs"] for r in rows], buckets),
+        "mean_exit_layer": sum(exits) / len(exits),
+        "mean_exit_layer_per_bucket": {
+            name: sum(e for e, b in zip(exits, buckets) if b == name) / max(1, sum(b == name for b in buckets))
+            for name in BUCKETS
+        },
+        "utterances": rows,
+    }
+
+
+def profile_upstream(upstream: Any, clips: Sequence[Clip], device: str = "cpu") -> Dict[str, Any]:
+    """MACs of every clip at batch 1 under the upstream's exit policy and at full depth.
+
+    Args:
+        upstream: a :class:`daisy_upstream.core.expert.DaisyUpstream` in eval mode on ``device``.
+        clips: at least 4 clips (the four length buckets).
+
+    Returns:
+        ``{"params", "models", "buckets", "counted_ops", "counter"}`` (see the module doc).
+    """
+    buckets = bucket_of([c.seconds for c in clips])
+    num_layers = upstream.num_layers
+    rows: Dict[str, List[Dict[str, Any]]] = {"daisy": [], "full": []}
+    ops: Dict[str, int] = {}
+    for clip in clips:
+        wav = clip.wav.to(device)
+        for model, span in (("daisy", None), ("full", [num_layers])):
+            counted = _count(upstream, wav, span)
+            for op, value in counted["ops"].items():
+                ops[op] = ops.get(op, 0) + value
+            rows[model].append({"path": clip.path, "seconds": round(clip.seconds, 4),
+                                "exit_layer": counted["exit_layer"], "macs": counted["macs"]})
+    branches = upstream.net.branches
+    ranges = bucket_ranges([c.seconds for c in clips], buckets)
+    return {
+        "params": {
+            "upstream": sum(p.numel() for p in upstream.parameters()),
+            "branches": 0 if branches is None else sum(p.numel() for p in branches.parameters()),
+        },
+        "num_layers": num_layers,
+        "models": {name: _model_summary(r, buckets) for name, r in rows.items()},
+        "buckets": {name: {"clips": n, "min_seconds": lo, "max_seconds": hi} for name, (n, lo, hi) in ranges.items()},
+        "counted_ops": ops,
+        "counter": COUNTER_NOTE,
+    }
+
+
+def format_table(profile: Dict[str, Any]) -> str:
+    """The per-bucket table: clips, seconds, GMACs full and DAISY, saving, mean exit layer."""
+    full, daisy = profile["models"]["full"], profile["models"]["daisy"]
+    seconds: Dict[str, float] = {}
+    for row, name in zip(full["utterances"], _labels(profile)):
+        seconds[name] = seconds.get(name, 0.0) + row["seconds"]
+    seconds["all"] = sum(seconds.values())
+    lines = [f"{'bucket':<7} {'clips':>5} {'seconds':>8} {'full GMACs':>11} {'DAISY GMACs':>12} "
+             f"{'saved':>6} {'mean exit':>9}"]
+    for name in ("all",) + BUCKETS:
+        f, d = full["macs"][name], daisy["macs"][name]
+        clips = sum(b["clips"] for b in profile["buckets"].values()) if name == "all" else profile["buckets"][name]["clips"]
+        exit_ = daisy["mean_exit_layer"] if name == "all" else daisy["mean_exit_layer_per_bucket"][name]
+        saved = f"{100 * (1 - d / f):5.1f}%" if f else "    -"
+        lines.append(f"{name:<7} {clips:>5} {seconds.get(name, 0):>8.2f} {f / 1e9:>11.3f} {d / 1e9:>12.3f} "
+                     f"{saved:>6} {exit_:>9.2f}")
+    lines.append(f"full model: every clip runs all {profile['num_layers']} layers; params {profile['params']['upstream']:,} "
+                 f"(branches {profile['params']['branches']:,})")
+    return "\n".join(lines)
+
+
+def _labels(profile: Dict[str, Any]) -> List[str]:
+    return bucket_of([u["seconds"] for u in profile["models"]["full"]["utterances"]])
+
+
+def plot_profile(profile: Dict[str, Any], path: Path, title: str = "") -> None:
+    """MACs per audio second against clip length, DAISY vs full (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from daisy_upstream.atomic import atomic_save_figure
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, style in (("full", "s-"), ("daisy", "o-")):
+        rows = sorted(profile["models"][name]["utterances"], key=lambda r: r["seconds"])
+        ax.plot([r["seconds"] for r in rows], [r["macs"] / r["seconds"] / 1e9 for r in rows], style,
+                label={"full": "full model", "daisy": "DAISY"}[name], markersize=4)
+    ax.set_xlabel("clip length (s)")
+    ax.set_ylabel("GMACs per audio second")
+    ax.set_title(title or "upstream MACs per second of audio (batch 1)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_save_figure(fig, path)
+
+
+def choose_clips(audio: Optional[str] = None, librispeech: Optional[str] = None) -> tuple:
+    """``(clips, description)``: ``--audio`` (file, folder, list or LibriSpeech root), the
+    challenge's 32 test-clean utterances (``--librispeech``), or the bundled real recordings."""
+    from daisy_upstream.leaderboard.buckets import librispeech_challenge_sample
+
+    if audio and librispeech:
+        raise ValueError("give either --audio or --librispeech, not both")
+    if librispeech:
+        return load_clips(librispeech_challenge_sample(librispeech)), (
+            f"the SUPERB challenge's 32 LibriSpeech test-clean utterances of {librispeech}")
+    if audio:
+        from daisy_upstream.audio.io import find_audio
+
+        files, kind, _ = find_audio(audio)
+        return load_clips(files), f"{len(files)} clips of {audio} ({kind}); buckets are length quartiles"
+    paths = bundled_clip_paths()
+    return load_clips(paths), (f"the {len(paths)} bundled real recordings (pocketsphinx-testdata LibriVox + cards); "
+                               "buckets are length quartiles")
+
+
+def run_profile(
+    out: Path,
+    ckpt: Optional[str] = None,
+    config: Optional[str] = None,
+    overrides: Optional[Dict[str, Any]] = None,
+    stats: Optional[str] = None,
+    audio: Optional[str] = None,
+    librispeech: Optional[str] = None,
+    snr: Optional[float] = None,
+    seed: int = 0,
+    device: str = "cpu",
+    force: bool = False,
+) -> Dict[str, Any]:
+    """Profile, then write ``out/profile.json``, ``out/profile.txt`` and ``out/profile.png``.
+
+    Raises:
+        FileExistsError: ``out/profile.json`` exists and ``force`` is false.
+    """
+    from daisy_upstream.atomic import atomic_write_json, atomic_write_text
+    from daisy_upstream.leaderboard.buckets import describe
+    from daisy_upstream.leaderboard.loading import load_upstream, span_note
+
+    out = Path(out)
+    if (out / "profile.json").exists() and not force:
+        raise FileExistsError(f"{out / 'profile.json'} exists; pass --force to overwrite it or choose another --out")
+    clips, source = choose_clips(audio, librispeech)
+    if snr is not None:
+        clips = add_noise(clips, snr, seed=seed)
+        source += f"; sox noise (white/pink/brown in turn) mixed in at {snr:g} dB SNR"
+    upstream, path, values, counts = load_upstream(ckpt, config, overrides, stats, device)
+    note = span_note(upstream, counts)
+    profile = profile_upstream(upstream, clips, device)
+    ranges = {k: (v["clips"], v["min_seconds"], v["max_seconds"]) for k, v in profile["buckets"].items()}
+    profile = {
+        "checkpoint": str(path),
+        "upstream_config": values,
+        "exit_statistics": counts,
+        "policy": note,
+        "audio": {"source": source, "clips": len(clips), "seconds": round(sum(c.seconds for c in clips), 3),
+                  "snr_db": snr, "buckets": describe(ranges)},
+        **profile,
+    }
+    table = "\n".join([
+        f"checkpoint: {path}",
+        f"audio: {source}",
+        f"buckets: {describe(ranges)}",
+        f"DAISY: {note}",
+        format_table(profile),
+        f"counted ops (MACs, both models): {profile['counted_ops']}",
+        COUNTER_NOTE,
+    ])
+    atomic_write_json(out / "profile.json", profile)
+    atomic_write_text(out / "profile.txt", table + "\n")
+    snr_text = "clean" if snr is None else f"{snr:g} dB SNR"
+    plot_profile(profile, out / "profile.png", title=f"MACs per audio second, batch 1 ({snr_text})")
+    profile["table"] = table
+    return profile
