@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "table1": ("table1", "the paper's Table 1 on any data (resumable)"),
     "demo": ("demo", "the main job: corpus, SID training and evaluation, summary"),
     "profile": ("profile", "MACs per utterance (batch 1), DAISY vs full, in the SUPERB form's buckets"),
+    "submit": ("submit", "SUPERB public set: predict.zip from s3prl runner experiment directories"),
 }
 
 
