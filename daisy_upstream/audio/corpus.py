@@ -228,7 +228,7 @@ class AudioCorpus:
         item = self.items[index]
         try:
             return load_audio(item.path, resample=self.resample)
-        except ValueError as error:
+        except (ValueError, OSError) as error:  # undecodable, or gone since the scan
             self.problems.skip(item.path, f"unreadable: {str(error)[:200]}")
             return None
 

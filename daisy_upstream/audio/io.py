@@ -1,6 +1,7 @@
-"""Unlabeled audio input shared by the DAISY tools (stage 1, calibration, timing, noise).
+"""Reading audio: finding the files of a source, and the one reader (:func:`load_audio`).
 
-Three source forms are accepted by :func:`find_audio` / :meth:`AudioCorpus.from_source`:
+Three source forms are accepted by :func:`find_audio` (and
+:meth:`daisy_upstream.audio.corpus.AudioCorpus.from_source`):
 
 * a directory tree of ``.wav`` / ``.flac`` files (searched recursively);
 * a list file: one audio path per line, relative paths resolved against the list's own
@@ -24,30 +25,26 @@ Example::
 """
 from __future__ import annotations
 
-import hashlib
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
 
-import torch
-from torch import Tensor
+import numpy as np
+
+if TYPE_CHECKING:  # torch is imported by load_audio only: finding files needs no torch
+    from torch import Tensor
 
 __all__ = [
     "AUDIO_SUFFIXES",
     "SAMPLE_RATE",
-    "AudioCorpus",
     "AudioItem",
     "AudioProblems",
     "NoAudioError",
     "ResampleWarning",
-    "S3PRL_TASKS",
-    "files_from_s3prl_config",
     "find_audio",
     "load_audio",
-    "make_batches",
-    "split_heldout",
+    "read_audio",
 ]
 
 #: the sample rate every DAISY model takes
@@ -216,23 +213,34 @@ def _key(path: Path, root: Path) -> str:
 
 
 # -- loading ----------------------------------------------------------------------------------
-def load_audio(path: Union[str, Path], resample: bool = True) -> Tensor:
-    """Read a file as a mono ``float32`` 16 kHz waveform ``(num_samples,)``.
-
-    Channels are averaged. Another sample rate is resampled when ``resample`` is true.
-
-    Raises:
-        ValueError: the file cannot be decoded, holds no samples, or (``resample=False``)
-            is not at 16 kHz.
-    """
+def _decode(path: Union[str, Path]) -> Tuple[np.ndarray, int]:
+    """``(samples (T, channels) float32, sample rate)`` of a file; its errors name the file."""
     import soundfile as sf
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"audio file {path} does not exist")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:  # noqa: BLE001 - soundfile raises several types
         raise ValueError(f"cannot read audio file {path}: {error}") from error
     if data.size == 0:
         raise ValueError(f"audio file {path} holds no samples")
+    return data, int(rate)
+
+
+def load_audio(path: Union[str, Path], resample: bool = True) -> "Tensor":
+    """Read a file as a mono ``float32`` 16 kHz waveform ``(num_samples,)`` (a torch tensor).
+
+    Channels are averaged. Another sample rate is resampled when ``resample`` is true.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file cannot be decoded, holds no samples, or (``resample=False``)
+            is not at 16 kHz.
+    """
+    import torch
+
+    data, rate = _decode(path)
     wav = torch.from_numpy(data).mean(dim=1)
     if rate != SAMPLE_RATE:
         if not resample:
@@ -243,3 +251,18 @@ def load_audio(path: Union[str, Path], resample: bool = True) -> Tensor:
     return wav.contiguous()
 
 
+def read_audio(path: Union[str, Path]) -> np.ndarray:
+    """A 16 kHz mono file as numpy ``float32`` ``(num_samples,)``, strictly (no torch needed).
+
+    For audio this project wrote itself (corpora, noise), where another rate or several
+    channels mean something went wrong. Decoded like :func:`load_audio` (same samples).
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`load_audio`; also another rate or several channels.
+    """
+    data, rate = _decode(path)
+    if rate != SAMPLE_RATE:
+        raise ValueError(f"audio file {path} is at {rate} Hz, expected {SAMPLE_RATE} Hz")
+    if data.shape[1] != 1:
+        raise ValueError(f"audio file {path} has {data.shape[1]} channels, expected mono")
+    return np.ascontiguousarray(data[:, 0])

@@ -1,4 +1,4 @@
-"""Atomic audio and text writing."""
+"""Atomic audio writing (16-bit PCM FLAC / WAV); reading is :func:`daisy_upstream.audio.io.read_audio`."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ import soundfile as sf
 
 from daisy_upstream.atomic import atomic_path
 
-__all__ = ["write_audio", "read_audio", "to_pcm16"]
+__all__ = ["write_audio", "to_pcm16"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -37,15 +37,3 @@ def write_audio(path: PathLike, wav: np.ndarray, sample_rate: int = 16000) -> No
         raise ValueError(f"audio for {path} exceeds full scale; scale it before writing")
     with atomic_path(path) as tmp:
         sf.write(str(tmp), wav, sample_rate, subtype="PCM_16", format=fmt)
-
-
-def read_audio(path: PathLike, sample_rate: int = 16000) -> np.ndarray:
-    """Read a mono audio file as float32, checking its sample rate."""
-    wav, sr = sf.read(str(path), dtype="float32", always_2d=False)
-    if sr != sample_rate:
-        raise ValueError(f"{path}: sample rate {sr}, expected {sample_rate}")
-    if wav.ndim != 1:
-        raise ValueError(f"{path}: expected mono audio, got shape {wav.shape}")
-    return wav
-
-

@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from daisy_upstream.audio.write import read_audio
+from daisy_upstream.audio.io import read_audio
 from daisy_upstream.audio.noise import NOISE_COLOURS, fit_length, mix_at_snr, sox_noise
 
 __all__ = ["NoisyClip", "POCKETSPHINX_DATA", "noisy_copies", "pocketsphinx_recordings", "segment"]

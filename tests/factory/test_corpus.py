@@ -11,7 +11,8 @@ import pytest
 
 from daisy_upstream.audio import noise
 from daisy_upstream.factory.corpus import text, tts
-from daisy_upstream.audio.write import read_audio, to_pcm16
+from daisy_upstream.audio.io import read_audio
+from daisy_upstream.audio.write import to_pcm16
 from daisy_upstream.factory.corpus.build import make_corpus
 from daisy_upstream.factory.corpus.plan import plan_corpus
 

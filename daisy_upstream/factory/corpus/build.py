@@ -8,20 +8,20 @@ existing files are kept, so an interrupted run can simply be repeated.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
-from tqdm import tqdm
 
 from . import tts
 from .asr_layout import write_asr_metadata
 from daisy_upstream.atomic import atomic_write_text as write_text
 
-from daisy_upstream.audio.write import read_audio, write_audio
+from daisy_upstream.audio.io import read_audio
+from daisy_upstream.audio.write import write_audio
+from .parallel import parallel_map
 from .plan import CorpusPlan, plan_corpus, plan_summary
 
 __all__ = ["make_corpus", "TASKS", "PEAK_LEVEL"]
@@ -46,22 +46,6 @@ def _synth_job(job: Tuple[str, tts.Voice, str]) -> Tuple[str, int]:
     wav = wav * (PEAK_LEVEL / peak)
     write_audio(p, wav)
     return path, int(wav.shape[0])
-
-
-def _init_worker() -> None:
-    # keep each worker single-threaded; parallelism comes from the pool
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
-def parallel_map(fn, jobs: Sequence, workers: int, desc: str, progress: bool = True) -> List:
-    """``[fn(j) for j in jobs]`` over ``workers`` processes, in order, with a progress bar."""
-    if workers <= 1 or len(jobs) < 4:
-        return [fn(j) for j in tqdm(jobs, desc=desc, disable=not progress, dynamic_ncols=True)]
-    ctx = mp.get_context("fork")
-    with ctx.Pool(workers, initializer=_init_worker) as pool:
-        it = pool.imap(fn, jobs, chunksize=max(1, min(16, len(jobs) // (8 * workers))))
-        return list(tqdm(it, total=len(jobs), desc=desc, disable=not progress,
-                         dynamic_ncols=True))
 
 
 def synthesize_plan(plan: CorpusPlan, asr_root: Path, workers: int,

@@ -17,8 +17,10 @@ import numpy as np
 from . import tts
 from daisy_upstream.atomic import atomic_write_text as write_text
 
-from daisy_upstream.audio.write import read_audio, to_pcm16, write_audio
+from daisy_upstream.audio.io import read_audio
+from daisy_upstream.audio.write import to_pcm16, write_audio
 from daisy_upstream.audio.noise import NOISE_COLOURS, babble, fit_length, measure_snr, mix_at_snr, sox_noise
+from .parallel import parallel_map
 from .plan import CorpusPlan, Utterance
 from .text import generate_sentences
 
@@ -85,7 +87,6 @@ def write_sid(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int,
     """VoxCeleb1-like SID layout: ``sid/dev/wav/idNNNNN/<video>/<nnnnn>.wav`` and
     ``sid/iden_split.txt`` (``1``/``2``/``3`` = train/dev/test). Every speaker (of all three
     ASR splits) appears in each split; about 80/10/10% of its utterances."""
-    from .build import parallel_map
     root = out / "sid"
     libri = out / "asr" / "LibriSpeech"
     by_spk: Dict[int, List[Utterance]] = {}
@@ -126,7 +127,6 @@ def write_se(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int,
              progress: bool) -> Dict[str, str]:
     """VoiceBank-like SE layout: ``se/{train,dev,test}/{noisy,clean}/wav.scp`` (absolute
     paths) plus ``meta.tsv`` with noise type, target and measured SNR."""
-    from .build import parallel_map
     root = out / "se"
     libri = out / "asr" / "LibriSpeech"
     res = {}
@@ -165,7 +165,6 @@ def write_ss(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int,
     """LibriMix-like two-speaker SS layout: ``ss/{train,dev,test}/{mix_clean,s1,s2}/wav.scp``
     (``min`` mode: both sources cut to the shorter one; relative level uniform in
     [-2.5, 2.5] dB), plus ``meta.tsv``."""
-    from .build import parallel_map
     root = out / "ss"
     libri = out / "asr" / "LibriSpeech"
     res = {}
@@ -222,7 +221,6 @@ def write_noisy(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int,
     SNR, transcript) and ``noisy/mixed/`` (wav.scp + meta.tsv pointing into the others:
     40% clean, 30% 10 dB, 20% 5 dB, 10% 0 dB). One utterance keeps the same noise type and
     segment at every SNR."""
-    from .build import parallel_map
     root = out / "noisy"
     libri = out / "asr" / "LibriSpeech"
     us = sorted(plan.by_split("test"), key=lambda u: u.utt_id)
@@ -279,7 +277,6 @@ def write_real(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int,
     """Real recordings (never committed; read from the Debian package at make time) in the
     layout of the noisy copies: ``real/{clean,snr10,snr5,snr0,mixed}/`` with ``wav.scp``
     and ``meta.tsv`` (speaker ``librivox``; transcripts upper-cased)."""
-    from .build import parallel_map
     from .text import normalize_text
     if not real_speech_available(source):
         raise RuntimeError(f"no real recordings at {source}; run "

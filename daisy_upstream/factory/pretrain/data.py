@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import List, Sequence
 
 import numpy as np
-import soundfile as sf
+
+from daisy_upstream.audio.io import read_audio
 
 from .model import FRAME_SAMPLES, RECEPTIVE_FIELD
 
@@ -69,12 +70,11 @@ def list_split_files(corpus: Path, split: str) -> List[Path]:
 
 
 def load_stream(files: Sequence[Path]) -> AudioStream:
-    """Read ``files`` (16 kHz mono) into one frame-aligned :class:`AudioStream`."""
+    """Read ``files`` (16 kHz mono, 16-bit) into one frame-aligned :class:`AudioStream`."""
     chunks, frames = [], []
     for f in files:
-        wav, sr = sf.read(str(f), dtype="int16", always_2d=False)
-        if sr != 16000 or wav.ndim != 1:
-            raise ValueError(f"{f}: need 16 kHz mono audio, got {sr} Hz, shape {wav.shape}")
+        # read_audio's float32 samples of a 16-bit file are int/32768 exactly: back to int16 losslessly
+        wav = np.round(read_audio(f) * 32768.0).clip(-32768, 32767).astype(np.int16)
         n = -(-len(wav) // FRAME_SAMPLES)
         chunks.append(np.pad(wav, (0, n * FRAME_SAMPLES - len(wav))))
         frames.append(n)
