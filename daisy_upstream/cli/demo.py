@@ -11,22 +11,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, Optional
 
 import yaml
 
-__all__ = ["add_arguments", "run"]
+from daisy_upstream.atomic import atomic_write_text
 
-RUNNER = "import sys; from daisy_upstream.integration.plugin import run_downstream; sys.exit(run_downstream())"
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="where the corpus and the experiment go")
-    parser.add_argument("--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
+    parser.add_argument("-k", "--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
     parser.add_argument("--hours", type=float, default=0.4, help="synthetic speech to make")
     parser.add_argument("--steps", type=int, default=300, help="downstream training steps")
     parser.add_argument("--rho", type=float, default=1.0)
@@ -37,26 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--threads", type=int, help="torch threads in every step (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="torch device of training, evaluation and timing")
 
 
 def _say(message: str) -> None:
     print(f"\n[demo] {message}", flush=True)
 
 
-def _run(cmd: List[str], log: Path) -> None:
-    """Run a command, showing its output (progress bars included) and keeping a log."""
-    with open(log, "a") as f:
-        f.write(f"$ {' '.join(cmd)}\n")
-        f.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            f.write(line)
-        if proc.wait() != 0:
-            raise SystemExit(f"[demo] failed (exit {proc.returncode}): {' '.join(cmd)}; see {log}")
-
-
-def _task_config(args, corpus: Path, path: Path) -> None:
+def _task_config(args: argparse.Namespace, corpus: Path) -> Dict[str, Any]:
+    """The shipped voxceleb1 config with the corpus's data paths and a CPU-sized run."""
     manifest = json.loads((corpus / "corpus.json").read_text())
     sid = manifest["layouts"]["sid"]
     from daisy_upstream.integration.plugin import s3prl_configs
@@ -70,51 +57,34 @@ def _task_config(args, corpus: Path, path: Path) -> None:
                             log_step=max(1, args.steps // 6), eval_step=args.steps,
                             save_step=args.steps, max_keep=1, eval_dataloaders=["dev"])
     config["optimizer"]["lr"] = 1.0e-2  # the paper's 1e-1 is for 1,251 speakers and 200k steps
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return config
 
 
-def _test_files(corpus: Path) -> List[Path]:
-    sid = json.loads((corpus / "corpus.json").read_text())["layouts"]["sid"]
-    root = Path(sid["file_path"])
-    files = []
-    for line in Path(sid["meta_data"]).read_text().splitlines():
-        split, rel = line.split()
-        if split == "3":
-            files += list(root.glob(f"*/wav/{rel}"))
-    return files
-
-
-def _summary(args, out: Path, exp: Path, ckpt: str, upstream_cfg: Path) -> str:
-    import torch
-
+def _summary(args: argparse.Namespace, config: Dict[str, Any], exp: Path, ckpt: str, upstream_cfg: Path) -> str:
     from daisy_upstream.audio.io import load_audio
-    from daisy_upstream.evaluation.benchmark import Mode, run_benchmark
-    from daisy_upstream.integration.hubconf import daisy_hubert_local
     from daisy_upstream.core.policy import make_plan
+    from daisy_upstream.evaluation.benchmark import Mode, run_benchmark
+    from daisy_upstream.evaluation.table1.tasks import test_audio_files
+    from daisy_upstream.integration.hubconf import daisy_hubert_local
+    from daisy_upstream.integration.runner_io import exit_counts, sid_accuracy
 
-    from daisy_upstream.integration.compat import allow_namespace_in_checkpoints
-
-    allow_namespace_in_checkpoints()  # the runner's checkpoint holds its argparse.Namespace
-    states = torch.load(exp / f"states-{args.steps}.ckpt", map_location="cpu", weights_only=True)
-    train_counts = states["Featurizer"]["exit_counts"].tolist()
-    accuracy = None
-    for line in (exp / "log.log").read_text().splitlines():
-        if line.startswith("test at step"):
-            accuracy = float(line.rsplit(":", 1)[1])
-    upstream = daisy_hubert_local(ckpt, model_config=str(upstream_cfg)).eval()
+    train_counts = exit_counts(exp / f"states-{args.steps}.ckpt")
+    accuracy: Optional[float] = sid_accuracy(exp / "log.log", "test")
+    upstream = daisy_hubert_local(ckpt, model_config=str(upstream_cfg)).to(args.device).eval()
     upstream.set_exit_statistics(train_counts)
-    wavs = [load_audio(p) for p in _test_files(out / "corpus")]
+    files = test_audio_files("voxceleb1", config)
+    wavs = [load_audio(p).to(args.device) for p in files]
     L = upstream.num_layers
     modes = [Mode("full", make_plan([L], None)), Mode("daisy", upstream.current_plan())]
-    results = run_benchmark(upstream.net, wavs, modes, batch_sizes=(1,), repeats=3, warmup=1)
-    full, daisy = results
+    full, daisy = run_benchmark(upstream.net, wavs, modes, batch_sizes=(1,), repeats=3, warmup=1)
+    speakers = len({p.parts[-3] for p in files})
     lines = [
         "=" * 72,
         "DAISY demo: SID (s3prl voxceleb1 downstream) on the embedded tiny HuBERT",
         f"  experiment directory : {exp}",
         f"  upstream config      : {upstream_cfg} (rho {args.rho}, strategy {args.strategy}, tau {upstream.tau:.4f})",
         f"  test accuracy        : {'n/a' if accuracy is None else f'{100 * accuracy:.2f}%'} "
-        f"({len(wavs)} test utterances; chance {100 / max(1, len(set(p.parts[-3] for p in _test_files(out / 'corpus')))):.1f}%)",
+        f"({len(wavs)} test utterances; chance {100 / max(1, speakers):.1f}%)",
         f"  training exits       : {train_counts} (utterances per exit layer 1..{L})",
         f"  evaluation span      : layers {upstream.current_span()}",
         f"  test exits           : {daisy.exit_histogram} (mean layer {daisy.mean_exit_layer:.2f})",
@@ -127,19 +97,21 @@ def _summary(args, out: Path, exp: Path, ckpt: str, upstream_cfg: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT
+    from daisy_upstream.integration.runner_io import runner_command, subprocess_runner
 
     start = time.time()
+    ckpt = str(Path(args.ckpt).resolve()) if args.ckpt else str(DEFAULT_CHECKPOINT)
+    if not Path(ckpt).is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} does not exist (-k/--ckpt)")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the runner subprocesses
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "demo.log"
-    ckpt = str(Path(args.ckpt).resolve()) if args.ckpt else str(DEFAULT_CHECKPOINT)
-    if not Path(ckpt).is_file():
-        raise SystemExit(f"[demo] checkpoint {ckpt} not found")
 
     _say(f"1/4 making a {args.hours} h synthetic corpus in {out / 'corpus'}")
     from daisy_upstream.factory.corpus.build import make_corpus
@@ -147,22 +119,26 @@ def run(args: argparse.Namespace) -> int:
     make_corpus(out / "corpus", hours=args.hours, seed=args.seed, tasks=["sid"], workers=args.workers)
 
     task_cfg, upstream_cfg = out / "voxceleb1.yaml", out / "daisy_upstream.yaml"
-    _task_config(args, out / "corpus", task_cfg)
-    upstream_cfg.write_text(yaml.safe_dump({"rho": args.rho, "strategy": args.strategy}))
+    config = _task_config(args, out / "corpus")
+    atomic_write_text(task_cfg, yaml.safe_dump(config, sort_keys=False))
+    atomic_write_text(upstream_cfg, yaml.safe_dump({"rho": args.rho, "strategy": args.strategy}))
     exp = out / "exp_sid"
     final = exp / f"states-{args.steps}.ckpt"
-    common = ["-u", "daisy_hubert_local", "-k", ckpt, "--device", "cpu"]
+    device = ["--device", args.device]
     if not final.is_file():
         _say(f"2/4 training the voxceleb1 downstream for {args.steps} steps (s3prl's runner)")
-        _run([sys.executable, "-c", RUNNER, "-m", "train", "-d", "voxceleb1", "-c", str(task_cfg),
-              "-g", str(upstream_cfg), "-p", str(exp), "--seed", str(args.seed), *common], log)
+        subprocess_runner(runner_command([
+            "-m", "train", "-d", "voxceleb1", "-c", str(task_cfg), "-g", str(upstream_cfg), "-p", str(exp),
+            "--seed", str(args.seed), "-u", "daisy_hubert_local", "-k", ckpt, *device,
+        ]), log, threads=args.threads, echo=True)
     else:
         _say(f"2/4 {final} exists: training skipped")
     _say("3/4 evaluating the test split with -m evaluate -e (span from the saved exit counts)")
-    _run([sys.executable, "-c", RUNNER, "-m", "evaluate", "-t", "test", "-e", str(final), "--device", "cpu"], log)
+    subprocess_runner(runner_command(["-m", "evaluate", "-t", "test", "-e", str(final), *device]), log,
+                      threads=args.threads, echo=True)
     _say("4/4 timing the upstream on the test audio (full vs DAISY)")
-    summary = _summary(args, out, exp, ckpt, upstream_cfg)
+    summary = _summary(args, config, exp, ckpt, upstream_cfg)
     print(summary)
-    (out / "summary.txt").write_text(summary + "\n")
+    atomic_write_text(out / "summary.txt", summary + "\n")
     print(f"[demo] done in {(time.time() - start) / 60:.1f} min; experiment in {exp}; log {log}")
     return 0

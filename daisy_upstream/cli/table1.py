@@ -21,7 +21,7 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.split("\n\n")[0].replace("\n", " ")
     parser.add_argument("--out", default="runs/table1", help="working directory; table1.md and table1.json go here")
-    parser.add_argument("--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
+    parser.add_argument("-k", "--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
     parser.add_argument("--tasks", nargs="+", default=None,
                         help="subset of asr voxceleb1 enhancement_stft separation_stft (default: all four)")
     parser.add_argument("--corpus", help="an existing 'daisy make-corpus' directory (holds corpus.json); "
@@ -41,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch/OpenMP threads for training, evaluation and timing (default 1: honest "
                         "batch-1 timings on a shared machine; 0 = torch's default)")
+    parser.add_argument("--device", default="cpu", help="torch device of the trainings, evaluations and timing")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for making the corpus")
 
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     ckpt = Path(args.ckpt).resolve() if args.ckpt else DEFAULT_CHECKPOINT
     if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} does not exist (--ckpt; the embedded one is made by "
+        raise FileNotFoundError(f"checkpoint {ckpt} does not exist (-k/--ckpt; the embedded one is made by "
                                 "'daisy pretrain-tiny' + 'daisy train-branches')")
     num_layers = load_daisy_checkpoint(ckpt).num_layers
     fixed_layer = args.fixed_layer if args.fixed_layer is not None else max(1, num_layers // 2)
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         configs[task] = prepare_task_config(task, base, args.steps, args.size, layouts.get(task))
     table = Table1(out, ckpt, configs, steps=args.steps, fixed_layer=fixed_layer, seed=args.seed,
                    time_repeats=args.time_repeats, time_max_utterances=args.time_max_utterances,
-                   threads=args.threads or None)
+                   threads=args.threads or None, device=args.device)
     table.run()
     print((out / "table1.md").read_text())
     return 0

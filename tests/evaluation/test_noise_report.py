@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from daisy_upstream.cli.noise_report import exit_layers_by_snr
+from daisy_upstream.evaluation.noise_report import exit_layers_by_snr
 from daisy_upstream.integration.hubconf import daisy_hubert_local
 
 
@@ -30,7 +30,7 @@ from pathlib import Path  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
-from daisy_upstream.cli import noise_report as nr  # noqa: E402
+from daisy_upstream.evaluation import mixed_set as nr  # noqa: E402
 
 MIXED = [("100-1000-0000", "clean", "A B C"), ("100-1000-0001", "snr10", "D E"),
          ("101-1001-0000", "snr5", "F G H I"), ("101-1001-0001", "snr0", "J")]
@@ -101,9 +101,7 @@ def test_mixed_set_comparison_evaluates_daisy_and_the_equal_compute_fixed_exit(t
         (expdir / "test-clean-noLM-hyp.ark").write_text("".join(f"{u} {h}\n" for u, h in hyp.items()))
         (expdir / "test-clean-noLM-ref.ark").write_text("".join(f"{u} {t}\n" for u, t in refs.items()))
 
-    args = argparse.Namespace(out=str(tmp_path / "out"), corpus=str(corpus), downstream_ckpt=str(ckpt),
-                              daisy_config=None, fixed_downstream_ckpt=None, device="cpu")
-    payload = nr.mixed_set_comparison(args, runner=fake_runner)
+    payload = nr.mixed_set_comparison(tmp_path / "out", corpus, ckpt, runner=fake_runner)
     exits = list(payload["daisy_exit_layers"].values())
     assert payload["fixed_layer"] == nr.fixed_layer_of_equal_compute(exits)
     assert len(calls) == 2 and all(c[c.index("-e") + 1] == str(ckpt) for c in calls)
@@ -119,7 +117,5 @@ def test_mixed_set_refuses_a_non_asr_downstream(tmp_path, tiny_ckpt):
     ckpt = tmp_path / "sid.ckpt"
     torch.save({"Args": argparse.Namespace(downstream="voxceleb1", upstream="daisy_hubert_local"),
                 "Featurizer": {"exit_counts": torch.tensor([1, 1, 1, 1])}}, ckpt)
-    args = argparse.Namespace(out=str(tmp_path / "out"), corpus=str(corpus), downstream_ckpt=str(ckpt),
-                              daisy_config=None, fixed_downstream_ckpt=None, device="cpu")
     with pytest.raises(ValueError, match="needs an ASR one"):
-        nr.mixed_set_comparison(args, runner=lambda cmd, log: None)
+        nr.mixed_set_comparison(tmp_path / "out", corpus, ckpt, runner=lambda cmd, log: None)

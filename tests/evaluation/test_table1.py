@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from daisy_upstream.evaluation import table1 as t1
+from daisy_upstream.evaluation.table1 import table as t1_table
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "table1_runner_outputs"
 
@@ -119,13 +120,13 @@ class FakeRunner:
 
 
 def _table(tmp_path, runner, monkeypatch, timings=None):
-    def fake_time(ckpt, rows, counts, files, repeats=3, threads=1):
+    def fake_time(ckpt, rows, counts, files, repeats=3, threads=1, device="cpu"):
         timings.append(sorted(counts)) if timings is not None else None
         return {"modes": {r.key: {"saved": 0.1, "ideal_saved": 0.2, "mean_exit_layer": 2.0,
                                   "exit_histogram": [0, 1, 0], "median": 1.0} for r in rows}}
 
-    monkeypatch.setattr(t1, "time_rows", fake_time)
-    monkeypatch.setattr(t1, "test_audio_files", lambda task, config: [Path("a.wav")])
+    monkeypatch.setattr(t1_table, "time_rows", fake_time)
+    monkeypatch.setattr(t1_table, "test_audio_files", lambda task, config: [Path("a.wav")])
     config = {"downstream_expert": {"datarc": {"file_path": "/data", "meta_data": "/data/m.txt"}}}
     return t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": config}, steps=7, fixed_layer=2,
                      runner=runner, log=lambda m: None)

@@ -1,0 +1,242 @@
+"""Table 1: plan, run resumably through s3prl's runner, and render (``daisy table1``).
+
+Each finished cell (see :mod:`.plan`) writes its result file; running again skips those and
+redoes a half-finished one from its start. A folder holds one table: a re-run with another
+checkpoint, number of steps, fixed layer, seed or task config is refused.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+import yaml
+
+from daisy_upstream.atomic import atomic_write_json, atomic_write_text
+from daisy_upstream.integration.runner_io import (
+    Runner,
+    exit_counts,
+    logged_span,
+    parse_metric,
+    runner_command,
+    subprocess_runner,
+)
+
+from .plan import TASKS, TEST_SPLIT, Cell, Row, default_rows, training_configs
+from .report import format_elapsed, format_markdown
+from .tasks import test_audio_files
+from .timing import time_rows
+
+__all__ = ["Table1"]
+
+
+class Table1:
+    """Plan, run (resumably) and render Table 1 in ``out``.
+
+    Args:
+        out: working directory (configs, experiments, results, ``table1.md``).
+        ckpt: DAISY checkpoint (the upstream, ``-k``).
+        task_configs: ``{task: config dict}`` with the data paths filled in.
+        steps: downstream training steps per training.
+        fixed_layer: exit layer of the fixed-exit row.
+        runner: runs one runner command (``cmd, log``); default
+            :func:`daisy_upstream.integration.runner_io.subprocess_runner`.
+        threads: torch / OpenMP threads of the runner and of the timing (None: defaults).
+        device: torch device of the runner's trainings and evaluations (``--device``) and of
+            the timing.
+    """
+
+    def __init__(self, out: Path, ckpt: Path, task_configs: Mapping[str, Dict[str, Any]], steps: int,
+                 fixed_layer: int, seed: int = 0, runner: Optional[Runner] = None,
+                 time_repeats: int = 3, time_max_utterances: int = 50, threads: Optional[int] = 1,
+                 device: str = "cpu", log: Callable[[str], None] = lambda m: print(m, flush=True)) -> None:
+        self.out = Path(out).resolve()
+        self.ckpt = Path(ckpt).resolve()
+        self.tasks = [t for t in TASKS if t in task_configs]
+        unknown = set(task_configs) - set(TASKS)
+        if unknown:
+            raise ValueError(f"unknown task(s) {sorted(unknown)}; choose from {', '.join(TASKS)}")
+        self.task_configs = dict(task_configs)
+        self.steps = int(steps)
+        if self.steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {steps}")
+        self.fixed_layer = int(fixed_layer)
+        self.seed = seed
+        self.rows = default_rows(self.fixed_layer)
+        self.runs = training_configs(self.rows)
+        self.runner = runner or functools.partial(subprocess_runner, threads=threads)
+        self.threads = threads
+        self.device = device
+        self.time_repeats = time_repeats
+        self.time_max_utterances = time_max_utterances
+        self.log = log
+
+    # -- layout -------------------------------------------------------------------------
+    def task_dir(self, task: str) -> Path:
+        return self.out / "runs" / task
+
+    def train_dir(self, task: str, run: str) -> Path:
+        return self.task_dir(task) / f"train_{run}"
+
+    def eval_dir(self, task: str, row: str) -> Path:
+        return self.task_dir(task) / f"eval_{row}"
+
+    def final_checkpoint(self, task: str, run: str) -> Path:
+        return self.train_dir(task, run) / f"states-{self.steps}.ckpt"
+
+    def upstream_config_path(self, name: str) -> Path:
+        return self.out / "upstream" / f"{name}.yaml"
+
+    def task_config_path(self, task: str) -> Path:
+        return self.out / "configs" / f"{task}.yaml"
+
+    def cells(self) -> List[Cell]:
+        cells = []
+        for task in self.tasks:
+            for run in self.runs:
+                cells.append(Cell("train", task, run, self.train_dir(task, run) / "cell.json"))
+            for row in self.rows:
+                cells.append(Cell("eval", task, row.key, self.eval_dir(task, row.key) / "cell.json"))
+            cells.append(Cell("time", task, "all", self.task_dir(task) / "timing.json"))
+        return cells
+
+    # -- settings: a folder holds one table ----------------------------------------------
+    def settings(self) -> Dict[str, Any]:
+        return {"ckpt": str(self.ckpt), "steps": self.steps, "fixed_layer": self.fixed_layer,
+                "seed": self.seed, "task_configs": self.task_configs}
+
+    def claim(self) -> None:
+        """Write the inputs; refuse a folder holding a table made with other settings."""
+        path = self.out / "settings.json"
+        mine = json.loads(json.dumps(self.settings()))
+        if path.is_file():
+            before = json.loads(path.read_text())
+            for task in set(before.get("task_configs", {})) & set(mine["task_configs"]):
+                if before["task_configs"][task] != mine["task_configs"][task]:
+                    raise ValueError(f"{self.out} holds a Table 1 whose {task} config differs from this one; "
+                                     "use another --out (or delete it to start over)")
+            for key in ("ckpt", "steps", "fixed_layer", "seed"):
+                if before.get(key) != mine[key]:
+                    raise ValueError(f"{self.out} holds a Table 1 made with {key}={before.get(key)!r}, "
+                                     f"not {mine[key]!r}; use another --out (or delete it to start over)")
+            mine["task_configs"] = {**before.get("task_configs", {}), **mine["task_configs"]}
+        atomic_write_json(path, mine)
+
+        for task, config in self.task_configs.items():
+            atomic_write_text(self.task_config_path(task), yaml.safe_dump(config, sort_keys=False))
+        for run, upstream in self.runs.items():
+            atomic_write_text(self.upstream_config_path(f"train_{run}"), yaml.safe_dump(upstream, sort_keys=False))
+        for row in self.rows:
+            atomic_write_text(self.upstream_config_path(f"eval_{row.key}"), yaml.safe_dump(row.upstream, sort_keys=False))
+
+    # -- one cell -----------------------------------------------------------------------
+    def _train(self, task: str, run: str) -> Dict[str, Any]:
+        expdir = self.train_dir(task, run)
+        if expdir.exists():  # an interrupted training: start it again from scratch
+            shutil.rmtree(expdir)
+        expdir.mkdir(parents=True)
+        log = self.task_dir(task) / f"train_{run}.log"
+        log.unlink(missing_ok=True)  # a failed attempt's log goes with it
+        self.runner(runner_command([
+            "-m", "train", "-d", task, "-c", str(self.task_config_path(task)),
+            "-u", "daisy_hubert_local", "-k", str(self.ckpt),
+            "-g", str(self.upstream_config_path(f"train_{run}")),
+            "-p", str(expdir), "--seed", str(self.seed), "--device", self.device,
+        ]), log)
+        final = self.final_checkpoint(task, run)
+        if not final.is_file():
+            raise RuntimeError(f"training {task} {run} finished without writing {final}; see {log}")
+        return {"checkpoint": str(final), "exit_counts": exit_counts(final)}
+
+    def _evaluate(self, task: str, row: Row) -> Dict[str, Any]:
+        expdir = self.eval_dir(task, row.key)
+        if expdir.exists():
+            shutil.rmtree(expdir)
+        expdir.mkdir(parents=True)
+        log = self.task_dir(task) / f"eval_{row.key}.log"
+        log.unlink(missing_ok=True)
+        ckpt = self.final_checkpoint(task, row.run)
+        overrides = f"args.upstream_model_config={self.upstream_config_path(f'eval_{row.key}')},,args.expdir={expdir}"
+        self.runner(runner_command([
+            "-m", "evaluate", "-e", str(ckpt), "-t", TEST_SPLIT[task], "--device", self.device, "-o", overrides,
+        ]), log)
+        return {"metric": parse_metric(task, expdir), "checkpoint": str(ckpt),
+                "upstream_config": row.upstream, "span": logged_span(log)}
+
+    def _time(self, task: str) -> Dict[str, Any]:
+        return time_rows(self.ckpt, self.rows, {run: exit_counts(self.final_checkpoint(task, run))
+                                                for run in self.runs},
+                         test_audio_files(task, self.task_configs[task])[: self.time_max_utterances],
+                         repeats=self.time_repeats, threads=self.threads, device=self.device)
+
+    def run_cell(self, cell: Cell) -> Dict[str, Any]:
+        if cell.kind == "train":
+            return self._train(cell.task, cell.name)
+        if cell.kind == "eval":
+            return self._evaluate(cell.task, next(r for r in self.rows if r.key == cell.name))
+        return self._time(cell.task)
+
+    # -- all of it ----------------------------------------------------------------------
+    def run(self) -> Dict[str, Any]:
+        self.claim()
+        cells = self.cells()
+        start = time.time()
+        for n, cell in enumerate(cells, start=1):
+            head = f"[table1] ({n}/{len(cells)}) {cell.title}"
+            if cell.done():
+                self.log(f"{head}: done before, skipped")
+                continue
+            self.log(f"{head}: running (elapsed {format_elapsed(time.time() - start)})")
+            t0 = time.time()
+            result = self.run_cell(cell)
+            result["seconds"] = round(time.time() - t0, 1)
+            atomic_write_json(cell.result, result)
+            self.log(f"{head}: finished in {format_elapsed(result['seconds'])}")
+            self.write_outputs()
+        payload = self.write_outputs()
+        self.log(f"[table1] all {len(cells)} cells finished; {self.out / 'table1.md'} "
+                 f"(this run {format_elapsed(time.time() - start)})")
+        return payload
+
+    def collect(self) -> Dict[str, Dict[str, Dict[str, Any]]]:
+        """``cells[task][row]``: metric, saved, span, ... from the finished result files."""
+        table: Dict[str, Dict[str, Dict[str, Any]]] = {}
+        for task in self.tasks:
+            timing_path = self.task_dir(task) / "timing.json"
+            timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+            for row in self.rows:
+                cell: Dict[str, Any] = {}
+                path = self.eval_dir(task, row.key) / "cell.json"
+                if path.is_file():
+                    result = json.loads(path.read_text())
+                    cell.update(metric=result["metric"], span=result.get("span"),
+                                eval_seconds=result.get("seconds"))
+                train = self.train_dir(task, row.run) / "cell.json"
+                if train.is_file():
+                    result = json.loads(train.read_text())
+                    cell.update(train_exit_counts=result.get("exit_counts"), train_seconds=result.get("seconds"))
+                mode = timing.get("modes", {}).get(row.key)
+                if mode:
+                    cell.update(saved=mode["saved"], ideal_saved=mode["ideal_saved"],
+                                mean_exit_layer=mode["mean_exit_layer"], test_exit_histogram=mode["exit_histogram"],
+                                upstream_seconds=mode["median"])
+                    cell.setdefault("span", mode.get("span"))
+                table.setdefault(task, {})[row.key] = cell
+        return table
+
+    def write_outputs(self) -> Dict[str, Any]:
+        cells = self.collect()
+        title = (f"Table 1 on `{self.out}`: {self.steps} training steps per downstream, upstream "
+                 f"`{self.ckpt.name}`; time saved = upstream forward time saved vs the full model "
+                 "on the task's test audio (batch 1, same weights, median of repeats; the full row's own "
+                 "value is the timing noise, full vs full)")
+        markdown = format_markdown(cells, self.rows, self.tasks, title=title)
+        atomic_write_text(self.out / "table1.md", markdown)
+        payload = {"settings": json.loads(json.dumps(self.settings())),
+                   "rows": [{"key": r.key, "label": r.label, "run": r.run, "upstream": r.upstream} for r in self.rows],
+                   "cells": cells}
+        atomic_write_json(self.out / "table1.json", payload)
+        return payload

@@ -1,0 +1,124 @@
+"""Table 1's task configs: CPU-sized heads and learning rates, data paths, the test audio.
+
+The tables at the top are data: ``SMALL_SIZES`` (downstream heads and batches for a CPU,
+``--size small``), ``SMALL_LR`` (learning rates that differ from the paper's at that size)
+and ``PAPER_LR`` (the paper's, ``--size paper``).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from .plan import TEST_SPLIT
+
+__all__ = ["PAPER_LR", "SMALL_LR", "SMALL_SIZES", "fill_data_paths", "prepare_task_config", "test_audio_files"]
+
+#: downstream heads and batches sized for a CPU ("small"), or the shipped configs ("paper")
+SMALL_SIZES: Dict[str, Dict[str, Any]] = {
+    "asr": {"datarc": {"batch_size": 8, "num_workers": 1},
+            "modelrc": {"project_dim": 256, "RNNs": {"dim": [256, 256]}}},
+    "voxceleb1": {"datarc": {"train_batch_size": 8, "num_workers": 1, "max_timestep": 64000},
+                  "modelrc": {"projector_dim": 256}},
+    "enhancement_stft": {"loaderrc": {"train_batchsize": 4, "num_workers": 1},
+                         "modelrc": {"rnn_layers": 2, "hidden_size": 256}},
+    "separation_stft": {"loaderrc": {"train_batchsize": 4, "num_workers": 1},
+                        "modelrc": {"rnn_layers": 2, "hidden_size": 256}},
+}
+#: the paper's learning rates are for full-size data; SID's 1e-1 diverges on small corpora
+SMALL_LR = {"voxceleb1": 1.0e-2}
+PAPER_LR = {"asr": 1.0e-4, "voxceleb1": 1.0e-1, "enhancement_stft": 1.0e-4, "separation_stft": 1.0e-4}
+
+
+def _deep_update(target: Dict[str, Any], update: Mapping[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value
+
+
+def fill_data_paths(task: str, config: Dict[str, Any], layout: Mapping[str, str]) -> None:
+    """Put a ``corpus.json`` layout's paths into a task config (in place)."""
+    expert = config["downstream_expert"]
+    if task == "asr":
+        expert["datarc"].update(libri_root=layout["libri_root"], bucket_file=layout["bucket_file"],
+                                dict_path=layout["dict_path"])
+    elif task == "voxceleb1":
+        expert["datarc"].update(file_path=layout["file_path"], meta_data=layout["meta_data"])
+    else:
+        expert["loaderrc"].update(train_dir=layout["train_dir"], dev_dir=layout["dev_dir"],
+                                  test_dir=layout["test_dir"])
+
+
+def prepare_task_config(task: str, base: Dict[str, Any], steps: int, size: str,
+                        layout: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+    """A task config for one Table 1 training: data paths, steps, sizes, the paper's lr."""
+    config = copy.deepcopy(base)
+    if layout is not None:
+        fill_data_paths(task, config, layout)
+    _check_no_placeholders(task, config)
+    config.setdefault("runner", {}).update(
+        total_steps=int(steps), gradient_accumulate_steps=1, log_step=max(1, steps // 5),
+        eval_step=10 * steps, save_step=int(steps), max_keep=1,
+    )
+    config.setdefault("optimizer", {})["lr"] = PAPER_LR[task]
+    if size == "small":
+        _deep_update(config["downstream_expert"], SMALL_SIZES[task])
+        if task in SMALL_LR:
+            config["optimizer"]["lr"] = SMALL_LR[task]
+    elif size != "paper":
+        raise ValueError(f"size must be 'small' or 'paper', got {size!r}")
+    return config
+
+
+def _check_no_placeholders(task: str, config: Mapping[str, Any]) -> None:
+    def walk(value, path):
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                yield from walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(value, str) and value.startswith("/path/to/"):
+            yield path
+
+    bad = list(walk(config.get("downstream_expert", {}), "downstream_expert"))
+    if bad:
+        raise ValueError(f"the {task} config still has placeholder data paths: {', '.join(bad)}; "
+                         "fill them in (see docs/s3prl_recipes.md) or use a corpus (--corpus)")
+
+
+def _scp_paths(path: Path) -> List[Path]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    out = []
+    for line in path.read_text().splitlines():
+        parts = line.split(maxsplit=1)
+        if len(parts) == 2:
+            out.append(Path(parts[1].strip()))
+    return out
+
+
+def test_audio_files(task: str, config: Mapping[str, Any]) -> List[Path]:
+    """The files the task's test split evaluates (what the upstream sees), from a task config."""
+    expert = config["downstream_expert"]
+    if task == "asr":
+        datarc = expert["datarc"]
+        files = []
+        for name in datarc[TEST_SPLIT[task]]:
+            with open(Path(datarc["bucket_file"]) / f"{name}.csv") as f:
+                files += [Path(datarc["libri_root"]) / r["file_path"] for r in csv.DictReader(f)]
+        return files
+    if task == "voxceleb1":
+        datarc = expert["datarc"]
+        root = Path(datarc["file_path"])
+        files = []
+        for line in Path(datarc["meta_data"]).read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == "3":
+                found = sorted(root.glob(f"*/wav/{parts[1]}"))
+                if not found:
+                    raise FileNotFoundError(f"{parts[1]} (test split of {datarc['meta_data']}) not found under {root}/*/wav")
+                files.append(found[0])
+        return files
+    sub = "noisy" if task == "enhancement_stft" else "mix_clean"
+    return _scp_paths(Path(expert["loaderrc"]["test_dir"]) / sub / "wav.scp")
