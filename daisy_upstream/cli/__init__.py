@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "demo": ("demo", "the main job: corpus, SID training and evaluation, summary"),
     "profile": ("profile", "MACs per utterance (batch 1), DAISY vs full, in the SUPERB form's buckets"),
     "submit": ("submit", "SUPERB public set: predict.zip from s3prl runner experiment directories"),
+    "export-hidden": ("export_hidden", "SUPERB hidden set: expert.py + model.pt, checked like the template"),
 }
 
 

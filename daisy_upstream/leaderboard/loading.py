@@ -24,7 +24,7 @@ def config_values(config_path: Optional[Union[str, Path]], overrides: Mapping[st
     from daisy_upstream.core.expert import load_config
 
     config = load_config(config_path, **{k: v for k, v in overrides.items() if v is not None})
-    return {k: getattr(config, k) for k in config.__dataclass_fields__}
+    return config.to_dict()
 
 
 def load_upstream(

@@ -1,0 +1,143 @@
+"""``daisy export-hidden``: a SUPERB hidden-set submission folder, checked like the template.
+
+The folder holds ``expert.py`` (:data:`~daisy_upstream.leaderboard.expert_template.EXPERT_PY`),
+``model.pt`` (the checkpoint with the upstream config and exit statistics baked in, under
+``daisy_export``), ``requirements.txt`` and a short ``README.md``. The organizers run s3prl's
+stock featurizer, so the export sets ``layers_past_exit: copy``: the layers an utterance
+skipped repeat its exit-layer state, and the weighted sum gives the exit layer their weights.
+
+The folder is built beside ``out`` under a temporary name, checked in a fresh interpreter
+(:mod:`daisy_upstream.leaderboard.hidden_checks`, working directory = the folder) and only then
+renamed to ``out``: an export that fails the checks leaves nothing behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from daisy_upstream.leaderboard.expert_template import EXPERT_PY, EXPORT_KEY
+
+__all__ = ["HiddenCheckFailed", "export_hidden", "requirements", "run_checks"]
+
+PathLike = Union[str, Path]
+
+
+class HiddenCheckFailed(ValueError):
+    """The written folder failed the hidden-set template's checks."""
+
+
+def requirements() -> List[str]:
+    """The installed daisy_upstream's pins (setup.cfg ``install_requires``) and daisy_upstream itself."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    try:
+        pins = [r for r in (requires("daisy_upstream") or []) if "extra ==" not in r]
+        own = f"daisy_upstream=={version('daisy_upstream')}"
+    except PackageNotFoundError as error:
+        raise FileNotFoundError("daisy_upstream is not installed (its pins come from the installed "
+                                "metadata); run 'make install' first") from error
+    return [own, *pins]
+
+
+def run_checks(folder: PathLike, timeout: float = 600.0) -> Dict[str, Any]:
+    """The template's checks in a fresh interpreter (cwd = ``folder``), with this daisy_upstream.
+
+    Raises:
+        HiddenCheckFailed: a check failed or the interpreter crashed (its output's tail named).
+    """
+    import daisy_upstream
+
+    env = dict(os.environ)
+    package_root = str(Path(daisy_upstream.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    proc = subprocess.run([sys.executable, "-m", "daisy_upstream.leaderboard.hidden_checks"], cwd=folder,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    report = json.loads(lines[-1]) if lines else None
+    if proc.returncode != 0 or report is None or not report.get("ok"):
+        detail = "; ".join(report["problems"]) if report else (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise HiddenCheckFailed(f"the export failed the hidden-set template's checks: {detail}")
+    return report
+
+
+def _readme(values: Dict[str, Any], counts: Optional[List[int]], source: Path, report: Dict[str, Any]) -> str:
+    stats = f"exit statistics {counts}" if counts else "no exit statistics (strategy 'none' needs none)"
+    return "\n".join([
+        "# DAISY early-exit HuBERT: SUPERB hidden-set submission",
+        "",
+        f"Exported by `daisy export-hidden` from `{source.name}`: `expert.py` (`UpstreamExpert(ckpt=\"model.pt\")`),",
+        "`model.pt` (s3prl's converted HuBERT + DAISY exit branches, read with `torch.load(weights_only=True)`),",
+        "`requirements.txt` (install daisy_upstream itself from its wheel or source).",
+        "",
+        f"Upstream config baked into model.pt: `{json.dumps(values)}`; {stats}.",
+        "`layers_past_exit: copy`: hidden states past an utterance's exit layer repeat its exit state, so a",
+        "stock weighted-sum featurizer gives the exit layer the weight of the layers it skipped.",
+        "",
+        f"Template checks passed (random 2, 1.8, 3.7 s waveforms): shapes {report['shapes']}, "
+        f"downsample rates {report['rates']}.",
+        "",
+    ])
+
+
+def export_hidden(
+    out: PathLike,
+    ckpt: Optional[PathLike] = None,
+    config: Optional[PathLike] = None,
+    overrides: Optional[Dict[str, Any]] = None,
+    stats: Optional[PathLike] = None,
+    force: bool = False,
+) -> Dict[str, Any]:
+    """Write and check the submission folder ``out``.
+
+    Returns:
+        ``{"out", "upstream_config", "exit_counts", "span", "checks"}``.
+
+    Raises:
+        FileExistsError: ``out`` exists and ``force`` is false.
+        HiddenCheckFailed: the written folder fails the template's checks (nothing is left).
+    """
+    from daisy_upstream.atomic import atomic_torch_save, atomic_write_text
+    from daisy_upstream.core.checkpoint import read_checkpoint
+    from daisy_upstream.core.policy import load_calibration
+    from daisy_upstream.leaderboard.loading import load_upstream, span_note
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} exists; pass --force to replace it or choose another --out")
+    overrides = {**(overrides or {}), "layers_past_exit": "copy"}  # the organizers' featurizer is stock
+    upstream, source, values, counts = load_upstream(ckpt, config, overrides, stats)
+    note = span_note(upstream, counts)  # fails here, not at the organizers', on a bad config
+    state = read_checkpoint(source)
+    if values.get("calibration"):  # a calibration file travels inside model.pt
+        state["daisy"] = {**state["daisy"], "calibration": load_calibration(values["calibration"])}
+        values = {**values, "calibration": None}
+    state[EXPORT_KEY] = {"upstream_config": values, "exit_counts": counts, "source_checkpoint": str(source)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        atomic_torch_save(state, tmp / "model.pt")
+        atomic_write_text(tmp / "expert.py", EXPERT_PY)
+        atomic_write_text(tmp / "requirements.txt", "\n".join(requirements()) + "\n")
+        report = run_checks(tmp)
+        atomic_write_text(tmp / "README.md", _readme(values, counts, source, report))
+        os.chmod(tmp, 0o777 & ~_umask())
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"out": str(out), "upstream_config": values, "exit_counts": counts, "policy": note, "checks": report}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
