@@ -32,7 +32,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 __all__ = ["TASKS", "ALIASES", "SubmissionError", "parse_pairs", "plan_submission", "write_predict_zip"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 __all__ = ["REFERENCE_POINTS", "SUBSETS", "parse_params", "read_metrics", "superb_score", "format_score"]
 
