@@ -116,8 +116,11 @@ def export_hidden(
     note = span_note(upstream, counts)  # fails here, not at the organizers', on a bad config
     state = read_checkpoint(source)
     if values.get("calibration"):  # a calibration file travels inside model.pt
-        state["daisy"] = {**state["daisy"], "calibration": load_calibration(values["calibration"])}
-        values = {**values, "calibration": None}
+        if isinstance(state.get("daisy"), dict):
+            state["daisy"] = {**state["daisy"], "calibration": load_calibration(values["calibration"])}
+            values = {**values, "calibration": None}
+        else:  # authors' layout: no daisy entry to carry it, the threshold it gives is baked in
+            values = {**values, "calibration": None, "tau": upstream.tau}
     state[EXPORT_KEY] = {"upstream_config": values, "exit_counts": counts, "source_checkpoint": str(source)}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))

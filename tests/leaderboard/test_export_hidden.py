@@ -147,3 +147,17 @@ def test_existing_folder_needs_force(tiny_ckpt, tmp_path):
         export_hidden(tmp_path / "hidden", ckpt=tiny_ckpt, overrides={"tau": TAU})
     export_hidden(tmp_path / "hidden", ckpt=tiny_ckpt, overrides={"tau": TAU}, force=True)
     assert (tmp_path / "hidden" / "expert.py").is_file()
+
+
+def test_a_calibration_file_named_by_the_config_travels_inside_model_pt(write_checkpoint, tmp_path):
+    ckpt = write_checkpoint(num_layers=3)  # branches, no calibration of its own
+    (tmp_path / "cal.yaml").write_text("layer_entropy: [3.0, 2.9, 2.8]\n")
+    (tmp_path / "up.yaml").write_text("calibration: cal.yaml\nrho: 0.5\n")
+    out = tmp_path / "hidden"
+    export_hidden(out, ckpt=ckpt, config=tmp_path / "up.yaml")
+    (tmp_path / "cal.yaml").unlink()  # the folder must not need it
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert state["daisy"]["calibration"]["layer_entropy"] == [3.0, 2.9, 2.8]
+    assert state["daisy_export"]["upstream_config"]["calibration"] is None
+    expert = _import_expert(out).UpstreamExpert(ckpt=str(out / "model.pt"))
+    assert expert.tau == pytest.approx((3.0 + 2.8) / 2 * 0.5)  # Eq. 3 on the copied calibration
