@@ -7,7 +7,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ExitBranches", "frame_entropy", "mean_entropy", "valid_frame_mask"]
+__all__ = ["BRANCH_INPUTS", "ExitBranches", "frame_entropy", "mean_entropy", "valid_frame_mask"]
+
+#: what branch ``k`` reads (``ExitBranches.reads``); computed by ``EarlyExitHubert``
+BRANCH_INPUTS = {
+    # ours: the hidden state s3prl's stock ``hubert`` upstream returns for layer k
+    "hidden_states": "hidden_states[k]",
+    # the authors' cls_pred_position 'after-norm': what transformer layer k returns (equal to
+    # hidden_states[k] except at the last layer of a pre-LN model, which s3prl normalizes)
+    "layer_output": "layer k's output",
+    # the authors' 'before-norm' (their class default): the output of layer k's fc2, before
+    # dropout, the residual add and any LayerNorm
+    "ffn_output": "layer k's FFN output (fc2, before the residual add and LayerNorm)",
+}
 
 
 def valid_frame_mask(lengths: Tensor, max_len: int) -> Tensor:
@@ -44,19 +56,24 @@ def mean_entropy(logits: Tensor, lengths: Optional[Tensor]) -> Tensor:
 
 
 class ExitBranches(nn.ModuleList):
-    """``L`` linear branches ``W^k: D -> C``; branch ``k`` (1-based) reads ``hidden_states[k]``.
+    """``L`` linear branches ``W^k: D -> C``; branch ``k`` (1-based) reads layer ``k``.
 
-    The state dict has keys ``{k-1}.weight`` (``(C, D)``) and ``{k-1}.bias`` (``(C,)``),
-    the layout stored under ``checkpoint["daisy"]["branches"]``.
+    ``reads`` (a key of :data:`BRANCH_INPUTS`) names the tensor of layer ``k`` a branch
+    takes: ``hidden_states[k]`` for branches trained by us, the FFN or layer output for the
+    authors' heads. The state dict has keys ``{k-1}.weight`` (``(C, D)``) and ``{k-1}.bias``
+    (``(C,)``), the layout stored under ``checkpoint["daisy"]["branches"]``.
     """
 
-    def __init__(self, num_layers: int, embed_dim: int, num_classes: int) -> None:
+    def __init__(self, num_layers: int, embed_dim: int, num_classes: int, reads: str = "hidden_states") -> None:
         if num_layers < 1 or embed_dim < 1 or num_classes < 2:
             raise ValueError(
                 f"ExitBranches needs num_layers >= 1, embed_dim >= 1, num_classes >= 2; "
                 f"got {num_layers}, {embed_dim}, {num_classes}"
             )
+        if reads not in BRANCH_INPUTS:
+            raise ValueError(f"branches cannot read {reads!r}; choose one of {', '.join(BRANCH_INPUTS)}")
         super().__init__([nn.Linear(embed_dim, num_classes) for _ in range(num_layers)])
+        self.reads = reads
 
     @property
     def num_layers(self) -> int:
@@ -69,6 +86,9 @@ class ExitBranches(nn.ModuleList):
     @property
     def num_classes(self) -> int:
         return self[0].out_features
+
+    def extra_repr(self) -> str:
+        return f"reads={self.reads!r}"
 
     def logits(self, layer: int, hidden: Tensor) -> Tensor:
         """Logits of branch ``layer`` (1-based) on ``hidden`` ``(..., D) -> (..., C)``."""
@@ -83,9 +103,11 @@ class ExitBranches(nn.ModuleList):
 
     @classmethod
     def from_state_dict(
-        cls, state: Dict[str, Tensor], num_layers: int, embed_dim: Optional[int] = None
+        cls, state: Dict[str, Tensor], num_layers: int, embed_dim: Optional[int] = None, reads: str = "hidden_states"
     ) -> "ExitBranches":
         """Build branches from a ``{k-1}.weight/bias`` state dict, checking its shape.
+
+        The class count ``C`` is taken from the weights; ``reads`` as in the constructor.
 
         Raises:
             ValueError: if the branch count differs from ``num_layers``, keys are missing
@@ -108,6 +130,6 @@ class ExitBranches(nn.ModuleList):
             raise ValueError(
                 f"branches take {width}-dim input but the model's hidden size is {embed_dim}"
             )
-        branches = cls(num_layers, width, num_classes)
+        branches = cls(num_layers, width, num_classes, reads)
         branches.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
         return branches

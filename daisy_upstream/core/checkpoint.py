@@ -14,12 +14,24 @@ Format (a ``torch.save``'d dict, loadable with ``weights_only=True``)::
                                 the pretraining's own record (top-level ``provenance`` of a
                                 checkpoint written by ``daisy pretrain-tiny``)
 
-The authors' release layout (per-layer heads ``final_proj.{i}.weight/bias`` in
-``model_weight`` instead of one ``final_proj``) is read too; those heads become the branches.
+        branch_input     str    (optional, default "hidden_states") what branch k reads, a key
+                                of ``branches.BRANCH_INPUTS``; branches trained by us read
+                                ``hidden_states[k]``
+
+The authors' release layout (DAISY, Lin et al.) is read as their code loads it (strictly):
+``model_weight`` holds per-layer heads ``final_proj.{i}.weight`` ``(C, D)`` / ``.bias``
+``(C,)`` for ``i = 0..L-1`` (their ``final_proj`` is a ModuleList, ``final_dim`` = C classes)
+and neither HuBERT's single ``final_proj`` nor ``label_embs_concat``; ``model_cfg`` may carry
+``cls_pred_position``: ``'before-norm'`` (their class default, also when the key is absent),
+head ``i`` reads layer ``i+1``'s FFN output (fc2, before dropout, the residual add and any
+LayerNorm), or ``'after-norm'``, it reads the layer's output. Those heads become the
+branches with that reading; ``hidden_states`` stay s3prl's. Keys of ``model_cfg`` that s3prl's
+``HubertConfig`` lacks are ignored when building the model (s3prl's ``merge_with_parent``).
 The HuBERT itself is always s3prl's own ``HubertModel``.
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,18 +40,29 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from daisy_upstream.core.branches import ExitBranches
+from daisy_upstream.core.branches import BRANCH_INPUTS, ExitBranches
 
 __all__ = [
+    "CLS_PRED_POSITIONS",
     "DaisyCheckpoint",
+    "authors_reading",
     "build_hubert",
     "load_daisy_checkpoint",
+    "load_daisy_state",
     "read_checkpoint",
 ]
+
+log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("task_cfg", "model_cfg", "model_weight", "dictionaries_symbols")
 _AUTHORS_HEAD = re.compile(r"^final_proj\.(\d+)\.(weight|bias)$")
 FAIRSEQ_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
+#: the authors' ``model_cfg["cls_pred_position"]`` -> what their heads read (BRANCH_INPUTS)
+CLS_PRED_POSITIONS = {"before-norm": "ffn_output", "after-norm": "layer_output"}
+#: their ``HubertModel``'s default, used when a checkpoint's ``model_cfg`` has no such key
+AUTHORS_DEFAULT_POSITION = "before-norm"
+#: parameters of s3prl's ``HubertModel`` that the authors' model does not have
+_AUTHORS_ABSENT = ("final_proj.weight", "final_proj.bias", "label_embs_concat")
 
 
 @dataclass
@@ -52,6 +75,7 @@ class DaisyCheckpoint:
         branches: the exit branches, or None for a plain HuBERT checkpoint.
         calibration: ``{"layer_entropy": [...], "dataset": ...}`` or None.
         layout: ``"daisy"``, ``"authors"`` or ``"plain"``.
+        cls_pred_position: the authors' setting the heads follow (authors' layout only).
     """
 
     model: Any
@@ -59,10 +83,20 @@ class DaisyCheckpoint:
     branches: Optional[ExitBranches]
     calibration: Optional[Dict[str, Any]]
     layout: str
+    cls_pred_position: Optional[str] = None
 
     @property
     def num_layers(self) -> int:
         return len(self.model.encoder.layers)
+
+    def describe(self) -> str:
+        """One line: the layout and what the branches read."""
+        if self.branches is None:
+            return "plain HuBERT checkpoint, no exit branches"
+        reading = f"branch k reads {BRANCH_INPUTS[self.branches.reads]}"
+        if self.layout == "authors":
+            return f"authors' layout, cls_pred_position {self.cls_pred_position!r}: {reading}"
+        return f"DAISY checkpoint: {reading}"
 
 
 def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
@@ -108,36 +142,66 @@ def _split_authors_heads(weights: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor],
     return backbone, heads
 
 
+def authors_reading(model_cfg: Dict[str, Any], name: str) -> Tuple[str, str]:
+    """``(cls_pred_position, BRANCH_INPUTS key)`` of an authors'-layout checkpoint."""
+    position = model_cfg.get("cls_pred_position", AUTHORS_DEFAULT_POSITION)
+    if position not in CLS_PRED_POSITIONS:
+        raise ValueError(
+            f"{name}: model_cfg.cls_pred_position is {position!r}; the authors' heads read "
+            f"{' or '.join(map(repr, CLS_PRED_POSITIONS))}"
+        )
+    return position, CLS_PRED_POSITIONS[position]
+
+
 def load_daisy_checkpoint(path: Union[str, Path]) -> DaisyCheckpoint:
-    """Load a DAISY, authors'-layout or plain converted HuBERT checkpoint.
+    """Load a DAISY, authors'-layout or plain converted HuBERT checkpoint file.
+
+    See :func:`load_daisy_state`; the layout and what the branches read are logged.
+    """
+    loaded = load_daisy_state(read_checkpoint(path), str(path))
+    log.info("%s: %s", path, loaded.describe())
+    return loaded
+
+
+def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCheckpoint:
+    """Build the model and branches of a checkpoint dict (as :func:`read_checkpoint` returns).
 
     fp16-stored tensors are restored to fp32. The model is returned in eval mode with
-    layerdrop off.
+    layerdrop off. The state dict is loaded strictly, except that a checkpoint with branches
+    may lack HuBERT's pretraining head, ``final_proj.weight/bias`` and ``label_embs_concat``
+    (the authors' always do): the model's are then set to None.
 
     Raises:
         ValueError: on a malformed file, branches whose count or width does not match the
-            model, or a model state dict that does not match its config.
+            model, an unknown ``cls_pred_position`` / ``branch_input``, or a model state dict
+            that does not match its config.
     """
-    state = read_checkpoint(path)
+    path = name
     model, task_cfg = build_hubert(state)
     weights = {k: (v.float() if v.is_floating_point() else v) for k, v in state["model_weight"].items()}
     weights, authors_heads = _split_authors_heads(weights)
     num_layers = len(model.encoder.layers)
     embed_dim = model.encoder.embedding_dim
-    calibration = None
+    calibration = position = None
     if "daisy" in state:
         daisy = state["daisy"]
         if not isinstance(daisy, dict) or "branches" not in daisy:
             raise ValueError(f"{path}: the 'daisy' entry must be a dict with 'branches'")
-        branches = ExitBranches.from_state_dict(daisy["branches"], num_layers, embed_dim)
+        reads = daisy.get("branch_input", "hidden_states")
+        if reads not in BRANCH_INPUTS:
+            raise ValueError(f"{path}: daisy.branch_input is {reads!r}, not one of {', '.join(BRANCH_INPUTS)}")
+        branches = ExitBranches.from_state_dict(daisy["branches"], num_layers, embed_dim, reads)
         calibration = daisy.get("calibration")
         layout = "daisy"
     elif authors_heads:
-        branches = ExitBranches.from_state_dict(authors_heads, num_layers, embed_dim)
+        position, reads = authors_reading(state["model_cfg"], path)
+        branches = ExitBranches.from_state_dict(authors_heads, num_layers, embed_dim, reads)
         layout = "authors"
     else:
         branches, layout = None, "plain"
-    allowed_missing = {"final_proj.weight", "final_proj.bias"} if layout == "authors" else set()
+    # HuBERT's pretraining head is never used by the upstream: a file with branches may lack it
+    # (the authors' always do, and so do their heads written in our format)
+    allowed_missing = set(_AUTHORS_ABSENT) if branches is not None else set()
     result = model.load_state_dict(weights, strict=False)
     missing = set(result.missing_keys) - allowed_missing
     if missing or result.unexpected_keys:
@@ -145,6 +209,9 @@ def load_daisy_checkpoint(path: Union[str, Path]) -> DaisyCheckpoint:
             f"{path}: model_weight does not match model_cfg (missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(result.unexpected_keys)[:5]})"
         )
+    if result.missing_keys:  # no random stand-ins for what the file does not have
+        for absent in {key.split(".")[0] for key in result.missing_keys}:
+            setattr(model, absent, None)
     if calibration is not None:
         entropy = calibration.get("layer_entropy") if isinstance(calibration, dict) else None
         if not isinstance(entropy, (list, tuple)) or len(entropy) != num_layers:
@@ -154,4 +221,4 @@ def load_daisy_checkpoint(path: Union[str, Path]) -> DaisyCheckpoint:
     model.feature_grad_mult = 0.0
     model.encoder.layerdrop = 0.0
     model.eval()
-    return DaisyCheckpoint(model, task_cfg, branches, calibration, layout)
+    return DaisyCheckpoint(model, task_cfg, branches, calibration, layout, position)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from daisy_upstream.core.branches import ExitBranches, valid_frame_mask
+from daisy_upstream.core.branches import BRANCH_INPUTS, ExitBranches, valid_frame_mask
 from daisy_upstream.core.policy import ExitPlan
 
 __all__ = ["EarlyExitHubert", "EarlyExitOutput", "check_waveforms"]
@@ -29,12 +29,16 @@ class EarlyExitOutput:
         lengths: ``(B,)`` valid frames per utterance.
         exit_layers: ``(B,)`` the layer (1..L) each utterance stopped at.
         entropies: ``(B, L)`` mean branch entropy per checked layer, NaN where unchecked.
+        branch_inputs: only when asked for (``forward(..., branch_reading=...)``): ``L``
+            tensors ``(B, T, D)``, ``branch_inputs[k-1]`` being what a branch with that
+            reading takes at layer ``k``; zeros past a row's exit layer.
     """
 
     hidden_states: List[Tensor]
     lengths: Tensor
     exit_layers: Tensor
     entropies: Tensor
+    branch_inputs: Optional[List[Tensor]] = None
 
     def exit_states(self) -> Tensor:
         """``(B, T, D)``: each utterance's hidden state at its own exit layer."""
@@ -75,6 +79,11 @@ def check_waveforms(wavs: Sequence[Tensor], min_samples: int) -> None:
 
 class EarlyExitHubert(nn.Module):
     """Runs a HuBERT layer by layer; rows that exit leave the batch.
+
+    Branch ``k`` is evaluated on the tensor its ``branches.reads`` names: ``hidden_states[k]``,
+    layer ``k``'s output, or its FFN output (the output of ``fc2``, which s3prl's
+    ``TransformerSentenceEncoderLayer`` also returns as ``layer_result``: nothing extra is
+    computed for any reading).
 
     Args:
         model: s3prl's ``HubertModel`` (frozen; used as is, never modified).
@@ -157,7 +166,9 @@ class EarlyExitHubert(nn.Module):
             features[rows, : out.size(1)] = out
         return features, lengths
 
-    def forward(self, wavs: List[Tensor], plan: ExitPlan, per_batch: bool = False) -> EarlyExitOutput:
+    def forward(
+        self, wavs: List[Tensor], plan: ExitPlan, per_batch: bool = False, branch_reading: Optional[str] = None
+    ) -> EarlyExitOutput:
         """Run the batch under ``plan``.
 
         Args:
@@ -166,6 +177,8 @@ class EarlyExitHubert(nn.Module):
             per_batch: the authors' release rule, for comparison only: one entropy averaged
                 over all valid frames of the batch decides for the whole batch, which runs
                 on until it exits together.
+            branch_reading: also return ``branch_inputs``, the tensors that branches with
+                this reading (a key of ``BRANCH_INPUTS``) take at every layer that ran.
         """
         check_waveforms(wavs, self.min_samples)
         num_layers = self.num_layers
@@ -205,19 +218,33 @@ class EarlyExitHubert(nn.Module):
         exit_layers = torch.full((batch,), plan.deepest, dtype=torch.long, device=x.device)
         entropies = x.new_full((batch, num_layers), float("nan"))
         checks = set(plan.check_layers)
+        reads = self.branches.reads if self.branches is not None else "hidden_states"
+        if branch_reading is not None and branch_reading not in BRANCH_INPUTS:
+            raise ValueError(f"unknown branch reading {branch_reading!r}; one of {', '.join(BRANCH_INPUTS)}")
+        kept: List[Optional[Tensor]] = [None] * (num_layers + 1)  # branch_inputs, 1-based
+
+        def scatter(state: Tensor) -> Tensor:  # (B_active, T_active, D) -> (B, T, D)
+            if all_rows:
+                return state
+            full = state.new_zeros(batch, frames, state.size(-1))
+            full[:, : state.size(1)].index_copy_(0, rows, state)
+            return full
 
         for k in range(1, plan.deepest + 1):
-            x, _ = encoder.layers[k - 1](x, self_attn_padding_mask=cur_padding, need_weights=False)
-            state = x.transpose(0, 1)  # (B_active, T_active, D)
+            # s3prl's layer returns (output, (attention, fc2 output)), both (T, B, D)
+            x, (_, ffn) = encoder.layers[k - 1](x, self_attn_padding_mask=cur_padding, need_weights=False)
+            output = state = x.transpose(0, 1)  # (B_active, T_active, D)
             if k == num_layers and encoder.layer_norm_first:
                 state = encoder.layer_norm(state)
-            if all_rows:
-                hidden[k] = state
-            else:
-                hidden[k] = state.new_zeros(batch, frames, state.size(-1))
-                hidden[k][:, : state.size(1)].index_copy_(0, rows, state)
+            hidden[k] = scatter(state)
+            if branch_reading is not None:
+                kept[k] = hidden[k] if branch_reading == "hidden_states" else scatter(
+                    output if branch_reading == "layer_output" else ffn.transpose(0, 1)
+                )
             if k == plan.deepest or k not in checks:
                 continue
+            if reads != "hidden_states":  # the authors' heads
+                state = output if reads == "layer_output" else ffn.transpose(0, 1)
             # rows without padding: every frame counts, no mask needed
             entropy = self.branches.entropy(k, state, None if cur_padding is None else cur_lengths)
             if per_batch:
@@ -253,4 +280,7 @@ class EarlyExitHubert(nn.Module):
                 h = h.masked_fill(padding.unsqueeze(-1), 0.0)
             outputs.append(h)
         hidden = outputs
-        return EarlyExitOutput(hidden, lengths, exit_layers, entropies)
+        branch_inputs = None
+        if branch_reading is not None:
+            branch_inputs = [h if h is not None else x.new_zeros(batch, frames, x.size(-1)) for h in kept[1:]]
+        return EarlyExitOutput(hidden, lengths, exit_layers, entropies, branch_inputs)

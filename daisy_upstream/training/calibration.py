@@ -186,7 +186,7 @@ def layer_entropies(
 
     Args:
         backbone: the frozen model (its own branches are not used).
-        branches: ``L`` branches; branch ``k`` reads ``hidden_states[k]``.
+        branches: ``L`` branches; branch ``k`` reads layer ``k``'s ``branches.reads`` tensor.
         corpus: the audio; files that fail to decode are skipped and counted in
             ``corpus.problems``.
         batch_seconds: audio per forward (sum over the batch).
@@ -217,9 +217,9 @@ def layer_entropies(
             bar.update(1)
         if not wavs:
             continue
-        out = backbone([w.to(device) for w in wavs], plan)
-        per_layer = [
-            branches.entropy(k, out.hidden_states[k], out.lengths).double() for k in range(1, num_layers + 1)
+        out = backbone([w.to(device) for w in wavs], plan, branch_reading=branches.reads)
+        per_layer = [  # each branch on what it reads (branches.reads)
+            branches.entropy(k, out.branch_inputs[k - 1], out.lengths).double() for k in range(1, num_layers + 1)
         ]
         rows.append(torch.stack(per_layer, dim=1).cpu())  # (B, L)
         keys.extend(corpus.items[i].key for i in kept)

@@ -31,6 +31,7 @@ def with_branches(
     out["daisy"] = {
         "branches": {k: v.detach().cpu().clone() for k, v in branches.state_dict().items()},
         "num_classes": branches.num_classes,
+        "branch_input": branches.reads,  # what branch k reads (ours: hidden_states[k])
     }
     if calibration is not None:
         out["daisy"]["calibration"] = dict(calibration)

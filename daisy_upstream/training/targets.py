@@ -12,6 +12,7 @@ sum over layers. The backbone runs under ``torch.no_grad``.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -20,8 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from daisy_upstream.audio.corpus import AudioCorpus
-from daisy_upstream.core.branches import ExitBranches, valid_frame_mask
-from daisy_upstream.core.checkpoint import DaisyCheckpoint, FAIRSEQ_SPECIALS, load_daisy_checkpoint, read_checkpoint
+from daisy_upstream.core.branches import BRANCH_INPUTS, ExitBranches, valid_frame_mask
+from daisy_upstream.core.checkpoint import (
+    _AUTHORS_HEAD, DaisyCheckpoint, FAIRSEQ_SPECIALS, authors_reading, load_daisy_state,
+    read_checkpoint,
+)
 from daisy_upstream.core.early_exit import EarlyExitHubert
 from daisy_upstream.core.policy import make_plan
 
@@ -33,6 +37,8 @@ __all__ = [
     "evaluate_branches",
     "load_frozen_model",
 ]
+
+log = logging.getLogger(__name__)
 
 _NO_LABEL_EMBS = (
     "checkpoint has no label_embs_concat: cannot make stage-1 targets; it must be a pretraining "
@@ -155,25 +161,32 @@ def load_frozen_model(
                 f"(encoder weights differ at {probe!r}); pass the HuBERT the heads were trained on"
             )
         teacher_weights = {k: tw[k] for k in needed}
-    elif "label_embs_concat" not in weights:
-        raise ValueError(_NO_LABEL_EMBS)
-    elif not has_proj:
+        # the backbone with the teacher's final_proj, label embeddings, final_dim and label
+        # set (the authors' final_dim is their class count); their heads and the reading
+        # they follow (cls_pred_position) go: the branches trained here read hidden_states
+        if any(_AUTHORS_HEAD.match(k) for k in weights):
+            position, reads = authors_reading(state["model_cfg"], str(checkpoint))
+            log.info("%s: authors' layout, cls_pred_position %r: its heads read %s; replaced by the "
+                     "branches trained here", checkpoint, position, BRANCH_INPUTS[reads])
+        state = dict(state, dictionaries_symbols=teacher_state["dictionaries_symbols"])
+        state["model_weight"] = {**{k: v for k, v in weights.items() if not _AUTHORS_HEAD.match(k)}, **teacher_weights}
+        model_cfg = {k: v for k, v in state["model_cfg"].items() if k != "cls_pred_position"}
+        for key in ("final_dim", "untie_final_proj"):
+            model_cfg.pop(key, None)
+            if key in teacher_state["model_cfg"]:
+                model_cfg[key] = teacher_state["model_cfg"][key]
+        state["model_cfg"] = model_cfg
+    elif not has_proj and any(_AUTHORS_HEAD.match(k) for k in weights):
         raise ValueError(
             f"{checkpoint} has per-layer heads (the authors' layout) instead of HuBERT's final_proj, "
             "so the last layer's cluster assignment cannot be computed from it; pass --teacher "
             "with the converted HuBERT checkpoint the heads were trained on"
         )
-    loaded = load_daisy_checkpoint(checkpoint)
+    elif "label_embs_concat" not in weights:
+        raise ValueError(_NO_LABEL_EMBS)
+    loaded = load_daisy_state(state, str(checkpoint))
     model = loaded.model
-    if teacher_weights:
-        with torch.no_grad():
-            for key, value in teacher_weights.items():
-                target = model.get_parameter(key)
-                if target.shape != value.shape:
-                    raise ValueError(f"teacher {key} has shape {tuple(value.shape)}, the model {tuple(target.shape)}")
-                target.copy_(value.float())
-        state = dict(state)
-        state["model_weight"] = {**weights, **teacher_weights}
+    log.info("%s: branches trained here read %s", checkpoint, BRANCH_INPUTS["hidden_states"])
     if getattr(model, "label_embs_concat", None) is None:
         raise ValueError(_NO_LABEL_EMBS)
     for p in model.parameters():

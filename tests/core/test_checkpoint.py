@@ -8,6 +8,7 @@ from daisy_upstream.factory.random_hubert import make_random_checkpoint
 from daisy_upstream.training.checkpoint_write import with_branches
 from daisy_upstream.integration.hubconf import daisy_hubert_local
 from tests.conftest import waves
+from tests.core.authors_layout import authors_layout
 
 
 def test_daisy_checkpoint_round_trip_and_stock_loader(write_checkpoint):
@@ -22,24 +23,40 @@ def test_daisy_checkpoint_round_trip_and_stock_loader(write_checkpoint):
 
 
 def test_authors_layout_heads_become_branches(tmp_path):
-    state = make_random_checkpoint(num_layers=3, branches=False)
-    heads = {}
-    for i in range(3):
-        heads[f"final_proj.{i}.weight"] = torch.randn(20, 32)
-        heads[f"final_proj.{i}.bias"] = torch.randn(20)
-    weights = {k: v for k, v in state["model_weight"].items() if not k.startswith("final_proj.")}
-    state["model_weight"] = {**weights, **heads}
+    # the authors' layout as their code loads it: see tests/core/authors_layout.py for the facts
+    state = authors_layout(make_random_checkpoint(num_layers=3, branches=False), "before-norm")
+    assert "label_embs_concat" not in state["model_weight"]
     atomic_torch_save(state, tmp_path / "authors.pt")
     loaded = load_daisy_checkpoint(tmp_path / "authors.pt")
     assert loaded.layout == "authors" and loaded.branches.num_layers == 3
-    assert torch.equal(loaded.branches[2].weight, heads["final_proj.2.weight"])
+    assert torch.equal(loaded.branches[2].weight, state["model_weight"]["final_proj.2.weight"])
     # ... and the upstream runs on it with an explicit tau
     upstream = daisy_hubert_local(str(tmp_path / "authors.pt"), model_config={"tau": 1.0}).eval()
     with torch.no_grad():
         assert upstream(waves(8000))["exit_layers"].shape == (1,)
-    # re-trained heads replace the old ones when written back in our format
+    # written in our format, the heads keep their reading (recorded as daisy.branch_input)
     converted = with_branches(state, loaded.branches)
     assert not any(k.startswith("final_proj.0") for k in converted["model_weight"])
+    assert converted["daisy"]["branch_input"] == "ffn_output"
+    atomic_torch_save(converted, tmp_path / "converted.pt")
+    again = load_daisy_checkpoint(tmp_path / "converted.pt")
+    assert again.layout == "daisy" and again.branches.reads == "ffn_output"
+    batch = waves(8000, 12000, seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            daisy_hubert_local(str(tmp_path / "converted.pt"), model_config={"tau": 0.0}).eval()(batch)["entropies"],
+            daisy_hubert_local(str(tmp_path / "authors.pt"), model_config={"tau": 0.0}).eval()(batch)["entropies"],
+            equal_nan=True,
+        )
+    # our own branches (no branch_input recorded: written before it existed) read hidden states
+    ours = make_random_checkpoint(num_layers=2)
+    del ours["daisy"]["branch_input"]
+    atomic_torch_save(ours, tmp_path / "ours.pt")
+    assert load_daisy_checkpoint(tmp_path / "ours.pt").branches.reads == "hidden_states"
+    ours["daisy"]["branch_input"] = "attention"
+    atomic_torch_save(ours, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="branch_input is 'attention'"):
+        load_daisy_checkpoint(tmp_path / "bad.pt")
 
 
 def test_plain_checkpoint_only_without_branches_strategies(write_checkpoint):
