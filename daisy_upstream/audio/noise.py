@@ -91,7 +91,7 @@ def sox_noise(colour: str, seconds: float, seed: int, sample_rate: int = 16000) 
     if colour not in NOISE_COLOURS:
         raise ValueError(f"noise colour must be one of {NOISE_COLOURS}, got {colour!r}")
     if shutil.which("sox") is None:
-        raise RuntimeError("sox is not installed; run `apt-get install sox`")
+        raise FileNotFoundError("sox is not installed; run `apt-get install sox`")
     cmd = ["sox", "-R", "-n", "-r", str(sample_rate), "-c", "1", "-b", "16", "-t", "raw", "-e",
            "signed-integer", "-", "synth", f"{seconds:.3f}", f"{colour}noise", "vol", "0.5"]
     # sox -R seeds its RNG with a fixed value; vary the noise by the seed via a circular offset

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List
 
-from daisy_upstream.atomic import atomic_save_figure, atomic_write_json
+from daisy_upstream.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
 
 __all__ = ["add_arguments", "run"]
 
@@ -17,7 +17,7 @@ SNR_MIX = (None, 10.0, 5.0, 0.0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
+    parser.add_argument("-k", "--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
     parser.add_argument("--random-base", action="store_true",
                         help="time a randomly initialised HuBERT Base instead (timing only)")
     parser.add_argument("-g", "--config", help="upstream config YAML (rho, tau, strategy, ...)")
@@ -48,16 +48,13 @@ def _bench_set(args) -> List:
     return noisy_copies(clean, SNR_MIX, seed=args.seed)
 
 
-def _load_upstream(args, tmp: Path, wavs):
+def _load_upstream(args, config, tmp: Path, wavs):
     import torch
 
     from daisy_upstream.atomic import atomic_torch_save
     from daisy_upstream.factory.random_hubert import make_random_checkpoint
-    from daisy_upstream.core.expert import load_config
     from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_hubert_local
 
-    overrides = {k: v for k, v in (("rho", args.rho), ("tau", args.tau)) if v is not None}
-    config = load_config(args.config, **overrides)
     if args.random_base:
         ckpt = tmp / "random_base.pt"
         atomic_torch_save(make_random_checkpoint(
@@ -75,13 +72,14 @@ def _load_upstream(args, tmp: Path, wavs):
         # no calibration anywhere: calibrate on the bench audio itself, and say so
         from daisy_upstream.core.policy import make_plan
 
-        probe = daisy_hubert_local(str(ckpt), model_config={**values, "tau": 0.0})
+        # on the audio's device (the probe's branches and the bench audio must meet there)
+        probe = daisy_hubert_local(str(ckpt), model_config={**values, "tau": 0.0}).to(wavs[0].device).eval()
         with torch.no_grad():
             out = probe.run(wavs, make_plan([probe.num_layers], None))
             entropy = [float(probe.net.branches.entropy(k, out.hidden_states[k], out.lengths).mean())
                        for k in range(1, probe.num_layers + 1)]
         cal = tmp / "calibration.yaml"
-        cal.write_text(json.dumps({"layer_entropy": entropy, "dataset": "the bench audio"}))
+        atomic_write_text(cal, json.dumps({"layer_entropy": entropy, "dataset": "the bench audio"}))
         upstream = daisy_hubert_local(str(ckpt), model_config={**values, "calibration": str(cal)})
         calibrated_here = True
     return upstream.to(args.device).eval(), ckpt, calibrated_here
@@ -167,21 +165,30 @@ def run(args: argparse.Namespace) -> int:
     from daisy_upstream.evaluation.benchmark import Mode, run_benchmark
     from daisy_upstream.core.policy import make_plan
 
+    from daisy_upstream.core.expert import load_config
+
+    overrides = {k: v for k, v in (("rho", args.rho), ("tau", args.tau)) if v is not None}
+    config = load_config(args.config, **overrides)  # a bad key fails here, before any work
+    if args.ckpt and not Path(args.ckpt).is_file():
+        raise FileNotFoundError(f"checkpoint {args.ckpt} does not exist (-k/--ckpt)")
+    if args.threads is not None and args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda but CUDA is not available on this machine")
+        raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
     clips = _bench_set(args)
     wavs = [torch.from_numpy(c.wav).to(device) for c in clips]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        upstream, ckpt, calibrated_here = _load_upstream(args, Path(tmp), wavs)
+        upstream, ckpt, calibrated_here = _load_upstream(args, config, Path(tmp), wavs)
         net, L = upstream.net, upstream.num_layers
         daisy_plan = upstream.current_plan()
         if not daisy_plan.check_layers:
-            raise SystemExit(f"strategy {upstream.config.strategy!r} checks no branch: nothing to compare")
+            raise ValueError(f"strategy {upstream.config.strategy!r} checks no branch: nothing to compare; "
+                             "use an early-exit strategy (-g/--config)")
         if args.fixed_layer is None:
             with torch.no_grad():
                 exits = [int(net([w], daisy_plan).exit_layers[0]) for w in wavs]
@@ -213,6 +220,6 @@ def run(args: argparse.Namespace) -> int:
     payload = {"meta": meta, "results": [r.to_dict() for r in results], "targets": checks}
     atomic_write_json(out_dir / "bench.json", payload)
     _plot(results, out_dir / "bench.png")
-    (out_dir / "bench.txt").write_text(table + "\n")
+    atomic_write_text(out_dir / "bench.txt", table + "\n")
     print(f"[bench] wrote {out_dir}/bench.json, bench.png, bench.txt", file=sys.stderr)
     return 0

@@ -12,7 +12,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``daisy calibrate``."""
-    parser.add_argument("-k", "--checkpoint", type=Path, required=True, help="DAISY checkpoint (with branches)")
+    parser.add_argument("-k", "--ckpt", "--checkpoint", dest="ckpt", type=Path, required=True,
+                        help="DAISY checkpoint (with branches)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--audio", type=Path,
                         help="a directory tree of wav/flac, a list file or a LibriSpeech-layout root")
@@ -31,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-utterances", type=int, default=None,
                         help="use a deterministic subset of this many utterances")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--reject-resample", action="store_true",
                         help="reject audio not at 16 kHz instead of resampling it with a warning")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -45,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
         calibrate_checkpoint, format_table, plot_calibration, write_calibration_yaml,
     )
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     plot = args.plot or args.out.with_suffix(".png")
     for path in (args.out, plot):
         if path.exists() and not args.force:
@@ -68,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         if args.max_utterances < len(corpus):
             _, chosen = split_heldout(corpus.keys, args.max_utterances / len(corpus), seed=0)
             corpus = corpus.subset(chosen[: args.max_utterances], f"{len(chosen[:args.max_utterances])} of {corpus.name}")
-    result = calibrate_checkpoint(args.checkpoint, corpus, args.rho, args.batch_seconds, args.device,
+    result = calibrate_checkpoint(args.ckpt, corpus, args.rho, args.batch_seconds, args.device,
                                   progress=not args.no_progress)
     write_calibration_yaml(result, args.out, force=args.force)
     plot_calibration(result, plot, force=args.force)

@@ -31,11 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from daisy_upstream.factory.corpus.build import make_corpus
 
     tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
-    try:
-        out = make_corpus(args.out, hours=args.hours, seed=args.seed, tasks=tasks,
-                          workers=args.workers, num_speakers=args.speakers,
-                          flite=not args.no_flite, progress=not args.quiet)
-    except (ValueError, RuntimeError) as err:
-        raise SystemExit(f"daisy make-corpus: error: {err}") from err
+    out = make_corpus(args.out, hours=args.hours, seed=args.seed, tasks=tasks,
+                      workers=args.workers, num_speakers=args.speakers,
+                      flite=not args.no_flite, progress=not args.quiet)
     print(f"corpus written to {out} (manifest: {out / 'corpus.json'})")
     return 0

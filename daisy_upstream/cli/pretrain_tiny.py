@@ -27,8 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "targets kept (denoising masked prediction; default 0)")
     parser.add_argument("--out", type=Path, default=Path("runs/pretrain_tiny/hubert_tiny.pt"),
                         help="s3prl converted checkpoint to write (updated at every save)")
-    parser.add_argument("--state-dir", type=Path, default=Path("train_state/pretrain_tiny"),
-                        help="resumable state folder")
+    parser.add_argument("--state-dir", type=Path, default=Path("runs/pretrain_tiny/state"),
+                        help="resumable state folder (default runs/pretrain_tiny/state; the shipped "
+                             "model's finished state is train_state/pretrain_tiny, which 'make embedded' "
+                             "passes explicitly)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for name in ("steps_iter1", "steps_iter2", "threads"):
         if getattr(args, name) < 0:
-            raise SystemExit(f"daisy pretrain-tiny: error: --{name.replace('_', '-')} must be >= 0")
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
     from daisy_upstream.factory.pretrain.train import PretrainConfig, pretrain
 
     # after s3prl is imported: HubertModel logs its whole config at INFO for every build
@@ -72,12 +74,9 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, exact_state=args.exact_state)
     if args.noise_prob is not None:
         cfg.noise_prob = args.noise_prob
-    try:
-        pretrain(args.corpus, args.state_dir, args.out, cfg, device=args.device,
-                 threads=args.threads, ckpt_minutes=args.ckpt_minutes, max_steps=args.max_steps,
-                 command=shlex.join(args.command_line) if hasattr(args, "command_line") else None)
-    except (ValueError, RuntimeError, FileNotFoundError) as err:
-        raise SystemExit(f"daisy pretrain-tiny: error: {err}") from err
+    pretrain(args.corpus, args.state_dir, args.out, cfg, device=args.device,
+             threads=args.threads, ckpt_minutes=args.ckpt_minutes, max_steps=args.max_steps,
+             command=shlex.join(args.command_line) if hasattr(args, "command_line") else None)
     try:
         plot_curves(args.state_dir / LOG_FILE, args.state_dir / "curves.png")
     except ValueError as err:  # nothing logged yet

@@ -13,7 +13,7 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``daisy train-branches``."""
-    parser.add_argument("-k", "--checkpoint", type=Path, required=True,
+    parser.add_argument("-k", "--ckpt", "--checkpoint", dest="ckpt", type=Path, required=True,
                         help="HuBERT checkpoint: s3prl converted (plain), DAISY (branches re-trained) "
                              "or the authors' layout (with --teacher)")
     parser.add_argument("--audio", type=Path, required=True,
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         if args.threads < 1:
-            raise SystemExit("--threads must be >= 1")
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.out.exists() and not args.force:
         raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if args.heldout_fraction is None:
         args.heldout_fraction = 0.0 if args.heldout_audio is not None else 0.01
     elif args.heldout_audio is not None and args.heldout_fraction:
-        raise SystemExit("daisy train-branches: error: give --heldout-audio or --heldout-fraction, not both")
+        raise ValueError("give --heldout-audio or --heldout-fraction, not both")
     config = Stage1Config(
         lr=args.lr, weight_decay=args.weight_decay, batch_seconds=args.batch_seconds,
         max_steps=args.max_steps, epochs=args.epochs, seed=args.seed,
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     config.validate()
     for rho in args.rho:
         if not 0 <= rho <= 1:
-            raise SystemExit(f"--rho values must be in [0, 1], got {rho}")
+            raise ValueError(f"--rho values must be in [0, 1], got {rho}")
     corpus = AudioCorpus.from_source(args.audio, resample=not args.reject_resample)
     logging.info("audio: %d files, %.1f s from %s", len(corpus), corpus.seconds, corpus.name)
     heldout = None
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         logging.info("held-out audio: %d files, %.1f s from %s", len(heldout), heldout.seconds, heldout.name)
     command = getattr(args, "command_line", None)
     result = train_branches(
-        args.checkpoint, corpus, args.out, work_dir, config,
+        args.ckpt, corpus, args.out, work_dir, config,
         device=args.device, teacher=args.teacher, progress=not args.no_progress,
         heldout=heldout, half=args.fp16,
         provenance={"command": shlex.join(command)} if command else None,

@@ -279,8 +279,8 @@ def write_real(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int,
     and ``meta.tsv`` (speaker ``librivox``; transcripts upper-cased)."""
     from .text import normalize_text
     if not real_speech_available(source):
-        raise RuntimeError(f"no real recordings at {source}; run "
-                           "`apt-get install pocketsphinx-testdata` or leave out the 'real' task")
+        raise FileNotFoundError(f"no real recordings at {source}; run "
+                                "`apt-get install pocketsphinx-testdata` or leave out the 'real' task")
     root = out / "real"
     items = []
     for line in (source / "transcription").read_text().splitlines():

@@ -54,13 +54,13 @@ class Voice:
 
 
 def check_engines(flite: bool = True) -> None:
-    """Raise ``RuntimeError`` with an install hint when a needed TTS program is missing."""
+    """Raise ``FileNotFoundError`` with an install hint when a needed TTS program is missing."""
     if shutil.which("espeak-ng") is None:
-        raise RuntimeError("espeak-ng is not installed; run `apt-get install espeak-ng` "
-                           "(Debian/Ubuntu) and try again")
+        raise FileNotFoundError("espeak-ng is not installed; run `apt-get install espeak-ng` "
+                                "(Debian/Ubuntu) and try again")
     if flite and shutil.which("flite") is None:
-        raise RuntimeError("flite is not installed; run `apt-get install flite`, "
-                           "or pass --no-flite to use espeak-ng voices only")
+        raise FileNotFoundError("flite is not installed; run `apt-get install flite`, "
+                                "or pass --no-flite to use espeak-ng voices only")
 
 
 def espeak_variants() -> List[str]:

@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 from typing import Union
 
+from daisy_upstream.atomic import atomic_save_figure
+
 __all__ = ["plot_curves"]
 
 
@@ -46,7 +48,5 @@ def plot_curves(log_json: Union[str, Path], png: Union[str, Path]) -> Path:
     ax2.set_ylabel("masked cross-entropy (nats)")
     fig.tight_layout()
     png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    atomic_save_figure(fig, png, dpi=120)
     return png

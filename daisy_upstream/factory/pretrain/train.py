@@ -244,9 +244,9 @@ def pretrain(corpus: Path, state_dir: Path, out: Path, cfg: Optional[PretrainCon
         cfg = saved
         state["config"] = dataclasses.asdict(cfg)
         if state["meta"]["fingerprint"] != fingerprint:
-            raise RuntimeError(f"the corpus at {corpus} differs from the one this state in "
-                               f"{state_dir} was trained on; use the same corpus (same "
-                               "make-corpus arguments) or a new --state-dir")
+            raise ValueError(f"the corpus at {corpus} differs from the one this state in "
+                             f"{state_dir} was trained on; use the same corpus (same "
+                             "make-corpus arguments) or a new --state-dir")
         if state["phase"] == "done" and state["step"] < cfg.steps_iter2:
             log.warning("continuing the finished iteration 2 from step %d to %d (new optimizer)",
                         state["step"], cfg.steps_iter2)
