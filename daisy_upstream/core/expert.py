@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import weakref
 from pathlib import Path
@@ -22,9 +23,12 @@ from daisy_upstream.core.policy import (
     make_plan,
 )
 
-__all__ = ["DaisyUpstream", "fill_past_exit", "load_config"]
+__all__ = ["DaisyUpstream", "fill_past_exit", "load_config", "read_exit_layers"]
 
 logger = logging.getLogger(__name__)
+
+#: set by :meth:`DaisyUpstream.probing`: forwards that only read shapes run at full depth
+_PROBING: contextvars.ContextVar[bool] = contextvars.ContextVar("daisy_probing", default=False)
 
 
 def load_config(model_config: Union[None, str, Path, Mapping[str, Any]], **overrides: Any) -> DaisyConfig:
@@ -50,6 +54,28 @@ def fill_past_exit(hidden_states: Sequence[Tensor], exit_layers: Tensor, exit_st
     """
     past = exit_layers.to(exit_states.device).view(-1, 1, 1)
     return [h if k == 0 else torch.where(past < k, exit_states, h) for k, h in enumerate(hidden_states)]
+
+
+def read_exit_layers(hidden_states: Sequence[Tensor]) -> Tensor:
+    """``(B,)`` each row's exit layer, read back from ``hidden_states`` alone.
+
+    The inverse of the fill: layer ``k >= 2`` of a row did not run when it is all zeros
+    (``layers_past_exit: zeros``) or equal to layer ``k - 1`` (``copy``), bit for bit, on
+    every frame; the exit layer is the deepest layer that ran (layer 1 always runs). A
+    layer that ran is never an exact copy of its input nor exactly zero on every frame of
+    an utterance (it has a residual path and, in HuBERT, a LayerNorm), so this is exact
+    for every rows-together transform of the tensors: trimming, padding by repeating the
+    last frame, a per-frame ``layer_norm``, DataParallel's scatter and gather.
+
+    Args:
+        hidden_states: ``L + 1`` tensors ``(B, T, D)`` as a DAISY upstream returned them.
+    """
+    exit_layers = torch.ones(hidden_states[0].size(0), dtype=torch.long, device=hidden_states[0].device)
+    for k in range(2, len(hidden_states)):
+        h, below = hidden_states[k], hidden_states[k - 1]
+        skipped = (h == below).flatten(1).all(dim=1) | (h == 0).flatten(1).all(dim=1)
+        exit_layers = torch.where(skipped, exit_layers, k)
+    return exit_layers
 
 
 class DaisyUpstream(UpstreamBase):
@@ -133,10 +159,26 @@ class DaisyUpstream(UpstreamBase):
         finally:
             self._span_override = previous
 
+    @staticmethod
+    @contextlib.contextmanager
+    def probing() -> Iterator[None]:
+        """Within the block (this thread only), DAISY upstreams run at full depth.
+
+        For a consumer's shape probe that runs before any exit statistics can be there,
+        such as ``s3prl.nn.S3PRLUpstream``'s constructor.
+        """
+        token = _PROBING.set(True)
+        try:
+            yield
+        finally:
+            _PROBING.reset(token)
+
     def current_span(self) -> List[int]:
         """The layers at which an utterance may exit in the next forward."""
         if self._span_override is not None:
             return list(self._span_override)
+        if _PROBING.get():
+            return [self.num_layers]
         config = self.config
         owner = self._statistics_owner() if self._statistics_owner is not None else None
         if owner is not None:

@@ -6,6 +6,9 @@
   lists the closest names.
 * :func:`patch_runner` makes s3prl's runner build :class:`DaisyFeaturizer` (which behaves
   exactly like the stock one for any other upstream) and applies :mod:`daisy_upstream.integration.compat`.
+* :mod:`daisy_upstream.integration.s3prl_nn` does the same for s3prl's newer API: the names
+  ``s3prl.nn.Featurizer``, ``s3prl.nn.upstream.Featurizer`` and ``s3prl.problem.base.Featurizer``
+  (problem recipes; ESPnet imports it from ``s3prl.nn``) become its DAISY-aware subclass.
 * :func:`install` does both now for modules already imported and, lazily, through a
   post-import hook for modules imported later: importing ``daisy_upstream`` costs no s3prl
   import. The ``daisy_upstream.pth`` start-up hook calls it in every interpreter unless
@@ -65,9 +68,30 @@ def _patch_voxceleb1(dataset: types.ModuleType) -> None:
     compat.key_voxceleb1_cache_by_dataset(dataset)
 
 
+def _patch_nn_upstream(module: types.ModuleType) -> None:
+    from daisy_upstream.integration import s3prl_nn
+
+    s3prl_nn.patch_nn_upstream(module)
+
+
+def _patch_nn_package(module: types.ModuleType) -> None:
+    from daisy_upstream.integration import s3prl_nn
+
+    s3prl_nn.patch_nn_package(module)
+
+
+def _patch_problem_base(module: types.ModuleType) -> None:
+    from daisy_upstream.integration import s3prl_nn
+
+    s3prl_nn.patch_problem_base(module)
+
+
 _HOOKS: Dict[str, Callable[[types.ModuleType], None]] = {
     "s3prl.hub": register_hub,
     "s3prl.downstream.runner": patch_runner,
+    "s3prl.nn.upstream": _patch_nn_upstream,
+    "s3prl.nn": _patch_nn_package,
+    "s3prl.problem.base": _patch_problem_base,
     "s3prl.downstream.voxceleb1.dataset": _patch_voxceleb1,
 }
 

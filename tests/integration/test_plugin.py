@@ -79,8 +79,10 @@ def test_s3prl_upstream_returns_per_layer_features(write_checkpoint):
     for hs, hs_len in zip(all_hs, all_lens):
         assert hs.shape == (3, int(expected.max()), 32)
         assert hs_len.tolist() == expected.tolist()
-    # a fixed exit at layer 2: layer 3 never ran, layers 0..2 did
-    assert all_hs[3].abs().sum() == 0 and all_hs[2].abs().sum() > 0
+    # a fixed exit at layer 2: layer 3 never ran, layers 0..2 did; inside S3PRLUpstream
+    # the layer that did not run holds a copy of the exit layer (docs/s3prl_nn.md)
+    assert torch.equal(all_hs[3], all_hs[2]) and all_hs[2].abs().sum() > 0
+    assert not torch.equal(all_hs[2], all_hs[1])
     # the ESPnet spelling, "daisy_hubert" with a checkpoint, is the same model
     same = S3PRLUpstream("daisy_hubert", path_or_url=str(ckpt), extra_conf={"strategy": "fixed", "fixed_layer": 2})
     same.eval()
@@ -102,6 +104,20 @@ def test_startup_hook_is_lazy_and_registers_on_s3prl_import():
     assert out["before"] == {"torch": False, "s3prl": False}
     assert out["names"] == sorted(plugin.HUB_ENTRIES)
     assert out["featurizer"] == "DaisyFeaturizer"
+
+
+def test_startup_hook_patches_the_s3prl_nn_featurizer_names():
+    # the names a user and ESPnet's S3prlFrontend (``from s3prl.nn import Featurizer``)
+    # build their featurizer from (s3prl.problem.base's: tests/integration/test_problem_recipe.py)
+    out = _python(
+        "import json\n"
+        "from s3prl.nn import Featurizer\n"
+        "import s3prl.nn, s3prl.nn.upstream\n"
+        "names = [s3prl.nn.Featurizer, s3prl.nn.upstream.Featurizer, Featurizer]\n"
+        "print(json.dumps({'names': sorted({n.__name__ for n in names}), 'same': len(set(names)) == 1,\n"
+        "                  'stock': Featurizer._daisy_stock.__module__ + '.' + Featurizer._daisy_stock.__name__}))"
+    )
+    assert out == {"names": ["DaisyNNFeaturizer"], "same": True, "stock": "s3prl.nn.upstream.Featurizer"}
 
 
 def test_startup_hook_switched_off_by_env_var():
