@@ -5,6 +5,9 @@ Everything else, our own warnings included, still shows.
 
 * torchaudio 2.8's ``set_audio_backend`` deprecation (UserWarning), raised when s3prl 0.4.18
   imports its upstreams (``byol_a/common.py``) and in ``run_downstream.py``;
+* torchaudio 2.8's "In 2.9, this function's implementation will be changed to use
+  torchaudio.load_with_torchcodec" (UserWarning), raised by s3prl's datasets at every
+  ``torchaudio.load``;
 * torch 2.8's ``torch.nn.utils.weight_norm`` FutureWarning, raised when s3prl's HuBERT
   builds its positional convolution;
 * s3prl's "ESPnet is not installed, cannot use espnet_hubert upstream" (a logger warning of
@@ -19,6 +22,7 @@ __all__ = ["quiet_third_party"]
 
 _WARNINGS = (
     (r"torchaudio\._backend\.set_audio_backend has been deprecated", UserWarning),
+    (r"In 2\.9, this function's implementation will be changed to use torchaudio\.load_with_torchcodec", UserWarning),
     (r"`torch\.nn\.utils\.weight_norm` is deprecated", FutureWarning),
 )
 _ESPNET_LOGGER = "s3prl.upstream.espnet_hubert.expert"
