@@ -113,6 +113,36 @@ def _advance_progress_on_every_rank(runner) -> None:
     runner.tqdm, runner.get_optimizer = tqdm, get_optimizer
 
 
+def _evaluate_through_unwrapped_models(runner) -> None:
+    # s3prl's Runner.train has the leader call Runner.evaluate alone ("always called on a single
+    # process even during distributed training") through the models as trained: wrapped in
+    # DistributedDataParallel, whose forward broadcasts the module's buffers to every rank
+    # (DaisyFeaturizer's exit_counts; SID's downstream best_score, also with -u hubert_local).
+    # The other ranks are not there: gloo fails ("Connection closed by peer") or deadlocks,
+    # nccl hangs. For the duration of evaluate only, each wrapped entry's model is the module
+    # it wraps, so evaluation runs no collective operation; training is unchanged, and the
+    # exit statistics are still summed over ranks once, in training, by the featurizer.
+    from torch.nn.parallel import DistributedDataParallel
+
+    original = runner.Runner.evaluate
+    if getattr(original, "_daisy_shim", False):
+        return
+
+    @functools.wraps(original)
+    def evaluate(self, *args, **kwargs):
+        wrapped = [(e, e.model) for e in self.all_entries if isinstance(e.model, DistributedDataParallel)]
+        for entry, model in wrapped:
+            entry.model = model.module
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            for entry, model in wrapped:
+                entry.model = model
+
+    evaluate._daisy_shim = True
+    runner.Runner.evaluate = evaluate
+
+
 def _running_run_downstream() -> bool:
     """Whether this interpreter's program is s3prl's run_downstream (-m, path or our wrapper)."""
     main = sys.modules.get("__main__")
@@ -143,4 +173,5 @@ def patch_runner_module(runner) -> None:
     allow_namespace_in_checkpoints()
     _cpu_distributed_runner(runner)
     _advance_progress_on_every_rank(runner)
+    _evaluate_through_unwrapped_models(runner)
     local_rank_from_torchrun()
