@@ -26,11 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="subset of asr voxceleb1 enhancement_stft separation_stft (default: all four)")
     parser.add_argument("--corpus", help="an existing 'daisy make-corpus' directory (holds corpus.json); "
                         "default: make one in OUT/corpus")
-    parser.add_argument("--hours", type=float, default=0.4, help="speech to synthesise when making the corpus")
+    parser.add_argument("--hours", type=float, default=1.0,
+                        help="speech to synthesise when making the corpus (default 1.0: about 0.75 h of ASR "
+                        "training speech from ~50 voices; made in a few minutes)")
     parser.add_argument("--data-config", action="append", default=[], metavar="TASK=PATH",
                         help="your own s3prl task config with the data paths filled in (repeatable); "
                         "used instead of the corpus for that task")
-    parser.add_argument("--steps", type=int, default=300, help="downstream training steps per training")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="downstream training steps of every training (default: per task, "
+                        "evaluation.table1.tasks.SMALL_STEPS at --size small, the config's own at --size paper)")
     parser.add_argument("--fixed-layer", type=int, default=None,
                         help="exit layer of the fixed-exit row (default: half the model's layers; the paper: 6 of 12)")
     parser.add_argument("--size", choices=("small", "paper"), default="small",
@@ -89,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if extra:
         raise ValueError(f"--data-config given for {extra}, which --tasks leaves out")
     layouts = {}
+    mixed_corpus = None
     need_corpus = [t for t in tasks if t not in own]
     if need_corpus:
         corpus = Path(args.corpus).resolve() if args.corpus else out / "corpus"
@@ -108,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"{corpus} has no {CORPUS_LAYOUT[task]!r} layout for {task}; "
                                  f"remake it with that task or give --data-config {task}=PATH")
             layouts[task] = layout
+        if "asr" in need_corpus and "noisy" in manifest["layouts"]:
+            mixed_corpus = corpus  # Fig. 5 on its mixed-noise set
 
     configs = {}
     for task in tasks:
@@ -115,9 +122,9 @@ def run(args: argparse.Namespace) -> int:
         with open(source) as f:
             base = yaml.safe_load(f)
         configs[task] = prepare_task_config(task, base, args.steps, args.size, layouts.get(task))
-    table = Table1(out, ckpt, configs, steps=args.steps, fixed_layer=fixed_layer, seed=args.seed,
+    table = Table1(out, ckpt, configs, fixed_layer=fixed_layer, seed=args.seed,
                    time_repeats=args.time_repeats, time_max_utterances=args.time_max_utterances,
-                   threads=args.threads or None, device=args.device)
+                   threads=args.threads or None, device=args.device, mixed_corpus=mixed_corpus)
     table.run()
     print((out / "table1.md").read_text())
     return 0

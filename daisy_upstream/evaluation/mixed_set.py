@@ -36,6 +36,7 @@ __all__ = [
     "CONDITION_ORDER",
     "fixed_layer_of_equal_compute",
     "mixed_set_comparison",
+    "mixed_set_exits",
     "read_mixed_set",
     "wer_by_condition",
     "write_asr_layout",
@@ -160,6 +161,55 @@ def _daisy_exit_layers(upstream_ckpt: str, config: Dict[str, Any], counts: Optio
     return exits
 
 
+def mixed_set_exits(corpus: PathLike, downstream_ckpt: PathLike, daisy_config: Optional[PathLike] = None,
+                    device: str = "cpu") -> Dict[str, Any]:
+    """DAISY's exit layer on each utterance of the mixed set, and the fixed layer of equal compute.
+
+    Args:
+        corpus: a ``daisy make-corpus`` folder with the ``noisy`` layout.
+        downstream_ckpt: runner checkpoint of an ASR downstream trained with ``-u daisy_hubert*``
+            (its exit counts and, unless ``daisy_config`` is given, its upstream config).
+
+    Returns:
+        ``items`` (:func:`read_mixed_set`), ``exits`` (one per item), ``fixed_layer``
+        (:func:`fixed_layer_of_equal_compute`), ``daisy_config`` (the values), ``upstream_ckpt``.
+    """
+    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT
+
+    corpus = Path(corpus).resolve()
+    manifest = json.loads((corpus / "corpus.json").read_text()) if (corpus / "corpus.json").is_file() else None
+    if manifest is None:
+        raise FileNotFoundError(f"--corpus {corpus}: no corpus.json (make one with 'daisy make-corpus')")
+    if "noisy" not in manifest["layouts"]:
+        raise ValueError(f"{corpus} has no 'noisy' layout (the mixed set); remake it with the 'noisy' task")
+    items = read_mixed_set(Path(manifest["layouts"]["noisy"]["root"]))
+    ckpt = Path(downstream_ckpt).resolve()
+    trained = _check_downstream(ckpt)
+    upstream_ckpt = trained["args"].get("upstream_ckpt") or str(DEFAULT_CHECKPOINT)
+    daisy_config_path = daisy_config or trained["args"].get("upstream_model_config")
+    if not daisy_config_path or not Path(daisy_config_path).is_file():
+        raise FileNotFoundError(f"the DAISY upstream config {daisy_config_path!r} (from {ckpt}) is not there; "
+                                "pass --daisy-config")
+    daisy_values = yaml.safe_load(Path(daisy_config_path).read_text()) or {}
+    if daisy_values.get("strategy") in ("fixed", "full"):
+        raise ValueError(f"{daisy_config_path} has strategy {daisy_values['strategy']!r}: the DAISY side needs "
+                         "an early-exit strategy (pass --daisy-config)")
+    exits = _daisy_exit_layers(upstream_ckpt, daisy_values, trained["exit_counts"], [i["path"] for i in items],
+                               device)
+    return {"items": items, "exits": exits, "fixed_layer": fixed_layer_of_equal_compute(exits),
+            "daisy_config": daisy_values, "upstream_ckpt": upstream_ckpt}
+
+
+def _check_fixed_downstream(ckpt: Path, fixed_layer: int) -> None:
+    """Refuse a 'fixed' downstream that was not trained with the fixed exit at ``fixed_layer``."""
+    args = runner_args(load_runner_checkpoint(ckpt))
+    config_path = args.get("upstream_model_config")
+    values = yaml.safe_load(Path(config_path).read_text()) if config_path and Path(config_path).is_file() else None
+    if not values or values.get("strategy") != "fixed" or int(values.get("fixed_layer", -1)) != fixed_layer:
+        raise ValueError(f"{ckpt} was not trained with the fixed exit at layer {fixed_layer} (upstream config "
+                         f"{config_path!r}: {values}); train one with strategy 'fixed', fixed_layer {fixed_layer}")
+
+
 def _fig5_plot(results: Dict[str, Dict[str, Dict[str, float]]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -194,6 +244,7 @@ def mixed_set_comparison(
     device: str = "cpu",
     threads: Optional[int] = 1,
     runner: Optional[Runner] = None,
+    prepared: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Fig. 5: evaluate the ASR downstream on the mixed set with DAISY and with the fixed exit.
 
@@ -204,9 +255,13 @@ def mixed_set_comparison(
         downstream_ckpt: runner checkpoint of an ASR downstream trained with ``-u daisy_hubert*``.
         daisy_config: upstream config of the DAISY evaluation (default: the one the downstream
             was trained with).
-        fixed_downstream_ckpt: a downstream trained with the fixed exit (default: the DAISY one).
+        fixed_downstream_ckpt: a downstream trained with the fixed exit at the layer of equal
+            compute (default: the DAISY one, evaluated with that fixed exit); refused when it was
+            trained with another upstream config.
         device, threads: of the runner's evaluations and of the exit-layer pass.
         runner: runs one runner command (default :func:`subprocess_runner`).
+        prepared: :func:`mixed_set_exits` of the same corpus, checkpoint and config, when the
+            caller has it already (the exits are not computed again).
 
     Returns:
         the ``mixed_set.json`` payload, plus ``table`` (the text table) and ``out``.
@@ -214,35 +269,18 @@ def mixed_set_comparison(
     Raises:
         FileNotFoundError / ValueError: no mixed set, not an ASR / DAISY downstream, no DAISY config.
     """
-    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT
-
     runner = runner or functools.partial(subprocess_runner, threads=threads)
     out = Path(out).resolve() / "mixed_set"
     out.mkdir(parents=True, exist_ok=True)
-    corpus = Path(corpus).resolve()
-    manifest = json.loads((corpus / "corpus.json").read_text()) if (corpus / "corpus.json").is_file() else None
-    if manifest is None:
-        raise FileNotFoundError(f"--corpus {corpus}: no corpus.json (make one with 'daisy make-corpus')")
-    if "noisy" not in manifest["layouts"]:
-        raise ValueError(f"{corpus} has no 'noisy' layout (the mixed set); remake it with the 'noisy' task")
-    items = read_mixed_set(Path(manifest["layouts"]["noisy"]["root"]))
+    ckpt = Path(downstream_ckpt).resolve()
+    exits_found = prepared or mixed_set_exits(corpus, ckpt, daisy_config, device)
+    items, exits = exits_found["items"], exits_found["exits"]
+    daisy_values, upstream_ckpt = exits_found["daisy_config"], exits_found["upstream_ckpt"]
     condition_of = {i["utt"]: i["condition"] for i in items}
     layout = write_asr_layout(items, out / "asr")
-
-    ckpt = Path(downstream_ckpt).resolve()
-    trained = _check_downstream(ckpt)
-    upstream_ckpt = trained["args"].get("upstream_ckpt") or str(DEFAULT_CHECKPOINT)
-    daisy_config_path = daisy_config or trained["args"].get("upstream_model_config")
-    if not daisy_config_path or not Path(daisy_config_path).is_file():
-        raise FileNotFoundError(f"the DAISY upstream config {daisy_config_path!r} (from {ckpt}) is not there; "
-                                "pass --daisy-config")
-    daisy_values = yaml.safe_load(Path(daisy_config_path).read_text()) or {}
-    if daisy_values.get("strategy") in ("fixed", "full"):
-        raise ValueError(f"{daisy_config_path} has strategy {daisy_values['strategy']!r}: the DAISY side needs "
-                         "an early-exit strategy (pass --daisy-config)")
-    exits = _daisy_exit_layers(upstream_ckpt, daisy_values, trained["exit_counts"], [i["path"] for i in items],
-                               device)
-    fixed_layer = fixed_layer_of_equal_compute(exits)
+    fixed_layer = exits_found["fixed_layer"]
+    if fixed_downstream_ckpt is not None:
+        _check_fixed_downstream(Path(fixed_downstream_ckpt), fixed_layer)
     fixed_config = {"strategy": "fixed", "fixed_layer": fixed_layer}
     configs = {"daisy": out / "daisy_upstream.yaml", "fixed": out / "fixed_upstream.yaml"}
     atomic_write_text(configs["daisy"], yaml.safe_dump(daisy_values, sort_keys=False))

@@ -153,18 +153,24 @@ def read_ark(path: Path) -> Dict[str, List[str]]:
     return out
 
 
-def word_errors(hyp_ark: Path, ref_ark: Path, keys: Optional[Sequence[str]] = None) -> Tuple[int, int]:
-    """(word edits, reference words) over the utterances of two s3prl ``.ark`` files."""
+def word_errors(hyp_ark: Path, ref_ark: Path, keys: Optional[Sequence[str]] = None,
+                chars: bool = False) -> Tuple[int, int]:
+    """(edits, reference units) over the utterances of two s3prl ``.ark`` files.
+
+    Units are words, or with ``chars`` the characters of the space-joined words (as s3prl's
+    ASR expert counts its character error rate).
+    """
     import editdistance
 
     hyp, ref = read_ark(hyp_ark), read_ark(ref_ark)
     if set(hyp) != set(ref):
         raise ValueError(f"{hyp_ark} and {ref_ark} list different utterances")
-    errors = words = 0
+    errors = units = 0
     for key in (ref if keys is None else keys):
-        errors += editdistance.eval(hyp[key], ref[key])
-        words += len(ref[key])
-    return errors, words
+        h, r = (" ".join(hyp[key]), " ".join(ref[key])) if chars else (hyp[key], ref[key])
+        errors += editdistance.eval(h, r)
+        units += len(r)
+    return errors, units
 
 
 def sid_accuracy(log: Path, split: str = "test") -> Optional[float]:
@@ -205,7 +211,8 @@ def parse_metric(task: str, expdir: PathLike, split: Optional[str] = None) -> Di
         errors, words = word_errors(hyp, ref)
         if words == 0:
             raise ValueError(f"{ref} holds no reference words")
-        return {"wer": 100.0 * errors / words, "utterances": len(read_ark(ref))}
+        char_errors, chars = word_errors(hyp, ref, chars=True)
+        return {"wer": 100.0 * errors / words, "cer": 100.0 * char_errors / chars, "utterances": len(read_ark(ref))}
     if task == "voxceleb1":
         log = expdir / "log.log"
         if not log.is_file():

@@ -77,7 +77,7 @@ def test_markdown_layout_rows_columns_and_missing_cells():
     }
     text = t1.format_markdown(cells, rows, ["asr", "enhancement_stft"])
     lines = text.splitlines()
-    assert lines[0] == "| method | ASR WER ↓ | ASR time saved | SE PESQ / STOI ↑ | SE time saved |"
+    assert lines[0] == "| method | ASR WER (CER) ↓ | ASR time saved | SE PESQ / STOI ↑ | SE time saved |"
     body = lines[2:10]
     assert [line.split(" | ")[0][2:] for line in body] == [r.label for r in rows]
     assert body[1] == "| DAISY rho=1.0, threshold | 15.45% | 31.54% | – | – |"
@@ -127,8 +127,9 @@ def _table(tmp_path, runner, monkeypatch, timings=None):
 
     monkeypatch.setattr(t1_table, "time_rows", fake_time)
     monkeypatch.setattr(t1_table, "test_audio_files", lambda task, config: [Path("a.wav")])
-    config = {"downstream_expert": {"datarc": {"file_path": "/data", "meta_data": "/data/m.txt"}}}
-    return t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": config}, steps=7, fixed_layer=2,
+    config = {"runner": {"total_steps": 7},
+              "downstream_expert": {"datarc": {"file_path": "/data", "meta_data": "/data/m.txt"}}}
+    return t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": config}, fixed_layer=2,
                      runner=runner, log=lambda m: None)
 
 
@@ -176,11 +177,16 @@ def test_failed_cell_raises_and_leaves_no_result(tmp_path, monkeypatch):
 
 def test_other_settings_in_the_same_folder_are_refused(tmp_path, monkeypatch):
     _table(tmp_path, FakeRunner(), monkeypatch).run()
-    config = {"downstream_expert": {"datarc": {"file_path": "/data", "meta_data": "/data/m.txt"}}}
-    other = t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": config}, steps=8, fixed_layer=2,
+    config = {"runner": {"total_steps": 8},
+              "downstream_expert": {"datarc": {"file_path": "/data", "meta_data": "/data/m.txt"}}}
+    other = t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": config}, fixed_layer=2,
                       runner=FakeRunner(), log=lambda m: None)
-    with pytest.raises(ValueError, match="steps=7"):
+    with pytest.raises(ValueError, match="voxceleb1 config differs"):
         other.run()
+    moved = t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": {**config, "runner": {"total_steps": 7}}},
+                      fixed_layer=3, runner=FakeRunner(), log=lambda m: None)
+    with pytest.raises(ValueError, match="fixed_layer=2"):
+        moved.run()
 
 
 def test_prepare_task_config_fills_paths_and_refuses_placeholders():
@@ -192,3 +198,105 @@ def test_prepare_task_config_fills_paths_and_refuses_placeholders():
     assert config["downstream_expert"]["datarc"]["file_path"] == "/c/sid"
     assert config["runner"]["total_steps"] == 10 and config["runner"]["save_step"] == 10
     assert base["downstream_expert"]["datarc"]["file_path"].startswith("/path/to/")  # input untouched
+
+
+def test_steps_default_per_task():
+    """No --steps: each task trains its own SMALL_STEPS (size small) or its config's total_steps (paper)."""
+    layout = {"file_path": "/c/sid", "meta_data": "/c/m.txt"}
+    base = {"runner": {"total_steps": 200000}, "optimizer": {"lr": 1}, "downstream_expert": {
+        "datarc": {"file_path": "/path/to/VoxCeleb1", "meta_data": "/path/to/iden_split.txt"}, "modelrc": {}}}
+    small = t1.prepare_task_config("voxceleb1", base, None, "small", layout)
+    assert small["runner"]["total_steps"] == t1.SMALL_STEPS["voxceleb1"] == small["runner"]["save_step"]
+    assert t1.prepare_task_config("voxceleb1", base, None, "paper", layout)["runner"]["total_steps"] == 200000
+    assert t1.prepare_task_config("voxceleb1", base, 12, "paper", layout)["runner"]["total_steps"] == 12
+    with pytest.raises(ValueError, match="--steps must be >= 1"):
+        t1.prepare_task_config("voxceleb1", base, 0, "small", layout)
+    with pytest.raises(ValueError, match="no runner.total_steps"):
+        t1.prepare_task_config("voxceleb1", {**base, "runner": {}}, None, "paper", layout)
+    assert set(t1.SMALL_STEPS) == set(t1.TASKS)
+
+
+def _write_scp(folder: Path, signals: dict) -> None:
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for utt, wav in signals.items():
+        sf.write(folder / f"{utt}.wav", wav.astype("float32"), 16000, subtype="FLOAT")
+        lines.append(f"{utt} {folder / f'{utt}.wav'}")
+    (folder / "wav.scp").write_text("\n".join(lines) + "\n")
+
+
+def test_unprocessed_baselines_have_the_snr_they_were_mixed_at(tmp_path):
+    """SE: noisy = clean + noise at 10 dB scores SI-SDR 10 dB; SS: a mixture of two equal-power
+    independent sources scores SI-SDR 0 dB against each (SI-SDRi 0 by definition)."""
+    import numpy as np
+
+    from daisy_upstream.evaluation.table1.baselines import unprocessed_metric
+
+    rng = np.random.default_rng(0)
+    clean = {f"u{i}": 0.1 * rng.standard_normal(32000) for i in range(2)}
+    noise = {k: 0.1 * rng.standard_normal(32000) * 10 ** (-10 / 20) for k in clean}
+    _write_scp(tmp_path / "se" / "clean", clean)
+    _write_scp(tmp_path / "se" / "noisy", {k: clean[k] + noise[k] for k in clean})
+    se = unprocessed_metric("enhancement_stft", {"downstream_expert": {"loaderrc": {"test_dir": str(tmp_path / "se")}}})
+    assert se["utterances"] == 2 and abs(se["si_sdr"] - 10.0) < 0.3 and 0 < se["stoi"] <= 100 and se["pesq"] > 0
+    s1 = {f"m{i}": 0.1 * rng.standard_normal(32000) for i in range(2)}
+    s2 = {k: 0.1 * rng.standard_normal(32000) for k in s1}
+    _write_scp(tmp_path / "ss" / "s1", s1)
+    _write_scp(tmp_path / "ss" / "s2", s2)
+    _write_scp(tmp_path / "ss" / "mix_clean", {k: s1[k] + s2[k] for k in s1})
+    ss = unprocessed_metric("separation_stft", {"downstream_expert": {"loaderrc": {"test_dir": str(tmp_path / "ss")}}})
+    assert ss["si_sdri"] == 0.0 and abs(ss["mixture_si_sdr"]) < 0.2 and ss["utterances"] == 2
+    assert unprocessed_metric("asr", {}) is None and unprocessed_metric("voxceleb1", {}) is None
+    assert t1.format_metric("separation_stft", ss).startswith("0 (mixture SI-SDR")
+
+
+def test_fig5_cell_trains_the_fixed_exit_of_equal_compute(tmp_path, monkeypatch):
+    """With a mixed-noise corpus, ASR gets a Fig. 5 cell: it trains the fixed exit at the layer of
+    equal compute (here 3, not the table's 2) and compares it with the rho 1.0 downstream."""
+    from daisy_upstream.evaluation import mixed_set
+
+    calls = {}
+
+    def fake_exits(corpus, ckpt, daisy_config=None, device="cpu"):
+        calls["exits_ckpt"] = Path(ckpt)
+        return {"fixed_layer": 3, "exits": [3, 3, 2, 4]}
+
+    def fake_comparison(out, corpus, ckpt, fixed_downstream_ckpt=None, prepared=None, **kwargs):
+        calls["fixed_ckpt"], calls["prepared"] = Path(fixed_downstream_ckpt), prepared
+        return {"wer": {"DAISY": {"overall": {"wer": 50.0}}, "fixed exit at layer 3": {"overall": {"wer": 60.0}}}}
+
+    monkeypatch.setattr(mixed_set, "mixed_set_exits", fake_exits)
+    monkeypatch.setattr(mixed_set, "mixed_set_comparison", fake_comparison)
+    monkeypatch.setattr(t1_table, "time_rows", lambda *a, **k: {"modes": {}})
+    monkeypatch.setattr(t1_table, "test_audio_files", lambda task, config: [Path("a.wav")])
+    runner = FakeRunner()
+    config = {"runner": {"total_steps": 7}, "downstream_expert": {"datarc": {}}}
+    table = t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"asr": config}, fixed_layer=2, runner=runner,
+                      mixed_corpus=tmp_path / "corpus", log=lambda m: None)
+    monkeypatch.setattr(t1_table, "parse_metric", lambda task, expdir: {"wer": 10.0})
+    payload = table.run()
+    trained = [c[c.index("-p") + 1] for c in runner.calls if "train" in c]
+    assert trained[-1].endswith("train_fixed3") and len(trained) == 5
+    fixed_config = table.upstream_config_path("train_fixed3").read_text()
+    assert "fixed_layer: 3" in fixed_config and "strategy: fixed" in fixed_config
+    assert calls["exits_ckpt"].name == "states-7.ckpt" and calls["exits_ckpt"].parent.name == "train_rho1.0"
+    assert calls["fixed_ckpt"].parent.name == "train_fixed3" and calls["prepared"]["fixed_layer"] == 3
+    assert payload["mixed"]["fixed_layer"] == 3 and "Fig. 5" in (table.out / "table1.md").read_text()
+    # resumed: nothing runs again
+    runner2 = FakeRunner()
+    t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"asr": config}, fixed_layer=2, runner=runner2,
+              mixed_corpus=tmp_path / "corpus", log=lambda m: None).run()
+    assert runner2.calls == []
+
+
+def test_asr_cer_counts_characters_of_the_space_joined_words(tmp_path):
+    """CER beside WER: 'THE CAT' -> 'THE CAD SAT' is 2 word edits of 2 words (WER 100%) and
+    4 character edits ('D SA' inserted before the last 'T') of its 7 characters."""
+    (tmp_path / "test-clean-noLM-hyp.ark").write_text("u1 THE CAD SAT\nu2 A\n")
+    (tmp_path / "test-clean-noLM-ref.ark").write_text("u1 THE CAT\nu2 A\n")
+    metric = t1.parse_metric("asr", tmp_path)
+    assert metric["wer"] == pytest.approx(100.0 * 2 / 3)  # u1: 1 substitution + 1 insertion; u2: none; 3 words
+    assert metric["cer"] == pytest.approx(100.0 * 4 / 8)  # "THE CAT" -> "THE CA(D SA)T": 4 ins; 7 + 1 chars
+    assert t1.format_metric("asr", metric) == f"{metric['wer']:.2f}% ({metric['cer']:.1f}%)"

@@ -10,7 +10,10 @@ resumes where it stopped:
   checkpoint of their rho with the span's upstream config given as
   ``-o args.upstream_model_config=...`` (the span comes from the training's exit counts);
 * ``time``: per task, the upstream forward on that task's test audio, every row side by
-  side with the full model in one benchmark run (same weights, same audio, batch 1).
+  side with the full model in one benchmark run (same weights, same audio, batch 1);
+* ``base``: SE and SS, what the unprocessed test input scores (:mod:`.baselines`);
+* ``mixed``: with ASR and a corpus holding the mixed-noise set, the paper's Fig. 5 (the
+  rho 1.0 downstream against one trained with the fixed exit of equal average compute).
 """
 from __future__ import annotations
 
@@ -72,7 +75,7 @@ def training_configs(rows: Sequence[Row]) -> Dict[str, Dict[str, Any]]:
 class Cell:
     """A unit of work that leaves ``result`` (a JSON file) when finished."""
 
-    kind: str  # train | eval | time
+    kind: str  # train | eval | time | base | mixed
     task: str
     name: str  # run (train), row key (eval), "all" (time)
     result: Path

@@ -20,16 +20,18 @@ def format_metric(task: str, metric: Optional[Mapping[str, float]]) -> str:
     if not metric:
         return "–"
     if task == "asr":
-        return f"{metric['wer']:.2f}%"
+        return f"{metric['wer']:.2f}%" + (f" ({metric['cer']:.1f}%)" if "cer" in metric else "")
     if task == "voxceleb1":
         return f"{metric['acc']:.2f}%"
     if task == "enhancement_stft":
         return f"{metric['pesq']:.2f} / {metric['stoi']:.1f}"
+    if "mixture_si_sdr" in metric:  # the unprocessed mixture: SI-SDRi 0 by definition
+        return f"0 (mixture SI-SDR {metric['mixture_si_sdr']:.2f} dB)"
     return f"{metric['si_sdri']:.2f}"
 
 
 METRIC_HEADERS = {
-    "asr": "ASR WER ↓",
+    "asr": "ASR WER (CER) ↓",
     "voxceleb1": "SID acc ↑",
     "enhancement_stft": "SE PESQ / STOI ↑",
     "separation_stft": "SS SI-SDRi ↑",
@@ -37,15 +39,18 @@ METRIC_HEADERS = {
 
 
 def format_markdown(cells: Mapping[str, Mapping[str, Mapping[str, Any]]], rows: Sequence[Row],
-                    tasks: Sequence[str], title: Optional[str] = None) -> str:
+                    tasks: Sequence[str], title: Optional[str] = None,
+                    mixed: Optional[Mapping[str, Any]] = None) -> str:
     """The paper's Table 1 layout.
 
     Args:
         cells: ``cells[task][row_key]`` with optional ``metric`` (as :func:`parse_metric`),
             ``saved`` (fraction of the full model's upstream time), ``span``,
-            ``mean_exit_layer``.
+            ``mean_exit_layer``; ``cells[task]["unprocessed"]`` (optional): the unprocessed
+            input's ``metric``, shown as the last row.
         rows: the rows, top to bottom.
         tasks: the column groups, left to right.
+        mixed: the Fig. 5 result (``Table1._mixed``), shown below the tables when given.
     """
     header = ["method"]
     for task in tasks:
@@ -61,6 +66,11 @@ def format_markdown(cells: Mapping[str, Mapping[str, Mapping[str, Any]]], rows: 
             values.append(format_metric(task, cell.get("metric")))
             saved = cell.get("saved")
             values.append("–" if saved is None else f"{100 * saved:.2f}%")
+        lines.append("| " + " | ".join(values) + " |")
+    if any("unprocessed" in cells.get(task, {}) for task in tasks):
+        values = ["unprocessed input (no downstream)"]
+        for task in tasks:
+            values += [format_metric(task, cells.get(task, {}).get("unprocessed", {}).get("metric")), "–"]
         lines.append("| " + " | ".join(values) + " |")
     # where the rows exited: span and mean exit layer on the test audio
     lines += ["", "Exit span at evaluation (from the training exit counts), mean exit layer on the test audio, and "
@@ -78,4 +88,12 @@ def format_markdown(cells: Mapping[str, Mapping[str, Mapping[str, Any]]], rows: 
                 text += f" (mean {mean:.2f}" + (f", ideal saving {100 * ideal:.1f}%)" if ideal is not None else ")")
             values.append(text)
         lines.append("| " + " | ".join(values) + " |")
+    if mixed:
+        lines += ["", f"Fig. 5, ASR WER on the mixed-noise set (40% clean, 30% 10 dB, 20% 5 dB, 10% 0 dB): DAISY "
+                  f"(rho 1.0) against a downstream trained with the fixed exit at layer {mixed['fixed_layer']} "
+                  "(equal average compute):", ""]
+        groups = list(next(iter(mixed["wer"].values())))
+        lines += ["| method | " + " | ".join(groups) + " |", "|" + "|".join(["---"] + ["---:"] * len(groups)) + "|"]
+        for name, by in mixed["wer"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{by[g]['wer']:.2f}%" for g in groups) + " |")
     return "\n".join(lines) + "\n"

@@ -2,7 +2,7 @@
 
 Each finished cell (see :mod:`.plan`) writes its result file; running again skips those and
 redoes a half-finished one from its start. A folder holds one table: a re-run with another
-checkpoint, number of steps, fixed layer, seed or task config is refused.
+checkpoint, fixed layer, seed or task config (steps included) is refused.
 """
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ from daisy_upstream.integration.runner_io import (
     subprocess_runner,
 )
 
-from .plan import TASKS, TEST_SPLIT, Cell, Row, default_rows, training_configs
+from .plan import TASK_TITLES, TASKS, TEST_SPLIT, Cell, Row, default_rows, training_configs
 from .report import format_elapsed, format_markdown
+from .baselines import UNPROCESSED_TASKS, unprocessed_metric
 from .tasks import test_audio_files
 from .timing import time_rows
 
@@ -39,20 +40,24 @@ class Table1:
     Args:
         out: working directory (configs, experiments, results, ``table1.md``).
         ckpt: DAISY checkpoint (the upstream, ``-k``).
-        task_configs: ``{task: config dict}`` with the data paths filled in.
-        steps: downstream training steps per training.
+        task_configs: ``{task: config dict}`` with the data paths filled in; each training
+            runs the config's ``runner.total_steps`` and is evaluated at its last step.
         fixed_layer: exit layer of the fixed-exit row.
         runner: runs one runner command (``cmd, log``); default
             :func:`daisy_upstream.integration.runner_io.subprocess_runner`.
         threads: torch / OpenMP threads of the runner and of the timing (None: defaults).
         device: torch device of the runner's trainings and evaluations (``--device``) and of
             the timing.
+        mixed_corpus: a ``daisy make-corpus`` folder with the ``noisy`` layout: with ASR among
+            the tasks, the paper's Fig. 5 is added (DAISY rho 1.0 against a fixed exit of equal
+            average compute on the mixed-noise set, the fixed-exit downstream trained apart).
     """
 
-    def __init__(self, out: Path, ckpt: Path, task_configs: Mapping[str, Dict[str, Any]], steps: int,
+    def __init__(self, out: Path, ckpt: Path, task_configs: Mapping[str, Dict[str, Any]],
                  fixed_layer: int, seed: int = 0, runner: Optional[Runner] = None,
                  time_repeats: int = 3, time_max_utterances: int = 50, threads: Optional[int] = 1,
-                 device: str = "cpu", log: Callable[[str], None] = lambda m: print(m, flush=True)) -> None:
+                 device: str = "cpu", mixed_corpus: Optional[Path] = None,
+                 log: Callable[[str], None] = lambda m: print(m, flush=True)) -> None:
         self.out = Path(out).resolve()
         self.ckpt = Path(ckpt).resolve()
         self.tasks = [t for t in TASKS if t in task_configs]
@@ -60,9 +65,7 @@ class Table1:
         if unknown:
             raise ValueError(f"unknown task(s) {sorted(unknown)}; choose from {', '.join(TASKS)}")
         self.task_configs = dict(task_configs)
-        self.steps = int(steps)
-        if self.steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {steps}")
+        self.steps = {task: int(config["runner"]["total_steps"]) for task, config in self.task_configs.items()}
         self.fixed_layer = int(fixed_layer)
         self.seed = seed
         self.rows = default_rows(self.fixed_layer)
@@ -72,6 +75,7 @@ class Table1:
         self.device = device
         self.time_repeats = time_repeats
         self.time_max_utterances = time_max_utterances
+        self.mixed_corpus = None if mixed_corpus is None else Path(mixed_corpus).resolve()
         self.log = log
 
     # -- layout -------------------------------------------------------------------------
@@ -85,7 +89,7 @@ class Table1:
         return self.task_dir(task) / f"eval_{row}"
 
     def final_checkpoint(self, task: str, run: str) -> Path:
-        return self.train_dir(task, run) / f"states-{self.steps}.ckpt"
+        return self.train_dir(task, run) / f"states-{self.steps[task]}.ckpt"
 
     def upstream_config_path(self, name: str) -> Path:
         return self.out / "upstream" / f"{name}.yaml"
@@ -101,12 +105,20 @@ class Table1:
             for row in self.rows:
                 cells.append(Cell("eval", task, row.key, self.eval_dir(task, row.key) / "cell.json"))
             cells.append(Cell("time", task, "all", self.task_dir(task) / "timing.json"))
+            if task in UNPROCESSED_TASKS:
+                cells.append(Cell("base", task, "unprocessed", self.task_dir(task) / "unprocessed.json"))
+        if "asr" in self.tasks and self.mixed_corpus is not None:
+            cells.append(Cell("mixed", "asr", "fig5", self.mixed_dir() / "cell.json"))
         return cells
+
+    def mixed_dir(self) -> Path:
+        return self.task_dir("asr") / "mixed_set"
 
     # -- settings: a folder holds one table ----------------------------------------------
     def settings(self) -> Dict[str, Any]:
-        return {"ckpt": str(self.ckpt), "steps": self.steps, "fixed_layer": self.fixed_layer,
-                "seed": self.seed, "task_configs": self.task_configs}
+        return {"ckpt": str(self.ckpt), "fixed_layer": self.fixed_layer, "seed": self.seed,
+                "task_configs": self.task_configs,
+                "mixed_corpus": None if self.mixed_corpus is None else str(self.mixed_corpus)}
 
     def claim(self) -> None:
         """Write the inputs; refuse a folder holding a table made with other settings."""
@@ -118,7 +130,7 @@ class Table1:
                 if before["task_configs"][task] != mine["task_configs"][task]:
                     raise ValueError(f"{self.out} holds a Table 1 whose {task} config differs from this one; "
                                      "use another --out (or delete it to start over)")
-            for key in ("ckpt", "steps", "fixed_layer", "seed"):
+            for key in ("ckpt", "fixed_layer", "seed"):
                 if before.get(key) != mine[key]:
                     raise ValueError(f"{self.out} holds a Table 1 made with {key}={before.get(key)!r}, "
                                      f"not {mine[key]!r}; use another --out (or delete it to start over)")
@@ -172,11 +184,40 @@ class Table1:
                          test_audio_files(task, self.task_configs[task])[: self.time_max_utterances],
                          repeats=self.time_repeats, threads=self.threads, device=self.device)
 
+    def _mixed(self) -> Dict[str, Any]:
+        """Fig. 5: the rho 1.0 downstream with DAISY vs a downstream trained with the fixed exit
+        at the layer of equal average compute on the mixed set (trained here unless that layer
+        is the table's fixed layer)."""
+        from daisy_upstream.evaluation.mixed_set import mixed_set_comparison, mixed_set_exits
+
+        daisy_ckpt = self.final_checkpoint("asr", "rho1.0")
+        prepared = mixed_set_exits(self.mixed_corpus, daisy_ckpt, device=self.device)
+        layer = prepared["fixed_layer"]
+        run = "fixed" if layer == self.fixed_layer else f"fixed{layer}"
+        done = self.train_dir("asr", run) / "cell.json"
+        if not done.is_file():
+            self.log(f"[table1] Fig. 5: training the ASR downstream with the fixed exit at layer {layer}")
+            atomic_write_text(self.upstream_config_path(f"train_{run}"),
+                              yaml.safe_dump({"strategy": "fixed", "fixed_layer": layer}, sort_keys=False))
+            t0 = time.time()
+            result = self._train("asr", run)
+            result["seconds"] = round(time.time() - t0, 1)
+            atomic_write_json(done, result)
+        payload = mixed_set_comparison(self.task_dir("asr"), self.mixed_corpus, daisy_ckpt,
+                                       fixed_downstream_ckpt=self.final_checkpoint("asr", run), device=self.device,
+                                       threads=self.threads, runner=self.runner, prepared=prepared)
+        return {"fixed_layer": layer, "fixed_run": run, "wer": payload["wer"],
+                "json": str(self.mixed_dir() / "mixed_set.json")}
+
     def run_cell(self, cell: Cell) -> Dict[str, Any]:
         if cell.kind == "train":
             return self._train(cell.task, cell.name)
         if cell.kind == "eval":
             return self._evaluate(cell.task, next(r for r in self.rows if r.key == cell.name))
+        if cell.kind == "base":
+            return {"metric": unprocessed_metric(cell.task, self.task_configs[cell.task])}
+        if cell.kind == "mixed":
+            return self._mixed()
         return self._time(cell.task)
 
     # -- all of it ----------------------------------------------------------------------
@@ -225,18 +266,24 @@ class Table1:
                                 upstream_seconds=mode["median"])
                     cell.setdefault("span", mode.get("span"))
                 table.setdefault(task, {})[row.key] = cell
+            base = self.task_dir(task) / "unprocessed.json"
+            if base.is_file():
+                table.setdefault(task, {})["unprocessed"] = json.loads(base.read_text())
         return table
 
     def write_outputs(self) -> Dict[str, Any]:
         cells = self.collect()
-        title = (f"Table 1 on `{self.out}`: {self.steps} training steps per downstream, upstream "
+        steps = ", ".join(f"{TASK_TITLES[t]} {self.steps[t]}" for t in self.tasks)
+        title = (f"Table 1 on `{self.out}`: training steps per downstream {steps}; upstream "
                  f"`{self.ckpt.name}`; time saved = upstream forward time saved vs the full model "
                  "on the task's test audio (batch 1, same weights, median of repeats; the full row's own "
                  "value is the timing noise, full vs full)")
-        markdown = format_markdown(cells, self.rows, self.tasks, title=title)
+        mixed_path = self.mixed_dir() / "cell.json"
+        mixed = json.loads(mixed_path.read_text()) if mixed_path.is_file() else None
+        markdown = format_markdown(cells, self.rows, self.tasks, title=title, mixed=mixed)
         atomic_write_text(self.out / "table1.md", markdown)
         payload = {"settings": json.loads(json.dumps(self.settings())),
                    "rows": [{"key": r.key, "label": r.label, "run": r.run, "upstream": r.upstream} for r in self.rows],
-                   "cells": cells}
+                   "cells": cells, "mixed": mixed}
         atomic_write_json(self.out / "table1.json", payload)
         return payload
