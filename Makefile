@@ -25,6 +25,10 @@ $(VENV)/.deps: setup.cfg pyproject.toml | system-packages
 	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q '.[tasks,test]'
+	# ESPnet's S3prlFrontend (tests/integration/test_espnet.py): ESPnet without its dependencies
+	# (one of them declares a git URL, which pip refuses), then the few its frontend imports
+	$(VENV)/bin/python -m pip install -q --no-deps espnet==202511
+	$(VENV)/bin/python -m pip install -q '.[espnet]'
 	touch $@
 
 # the package itself (a regular install: it carries the daisy_upstream.pth start-up hook)

@@ -12,10 +12,8 @@ def read_exit_counts(runner_ckpt: Union[str, Path]) -> List[int]:
     path = Path(runner_ckpt)
     if not path.is_file():
         raise FileNotFoundError(f"runner checkpoint {path} does not exist (--stats)")
-    try:  # moving from evaluation.table1 to integration.runner_io
-        from daisy_upstream.integration.runner_io import exit_counts
-    except ImportError:
-        from daisy_upstream.evaluation.table1 import exit_counts
+    from daisy_upstream.integration.runner_io import exit_counts
+
     return exit_counts(path)
 
 
