@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -44,6 +44,7 @@ __all__ = [
     "ResampleWarning",
     "find_audio",
     "load_audio",
+    "read_scp",
     "read_audio",
 ]
 
@@ -122,6 +123,21 @@ class AudioProblems:
             detail = ", ".join(f"{n} from {sr} Hz" for sr, n in sorted(self.resampled.items()))
             lines.append(f"resampled to {SAMPLE_RATE} Hz: {detail}")
         return "\n".join(lines) if lines else "no audio file skipped or resampled"
+
+
+# -- listings -------------------------------------------------------------------------------
+def read_scp(path: Union[str, Path]) -> Dict[str, Path]:
+    """A Kaldi-style ``wav.scp`` (``utt /abs/path.wav`` per line) as ``{utt: path}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    out = {}
+    for line in path.read_text().splitlines():
+        parts = line.split(maxsplit=1)
+        if len(parts) == 2:
+            out[parts[0]] = Path(parts[1].strip())
+    return out
+
 
 
 # -- finding files ----------------------------------------------------------------------------

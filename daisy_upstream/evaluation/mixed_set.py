@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import yaml
 
 from daisy_upstream.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
+from daisy_upstream.audio.io import read_scp
 from daisy_upstream.integration.runner_io import (
     Runner,
     exit_counts,
@@ -58,7 +59,7 @@ def read_mixed_set(noisy_root: Path) -> List[Dict[str, str]]:
     for path in (scp, meta):
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: make the corpus with the 'noisy' task")
-    paths = dict(line.split(maxsplit=1) for line in scp.read_text().splitlines() if line.strip())
+    paths = read_scp(scp)
     lines = meta.read_text().splitlines()
     header = lines[0].split("\t")
     items = []
@@ -67,7 +68,7 @@ def read_mixed_set(noisy_root: Path) -> List[Dict[str, str]]:
         utt = row["utt"]
         if utt not in paths:
             raise ValueError(f"{meta} lists {utt}, which {scp} does not")
-        items.append({"utt": utt, "condition": row["condition"], "path": paths[utt].strip(),
+        items.append({"utt": utt, "condition": row["condition"], "path": str(paths[utt]),
                       "transcript": row["transcript"]})
     if not items:
         raise ValueError(f"{meta} lists no utterances")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-from .tasks import read_scp
+from daisy_upstream.audio.io import read_scp
 
 __all__ = ["UNPROCESSED_TASKS", "unprocessed_metric"]
 

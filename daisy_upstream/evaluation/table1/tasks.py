@@ -12,10 +12,11 @@ import csv
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
+from daisy_upstream.audio.io import read_scp
+
 from .plan import TEST_SPLIT
 
-__all__ = ["PAPER_LR", "SMALL_LR", "SMALL_SIZES", "SMALL_STEPS", "fill_data_paths", "prepare_task_config", "read_scp",
-           "test_audio_files"]
+__all__ = ["PAPER_LR", "SMALL_LR", "SMALL_SIZES", "SMALL_STEPS", "fill_data_paths", "prepare_task_config", "test_audio_files"]
 
 #: downstream heads and batches sized for a CPU ("small"), or the shipped configs ("paper").
 #: Measured on 2 CPU cores with the embedded model (docs/results/table1_embedded.md): ASR, a
@@ -106,18 +107,6 @@ def _check_no_placeholders(task: str, config: Mapping[str, Any]) -> None:
     if bad:
         raise ValueError(f"the {task} config still has placeholder data paths: {', '.join(bad)}; "
                          "fill them in (see docs/s3prl_recipes.md) or use a corpus (--corpus)")
-
-
-def read_scp(path: Path) -> Dict[str, Path]:
-    """A Kaldi-style ``wav.scp`` (``utt /abs/path.wav`` per line) as ``{utt: path}``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    out = {}
-    for line in path.read_text().splitlines():
-        parts = line.split(maxsplit=1)
-        if len(parts) == 2:
-            out[parts[0]] = Path(parts[1].strip())
-    return out
 
 
 def test_audio_files(task: str, config: Mapping[str, Any]) -> List[Path]:
