@@ -52,8 +52,8 @@ def _load_upstream(args, config, tmp: Path, wavs):
     import torch
 
     from daisy_upstream.atomic import atomic_torch_save
-    from daisy_upstream.factory.random_hubert import make_random_checkpoint
     from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_hubert_local
+    from daisy_upstream.testing import make_random_checkpoint
 
     if args.random_base:
         ckpt = tmp / "random_base.pt"

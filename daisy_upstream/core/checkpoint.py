@@ -1,4 +1,12 @@
-"""Reading DAISY checkpoints (s3prl's converted HuBERT format + a ``daisy`` entry).
+"""The DAISY checkpoint format (s3prl's converted HuBERT format + a ``daisy`` entry): reading,
+writing and merging, in one place (as torchaudio keeps fairseq's format in
+``utils/import_fairseq.py``).
+
+Reading: :func:`read_checkpoint` (the dict, checked), :func:`load_daisy_state` /
+:func:`load_daisy_checkpoint` (model + branches). Writing: :func:`with_branches` (the ``daisy``
+entry), :func:`half_precision` (fp16 for shipping). Merging: :func:`with_teacher` (a teacher's
+pretraining head onto a backbone, for stage-1 targets). Telling the layouts apart:
+:func:`split_authors_heads`.
 
 Format (a ``torch.save``'d dict, loadable with ``weights_only=True``)::
 
@@ -35,7 +43,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -44,12 +52,19 @@ from daisy_upstream.core.branches import BRANCH_INPUTS, ExitBranches
 
 __all__ = [
     "CLS_PRED_POSITIONS",
+    "FAIRSEQ_SPECIALS",
+    "REQUIRED_KEYS",
     "DaisyCheckpoint",
     "authors_reading",
     "build_hubert",
+    "half_precision",
     "load_daisy_checkpoint",
     "load_daisy_state",
     "read_checkpoint",
+    "split_authors_heads",
+    "with_branches",
+    "with_teacher",
+    "TEACHER_KEYS",
 ]
 
 log = logging.getLogger(__name__)
@@ -131,7 +146,10 @@ def build_hubert(state: Dict[str, Any]):
     return HubertModel(model_cfg, task_cfg, state["dictionaries_symbols"]), task_cfg
 
 
-def _split_authors_heads(weights: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+def split_authors_heads(weights: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+    """``model_weight`` -> ``(the rest, heads)``: the authors' per-layer heads
+    ``final_proj.{i}.weight/bias`` as an :class:`ExitBranches` state dict ``{"i.weight": ...}``
+    (empty when the file is not in their layout)."""
     backbone, heads = {}, {}
     for key, value in weights.items():
         match = _AUTHORS_HEAD.match(key)
@@ -179,7 +197,7 @@ def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCh
     path = name
     model, task_cfg = build_hubert(state)
     weights = {k: (v.float() if v.is_floating_point() else v) for k, v in state["model_weight"].items()}
-    weights, authors_heads = _split_authors_heads(weights)
+    weights, authors_heads = split_authors_heads(weights)
     num_layers = len(model.encoder.layers)
     embed_dim = model.encoder.embedding_dim
     calibration = position = None
@@ -222,3 +240,108 @@ def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCh
     model.encoder.layerdrop = 0.0
     model.eval()
     return DaisyCheckpoint(model, task_cfg, branches, calibration, layout, position)
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def with_branches(
+    state: Dict[str, Any],
+    branches: ExitBranches,
+    calibration: Optional[Dict[str, Any]] = None,
+    provenance: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """A copy of a converted checkpoint dict with a ``daisy`` entry (branches + calibration).
+
+    Authors' heads in ``state`` are dropped (the new branches replace them). ``provenance``
+    (how the branches were made) is stored as ``daisy.provenance``, together with the
+    backbone's own ``provenance`` entry (as ``backbone``) when ``state`` has one.
+    """
+    backbone_weights, authors_heads = split_authors_heads(state["model_weight"])
+    out = {key: state[key] for key in REQUIRED_KEYS}
+    if authors_heads:  # re-trained authors' heads replace the old ones
+        out["model_weight"] = backbone_weights
+    out["daisy"] = {
+        "branches": {k: v.detach().cpu().clone() for k, v in branches.state_dict().items()},
+        "num_classes": branches.num_classes,
+        "branch_input": branches.reads,  # what branch k reads (ours: hidden_states[k])
+    }
+    if calibration is not None:
+        out["daisy"]["calibration"] = dict(calibration)
+    record = dict(provenance or {})
+    backbone = state.get("provenance") or (state.get("daisy") or {}).get("provenance", {}).get("backbone")
+    if backbone:
+        record["backbone"] = backbone
+    if record:
+        out["daisy"]["provenance"] = record
+    return out
+
+
+def half_precision(state: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of a checkpoint dict with every floating tensor stored as fp16 (for shipping).
+
+    :func:`load_daisy_checkpoint` restores fp32 on load.
+    """
+
+    def cast(value: Any) -> Any:
+        if isinstance(value, Tensor) and value.is_floating_point():
+            return value.half()
+        if isinstance(value, dict):
+            return {k: cast(v) for k, v in value.items()}
+        return value
+
+    return {k: cast(v) if k in ("model_weight", "daisy") else v for k, v in state.items()}
+
+
+# --- merging -------------------------------------------------------------------------------
+
+#: the pretraining head that stage-1 targets need (HuBERT's ``final_proj`` + label embeddings)
+TEACHER_KEYS = ("final_proj.weight", "final_proj.bias", "label_embs_concat")
+
+
+def with_teacher(
+    state: Dict[str, Any], teacher: Dict[str, Any], name: str = "checkpoint", teacher_name: str = "teacher"
+) -> Dict[str, Any]:
+    """A checkpoint dict: ``state``'s backbone with ``teacher``'s pretraining head.
+
+    ``teacher`` is a converted HuBERT of the same backbone (for the authors' layout, whose
+    heads replace ``final_proj``). The result has the teacher's ``final_proj``, label
+    embeddings, ``final_dim``, ``untie_final_proj`` and label set; authors' heads and the
+    reading they follow (``cls_pred_position``) are dropped.
+
+    Raises:
+        ValueError: the teacher lacks the head or is another backbone (encoder weights differ).
+    """
+    weights, teacher_weights = state["model_weight"], teacher["model_weight"]
+    missing = [k for k in TEACHER_KEYS if k not in teacher_weights]
+    if "label_embs_concat" in missing:
+        raise ValueError(
+            f"{teacher_name}: checkpoint has no label_embs_concat: cannot make stage-1 targets; "
+            "it must be a pretraining checkpoint, not a fine-tuned one"
+        )
+    if missing:
+        raise ValueError(f"{teacher_name} has no {missing}")
+    probe = next((k for k in weights if k.startswith("encoder.layers.") and k in teacher_weights), None)
+    if probe is None or weights[probe].shape != teacher_weights[probe].shape or not torch.equal(
+        weights[probe].float(), teacher_weights[probe].float()
+    ):
+        raise ValueError(
+            f"{teacher_name} is not the same backbone as {name} (encoder weights differ at "
+            f"{probe!r}); pass the HuBERT the heads were trained on"
+        )
+    backbone, authors_heads = split_authors_heads(weights)
+    if authors_heads:
+        position, reads = authors_reading(state["model_cfg"], name)
+        log.info("%s: authors' layout, cls_pred_position %r: its heads read %s; replaced by the "
+                 "teacher's head", name, position, BRANCH_INPUTS[reads])
+    model_cfg = {k: v for k, v in state["model_cfg"].items() if k != "cls_pred_position"}
+    for key in ("final_dim", "untie_final_proj"):
+        model_cfg.pop(key, None)
+        if key in teacher["model_cfg"]:
+            model_cfg[key] = teacher["model_cfg"][key]
+    return dict(
+        state,
+        dictionaries_symbols=teacher["dictionaries_symbols"],
+        model_cfg=model_cfg,
+        model_weight={**backbone, **{k: teacher_weights[k] for k in TEACHER_KEYS}},
+    )

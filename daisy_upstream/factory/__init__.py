@@ -1,2 +1,2 @@
-"""The embedded model's factory: synthetic corpora (``corpus``), tiny HuBERT pretraining
-(``pretrain``) and random-weight HuBERT checkpoints of any size (``random_hubert``)."""
+"""The embedded model's factory: synthetic corpora (``corpus``) and tiny HuBERT pretraining
+(``pretrain``)."""

@@ -23,10 +23,10 @@ from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.audio.noise import NoiseAugment
 from daisy_upstream.core.branches import ExitBranches
+from daisy_upstream.core.checkpoint import half_precision, with_branches
 from daisy_upstream.core.early_exit import EarlyExitHubert
 
 from .batch_feed import BatchFeed
-from .checkpoint_write import half_precision, with_branches
 from .distributed import barrier, init_distributed, resolve_device
 from .monitor import TrainingMonitor
 from .stage1_config import Stage1Config, Stage1Result

@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.core.branches import BRANCH_INPUTS, ExitBranches, valid_frame_mask
 from daisy_upstream.core.checkpoint import (
-    _AUTHORS_HEAD, DaisyCheckpoint, FAIRSEQ_SPECIALS, authors_reading, load_daisy_state,
-    read_checkpoint,
+    FAIRSEQ_SPECIALS, DaisyCheckpoint, load_daisy_state, read_checkpoint, split_authors_heads,
+    with_teacher,
 )
 from daisy_upstream.core.early_exit import EarlyExitHubert
 from daisy_upstream.core.policy import make_plan
@@ -141,42 +141,9 @@ def load_frozen_model(
     """
     state = read_checkpoint(checkpoint)
     weights = state["model_weight"]
-    has_proj = "final_proj.weight" in weights
-    teacher_weights: Dict[str, Tensor] = {}
     if teacher is not None:
-        teacher_state = read_checkpoint(teacher)
-        tw = teacher_state["model_weight"]
-        needed = ["final_proj.weight", "final_proj.bias", "label_embs_concat"]
-        missing = [k for k in needed if k not in tw]
-        if "label_embs_concat" in missing:
-            raise ValueError(f"teacher {teacher}: {_NO_LABEL_EMBS}")
-        if missing:
-            raise ValueError(f"teacher {teacher} has no {missing}")
-        probe = next((k for k in weights if k.startswith("encoder.layers.") and k in tw), None)
-        if probe is None or weights[probe].shape != tw[probe].shape or not torch.equal(
-            weights[probe].float(), tw[probe].float()
-        ):
-            raise ValueError(
-                f"teacher {teacher} is not the same backbone as {checkpoint} "
-                f"(encoder weights differ at {probe!r}); pass the HuBERT the heads were trained on"
-            )
-        teacher_weights = {k: tw[k] for k in needed}
-        # the backbone with the teacher's final_proj, label embeddings, final_dim and label
-        # set (the authors' final_dim is their class count); their heads and the reading
-        # they follow (cls_pred_position) go: the branches trained here read hidden_states
-        if any(_AUTHORS_HEAD.match(k) for k in weights):
-            position, reads = authors_reading(state["model_cfg"], str(checkpoint))
-            log.info("%s: authors' layout, cls_pred_position %r: its heads read %s; replaced by the "
-                     "branches trained here", checkpoint, position, BRANCH_INPUTS[reads])
-        state = dict(state, dictionaries_symbols=teacher_state["dictionaries_symbols"])
-        state["model_weight"] = {**{k: v for k, v in weights.items() if not _AUTHORS_HEAD.match(k)}, **teacher_weights}
-        model_cfg = {k: v for k, v in state["model_cfg"].items() if k != "cls_pred_position"}
-        for key in ("final_dim", "untie_final_proj"):
-            model_cfg.pop(key, None)
-            if key in teacher_state["model_cfg"]:
-                model_cfg[key] = teacher_state["model_cfg"][key]
-        state["model_cfg"] = model_cfg
-    elif not has_proj and any(_AUTHORS_HEAD.match(k) for k in weights):
+        state = with_teacher(state, read_checkpoint(teacher), str(checkpoint), f"teacher {teacher}")
+    elif "final_proj.weight" not in weights and split_authors_heads(weights)[1]:
         raise ValueError(
             f"{checkpoint} has per-layer heads (the authors' layout) instead of HuBERT's final_proj, "
             "so the last layer's cluster assignment cannot be computed from it; pass --teacher "

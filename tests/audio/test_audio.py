@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Sequence
 
 import numpy as np
 import pytest
@@ -11,23 +10,7 @@ import torch
 
 from daisy_upstream.audio.corpus import AudioCorpus, files_from_s3prl_config, make_batches, split_heldout
 from daisy_upstream.audio.io import NoAudioError, ResampleWarning, find_audio, load_audio
-
-
-def write_wavs(folder: Path, seconds: Sequence[float], rate: int = 16000, fmt: str = "wav", seed: int = 0,
-               prefix: str = "u") -> Dict[str, Path]:
-    """Tiny synthetic utterances (tones + noise) -> {name: path}."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    out = {}
-    for i, sec in enumerate(seconds):
-        n = int(round(sec * rate))
-        t = np.arange(n) / rate
-        x = 0.1 * np.sin(2 * np.pi * (120 + 40 * i) * t) * (1 + np.sin(2 * np.pi * 3 * t))
-        x = (x + 0.02 * rng.standard_normal(n)).astype(np.float32)
-        path = folder / f"{prefix}{i}.{fmt}"
-        sf.write(path, x, rate)
-        out[path.stem] = path
-    return out
+from daisy_upstream.testing import write_wavs
 
 
 def test_directory_tree_finds_wav_and_flac(tmp_path):

@@ -1,6 +1,6 @@
 """The authors' checkpoints as their code loads them, against s3prl's own HuBERT.
 
-The fixtures follow the facts listed in :mod:`tests.core.authors_layout` (no
+The fixtures follow the facts listed in :func:`daisy_upstream.testing.authors_layout` (no
 ``label_embs_concat``, heads ``final_proj.{i}``, ``cls_pred_position`` 'before-norm' /
 'after-norm' / absent = 'before-norm'). The expected entropies and exits are computed here,
 independently of daisy_upstream's code: the same backbone weights are loaded by s3prl's stock
@@ -23,10 +23,10 @@ from s3prl.upstream.hubert.hubconf import hubert_local
 
 from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.core.checkpoint import load_daisy_checkpoint
-from daisy_upstream.factory.random_hubert import make_random_checkpoint
+from daisy_upstream.testing import make_random_checkpoint
 from daisy_upstream.integration.hubconf import daisy_hubert_local
-from tests.conftest import waves
-from tests.core.authors_layout import ABSENT, authors_layout
+from daisy_upstream.testing import waves
+from daisy_upstream.testing import ABSENT, authors_layout
 
 NUM_LAYERS = 3
 ARCHS = {
@@ -169,7 +169,7 @@ def test_hidden_states_equal_stock_hubert_local(tmp_path, arch):
 def test_calibrate_uses_the_heads_reading(tmp_path, arch, position, caplog):
     from daisy_upstream.audio.corpus import AudioCorpus
     from daisy_upstream.training.calibration import calibrate_checkpoint
-    from tests.audio.test_audio import write_wavs
+    from daisy_upstream.testing import write_wavs
 
     path, plain, authors = write_pair(tmp_path, position, arch)
     write_wavs(tmp_path / "audio", [0.5, 0.8, 0.3, 1.1])
@@ -192,7 +192,7 @@ def test_train_branches_replaces_the_heads_with_hidden_state_branches(tmp_path, 
     from daisy_upstream.audio.corpus import AudioCorpus
     from daisy_upstream.core.checkpoint import read_checkpoint
     from daisy_upstream.training.stage1 import Stage1Config, train_branches
-    from tests.audio.test_audio import write_wavs
+    from daisy_upstream.testing import write_wavs
 
     path, plain, authors = write_pair(tmp_path, "before-norm")
     write_wavs(tmp_path / "audio", [0.5, 0.6, 0.7, 0.8, 0.55, 0.65])

@@ -4,11 +4,11 @@ from s3prl.upstream.hubert.convert import load_converted_model
 
 from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.core.checkpoint import load_daisy_checkpoint, read_checkpoint
-from daisy_upstream.factory.random_hubert import make_random_checkpoint
-from daisy_upstream.training.checkpoint_write import with_branches
+from daisy_upstream.testing import make_random_checkpoint
+from daisy_upstream.core.checkpoint import with_branches
 from daisy_upstream.integration.hubconf import daisy_hubert_local
-from tests.conftest import waves
-from tests.core.authors_layout import authors_layout
+from daisy_upstream.testing import waves
+from daisy_upstream.testing import authors_layout
 
 
 def test_daisy_checkpoint_round_trip_and_stock_loader(write_checkpoint):
@@ -23,7 +23,7 @@ def test_daisy_checkpoint_round_trip_and_stock_loader(write_checkpoint):
 
 
 def test_authors_layout_heads_become_branches(tmp_path):
-    # the authors' layout as their code loads it: see tests/core/authors_layout.py for the facts
+    # the authors' layout as their code loads it: see daisy_upstream.testing.authors_layout for the facts
     state = authors_layout(make_random_checkpoint(num_layers=3, branches=False), "before-norm")
     assert "label_embs_concat" not in state["model_weight"]
     atomic_torch_save(state, tmp_path / "authors.pt")

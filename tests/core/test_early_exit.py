@@ -6,7 +6,7 @@ from s3prl.upstream.hubert.hubconf import hubert_local
 
 from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.core.policy import make_plan
-from tests.conftest import waves
+from daisy_upstream.testing import waves
 
 ARCHS = {
     "base-like": dict(extractor_mode="default", layer_norm_first=False),

@@ -6,7 +6,7 @@ from s3prl.upstream.interfaces import Featurizer
 
 from daisy_upstream.core.featurizer import DaisyFeaturizer
 from daisy_upstream.integration.hubconf import daisy_hubert_local
-from tests.conftest import waves
+from daisy_upstream.testing import waves
 
 
 def _pick_tau(upstream, batch):

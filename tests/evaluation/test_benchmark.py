@@ -4,7 +4,7 @@ import torch
 from daisy_upstream.evaluation.benchmark import LayerCosts, Mode, efficiency, ideal_time, paired_saving, run_benchmark, saving
 from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.core.policy import make_plan
-from tests.conftest import waves
+from daisy_upstream.testing import waves
 
 
 def test_ideal_time_weights_layers_by_running_frames():

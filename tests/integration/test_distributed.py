@@ -29,9 +29,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.integration.test_runner_e2e import (
-    BIN, NUM_LAYERS, UPSTREAM_CONFIG, Workspace, load_runner_checkpoint, spans_logged,
-)
+from daisy_upstream.integration.runner_io import load_runner_checkpoint
+from daisy_upstream.testing.superb import NUM_LAYERS, Workspace, spans_logged
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -84,7 +85,7 @@ def exits_one_at_a_time(ws: Workspace) -> List[int]:
     files = [root / "dev" / "wav" / line.split()[1] for line in (root / "iden_split.txt").read_text().splitlines()
              if line.split()[0] == "1"]
     assert len(files) == TRAIN_UTTERANCES
-    upstream = daisy_hubert_local(str(ws.ckpt), model_config=str(UPSTREAM_CONFIG).format(task="voxceleb1")).eval()
+    upstream = daisy_hubert_local(str(ws.ckpt), model_config=ws.upstream_config.format(task="voxceleb1")).eval()
     counts = [0] * NUM_LAYERS
     with torch.no_grad(), upstream.span_override(None):  # training: every layer may exit
         for path in files:
@@ -95,7 +96,7 @@ def exits_one_at_a_time(ws: Workspace) -> List[int]:
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Workspace:
-    return Workspace(tmp_path_factory.mktemp("distributed"))
+    return Workspace(tmp_path_factory.mktemp("distributed"), REPO)
 
 
 def test_two_processes_evaluate_dev_while_training_and_match_one_process(ws: Workspace) -> None:

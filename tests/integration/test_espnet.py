@@ -23,7 +23,7 @@ except ImportError as error:  # pragma: no cover - depends on the optional extra
 
 from daisy_upstream.core.featurizer import DaisyFeaturizer
 from daisy_upstream.integration.hubconf import daisy_hubert_local
-from tests.conftest import waves
+from daisy_upstream.testing import waves
 
 # the case on the tiny checkpoint (see tests/integration/test_s3prl_nn.py)
 LENGTHS, SEED, TAU, EXITS = (16000, 12000, 9000), 0, 0.77, [3, 3, 2]

@@ -31,7 +31,7 @@ except ImportError as error:  # pragma: no cover - depends on the 'tasks' extra
 from daisy_upstream.core.featurizer import DaisyFeaturizer
 from daisy_upstream.core.policy import exit_span
 from daisy_upstream.integration.hubconf import daisy_hubert_local
-from tests.conftest import waves
+from daisy_upstream.testing import waves
 
 CONFIG = {"strategy": "threshold", "tau": 0.77, "span_threshold": 0.3}
 
@@ -52,14 +52,13 @@ def _corpus(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from tests.conftest import make_random_checkpoint, atomic_torch_save
+    from daisy_upstream.atomic import atomic_torch_save
+    from daisy_upstream.testing import make_random_checkpoint, sharpen_branches
 
     root = tmp_path_factory.mktemp("sid")
     ckpt = root / "daisy.pt"
     state = make_random_checkpoint(num_layers=4, layer_entropy=[2.9, 2.8, 2.7, 2.6])
-    for key, value in state["daisy"]["branches"].items():  # as tests/conftest.py tiny_ckpt
-        state["daisy"]["branches"][key] = value * (1.0 + 4.0 * (int(key.split(".")[0]) + 1))
-    atomic_torch_save(state, ckpt)
+    atomic_torch_save(sharpen_branches(state, 4.0), ckpt)  # as tests/conftest.py tiny_ckpt
     target = root / "exp"
     _corpus(target)
     config = {

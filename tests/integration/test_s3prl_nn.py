@@ -21,7 +21,7 @@ from s3prl.nn import Featurizer, S3PRLUpstream
 from daisy_upstream.core.expert import read_exit_layers
 from daisy_upstream.core.featurizer import DaisyFeaturizer
 from daisy_upstream.integration.hubconf import daisy_hubert_local
-from tests.conftest import waves
+from daisy_upstream.testing import waves
 
 # 4-layer tiny checkpoint (tests/conftest.py tiny_ckpt); with these waves and tau 0.77 the
 # branch entropies (layer 2: 0.99, 0.79, 0.75; layer 3: 0.64, 0.56, 0.22) make the three

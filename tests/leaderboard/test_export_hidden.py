@@ -19,7 +19,7 @@ from daisy_upstream.core.policy import exit_span
 from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.leaderboard import export_hidden as export_module
 from daisy_upstream.leaderboard.export_hidden import HiddenCheckFailed, export_hidden
-from tests.conftest import waves
+from daisy_upstream.testing import waves
 
 # With the tiny fixture (seed 0) and these inputs, tau 0.74 sits between the branch entropies of
 # layers 2 and 3, so utterances exit at different layers before the last one (asserted below).

@@ -18,7 +18,7 @@ from daisy_upstream.leaderboard.buckets import (
     librispeech_challenge_sample,
 )
 from daisy_upstream.leaderboard.profile import Clip, load_clips, profile_upstream, run_profile
-from tests.conftest import waves
+from daisy_upstream.testing import waves
 
 HELDOUT = Path(__file__).resolve().parents[1] / "data" / "heldout_clips"
 

@@ -19,10 +19,10 @@ from daisy_upstream.training.calibration import (
     write_calibration_yaml,
 )
 from daisy_upstream.atomic import atomic_torch_save
-from daisy_upstream.factory.random_hubert import make_random_checkpoint
+from daisy_upstream.testing import make_random_checkpoint
 from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.core.policy import compute_tau, load_calibration
-from tests.audio.test_audio import write_wavs
+from daisy_upstream.testing import write_wavs
 
 NUM_CLASSES = 20
 LEAD_LOGIT = [0.0, 2.0, 6.0]  # layer k's bias: LEAD_LOGIT[k-1] on class 0, 0 elsewhere

@@ -10,13 +10,13 @@ import torch
 from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.core.checkpoint import load_daisy_checkpoint
-from daisy_upstream.factory.random_hubert import make_random_checkpoint
+from daisy_upstream.testing import make_random_checkpoint
 from daisy_upstream.core.early_exit import EarlyExitHubert
 from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.core.policy import compute_tau, make_plan
 from daisy_upstream.training.stage1 import ClusterTargets, Stage1Config, balanced_layer_lrs, train_branches
-from tests.conftest import waves
-from tests.audio.test_audio import write_wavs
+from daisy_upstream.testing import waves
+from daisy_upstream.testing import write_wavs
 
 SECONDS = [0.5, 0.6, 0.7, 0.8, 0.55, 0.65, 0.75, 0.85, 0.6, 0.7]
 

@@ -1,0 +1,71 @@
+"""The package's shape, read from the source (ast): each concern is imported by its public
+names, and tests take their data makers from ``daisy_upstream.testing``.
+
+* no module imports a private name (``_x``) from a module of another sub-package (the
+  checkpoint format once leaked ``_AUTHORS_HEAD`` / ``_split_authors_heads`` to training);
+* ``daisy_upstream.core`` imports nothing else of ours (what ``-u daisy_hubert`` needs);
+* no test module imports another test module (``tests.*``).
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Iterator, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "daisy_upstream"
+
+
+def imports(path: Path) -> Iterator[Tuple[str, str, int]]:
+    """``(module imported from, name, line)`` of every ``from ... import`` in ``path``, absolute."""
+    package = list(path.relative_to(REPO).with_suffix("").parts)[:-1]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:
+                yield module, alias.name, node.lineno
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, "", node.lineno
+
+
+def subpackage(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_private_name_crosses_subpackages():
+    crossing = []
+    for path in PACKAGE.rglob("*.py"):
+        mine = subpackage(".".join(path.relative_to(REPO).with_suffix("").parts))
+        for module, name, line in imports(path):
+            if module.startswith("daisy_upstream.") and name.startswith("_") and subpackage(module) != mine:
+                crossing.append(f"{path.relative_to(REPO)}:{line} imports {name} from {module}")
+    assert crossing == []
+
+
+def test_core_imports_nothing_else_of_ours():
+    upward = [
+        f"{path.relative_to(REPO)}:{line} imports {module}"
+        for path in (PACKAGE / "core").rglob("*.py")
+        for module, _, line in imports(path)
+        if module.startswith("daisy_upstream.") and not module.startswith("daisy_upstream.core")
+    ]
+    assert upward == []
+
+
+def test_no_test_imports_another_test_module():
+    found = [
+        f"{path.relative_to(REPO)}:{line} imports {module}"
+        for path in (REPO / "tests").rglob("*.py")
+        for module, _, line in imports(path)
+        if module == "tests" or module.startswith("tests.")
+    ]
+    assert found == []
+
+
+def test_the_checks_see_what_they_look_for():
+    # the ast reading resolves relative imports and finds a private name (not vacuous)
+    found = {(m, n) for m, n, _ in imports(PACKAGE / "training" / "stage1.py")}
+    assert ("daisy_upstream.training.batch_feed", "BatchFeed") in found
+    assert ("daisy_upstream.core.checkpoint", "with_branches") in found
