@@ -19,13 +19,14 @@ from daisy_upstream.testing.audio import speechlike, write_wav
 from daisy_upstream.testing.checkpoints import make_random_checkpoint, sharpen_branches
 
 __all__ = [
-    "LAYER_ENTROPY", "NUM_LAYERS", "Workspace", "make_librimix", "make_librispeech", "make_voicebank",
+    "BIN", "LAYER_ENTROPY", "NUM_LAYERS", "Workspace", "make_librimix", "make_librispeech", "make_voicebank",
     "make_voxceleb1", "spans_logged",
 ]
 
 NUM_LAYERS = 3
 #: tau = (max + min) / 2 * rho: 1.4 nats at rho 1.0, 0.98 at rho 0.7
 LAYER_ENTROPY = [2.0, 1.4, 0.8]
+#: where the interpreter running the tests keeps its console scripts (daisy-run-downstream)
 BIN = Path(sys.executable).parent
 
 WORDS = ["HELLO", "WORLD", "EARLY", "EXIT", "SPEECH", "MODEL", "LAYER", "QUIET"]

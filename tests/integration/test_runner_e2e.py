@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from daisy_upstream.integration.runner_io import load_runner_checkpoint
-from daisy_upstream.testing.superb import NUM_LAYERS, Workspace, spans_logged
+from daisy_upstream.testing.superb import BIN, NUM_LAYERS, Workspace, spans_logged
 
 REPO = Path(__file__).resolve().parents[2]
 
