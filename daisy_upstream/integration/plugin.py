@@ -54,12 +54,14 @@ def register_hub(hub: types.ModuleType) -> None:
 
 
 def patch_runner(runner: types.ModuleType) -> None:
-    """Swap the runner's Featurizer for :class:`DaisyFeaturizer`; apply the compat shims."""
-    from daisy_upstream.integration import compat
+    """Swap the runner's Featurizer for :class:`DaisyFeaturizer`; apply the compat shims and
+    the opt-in exact resume (:mod:`daisy_upstream.integration.exact_resume`)."""
+    from daisy_upstream.integration import compat, exact_resume
     from daisy_upstream.core.featurizer import DaisyFeaturizer
 
     runner.Featurizer = DaisyFeaturizer
     compat.patch_runner_module(runner)
+    exact_resume.patch_runner_train(runner)
 
 
 def _patch_voxceleb1(dataset: types.ModuleType) -> None:

@@ -107,9 +107,10 @@ class FakeRunner:
         mode = args[args.index("-m") + 1]
         if self.fail_on and self.fail_on in " ".join(args):
             raise RuntimeError("runner failed")
-        if mode == "train":
-            expdir = Path(args[args.index("-p") + 1])
-            steps = 7
+        if mode == "train":  # fresh (-p) or resumed (-e); the steps from the -o schedule
+            expdir = Path(args[args.index("-p") + 1]) if "-p" in args else Path(args[args.index("-e") + 1]).parent
+            override = dict(kv.split("=", 1) for kv in args[args.index("-o") + 1].split(",,"))
+            steps = int(override["config.runner.total_steps"])
             torch.save({"Featurizer": {"exit_counts": torch.tensor([1, 3, 2])}}, expdir / f"states-{steps}.ckpt")
         else:
             override = args[args.index("-o") + 1]
@@ -177,13 +178,20 @@ def test_failed_cell_raises_and_leaves_no_result(tmp_path, monkeypatch):
 
 def test_other_settings_in_the_same_folder_are_refused(tmp_path, monkeypatch):
     _table(tmp_path, FakeRunner(), monkeypatch).run()
-    config = {"runner": {"total_steps": 8},
+    config = {"runner": {"total_steps": 7}, "optimizer": {"lr": 1.0},
               "downstream_expert": {"datarc": {"file_path": "/data", "meta_data": "/data/m.txt"}}}
     other = t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": config}, fixed_layer=2,
                       runner=FakeRunner(), log=lambda m: None)
-    with pytest.raises(ValueError, match="voxceleb1 config differs"):
+    with pytest.raises(ValueError, match="voxceleb1 config differs from this one .other than in its steps"):
         other.run()
-    moved = t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": {**config, "runner": {"total_steps": 7}}},
+    # more steps are not another table: the trainings resume from their last checkpoint
+    runner = FakeRunner()
+    more = {"runner": {"total_steps": 9}, "downstream_expert": config["downstream_expert"]}
+    t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": more}, fixed_layer=2,
+              runner=runner, log=lambda m: None).run()
+    resumed = [c for c in runner.calls if "train" in c]
+    assert len(resumed) == 4 and all(c[c.index("-e") + 1].endswith("states-7.ckpt") for c in resumed)
+    moved = t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": {**more, "runner": {"total_steps": 7}}},
                       fixed_layer=3, runner=FakeRunner(), log=lambda m: None)
     with pytest.raises(ValueError, match="fixed_layer=2"):
         moved.run()
@@ -197,6 +205,12 @@ def test_prepare_task_config_fills_paths_and_refuses_placeholders():
     config = t1.prepare_task_config("voxceleb1", base, 10, "small", {"file_path": "/c/sid", "meta_data": "/c/m.txt"})
     assert config["downstream_expert"]["datarc"]["file_path"] == "/c/sid"
     assert config["runner"]["total_steps"] == 10 and config["runner"]["save_step"] == 10
+    assert config["runner"]["exact_resume"] is True and config["runner"]["max_keep"] == 2
+    # a checkpoint at least every SAVE_EVERY steps and at the last one
+    assert t1.prepare_task_config("voxceleb1", base, 2400, "small", {"file_path": "/c", "meta_data": "/m"})[
+        "runner"]["save_step"] == 100
+    assert 2450 % t1.prepare_task_config("voxceleb1", base, 2450, "small", {"file_path": "/c", "meta_data": "/m"})[
+        "runner"]["save_step"] == 0
     assert base["downstream_expert"]["datarc"]["file_path"].startswith("/path/to/")  # input untouched
 
 
@@ -206,7 +220,8 @@ def test_steps_default_per_task():
     base = {"runner": {"total_steps": 200000}, "optimizer": {"lr": 1}, "downstream_expert": {
         "datarc": {"file_path": "/path/to/VoxCeleb1", "meta_data": "/path/to/iden_split.txt"}, "modelrc": {}}}
     small = t1.prepare_task_config("voxceleb1", base, None, "small", layout)
-    assert small["runner"]["total_steps"] == t1.SMALL_STEPS["voxceleb1"] == small["runner"]["save_step"]
+    assert small["runner"]["total_steps"] == t1.SMALL_STEPS["voxceleb1"]
+    assert small["runner"]["total_steps"] % small["runner"]["save_step"] == 0  # the last step is saved
     assert t1.prepare_task_config("voxceleb1", base, None, "paper", layout)["runner"]["total_steps"] == 200000
     assert t1.prepare_task_config("voxceleb1", base, 12, "paper", layout)["runner"]["total_steps"] == 12
     with pytest.raises(ValueError, match="--steps must be >= 1"):

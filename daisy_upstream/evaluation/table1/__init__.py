@@ -5,7 +5,8 @@
 * :mod:`.table` - :class:`Table1`: run the cells resumably through s3prl's runner
   (:mod:`daisy_upstream.integration.runner_io`) and write ``table1.md`` / ``table1.json``;
 * :mod:`.timing` - the time column (:func:`time_rows`);
-* :mod:`.report` - the Markdown layout.
+* :mod:`.report` - the Markdown layout;
+* :mod:`.lock` - one process per cell when several share a folder.
 """
 from daisy_upstream.integration.runner_io import exit_counts, parse_metric, word_errors
 

@@ -17,9 +17,10 @@ resumes where it stopped:
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 from daisy_upstream.integration.runner_io import TASKS, TEST_SPLIT
 
@@ -73,16 +74,29 @@ def training_configs(rows: Sequence[Row]) -> Dict[str, Dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Cell:
-    """A unit of work that leaves ``result`` (a JSON file) when finished."""
+    """A unit of work that leaves ``result`` (a JSON file) when finished.
+
+    ``inputs`` is what the result must have been made from (a training's steps, the
+    checkpoint an evaluation read): a result made from other inputs is stale and the cell
+    runs again. ``after`` holds the result files of the cells it needs.
+    """
 
     kind: str  # train | eval | time | base | mixed
     task: str
     name: str  # run (train), row key (eval), "all" (time)
     result: Path
+    inputs: Dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    after: Tuple[Path, ...] = ()
 
     @property
     def title(self) -> str:
         return f"{self.kind} {self.task} {self.name}"
 
     def done(self) -> bool:
-        return self.result.is_file()
+        if not self.result.is_file():
+            return False
+        try:
+            made_from = json.loads(self.result.read_text()).get("inputs", {})
+        except ValueError:  # cut short: not done
+            return False
+        return made_from == json.loads(json.dumps(self.inputs))

@@ -1,13 +1,19 @@
 """Table 1: plan, run resumably through s3prl's runner, and render (``daisy table1``).
 
-Each finished cell (see :mod:`.plan`) writes its result file; running again skips those and
-redoes a half-finished one from its start. A folder holds one table: a re-run with another
-checkpoint, fixed layer, seed or task config (steps included) is refused.
+Each finished cell (see :mod:`.plan`) writes its result file with the inputs it was made
+from; running again skips the cells whose inputs are unchanged. A training that stopped
+(interrupt, session end) resumes from its newest runner checkpoint (``-e states-N.ckpt``,
+exact: :mod:`daisy_upstream.integration.exact_resume`); a finished training asked for more
+steps is continued the same way, and the evaluations and timings of its old checkpoint are
+redone. Several processes may share one folder: each cell is claimed by a lock file
+(:mod:`.lock`). A folder holds one table: a re-run with another checkpoint, fixed layer, seed
+or task config (steps aside) is refused.
 """
 from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -19,6 +25,7 @@ from daisy_upstream.atomic import atomic_write_json, atomic_write_text
 from daisy_upstream.integration.runner_io import (
     Runner,
     exit_counts,
+    load_runner_checkpoint,
     logged_span,
     parse_metric,
     runner_command,
@@ -28,7 +35,8 @@ from daisy_upstream.integration.runner_io import (
 from .plan import TASK_TITLES, TASKS, TEST_SPLIT, Cell, Row, default_rows, training_configs
 from .report import format_elapsed, format_markdown
 from .baselines import UNPROCESSED_TASKS, unprocessed_metric
-from .tasks import test_audio_files
+from .lock import CellLock
+from .tasks import SCHEDULE_KEYS, runner_schedule, test_audio_files
 from .timing import time_rows
 
 __all__ = ["Table1"]
@@ -98,17 +106,28 @@ class Table1:
         return self.out / "configs" / f"{task}.yaml"
 
     def cells(self) -> List[Cell]:
+        """Every cell, each with the inputs its result must have been made from and the
+        result files of the cells it needs (``after``)."""
         cells = []
         for task in self.tasks:
+            trains = [self.train_dir(task, run) / "cell.json" for run in self.runs]
             for run in self.runs:
-                cells.append(Cell("train", task, run, self.train_dir(task, run) / "cell.json"))
+                cells.append(Cell("train", task, run, self.train_dir(task, run) / "cell.json",
+                                  inputs={"steps": self.steps[task]}))
             for row in self.rows:
-                cells.append(Cell("eval", task, row.key, self.eval_dir(task, row.key) / "cell.json"))
-            cells.append(Cell("time", task, "all", self.task_dir(task) / "timing.json"))
+                cells.append(Cell("eval", task, row.key, self.eval_dir(task, row.key) / "cell.json",
+                                  inputs={"checkpoint": str(self.final_checkpoint(task, row.run))},
+                                  after=(self.train_dir(task, row.run) / "cell.json",)))
+            cells.append(Cell("time", task, "all", self.task_dir(task) / "timing.json",
+                              inputs={"checkpoints": [str(self.final_checkpoint(task, run)) for run in self.runs]},
+                              after=tuple(trains)))
             if task in UNPROCESSED_TASKS:
                 cells.append(Cell("base", task, "unprocessed", self.task_dir(task) / "unprocessed.json"))
         if "asr" in self.tasks and self.mixed_corpus is not None:
-            cells.append(Cell("mixed", "asr", "fig5", self.mixed_dir() / "cell.json"))
+            cells.append(Cell("mixed", "asr", "fig5", self.mixed_dir() / "cell.json",
+                              inputs={"checkpoint": str(self.final_checkpoint("asr", "rho1.0")),
+                                      "steps": self.steps["asr"]},
+                              after=(self.train_dir("asr", "rho1.0") / "cell.json",)))
         return cells
 
     def mixed_dir(self) -> Path:
@@ -127,9 +146,9 @@ class Table1:
         if path.is_file():
             before = json.loads(path.read_text())
             for task in set(before.get("task_configs", {})) & set(mine["task_configs"]):
-                if before["task_configs"][task] != mine["task_configs"][task]:
-                    raise ValueError(f"{self.out} holds a Table 1 whose {task} config differs from this one; "
-                                     "use another --out (or delete it to start over)")
+                if _without_schedule(before["task_configs"][task]) != _without_schedule(mine["task_configs"][task]):
+                    raise ValueError(f"{self.out} holds a Table 1 whose {task} config differs from this one "
+                                     "(other than in its steps); use another --out (or delete it to start over)")
             for key in ("ckpt", "fixed_layer", "seed"):
                 if before.get(key) != mine[key]:
                     raise ValueError(f"{self.out} holds a Table 1 made with {key}={before.get(key)!r}, "
@@ -146,22 +165,44 @@ class Table1:
 
     # -- one cell -----------------------------------------------------------------------
     def _train(self, task: str, run: str) -> Dict[str, Any]:
+        """Train ``run`` of ``task`` to ``self.steps[task]``: from scratch, or resumed from the
+        newest runner checkpoint of an earlier, shorter or interrupted, attempt."""
         expdir = self.train_dir(task, run)
-        if expdir.exists():  # an interrupted training: start it again from scratch
-            shutil.rmtree(expdir)
-        expdir.mkdir(parents=True)
+        steps = self.steps[task]
         log = self.task_dir(task) / f"train_{run}.log"
-        log.unlink(missing_ok=True)  # a failed attempt's log goes with it
-        self.runner(runner_command([
-            "-m", "train", "-d", task, "-c", str(self.task_config_path(task)),
-            "-u", "daisy_hubert_local", "-k", str(self.ckpt),
-            "-g", str(self.upstream_config_path(f"train_{run}")),
-            "-p", str(expdir), "--seed", str(self.seed), "--device", self.device,
-        ]), log)
+        resume = newest_checkpoint(expdir)
+        done = 0 if resume is None else _checkpoint_step(resume)
+        if done > steps:
+            raise ValueError(f"{expdir} holds a {task} training at step {done}, beyond the {steps} steps asked; "
+                             "ask for at least that many steps, or use another --out")
+        schedule = ",,".join(f"config.runner.{k}={v}" for k, v in runner_schedule(steps).items())
+        if resume is None:
+            if expdir.exists():  # an attempt that saved no checkpoint: start it again
+                shutil.rmtree(expdir)
+            expdir.mkdir(parents=True)
+            log.unlink(missing_ok=True)  # a failed attempt's log goes with it
+            self.runner(runner_command([
+                "-m", "train", "-d", task, "-c", str(self.task_config_path(task)),
+                "-u", "daisy_hubert_local", "-k", str(self.ckpt),
+                "-g", str(self.upstream_config_path(f"train_{run}")),
+                "-p", str(expdir), "--seed", str(self.seed), "--device", self.device, "-o", schedule,
+            ]), log)
+        elif done < steps:
+            self.log(f"[table1] {task} {run}: resuming from step {done} of {steps} ({resume.name})")
+            self.runner(runner_command(["-m", "train", "-e", str(resume), "--device", self.device, "-o", schedule]), log)
         final = self.final_checkpoint(task, run)
         if not final.is_file():
             raise RuntimeError(f"training {task} {run} finished without writing {final}; see {log}")
-        return {"checkpoint": str(final), "exit_counts": exit_counts(final)}
+        return {"checkpoint": str(final), "exit_counts": exit_counts(final), "resumed_from_step": done or None}
+
+    def _train_cell(self, task: str, run: str) -> None:
+        """A training outside the table's runs (Fig. 5's fixed exit), as a resumable cell of its own."""
+        cell = Cell("train", task, run, self.train_dir(task, run) / "cell.json", inputs={"steps": self.steps[task]})
+        if not cell.done():
+            t0 = time.time()
+            result = self._train(task, run)
+            result.update(seconds=round(time.time() - t0, 1), inputs=cell.inputs)
+            atomic_write_json(cell.result, result)
 
     def _evaluate(self, task: str, row: Row) -> Dict[str, Any]:
         expdir = self.eval_dir(task, row.key)
@@ -194,15 +235,11 @@ class Table1:
         prepared = mixed_set_exits(self.mixed_corpus, daisy_ckpt, device=self.device)
         layer = prepared["fixed_layer"]
         run = "fixed" if layer == self.fixed_layer else f"fixed{layer}"
-        done = self.train_dir("asr", run) / "cell.json"
-        if not done.is_file():
-            self.log(f"[table1] Fig. 5: training the ASR downstream with the fixed exit at layer {layer}")
+        if run != "fixed":
+            self.log(f"[table1] Fig. 5: the ASR downstream with the fixed exit at layer {layer}")
             atomic_write_text(self.upstream_config_path(f"train_{run}"),
                               yaml.safe_dump({"strategy": "fixed", "fixed_layer": layer}, sort_keys=False))
-            t0 = time.time()
-            result = self._train("asr", run)
-            result["seconds"] = round(time.time() - t0, 1)
-            atomic_write_json(done, result)
+        self._train_cell("asr", run)
         payload = mixed_set_comparison(self.task_dir("asr"), self.mixed_corpus, daisy_ckpt,
                                        fixed_downstream_ckpt=self.final_checkpoint("asr", run), device=self.device,
                                        threads=self.threads, runner=self.runner, prepared=prepared)
@@ -221,26 +258,46 @@ class Table1:
         return self._time(cell.task)
 
     # -- all of it ----------------------------------------------------------------------
-    def run(self) -> Dict[str, Any]:
+    def run(self, wait_seconds: float = 30.0) -> Dict[str, Any]:
+        """Run every cell not done yet; cells held by another process sharing ``out`` (and
+        the cells that need them) are waited for."""
         self.claim()
         cells = self.cells()
         start = time.time()
         for n, cell in enumerate(cells, start=1):
-            head = f"[table1] ({n}/{len(cells)}) {cell.title}"
             if cell.done():
-                self.log(f"{head}: done before, skipped")
-                continue
-            self.log(f"{head}: running (elapsed {format_elapsed(time.time() - start)})")
-            t0 = time.time()
-            result = self.run_cell(cell)
-            result["seconds"] = round(time.time() - t0, 1)
-            atomic_write_json(cell.result, result)
-            self.log(f"{head}: finished in {format_elapsed(result['seconds'])}")
-            self.write_outputs()
+                self.log(f"[table1] ({n}/{len(cells)}) {cell.title}: done before, skipped")
+        while True:
+            pending = [c for c in cells if not c.done()]
+            if not pending:
+                break
+            ran = False
+            for cell in pending:
+                if cell.done() or not all(c.done() for c in cells if c.result in cell.after):
+                    continue
+                with CellLock(cell.result) as held:
+                    if held and not cell.done():
+                        self._run_one(cell, cells.index(cell) + 1, len(cells), start)
+                        ran = True
+            if not ran:
+                if not any(CellLock.held_elsewhere(c.result) for c in cells if not c.done()):
+                    blocked = ", ".join(c.title for c in cells if not c.done())
+                    raise RuntimeError(f"table1: {blocked}: cannot run, what they need is not done")
+                time.sleep(wait_seconds)
         payload = self.write_outputs()
         self.log(f"[table1] all {len(cells)} cells finished; {self.out / 'table1.md'} "
                  f"(this run {format_elapsed(time.time() - start)})")
         return payload
+
+    def _run_one(self, cell: Cell, n: int, total: int, start: float) -> None:
+        head = f"[table1] ({n}/{total}) {cell.title}"
+        self.log(f"{head}: running (elapsed {format_elapsed(time.time() - start)})")
+        t0 = time.time()
+        result = self.run_cell(cell)
+        result.update(seconds=round(time.time() - t0, 1), inputs=cell.inputs)
+        atomic_write_json(cell.result, result)
+        self.log(f"{head}: finished in {format_elapsed(result['seconds'])}")
+        self.write_outputs()
 
     def collect(self) -> Dict[str, Dict[str, Dict[str, Any]]]:
         """``cells[task][row]``: metric, saved, span, ... from the finished result files."""
@@ -287,3 +344,33 @@ class Table1:
                    "cells": cells, "mixed": mixed}
         atomic_write_json(self.out / "table1.json", payload)
         return payload
+
+
+_STATES = re.compile(r"^states-(\d+)\.ckpt$")
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(_STATES.match(path.name).group(1))
+
+
+def newest_checkpoint(expdir: Path) -> Optional[Path]:
+    """The runner checkpoint (``states-N.ckpt``) of the highest step in ``expdir`` that loads
+    (one cut short by an interrupt is passed over), or None."""
+    if not expdir.is_dir():
+        return None
+    found = sorted((p for p in expdir.iterdir() if _STATES.match(p.name)), key=_checkpoint_step, reverse=True)
+    for path in found:
+        try:
+            load_runner_checkpoint(path)
+        except Exception:  # noqa: BLE001 - truncated or unreadable: an interrupted save
+            continue
+        return path
+    return None
+
+
+def _without_schedule(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """A task config without the runner keys that follow from its steps (those may change)."""
+    config = json.loads(json.dumps(config))
+    for key in SCHEDULE_KEYS:
+        config.get("runner", {}).pop(key, None)
+    return config

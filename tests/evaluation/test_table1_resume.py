@@ -1,0 +1,162 @@
+"""A Table 1 training cell stopped and resumed ends where an uninterrupted one does.
+
+s3prl's real runner (a subprocess per training, as ``daisy table1`` runs it) trains the ASR
+downstream on a tiny generated LibriSpeech layout (6 training utterances in batches of 2:
+3 batches an epoch, so step 2 stops mid-epoch). One table trains 6 steps in one go; another
+trains 2 steps, is then asked for 6 and resumes from ``states-2.ckpt``; a third is killed
+while it trains and run again. All three end with the same downstream weights, optimizer
+step, exit counts and test-set hypotheses.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from daisy_upstream.atomic import atomic_torch_save
+from daisy_upstream.evaluation import table1 as t1
+from daisy_upstream.evaluation.table1.table import newest_checkpoint
+from daisy_upstream.factory.random_hubert import make_random_checkpoint
+from daisy_upstream.integration.plugin import s3prl_configs
+from daisy_upstream.integration.runner_io import load_runner_checkpoint
+
+SR = 16000
+WORDS = ["HELLO", "WORLD", "EARLY", "EXIT", "SPEECH", "MODEL"]
+SPLITS = {"train-clean-100": 6, "dev-clean": 1, "test-clean": 2}
+
+
+def _librispeech(root: Path) -> dict:
+    """LibriSpeech's layout as s3prl's asr/dataset.py reads it: ``<split>/<spk>/<ch>/<id>.flac``,
+    ``<spk>-<ch>.trans.txt`` (``ID WORDS``) and ``len_for_bucket/<split>.csv`` (file_path, length)."""
+    rng = np.random.default_rng(0)
+    libri, buckets = root / "LibriSpeech", root / "len_for_bucket"
+    buckets.mkdir(parents=True)
+    n = 0
+    for split, count in SPLITS.items():
+        folder = libri / split / "19" / "198"
+        folder.mkdir(parents=True)
+        rows, lines = ["file_path,length"], []
+        for i in range(count):
+            n += 1
+            audio = (0.1 * rng.standard_normal(int(SR * (0.6 + 0.1 * i)))).astype(np.float32)
+            sf.write(folder / f"19-198-{i:04d}.flac", audio, SR)
+            rows.append(f"{split}/19/198/19-198-{i:04d}.flac,{len(audio)}")
+            lines.append(f"19-198-{i:04d} {WORDS[n % 6]} {WORDS[(3 * n) % 6]}")
+        (folder / "19-198.trans.txt").write_text("\n".join(lines) + "\n")
+        (buckets / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    return {"libri_root": str(libri), "bucket_file": str(buckets),
+            "dict_path": str(s3prl_configs() / "asr" / "char.dict")}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    ckpt = root / "tiny.pt"
+    atomic_torch_save(make_random_checkpoint(num_layers=2, layer_entropy=[2.0, 1.0]), ckpt)
+    return root, ckpt, _librispeech(root / "asr")
+
+
+def _table(root: Path, ckpt: Path, layout: dict, name: str, steps: int) -> "t1.Table1":
+    with open(s3prl_configs() / "asr" / "config.yaml") as f:
+        base = yaml.safe_load(f)
+    config = t1.prepare_task_config("asr", base, steps, "small", layout)
+    config["downstream_expert"]["datarc"].update(batch_size=2, num_workers=0)
+    config["downstream_expert"]["modelrc"].update(project_dim=16)
+    config["downstream_expert"]["modelrc"]["RNNs"].update(dim=[16, 16], dropout=[0.1, 0.1])  # randomness in each step
+    return t1.Table1(root / name, ckpt, {"asr": config}, fixed_layer=1, log=lambda m: None)
+
+
+def _final(table: "t1.Table1", steps: int) -> dict:
+    state = load_runner_checkpoint(table.train_dir("asr", "full") / f"states-{steps}.ckpt")
+    return {"step": state["Step"], "downstream": state["Downstream"], "counts": state["Featurizer"]["exit_counts"],
+            "adam_steps": [s["step"] for s in state["Optimizer"]["state"].values()]}
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a["step"] == b["step"] and torch.equal(a["counts"], b["counts"])
+    assert [float(x) for x in a["adam_steps"]] == [float(x) for x in b["adam_steps"]]
+    assert a["downstream"].keys() == b["downstream"].keys()
+    for key in a["downstream"]:
+        torch.testing.assert_close(a["downstream"][key], b["downstream"][key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_interrupted_and_extended_trainings_end_as_an_uninterrupted_one(setup):
+    root, ckpt, layout = setup
+    once = _table(root, ckpt, layout, "once", 6)
+    once.claim()
+    once._train("asr", "full")
+    reference = _final(once, 6)
+    assert reference["step"] == 6
+
+    # trained to 2 steps (mid-epoch), then asked for 6 in the same folder: resumed from states-2
+    short = _table(root, ckpt, layout, "extended", 2)
+    short.claim()
+    short._train("asr", "full")
+    assert newest_checkpoint(short.train_dir("asr", "full")).name == "states-2.ckpt"
+    longer = _table(root, ckpt, layout, "extended", 6)
+    longer.claim()
+    result = longer._train("asr", "full")
+    assert result["resumed_from_step"] == 2
+    _assert_same(_final(longer, 6), reference)
+    log = (longer.task_dir("asr") / "train_full.log").read_text()
+    assert "-e" in log.split("$ ")[-1].split() and "total_steps=6" in log.split("$ ")[-1]
+
+    # a third run is killed once it has saved a checkpoint, then run again through the CLI's loop
+    killed = _table(root, ckpt, layout, "killed", 6)
+    killed.claim()
+    expdir = killed.train_dir("asr", "full")
+    code = ("import sys, json, pathlib; sys.path.insert(0, sys.argv[1]); "
+            "from tests.evaluation.test_table1_resume import _table; import pathlib as p; "
+            "t = _table(p.Path(sys.argv[2]), p.Path(sys.argv[3]), json.loads(sys.argv[4]), 'killed', 6); "
+            "t._train('asr', 'full')")
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", code, repo, str(root), str(ckpt), json.dumps(layout)],
+                            env=env, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if newest_checkpoint(expdir) is not None and not (expdir / "states-6.ckpt").exists():
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    proc.wait()
+    stopped = newest_checkpoint(expdir)
+    assert stopped is not None
+    killed._train("asr", "full")
+    _assert_same(_final(killed, 6), reference)
+
+
+def test_finished_cells_rerun_only_what_more_steps_change(setup, monkeypatch):
+    """Raising the steps of a finished table retrains (by resuming) and re-evaluates; nothing
+    else; the same steps again run nothing."""
+    from daisy_upstream.evaluation.table1 import table as t1_table
+
+    root, ckpt, layout = setup
+    calls = []
+    monkeypatch.setattr(t1_table, "time_rows", lambda *a, **k: calls.append("time") or {"modes": {}})
+    monkeypatch.setattr(t1_table, "test_audio_files", lambda task, config: [])
+    monkeypatch.setattr(t1_table, "exit_counts", lambda ckpt: [0, 1])
+    monkeypatch.setattr(t1_table, "parse_metric", lambda task, expdir: {"wer": 1.0})
+    monkeypatch.setattr(t1_table.Table1, "_evaluate", lambda self, task, row: calls.append(row.key) or {"metric": {}})
+    monkeypatch.setattr(t1_table.Table1, "_train", lambda self, task, run: calls.append(f"train {run} {self.steps[task]}")
+                        or {"checkpoint": str(self.final_checkpoint(task, run))})
+    _table(root, ckpt, layout, "cells", 2).run()
+    assert calls.count("time") == 1 and sum(c.startswith("train") for c in calls) == 4 and len(calls) == 13
+    calls.clear()
+    _table(root, ckpt, layout, "cells", 2).run()
+    assert calls == []
+    _table(root, ckpt, layout, "cells", 4).run()
+    assert sorted(c for c in calls if c.startswith("train")) == [f"train {r} 4" for r in ("fixed", "full", "rho0.7", "rho1.0")]
+    assert len(calls) == 13
+    settings = json.loads((root / "cells" / "settings.json").read_text())
+    assert settings["task_configs"]["asr"]["runner"]["total_steps"] == 4
