@@ -160,3 +160,27 @@ def test_finished_cells_rerun_only_what_more_steps_change(setup, monkeypatch):
     assert len(calls) == 13
     settings = json.loads((root / "cells" / "settings.json").read_text())
     assert settings["task_configs"]["asr"]["runner"]["total_steps"] == 4
+
+
+def test_a_cell_is_run_by_one_process(tmp_path):
+    """The lock survives the cell clearing its own folder, and a dead owner's lock is taken over."""
+    from daisy_upstream.evaluation.table1.lock import CellLock
+
+    result = tmp_path / "runs" / "asr" / "train_full" / "cell.json"
+    result.parent.mkdir(parents=True)
+    with CellLock(result) as held:
+        assert held
+        import shutil
+
+        shutil.rmtree(result.parent)  # what a fresh training does to its folder
+        code = ("import sys; from daisy_upstream.evaluation.table1.lock import CellLock; "
+                "c = CellLock(sys.argv[1]); sys.exit(0 if (c.__enter__() is False and CellLock.held_elsewhere(sys.argv[1])) else 1)")
+        assert subprocess.run([sys.executable, "-c", code, str(result)]).returncode == 0
+    assert not CellLock.lock_path(result).exists()
+    # a lock left by a process that died is stale
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    CellLock.lock_path(result).write_text(f"{__import__('socket').gethostname()} {dead.pid}\n")
+    assert not CellLock.held_elsewhere(result)
+    with CellLock(result) as held:
+        assert held

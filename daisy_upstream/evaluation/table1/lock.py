@@ -1,7 +1,8 @@
 """One process per cell: a lock file beside the cell's result, so that several ``daisy
 table1`` processes can share one ``--out`` (one per core) without running a cell twice.
 
-The lock is ``<result>.lock``, made with ``O_CREAT | O_EXCL`` and holding the host name and
+The lock is ``.<folder>-<result name>.lock`` beside the result's folder (outside it: a cell
+may clear its own folder), made with ``O_CREAT | O_EXCL`` and holding the host name and
 process id of its owner. A lock whose owner (on this host) has died is stale: the next
 process takes the cell over (a training then resumes from its newest checkpoint).
 """
@@ -37,13 +38,18 @@ class CellLock:
     """``with CellLock(result) as held:`` - ``held`` is True when this process owns the cell."""
 
     def __init__(self, result: Path) -> None:
-        self.path = Path(str(result) + ".lock")
+        self.path = self.lock_path(result)
         self.held = False
+
+    @staticmethod
+    def lock_path(result: Path) -> Path:
+        result = Path(result)
+        return result.parent.parent / f".{result.parent.name}-{result.name}.lock"
 
     @staticmethod
     def held_elsewhere(result: Path) -> bool:
         """Whether another living process holds the cell of ``result``."""
-        path = Path(str(result) + ".lock")
+        path = CellLock.lock_path(result)
         try:
             owner = path.read_text()
         except OSError:
