@@ -3,7 +3,8 @@
 s3prl's real runner (a subprocess per training, as ``daisy table1`` runs it) trains the ASR
 downstream on a tiny generated LibriSpeech layout (6 training utterances in batches of 2:
 3 batches an epoch, so step 2 stops mid-epoch). One table trains 6 steps in one go; another
-trains 2 steps, is then asked for 6 and resumes from ``states-2.ckpt``; a third is killed
+trains 2 steps, is moved to another folder, is then asked for 6 and resumes from
+``states-2.ckpt`` (whose recorded paths are the old folder's); a third is killed
 while it trains and run again. All three end with the same downstream weights, optimizer
 step, exit counts and test-set hypotheses.
 """
@@ -103,7 +104,9 @@ def test_interrupted_and_extended_trainings_end_as_an_uninterrupted_one(setup):
     short.claim()
     short._train("asr", "full")
     assert newest_checkpoint(short.train_dir("asr", "full")).name == "states-2.ckpt"
-    longer = _table(root, ckpt, layout, "extended", 6)
+    # ... and the folder moved meanwhile (another checkout or machine): the resumed run writes here
+    (root / "extended").rename(root / "moved")
+    longer = _table(root, ckpt, layout, "moved", 6)
     longer.claim()
     result = longer._train("asr", "full")
     assert result["resumed_from_step"] == 2

@@ -12,6 +12,7 @@ or task config (steps aside) is refused.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import shutil
@@ -36,7 +37,7 @@ from .plan import TASK_TITLES, TASKS, TEST_SPLIT, Cell, Row, default_rows, train
 from .report import format_elapsed, format_markdown
 from .baselines import UNPROCESSED_TASKS, unprocessed_metric
 from .lock import CellLock
-from .tasks import SCHEDULE_KEYS, runner_schedule, test_audio_files
+from .tasks import DATA_PATH_KEYS, SCHEDULE_KEYS, runner_schedule, test_audio_files
 from .timing import time_rows
 
 __all__ = ["Table1"]
@@ -135,7 +136,8 @@ class Table1:
 
     # -- settings: a folder holds one table ----------------------------------------------
     def settings(self) -> Dict[str, Any]:
-        return {"ckpt": str(self.ckpt), "fixed_layer": self.fixed_layer, "seed": self.seed,
+        return {"ckpt": str(self.ckpt), "ckpt_sha256": _sha256(self.ckpt), "fixed_layer": self.fixed_layer,
+                "seed": self.seed,
                 "task_configs": self.task_configs,
                 "mixed_corpus": None if self.mixed_corpus is None else str(self.mixed_corpus)}
 
@@ -149,7 +151,9 @@ class Table1:
                 if _without_schedule(before["task_configs"][task]) != _without_schedule(mine["task_configs"][task]):
                     raise ValueError(f"{self.out} holds a Table 1 whose {task} config differs from this one "
                                      "(other than in its steps); use another --out (or delete it to start over)")
-            for key in ("ckpt", "fixed_layer", "seed"):
+            # the checkpoint by content: the same file elsewhere (another checkout) is the same table
+            same = ("ckpt_sha256",) if before.get("ckpt_sha256") else ("ckpt",)
+            for key in same + ("fixed_layer", "seed"):
                 if before.get(key) != mine[key]:
                     raise ValueError(f"{self.out} holds a Table 1 made with {key}={before.get(key)!r}, "
                                      f"not {mine[key]!r}; use another --out (or delete it to start over)")
@@ -188,8 +192,14 @@ class Table1:
                 "-p", str(expdir), "--seed", str(self.seed), "--device", self.device, "-o", schedule,
             ]), log)
         elif done < steps:
+            # the checkpoint's own paths (experiment folder, upstream, its config, the data) may be
+            # another machine's or checkout's: the resumed run takes this table's
+            here = [f"args.expdir={expdir}", f"args.upstream_ckpt={self.ckpt}",
+                    f"args.upstream_model_config={self.upstream_config_path(f'train_{run}')}"]
+            here += [f"config.downstream_expert.{key}={value}" for key, value in _data_paths(self.task_configs[task])]
             self.log(f"[table1] {task} {run}: resuming from step {done} of {steps} ({resume.name})")
-            self.runner(runner_command(["-m", "train", "-e", str(resume), "--device", self.device, "-o", schedule]), log)
+            self.runner(runner_command(["-m", "train", "-e", str(resume), "--device", self.device,
+                                        "-o", ",,".join(here) + ",," + schedule]), log)
         final = self.final_checkpoint(task, run)
         if not final.is_file():
             raise RuntimeError(f"training {task} {run} finished without writing {final}; see {log}")
@@ -370,6 +380,25 @@ def newest_checkpoint(expdir: Path) -> Optional[Path]:
             continue
         return path
     return None
+
+
+def _sha256(path: Path) -> Optional[str]:
+    if not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _data_paths(config: Mapping[str, Any]):
+    """``(datarc.key, value)`` of a task config's data paths (what :func:`.tasks.fill_data_paths` sets)."""
+    expert = config.get("downstream_expert", {})
+    for section in ("datarc", "loaderrc"):
+        for key in DATA_PATH_KEYS:
+            if key in expert.get(section, {}):
+                yield f"{section}.{key}", expert[section][key]
 
 
 def _without_schedule(config: Mapping[str, Any]) -> Dict[str, Any]:

@@ -60,6 +60,10 @@ def _deep_update(target: Dict[str, Any], update: Mapping[str, Any]) -> None:
             target[key] = value
 
 
+#: the data path keys of each task's ``datarc`` / ``loaderrc`` (what :func:`fill_data_paths` sets)
+DATA_PATH_KEYS = ("libri_root", "bucket_file", "dict_path", "file_path", "meta_data", "train_dir", "dev_dir", "test_dir")
+
+
 def fill_data_paths(task: str, config: Dict[str, Any], layout: Mapping[str, str]) -> None:
     """Put a ``corpus.json`` layout's paths into a task config (in place)."""
     expert = config["downstream_expert"]
