@@ -1,8 +1,8 @@
 """A Table 1 training cell stopped and resumed ends where an uninterrupted one does.
 
 s3prl's real runner (a subprocess per training, as ``daisy table1`` runs it) trains the ASR
-downstream on a tiny generated LibriSpeech layout (6 training utterances in batches of 2:
-3 batches an epoch, so step 2 stops mid-epoch). One table trains 6 steps in one go; another
+downstream on the tiny generated LibriSpeech layout of ``daisy_upstream.testing.superb``
+(4 training utterances in batches of 1: 4 batches an epoch, so step 2 stops mid-epoch). One table trains 6 steps in one go; another
 trains 2 steps, is moved to another folder, is then asked for 6 and resumes from
 ``states-2.ckpt`` (whose recorded paths are the old folder's); a third is killed
 while it trains and run again. All three end with the same downstream weights, optimizer
@@ -18,45 +18,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import yaml
 
 from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.evaluation import table1 as t1
 from daisy_upstream.evaluation.table1.table import newest_checkpoint
-from daisy_upstream.factory.random_hubert import make_random_checkpoint
 from daisy_upstream.integration.plugin import s3prl_configs
 from daisy_upstream.integration.runner_io import load_runner_checkpoint
+from daisy_upstream.testing import make_random_checkpoint
+from daisy_upstream.testing.superb import make_librispeech
 
-SR = 16000
-WORDS = ["HELLO", "WORLD", "EARLY", "EXIT", "SPEECH", "MODEL"]
-SPLITS = {"train-clean-100": 6, "dev-clean": 1, "test-clean": 2}
-
-
-def _librispeech(root: Path) -> dict:
-    """LibriSpeech's layout as s3prl's asr/dataset.py reads it: ``<split>/<spk>/<ch>/<id>.flac``,
-    ``<spk>-<ch>.trans.txt`` (``ID WORDS``) and ``len_for_bucket/<split>.csv`` (file_path, length)."""
-    rng = np.random.default_rng(0)
-    libri, buckets = root / "LibriSpeech", root / "len_for_bucket"
-    buckets.mkdir(parents=True)
-    n = 0
-    for split, count in SPLITS.items():
-        folder = libri / split / "19" / "198"
-        folder.mkdir(parents=True)
-        rows, lines = ["file_path,length"], []
-        for i in range(count):
-            n += 1
-            audio = (0.1 * rng.standard_normal(int(SR * (0.6 + 0.1 * i)))).astype(np.float32)
-            sf.write(folder / f"19-198-{i:04d}.flac", audio, SR)
-            rows.append(f"{split}/19/198/19-198-{i:04d}.flac,{len(audio)}")
-            lines.append(f"19-198-{i:04d} {WORDS[n % 6]} {WORDS[(3 * n) % 6]}")
-        (folder / "19-198.trans.txt").write_text("\n".join(lines) + "\n")
-        (buckets / f"{split}.csv").write_text("\n".join(rows) + "\n")
-    return {"libri_root": str(libri), "bucket_file": str(buckets),
-            "dict_path": str(s3prl_configs() / "asr" / "char.dict")}
 
 
 @pytest.fixture(scope="module")
@@ -64,17 +37,24 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     ckpt = root / "tiny.pt"
     atomic_torch_save(make_random_checkpoint(num_layers=2, layer_entropy=[2.0, 1.0]), ckpt)
-    return root, ckpt, _librispeech(root / "asr")
+    assert make_librispeech(root / "asr")["train-clean-100"] == 4  # 4 batches of 1: step 2 is mid-epoch
+    layout = {"libri_root": str(root / "asr" / "LibriSpeech"), "bucket_file": str(root / "asr" / "len_for_bucket"),
+              "dict_path": str(s3prl_configs() / "asr" / "char.dict")}
+    return root, ckpt, layout
 
 
-def _table(root: Path, ckpt: Path, layout: dict, name: str, steps: int) -> "t1.Table1":
+def _config(layout: dict, steps: int) -> dict:
     with open(s3prl_configs() / "asr" / "config.yaml") as f:
         base = yaml.safe_load(f)
     config = t1.prepare_task_config("asr", base, steps, "small", layout)
-    config["downstream_expert"]["datarc"].update(batch_size=2, num_workers=0)
+    config["downstream_expert"]["datarc"].update(batch_size=1, num_workers=0)
     config["downstream_expert"]["modelrc"].update(project_dim=16)
     config["downstream_expert"]["modelrc"]["RNNs"].update(dim=[16, 16], dropout=[0.1, 0.1])  # randomness in each step
-    return t1.Table1(root / name, ckpt, {"asr": config}, fixed_layer=1, log=lambda m: None)
+    return config
+
+
+def _table(root: Path, ckpt: Path, layout: dict, name: str, steps: int) -> "t1.Table1":
+    return t1.Table1(root / name, ckpt, {"asr": _config(layout, steps)}, fixed_layer=1, log=lambda m: None)
 
 
 def _final(table: "t1.Table1", steps: int) -> dict:
@@ -118,13 +98,12 @@ def test_interrupted_and_extended_trainings_end_as_an_uninterrupted_one(setup):
     killed = _table(root, ckpt, layout, "killed", 6)
     killed.claim()
     expdir = killed.train_dir("asr", "full")
-    code = ("import sys, json, pathlib; sys.path.insert(0, sys.argv[1]); "
-            "from tests.evaluation.test_table1_resume import _table; import pathlib as p; "
-            "t = _table(p.Path(sys.argv[2]), p.Path(sys.argv[3]), json.loads(sys.argv[4]), 'killed', 6); "
-            "t._train('asr', 'full')")
+    code = ("import sys, json; from pathlib import Path; from daisy_upstream.evaluation.table1 import Table1; "
+            "Table1(Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3]), fixed_layer=1, "
+            "log=lambda m: None)._train('asr', 'full')")
     repo = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", code, repo, str(root), str(ckpt), json.dumps(layout)],
+    proc = subprocess.Popen([sys.executable, "-c", code, str(killed.out), str(ckpt), json.dumps({"asr": _config(layout, 6)})],
                             env=env, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
