@@ -24,6 +24,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="resumable state and TensorBoard logs (default: OUT's name + '.work')")
     parser.add_argument("--teacher", type=Path, default=None,
                         help="converted HuBERT giving final_proj/label_embs_concat (for the authors' layout)")
+    parser.add_argument("--targets", choices=("model", "kmeans"), default=None,
+                        help="what the branches learn: 'model' = the model's own pretraining head (HuBERT's "
+                             "cluster assignment, wav2vec 2.0's quantizer code per codebook group; the default "
+                             "where there is one), 'kmeans' = k-means on layer --kmeans-layer over the training "
+                             "audio (any family; needed for WavLM and data2vec)")
+    parser.add_argument("--kmeans-layer", type=int, default=None,
+                        help="with --targets kmeans: the hidden state K (1..L) to cluster")
+    parser.add_argument("--clusters", type=int, default=None, help="with --targets kmeans: the number of centroids")
+    parser.add_argument("--kmeans-batch-frames", type=int, default=10000,
+                        help="frames per MiniBatchKMeans.partial_fit call (default 10000)")
+    parser.add_argument("--kmeans-max-frames", type=int, default=None,
+                        help="feed k-means at most this many frames (default: all the training audio, one pass)")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="total optimizer steps (paper: 88000); default: --epochs passes")
     parser.add_argument("--epochs", type=int, default=1, help="passes over the audio without --max-steps")
@@ -96,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
         heldout_fraction=args.heldout_fraction, log_every=args.log_every,
         eval_every=args.eval_every, save_every=args.save_every, stop_after=args.stop_after,
         rhos=tuple(args.rho), noise_prob=args.noise_prob, balance_lr=args.balance_lr,
-        lr_schedule=args.lr_schedule,
+        lr_schedule=args.lr_schedule, targets=args.targets, kmeans_layer=args.kmeans_layer,
+        clusters=args.clusters, kmeans_batch_frames=args.kmeans_batch_frames,
+        kmeans_max_frames=args.kmeans_max_frames,
     )
     config.validate()
     for rho in args.rho:

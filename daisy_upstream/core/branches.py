@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BRANCH_INPUTS", "ExitBranches", "frame_entropy", "mean_entropy", "valid_frame_mask"]
+__all__ = ["BRANCH_INPUTS", "ExitBranches", "frame_entropy", "group_entropy", "mean_entropy", "valid_frame_mask"]
 
 #: what branch ``k`` reads (``ExitBranches.reads``); computed by ``EarlyExitHubert``
 BRANCH_INPUTS = {
@@ -37,18 +37,32 @@ def frame_entropy(logits: Tensor) -> Tensor:
     return -(log_p.exp() * log_p).sum(dim=-1)
 
 
-def mean_entropy(logits: Tensor, lengths: Optional[Tensor]) -> Tensor:
+def group_entropy(logits: Tensor, groups: int = 1) -> Tensor:
+    """Frame entropy of a head with ``groups`` output blocks: ``(..., G*V) -> (...)``.
+
+    The last axis holds ``G`` blocks of ``V`` classes (block ``g`` = columns ``g*V..g*V+V-1``,
+    e.g. one per codebook group of wav2vec 2.0's quantizer); each block is its own softmax
+    and the result is the mean of the ``G`` blocks' entropies. ``groups=1`` is
+    :func:`frame_entropy`.
+    """
+    if groups == 1:
+        return frame_entropy(logits)
+    return frame_entropy(logits.unflatten(-1, (groups, -1))).mean(dim=-1)
+
+
+def mean_entropy(logits: Tensor, lengths: Optional[Tensor], groups: int = 1) -> Tensor:
     """Per-utterance mean frame entropy over valid frames only.
 
     Args:
-        logits: ``(B, T, C)`` branch logits.
+        logits: ``(B, T, C)`` branch logits (``C = G*V`` for ``groups`` blocks).
         lengths: ``(B,)`` number of valid frames of each row (padding excluded), or None
             when every row's ``T`` frames are valid.
+        groups: output blocks of the head (:func:`group_entropy`).
 
     Returns:
         ``(B,)`` mean entropy in nats.
     """
-    ent = frame_entropy(logits)
+    ent = group_entropy(logits, groups)
     if lengths is None:
         return ent.mean(dim=1)
     mask = valid_frame_mask(lengths, logits.size(1))
@@ -56,24 +70,30 @@ def mean_entropy(logits: Tensor, lengths: Optional[Tensor]) -> Tensor:
 
 
 class ExitBranches(nn.ModuleList):
-    """``L`` linear branches ``W^k: D -> C``; branch ``k`` (1-based) reads layer ``k``.
+    """``L`` linear branches ``W^k: D -> G*C``; branch ``k`` (1-based) reads layer ``k``.
 
     ``reads`` (a key of :data:`BRANCH_INPUTS`) names the tensor of layer ``k`` a branch
     takes: ``hidden_states[k]`` for branches trained by us, the FFN or layer output for the
-    authors' heads. The state dict has keys ``{k-1}.weight`` (``(C, D)``) and ``{k-1}.bias``
-    (``(C,)``), the layout stored under ``checkpoint["daisy"]["branches"]``.
+    authors' heads. ``groups`` (``G``, default 1) output blocks of ``num_classes`` (``C``)
+    classes each predict ``G`` targets per frame (wav2vec 2.0's codebook groups); the exit
+    entropy is the mean over the blocks (:func:`group_entropy`). The state dict has keys
+    ``{k-1}.weight`` (``(G*C, D)``) and ``{k-1}.bias`` (``(G*C,)``), the layout stored under
+    ``checkpoint["daisy"]["branches"]`` (with ``daisy.groups`` when ``G > 1``).
     """
 
-    def __init__(self, num_layers: int, embed_dim: int, num_classes: int, reads: str = "hidden_states") -> None:
-        if num_layers < 1 or embed_dim < 1 or num_classes < 2:
+    def __init__(
+        self, num_layers: int, embed_dim: int, num_classes: int, reads: str = "hidden_states", groups: int = 1
+    ) -> None:
+        if num_layers < 1 or embed_dim < 1 or num_classes < 2 or groups < 1:
             raise ValueError(
-                f"ExitBranches needs num_layers >= 1, embed_dim >= 1, num_classes >= 2; "
-                f"got {num_layers}, {embed_dim}, {num_classes}"
+                f"ExitBranches needs num_layers >= 1, embed_dim >= 1, num_classes >= 2, groups >= 1; "
+                f"got {num_layers}, {embed_dim}, {num_classes}, {groups}"
             )
         if reads not in BRANCH_INPUTS:
             raise ValueError(f"branches cannot read {reads!r}; choose one of {', '.join(BRANCH_INPUTS)}")
-        super().__init__([nn.Linear(embed_dim, num_classes) for _ in range(num_layers)])
+        super().__init__([nn.Linear(embed_dim, groups * num_classes) for _ in range(num_layers)])
         self.reads = reads
+        self.groups = groups
 
     @property
     def num_layers(self) -> int:
@@ -85,13 +105,14 @@ class ExitBranches(nn.ModuleList):
 
     @property
     def num_classes(self) -> int:
-        return self[0].out_features
+        """Classes per output block (``C``)."""
+        return self[0].out_features // self.groups
 
     def extra_repr(self) -> str:
-        return f"reads={self.reads!r}"
+        return f"reads={self.reads!r}" + (f", groups={self.groups}" if self.groups > 1 else "")
 
     def logits(self, layer: int, hidden: Tensor) -> Tensor:
-        """Logits of branch ``layer`` (1-based) on ``hidden`` ``(..., D) -> (..., C)``."""
+        """Logits of branch ``layer`` (1-based) on ``hidden`` ``(..., D) -> (..., G*C)``."""
         return self[layer - 1](hidden)
 
     def entropy(self, layer: int, hidden: Tensor, lengths: Optional[Tensor]) -> Tensor:
@@ -99,15 +120,21 @@ class ExitBranches(nn.ModuleList):
 
         ``lengths`` ``(B,)`` counts each row's valid frames; None: all ``T`` are valid.
         """
-        return mean_entropy(self.logits(layer, hidden), lengths)
+        return mean_entropy(self.logits(layer, hidden), lengths, self.groups)
 
     @classmethod
     def from_state_dict(
-        cls, state: Dict[str, Tensor], num_layers: int, embed_dim: Optional[int] = None, reads: str = "hidden_states"
+        cls,
+        state: Dict[str, Tensor],
+        num_layers: int,
+        embed_dim: Optional[int] = None,
+        reads: str = "hidden_states",
+        groups: int = 1,
     ) -> "ExitBranches":
         """Build branches from a ``{k-1}.weight/bias`` state dict, checking its shape.
 
-        The class count ``C`` is taken from the weights; ``reads`` as in the constructor.
+        The class count ``C`` is taken from the weights (rows / ``groups``); ``reads`` and
+        ``groups`` as in the constructor.
 
         Raises:
             ValueError: if the branch count differs from ``num_layers``, keys are missing
@@ -125,11 +152,13 @@ class ExitBranches(nn.ModuleList):
                 "transformer layers; branches must be trained for this exact model "
                 "(daisy train-branches)"
             )
-        num_classes, width = state["0.weight"].shape
+        rows, width = state["0.weight"].shape
         if embed_dim is not None and width != embed_dim:
             raise ValueError(
                 f"branches take {width}-dim input but the model's hidden size is {embed_dim}"
             )
-        branches = cls(num_layers, width, num_classes, reads)
+        if groups < 1 or rows % groups:
+            raise ValueError(f"branches have {rows} outputs, which is not {groups} equal output blocks (groups)")
+        branches = cls(num_layers, width, rows // groups, reads, groups)
         branches.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
         return branches

@@ -16,7 +16,15 @@ Format (a ``torch.save``'d dict, loadable with ``weights_only=True``)::
     dictionaries_symbols list   one list of label symbols per target set (4 fairseq specials first)
     daisy                dict   (optional; absent = a plain HuBERT checkpoint)
         branches         dict   {"0.weight": (C, D), "0.bias": (C,), ..., "{L-1}.bias"}
-        num_classes      int    C
+        num_classes      int    C, classes per output block
+        groups           int    (optional, default 1) G output blocks per branch: branch weights
+                                are (G*C, D), block g = rows g*C..g*C+C-1, one softmax each; the
+                                exit entropy is the mean over the blocks (wav2vec 2.0's codebook
+                                groups)
+        targets          dict   (optional) what stage 1 trained the branches on: ``kind``
+                                ("model" or "kmeans") and its facts; k-means adds
+                                ``centroids`` (N, D) and their provenance (layer, clusters,
+                                audio, seed, inertia, ...), see training/kmeans.py
         calibration      dict   (optional) {"layer_entropy": [L floats], "dataset": str, ...}
         provenance       dict   (optional) commands and settings that made it; ``backbone``:
                                 the pretraining's own record (top-level ``provenance`` of a
@@ -208,7 +216,10 @@ def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCh
         reads = daisy.get("branch_input", "hidden_states")
         if reads not in BRANCH_INPUTS:
             raise ValueError(f"{path}: daisy.branch_input is {reads!r}, not one of {', '.join(BRANCH_INPUTS)}")
-        branches = ExitBranches.from_state_dict(daisy["branches"], num_layers, embed_dim, reads)
+        groups = daisy.get("groups", 1)
+        if not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"{path}: daisy.groups must be an int >= 1, got {groups!r}")
+        branches = ExitBranches.from_state_dict(daisy["branches"], num_layers, embed_dim, reads, groups)
         calibration = daisy.get("calibration")
         layout = "daisy"
     elif authors_heads:
@@ -250,12 +261,15 @@ def with_branches(
     branches: ExitBranches,
     calibration: Optional[Dict[str, Any]] = None,
     provenance: Optional[Dict[str, Any]] = None,
+    targets: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """A copy of a converted checkpoint dict with a ``daisy`` entry (branches + calibration).
 
     Authors' heads in ``state`` are dropped (the new branches replace them). ``provenance``
     (how the branches were made) is stored as ``daisy.provenance``, together with the
     backbone's own ``provenance`` entry (as ``backbone``) when ``state`` has one.
+    ``targets``: what the branches were trained on (``daisy.targets``: ``kind`` and, for
+    k-means, the centroids and their provenance).
     """
     backbone_weights, authors_heads = split_authors_heads(state["model_weight"])
     out = {key: state[key] for key in REQUIRED_KEYS}
@@ -266,6 +280,10 @@ def with_branches(
         "num_classes": branches.num_classes,
         "branch_input": branches.reads,  # what branch k reads (ours: hidden_states[k])
     }
+    if branches.groups > 1:
+        out["daisy"]["groups"] = branches.groups
+    if targets is not None:
+        out["daisy"]["targets"] = dict(targets)
     if calibration is not None:
         out["daisy"]["calibration"] = dict(calibration)
     record = dict(provenance or {})

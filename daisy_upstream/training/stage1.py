@@ -63,10 +63,30 @@ def _split(corpus: AudioCorpus, heldout: Optional[AudioCorpus], config: Stage1Co
     return corpus, heldout
 
 
+def _targets(kind: str, model: nn.Module, raw_state: Dict[str, Any], backbone: EarlyExitHubert,
+             train_set: AudioCorpus, config: Stage1Config, work_dir: Path, dev: torch.device, is_main: bool,
+             world: int) -> nn.Module:
+    """The target source for ``--targets`` (see :mod:`~daisy_upstream.training.targets`)."""
+    if kind == "model":
+        return ClusterTargets(model, raw_state["dictionaries_symbols"][0])
+    from .kmeans_targets import load_or_fit_kmeans
+
+    settings = dict(layer=config.kmeans_layer, clusters=config.clusters, seed=config.seed,
+                    batch_seconds=config.batch_seconds, device=dev, batch_frames=config.kmeans_batch_frames,
+                    max_frames=config.kmeans_max_frames)
+    if is_main:  # rank 0 clusters and writes work_dir/kmeans.pt; the other ranks read it
+        targets = load_or_fit_kmeans(work_dir, backbone, train_set, **settings)
+    barrier(world)
+    if not is_main:
+        targets = load_or_fit_kmeans(work_dir, backbone, train_set, fit=False, **settings)
+    return targets.to(dev)
+
+
 def _write_output(
     out: Path, checkpoint: Union[str, Path], raw_state: Dict[str, Any], backbone: EarlyExitHubert,
     branches: ExitBranches, train_set: AudioCorpus, heldout_set: AudioCorpus, config: Stage1Config,
     step: int, dev: torch.device, half: bool, provenance: Optional[Dict[str, Any]],
+    targets_record: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Calibrate on the held-out audio and write the DAISY checkpoint; returns the calibration."""
     from daisy_upstream.training.calibration import CalibrationResult, layer_entropies
@@ -86,12 +106,13 @@ def _write_output(
         "linear_fit_r2": result.fit[2],
         "stage1_steps": step,
     }
-    branches_cpu = ExitBranches(branches.num_layers, branches.embed_dim, branches.num_classes)
+    branches_cpu = ExitBranches(branches.num_layers, branches.embed_dim, branches.num_classes,
+                                groups=branches.groups)
     branches_cpu.load_state_dict({k: v.detach().cpu() for k, v in branches.state_dict().items()})
     made = {"stage1": {"steps": step, "config": config.as_dict(),
                        "train_audio": train_set.name, "heldout_audio": heldout_set.name},
             **(provenance or {})}
-    written_state = with_branches(raw_state, branches_cpu, calibration, made)
+    written_state = with_branches(raw_state, branches_cpu, calibration, made, targets_record)
     atomic_torch_save(half_precision(written_state) if half else written_state, out)
     return calibration
 
@@ -130,8 +151,12 @@ def train_branches(
         provenance: stored as ``daisy.provenance`` in ``out`` (with the backbone's own).
 
     Raises:
-        ValueError: no ``label_embs_concat``; a state in ``work_dir`` from different settings
-            or data; bad settings.
+        ValueError: no ``label_embs_concat`` (model targets); a state in ``work_dir`` from
+            different settings or data; bad settings.
+
+    With ``config.targets == "kmeans"`` the targets are k-means centroids of
+    ``hidden_states[config.kmeans_layer]`` over the training audio, fitted before the first
+    step (rank 0, written to ``work_dir/kmeans.pt`` and reused on resume).
     """
     config = config or Stage1Config()
     config.validate()
@@ -140,13 +165,14 @@ def train_branches(
     dev = resolve_device(device, world, local_rank)
     is_main = rank == 0
 
-    loaded, raw_state = load_frozen_model(checkpoint, teacher)
+    kind = config.targets or "model"
+    loaded, raw_state = load_frozen_model(checkpoint, teacher, need_head=kind == "model")
     model = loaded.model.to(dev).eval()
     backbone = EarlyExitHubert(model, None, normalize_waveform=bool(loaded.task_cfg.normalize)).eval()
-    targets = ClusterTargets(model, raw_state["dictionaries_symbols"][0])
     num_layers, embed_dim = backbone.num_layers, backbone.embed_dim
 
     train_set, heldout_set = _split(corpus, heldout, config)
+    targets = _targets(kind, model, raw_state, backbone, train_set, config, work_dir, dev, is_main, world)
     batches = train_set.batches(config.batch_seconds)
     if len(batches) < world:
         raise ValueError(f"{len(batches)} training batch(es) for {world} processes: use less --batch-seconds")
@@ -155,7 +181,7 @@ def train_branches(
 
     with torch.random.fork_rng(devices=[]):  # seeded init, the caller's RNG left as it was
         torch.manual_seed(config.seed)
-        branches = ExitBranches(num_layers, embed_dim, targets.num_classes)
+        branches = ExitBranches(num_layers, embed_dim, targets.num_classes, groups=targets.groups)
     branches = branches.to(dev)
     loss_module = BranchLoss(branches)
     optimizer = torch.optim.AdamW(  # one group per branch; "base_lr": its rate before the schedule
@@ -168,6 +194,7 @@ def train_branches(
         "data": train_set.fingerprint(),
         "world_size": world,
         "num_classes": targets.num_classes,
+        **({"groups": targets.groups} if targets.groups > 1 else {}),
     }
     state_path = work_dir / STATE_FILE
     done = load_state(state_path, fingerprint, branches, optimizer)
@@ -274,7 +301,7 @@ def train_branches(
     if finished and is_main:
         final_heldout = evaluate()
         calibration = _write_output(out, checkpoint, raw_state, backbone, branches, train_set, heldout_set,
-                                    config, done.step, dev, half, provenance)
+                                    config, done.step, dev, half, provenance, targets.record())
         written = out
     monitor.close()
     barrier(world)

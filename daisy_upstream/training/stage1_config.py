@@ -5,9 +5,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-__all__ = ["LR_SCHEDULES", "Stage1Config", "Stage1Result"]
+__all__ = ["LR_SCHEDULES", "TARGET_KINDS", "Stage1Config", "Stage1Result"]
 
 LR_SCHEDULES = ("constant", "linear")
+#: ``--targets``: the model's own pretraining head, or k-means on one of its layers
+TARGET_KINDS = ("model", "kmeans")
 
 
 @dataclass
@@ -46,6 +48,14 @@ class Stage1Config:
         lr_schedule: ``"constant"`` (the paper's), or ``"linear"``: each branch's rate falls
             linearly from its start value to zero at the last step, so that the branches
             settle instead of ending on the last batches' noise.
+        targets: ``"model"`` (the pretraining head: HuBERT's cluster assignment, wav2vec
+            2.0's quantizer codes) or ``"kmeans"`` (k-means on ``hidden_states[kmeans_layer]``
+            of the frozen model over the training audio, ``clusters`` centroids); None: the
+            model's head, refused for a model without one.
+        kmeans_layer / clusters: the layer ``K`` (1..L) and the number of centroids.
+        kmeans_batch_frames: frames per ``MiniBatchKMeans.partial_fit`` call.
+        kmeans_max_frames: stop feeding k-means after so many frames (None: all the
+            training audio, one pass).
     """
 
     lr: float = 5e-5
@@ -65,8 +75,27 @@ class Stage1Config:
     noise_snr_db: Tuple[float, float] = (0.0, 20.0)
     balance_lr: bool = True
     lr_schedule: str = "constant"
+    targets: Optional[str] = None
+    kmeans_layer: Optional[int] = None
+    clusters: Optional[int] = None
+    kmeans_batch_frames: int = 10000
+    kmeans_max_frames: Optional[int] = None
 
     def validate(self) -> None:
+        if self.targets is not None and self.targets not in TARGET_KINDS:
+            raise ValueError(f"unknown --targets {self.targets!r}; choose one of {', '.join(TARGET_KINDS)}")
+        if self.targets == "kmeans":
+            if self.kmeans_layer is None or self.clusters is None:
+                raise ValueError("--targets kmeans needs --kmeans-layer K and --clusters N")
+            if self.clusters < 2:
+                raise ValueError(f"--clusters must be >= 2, got {self.clusters}")
+            if self.kmeans_batch_frames < self.clusters:
+                raise ValueError(f"--kmeans-batch-frames ({self.kmeans_batch_frames}) must be >= --clusters "
+                                 f"({self.clusters}): the first batch seeds the centroids")
+            if self.kmeans_max_frames is not None and self.kmeans_max_frames < self.clusters:
+                raise ValueError(f"--kmeans-max-frames must be >= --clusters ({self.clusters})")
+        elif self.kmeans_layer is not None or self.clusters is not None:
+            raise ValueError("--kmeans-layer and --clusters go with --targets kmeans")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown --lr-schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
         if not self.lr > 0:
@@ -93,7 +122,12 @@ class Stage1Config:
 
     def fingerprint(self) -> Dict[str, Any]:
         """Settings a resumed run must share with the run that saved the state."""
+        made = {}
+        if self.targets == "kmeans":  # (absent for the model's head: older states resume)
+            made = {"targets": self.targets, "kmeans_layer": self.kmeans_layer, "clusters": self.clusters,
+                    "kmeans_batch_frames": self.kmeans_batch_frames, "kmeans_max_frames": self.kmeans_max_frames}
         return {
+            **made,
             "lr": self.lr,
             "weight_decay": self.weight_decay,
             "batch_seconds": self.batch_seconds,

@@ -1,14 +1,21 @@
-"""Stage-1 targets and loss: the frozen HuBERT's own cluster assignment, and the branches' CE.
+"""Stage-1 targets and loss: the frozen model's own targets, and the branches' CE.
 
-Targets (per frame ``t``) are the frozen model's cluster assignment at its last layer::
+A *target source* gives every valid frame ``G`` class indices (``G`` output blocks of
+``num_classes`` classes; ``G = 1`` except for wav2vec 2.0's codebook groups). Its interface:
+attributes ``kind`` ("model" / "kmeans"), ``num_classes``, ``groups``; ``labels(features,
+wavs, lengths) -> (N, G)`` long, ``features`` being the batch's valid frames of
+``hidden_states[1..L]`` ``(L, N, D)``; ``record()`` -> the ``daisy.targets`` entry. Sources:
 
-    y_t = argmax_{c real} cos(final_proj(h^L_t), label_embs_concat[c]) / logit_temp
+* HuBERT, ``--targets model`` (:class:`ClusterTargets`): the cluster assignment at its last
+  layer, ``y_t = argmax_{c real} cos(final_proj(h^L_t), label_embs_concat[c]) / logit_temp``
+  over the *real* cluster rows of the first label set (fairseq's four special symbols
+  ``<s> <pad> </s> <unk>``, the first four rows, are never targets), ``h^L = hidden_states[L]``.
+* wav2vec 2.0, ``--targets model``: its quantizer's codes (``quantizer_targets``).
+* any family, ``--targets kmeans``: nearest k-means centroid of layer ``K`` (``kmeans_targets``).
 
-over the *real* cluster rows of the first label set (fairseq's four special symbols
-``<s> <pad> </s> <unk>``, the first four rows, are never targets), ``h^L = hidden_states[L]``
-of a full early-exit forward. Branch ``k`` (1-based) is a linear classifier on
-``hidden_states[k]``, trained with the mean cross-entropy over valid frames; the loss is the
-sum over layers. The backbone runs under ``torch.no_grad``.
+Branch ``k`` (1-based) is a linear classifier on ``hidden_states[k]``, trained with the mean
+cross-entropy over valid frames (and over the ``G`` blocks); the loss is the sum over layers.
+The backbone runs under ``torch.no_grad``.
 """
 from __future__ import annotations
 
@@ -74,6 +81,9 @@ class ClusterTargets(nn.Module):
         self.logit_temp = float(model.logit_temp)
         self._model = [model]  # not a submodule: its parameters stay out of this module's
 
+    kind = "model"
+    groups = 1
+
     @property
     def num_classes(self) -> int:
         """Real cluster classes ``C`` (specials excluded)."""
@@ -100,14 +110,24 @@ class ClusterTargets(nn.Module):
         """``(..., D)`` -> ``(...,)`` long target in ``0..C-1`` (class ``c`` = symbol row ``c + 4``)."""
         return self.logits(hidden).argmax(dim=-1)
 
+    def labels(self, features: Tensor, wavs: List[Tensor], lengths: Tensor) -> Tensor:
+        """``features (L, N, D)`` -> ``(N, 1)``: the assignment of ``hidden_states[L]``."""
+        return self(features[-1]).unsqueeze(-1)
+
+    def record(self) -> Dict[str, Any]:
+        """``daisy.targets`` for these branches."""
+        return {"kind": self.kind, "source": "HuBERT cluster assignment at the last layer "
+                "(final_proj vs label_embs_concat)", "clusters": self.num_classes}
+
 
 class BranchLoss(nn.Module):
     """Per-layer cross-entropy and agreement of all branches (the module DDP wraps).
 
-    Forward: ``features (L, N, D)`` valid frames of ``hidden_states[1..L]``, ``targets (N,)`` ->
-    ``(ce (L,), correct (L,))``: mean cross-entropy per layer and the count of frames whose
-    argmax equals the target. ``N = 0`` gives zero losses that still touch every parameter
-    (so that all DDP ranks take part in the step).
+    Forward: ``features (L, N, D)`` valid frames of ``hidden_states[1..L]``, ``targets (N, G)``
+    (or ``(N,)`` for ``G = 1``) -> ``(ce (L,), correct (L,))``: per layer the cross-entropy
+    averaged over frames and the ``G`` output blocks, and the count of (frame, block) pairs
+    whose argmax equals the target. ``N = 0`` gives zero losses that still touch every
+    parameter (so that all DDP ranks take part in the step).
     """
 
     def __init__(self, branches: ExitBranches) -> None:
@@ -116,8 +136,12 @@ class BranchLoss(nn.Module):
 
     def forward(self, features: Tensor, targets: Tensor) -> Tuple[Tensor, Tensor]:
         ces, correct = [], []
+        groups = self.branches.groups
+        targets = targets.reshape(-1)  # (N*G,), frame-major like the logits' blocks below
         for k, branch in enumerate(self.branches):
             logits = branch(features[k])
+            if groups > 1:  # (N, G*V) -> (N*G, V): one softmax per block
+                logits = logits.reshape(-1, self.branches.num_classes)
             if targets.numel() == 0:
                 ces.append(logits.sum() * 0.0 + sum(p.sum() for p in branch.parameters()) * 0.0)
                 correct.append(torch.zeros((), dtype=torch.long, device=logits.device))
@@ -128,12 +152,13 @@ class BranchLoss(nn.Module):
 
 
 def load_frozen_model(
-    checkpoint: Union[str, Path], teacher: Optional[Union[str, Path]] = None
+    checkpoint: Union[str, Path], teacher: Optional[Union[str, Path]] = None, need_head: bool = True
 ) -> Tuple[DaisyCheckpoint, Dict[str, Any]]:
     """The frozen model with ``final_proj``/``label_embs_concat``, and the raw state to extend.
 
     ``teacher``: a converted HuBERT of the same backbone that provides ``final_proj`` and
     ``label_embs_concat`` (for the authors' layout, whose heads replace ``final_proj``).
+    ``need_head=False`` (k-means targets): the cluster head may be absent.
 
     Raises:
         ValueError: no ``label_embs_concat``; per-layer heads without a teacher; a teacher of
@@ -143,34 +168,32 @@ def load_frozen_model(
     weights = state["model_weight"]
     if teacher is not None:
         state = with_teacher(state, read_checkpoint(teacher), str(checkpoint), f"teacher {teacher}")
-    elif "final_proj.weight" not in weights and split_authors_heads(weights)[1]:
+    elif "final_proj.weight" not in weights and split_authors_heads(weights)[1] and need_head:
         raise ValueError(
             f"{checkpoint} has per-layer heads (the authors' layout) instead of HuBERT's final_proj, "
             "so the last layer's cluster assignment cannot be computed from it; pass --teacher "
             "with the converted HuBERT checkpoint the heads were trained on"
         )
-    elif "label_embs_concat" not in weights:
+    elif "label_embs_concat" not in weights and need_head:
         raise ValueError(_NO_LABEL_EMBS)
     loaded = load_daisy_state(state, str(checkpoint))
     model = loaded.model
     log.info("%s: branches trained here read %s", checkpoint, BRANCH_INPUTS["hidden_states"])
-    if getattr(model, "label_embs_concat", None) is None:
+    if need_head and getattr(model, "label_embs_concat", None) is None:
         raise ValueError(_NO_LABEL_EMBS)
     for p in model.parameters():
         p.requires_grad_(False)
     return loaded, state
 
 
-def batch_features(
-    backbone: EarlyExitHubert, targets: ClusterTargets, wavs: List[Tensor]
-) -> Tuple[Tensor, Tensor]:
-    """Valid frames of ``hidden_states[1..L]`` ``(L, N, D)`` and their targets ``(N,)``."""
+def batch_features(backbone: EarlyExitHubert, targets: nn.Module, wavs: List[Tensor]) -> Tuple[Tensor, Tensor]:
+    """Valid frames of ``hidden_states[1..L]`` ``(L, N, D)`` and their targets ``(N, G)``."""
     num_layers = backbone.num_layers
     with torch.no_grad():
         out = backbone(wavs, make_plan([num_layers], None))
         mask = valid_frame_mask(out.lengths, out.hidden_states[0].size(1))
         features = torch.stack([out.hidden_states[k][mask] for k in range(1, num_layers + 1)])
-        labels = targets(features[-1])
+        labels = targets.labels(features, wavs, out.lengths)
     return features, labels
 
 
@@ -191,7 +214,7 @@ def balanced_layer_lrs(features: Tensor, lr: float) -> List[float]:
 @torch.no_grad()
 def evaluate_branches(
     backbone: EarlyExitHubert,
-    targets: ClusterTargets,
+    targets: nn.Module,
     branches: ExitBranches,
     corpus: AudioCorpus,
     batch_seconds: float,
@@ -200,27 +223,29 @@ def evaluate_branches(
     """Per-layer frame-weighted mean CE and agreement with the targets on ``corpus``.
 
     Returns:
-        ``{"ce": [L floats], "accuracy": [L floats], "frames": int, "utterances": int}``.
+        ``{"ce": [L floats], "accuracy": [L floats], "frames": int, "utterances": int}``
+        (accuracy over (frame, output block) pairs).
     """
     loss = BranchLoss(branches)
     num_layers = branches.num_layers
     ce_sum = torch.zeros(num_layers, dtype=torch.float64)
     correct = torch.zeros(num_layers, dtype=torch.float64)
-    frames = utterances = 0
+    frames = pairs = utterances = 0
     for wavs, _ in corpus.iter_batches(batch_seconds):
         features, labels = batch_features(backbone, targets, [w.to(device) for w in wavs])
         if labels.numel() == 0:
             continue
         ce, hits = loss(features, labels)
-        ce_sum += ce.double().cpu() * labels.numel()
+        ce_sum += ce.double().cpu() * labels.size(0)
         correct += hits.double().cpu()
-        frames += labels.numel()
+        frames += labels.size(0)
+        pairs += labels.numel()
         utterances += len(wavs)
     if frames == 0:
         raise ValueError(f"no frame could be evaluated in {corpus.name} ({corpus.problems.summary()})")
     return {
         "ce": [float(v) for v in ce_sum / frames],
-        "accuracy": [float(v) for v in correct / frames],
+        "accuracy": [float(v) for v in correct / pairs],
         "frames": frames,
         "utterances": utterances,
     }

@@ -18,15 +18,6 @@ from daisy_upstream.training.stage1 import ClusterTargets, Stage1Config, balance
 from daisy_upstream.testing import waves
 from daisy_upstream.testing import write_wavs
 
-SECONDS = [0.5, 0.6, 0.7, 0.8, 0.55, 0.65, 0.75, 0.85, 0.6, 0.7]
-
-
-@pytest.fixture
-def audio_dir(tmp_path) -> Path:
-    write_wavs(tmp_path / "audio", SECONDS)
-    return tmp_path / "audio"
-
-
 def fast_config(**overrides) -> Stage1Config:
     """Test settings: a large lr so a few dozen steps show learning on tiny data."""
     values = dict(lr=1e-2, batch_seconds=2.0, max_steps=12, heldout_fraction=0.2, eval_every=0,

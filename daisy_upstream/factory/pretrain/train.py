@@ -29,7 +29,7 @@ from daisy_upstream.audio.noise import NoiseAugment
 from .checkpoint import save_converted
 from .data import AudioStream, crop_samples, list_split_files, load_stream
 from .features import layer_features, mfcc_frames, stream_features
-from .kmeans import assign, fit_kmeans
+from daisy_upstream.training.kmeans import DEFAULT_BATCH_FRAMES, assign, fit_kmeans
 from .model import TINY_MODEL_CFG, TINY_TASK_CFG, build_model
 from .state import compact_optimizer, expand_optimizer, load_state, save_state
 
@@ -57,6 +57,9 @@ class PretrainConfig:
     features_pen_weight: float = 10.0
     grad_clip: float = 10.0
     kmeans_frames: int = 100000
+    #: passes of the streamed k-means (scikit-learn's MiniBatchKMeans, batches of 10000 frames
+    #: fed with partial_fit, as stage 1's --targets kmeans) over the kmeans_frames sample
+    kmeans_passes: int = 20
     #: k-means on per-dimension standardised features. HuBERT clusters the raw features;
     #: standardising MFCC deltas made the labels twice as jumpy (adjacent frames equal 29%
     #: vs 48% of the time) and the first run sat at chance for 1200 steps.
@@ -122,7 +125,7 @@ class _Stop:
 
 
 def _make_labels(features_train: np.ndarray, features_valid: np.ndarray, k: int,
-                 seed: int, kmeans_frames: int, standardize: bool) -> Dict[str, torch.Tensor]:
+                 seed: int, kmeans_frames: int, standardize: bool, passes: int) -> Dict[str, torch.Tensor]:
     dim = features_train.shape[1]
     if standardize:
         mu, sd = features_train.mean(0), features_train.std(0) + 1e-5
@@ -131,11 +134,13 @@ def _make_labels(features_train: np.ndarray, features_valid: np.ndarray, k: int,
     ztr = (features_train - mu) / sd
     rng = np.random.default_rng(seed)
     n = min(kmeans_frames, len(ztr))
-    sub = ztr[np.sort(rng.choice(len(ztr), n, replace=False))]
-    cent = fit_kmeans(sub, k, seed)
-    ltr = assign(ztr, cent)
-    lva = assign((features_valid - mu) / sd, cent)
-    return {"centroids": torch.from_numpy(cent), "feat_mean": torch.from_numpy(mu),
+    sub = ztr[rng.choice(len(ztr), n, replace=False)]  # random order: every batch spans the corpus
+    batch = max(min(DEFAULT_BATCH_FRAMES, n), k)
+    batches = [sub[i:i + batch] for _ in range(passes) for i in range(0, n, batch)]
+    cent = torch.from_numpy(fit_kmeans(batches, k, seed, batch).centroids)
+    ltr = assign(torch.from_numpy(ztr), cent).numpy()
+    lva = assign(torch.from_numpy((features_valid - mu) / sd), cent).numpy()
+    return {"centroids": cent, "feat_mean": torch.from_numpy(mu),
             "feat_std": torch.from_numpy(sd),
             "labels_train": torch.from_numpy(ltr.astype(np.uint8 if k <= 256 else np.int16)),
             "labels_valid": torch.from_numpy(lva.astype(np.uint8 if k <= 256 else np.int16))}
@@ -215,7 +220,7 @@ def pretrain(corpus: Path, state_dir: Path, out: Path, cfg: Optional[PretrainCon
         lab = _make_labels(stream_features(stream_tr, mfcc_frames),
                            stream_features(stream_va, mfcc_frames), cfg.clusters_iter1,
                            _seed_of(cfg.seed, "kmeans1"), cfg.kmeans_frames,
-                           cfg.standardize_features)
+                           cfg.standardize_features, cfg.kmeans_passes)
         torch.manual_seed(_seed_of(cfg.seed, "init1"))
         model = build_model(cfg.clusters_iter1, cfg.model_cfg, cfg.task_cfg)
         state = {
@@ -373,7 +378,7 @@ def _run(state, cfg: PretrainConfig, stream_tr, stream_va, state_dir, out, dev, 
             fn = layer_features(model, cfg.target_layer, cfg.task_cfg["normalize"])
             lab = _make_labels(stream_features(stream_tr, fn), stream_features(stream_va, fn),
                                cfg.clusters_iter2, _seed_of(cfg.seed, "kmeans2"),
-                               cfg.kmeans_frames, cfg.standardize_features)
+                               cfg.kmeans_frames, cfg.standardize_features, cfg.kmeans_passes)
             new = build_model(cfg.clusters_iter2, cfg.model_cfg, cfg.task_cfg)
             torch.manual_seed(_seed_of(cfg.seed, "init2"))
             torch.nn.init.uniform_(new.label_embs_concat)
