@@ -3,6 +3,7 @@ branch heads with several output blocks (one per codebook group) in the core."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -253,3 +254,30 @@ def test_quantizer_codes_are_the_per_group_argmax_on_stock_frames(tmp_path):
     model.quantizer = None
     with pytest.raises(ValueError, match="no quantizer.*--targets kmeans"):
         QuantizerTargets(model)
+
+
+def test_kmeans_targets_under_two_ddp_processes(write_checkpoint, audio_dir, tmp_path):  # noqa: F811
+    """torchrun, 2 gloo processes on CPU: rank 0 clusters once (work_dir/kmeans.pt), rank 1 reads
+    it, the branches train with DDP; the centroids equal a 1-process run's (same training audio,
+    same stream order)."""
+    import os
+    import subprocess
+    import sys
+
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    args = ["train-branches", "-k", str(ckpt), "--audio", str(audio_dir), "--max-steps", "2", "--batch-seconds", "2",
+            "--heldout-fraction", "0.2", "--no-progress", "--targets", "kmeans", "--kmeans-layer", "1",
+            "--clusters", "4", "--kmeans-batch-frames", "40", "--eval-every", "0"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "daisy_upstream", *args, "--out", str(tmp_path / "ddp.pt")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stderr.count("k-means: 4 clusters of layer 1") == 1  # one rank clustered
+    from daisy_upstream.cli import main
+
+    assert main(args + ["--out", str(tmp_path / "one.pt")]) == 0
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)["daisy"]
+    one = torch.load(tmp_path / "one.pt", weights_only=True)["daisy"]
+    assert torch.equal(ddp["targets"]["centroids"], one["targets"]["centroids"])
+    assert ddp["provenance"]["stage1"]["steps"] == 2
