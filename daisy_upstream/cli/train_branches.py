@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kmeans-batch-frames", type=int, default=10000,
                         help="frames per MiniBatchKMeans.partial_fit call (default 10000)")
     parser.add_argument("--kmeans-max-frames", type=int, default=None,
-                        help="feed k-means at most this many frames (default: all the training audio, one pass)")
+                        help="feed k-means at most this many frames (default: all of them)")
+    parser.add_argument("--kmeans-passes", type=int, default=1,
+                        help="passes of the training audio through k-means (default 1; small corpora need more)")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="total optimizer steps (paper: 88000); default: --epochs passes")
     parser.add_argument("--epochs", type=int, default=1, help="passes over the audio without --max-steps")
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         rhos=tuple(args.rho), noise_prob=args.noise_prob, balance_lr=args.balance_lr,
         lr_schedule=args.lr_schedule, targets=args.targets, kmeans_layer=args.kmeans_layer,
         clusters=args.clusters, kmeans_batch_frames=args.kmeans_batch_frames,
-        kmeans_max_frames=args.kmeans_max_frames,
+        kmeans_max_frames=args.kmeans_max_frames, kmeans_passes=args.kmeans_passes,
     )
     config.validate()
     for rho in args.rho:

@@ -3,7 +3,9 @@
 As HuBERT's second iteration made its labels: the frozen model runs over the *training*
 audio (unmasked, eval mode), the valid frames of ``hidden_states[K]`` stream into
 :class:`~daisy_upstream.training.kmeans.StreamedKMeans` in the stage-1 batch order of epoch 0
-(a seeded permutation), and each frame's target is its nearest centroid. Works for every
+(a seeded permutation; ``passes`` > 1 streams it again in the next epochs' orders, for
+audio too small for one pass to make enough mini-batch updates), and each frame's target is
+its nearest centroid. Works for every
 family, including those without a pretraining head (WavLM, data2vec).
 
 The centroids and their provenance are stored in the output checkpoint under
@@ -70,14 +72,16 @@ class KMeansTargets(nn.Module):
 
 
 def layer_frames(backbone: nn.Module, corpus: AudioCorpus, layer: int, batch_seconds: float, seed: int,
-                 device: torch.device) -> Iterator[np.ndarray]:
+                 device: torch.device, passes: int = 1) -> Iterator[np.ndarray]:
     """Valid frames ``(n, D)`` float32 of ``hidden_states[layer]``, one batch at a time.
 
-    Batches come in stage 1's epoch-0 order for ``seed``; the forward stops at ``layer``.
+    Pass ``p`` (0-based) takes the batches in stage 1's epoch-``p`` order for ``seed``; the
+    forward stops at ``layer``.
     """
     batches = corpus.batches(batch_seconds)
     plan = make_plan([layer], None)
-    for index in epoch_order(len(batches), seed, 0):
+    order = [index for p in range(passes) for index in epoch_order(len(batches), seed, p)]
+    for index in order:
         wavs, _ = corpus.load_batch(batches[index])
         if not wavs:
             continue
@@ -99,6 +103,7 @@ def load_or_fit_kmeans(
     device: torch.device,
     batch_frames: int = DEFAULT_BATCH_FRAMES,
     max_frames: Optional[int] = None,
+    passes: int = 1,
     fit: bool = True,
 ) -> KMeansTargets:
     """The k-means targets of a stage-1 run: read from ``work_dir/kmeans.pt`` or fitted now.
@@ -111,7 +116,7 @@ def load_or_fit_kmeans(
     if not 1 <= layer <= num_layers:
         raise ValueError(f"--kmeans-layer must be in 1..{num_layers} for this {num_layers}-layer model, got {layer}")
     settings = {"layer": layer, "clusters": clusters, "seed": seed, "batch_frames": batch_frames,
-                "max_frames": max_frames, "batch_seconds": batch_seconds, "audio_fingerprint": corpus.fingerprint()}
+                "max_frames": max_frames, "passes": passes, "batch_seconds": batch_seconds, "audio_fingerprint": corpus.fingerprint()}
     path = Path(work_dir) / KMEANS_FILE
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -123,11 +128,12 @@ def load_or_fit_kmeans(
         return KMeansTargets(saved["centroids"], layer, saved["record"])
     if not fit:
         raise ValueError(f"{path} is missing: rank 0 writes it before training")
-    log.info("k-means: %d clusters of layer %d over %s (batches of %d frames, seed %d)",
-             clusters, layer, corpus.name, batch_frames, seed)
-    result = fit_kmeans(layer_frames(backbone, corpus, layer, batch_seconds, seed, device),
+    log.info("k-means: %d clusters of layer %d over %s (batches of %d frames, %d pass(es), seed %d)",
+             clusters, layer, corpus.name, batch_frames, passes, seed)
+    result = fit_kmeans(layer_frames(backbone, corpus, layer, batch_seconds, seed, device, passes),
                         clusters, seed, batch_frames, max_frames)
-    record = {**result.provenance(), "audio": corpus.name, "audio_seconds": round(corpus.seconds, 3)}
+    record = {**result.provenance(), "audio": corpus.name, "audio_seconds": round(corpus.seconds, 3),
+              "passes": passes}
     log.info("k-means done: %d frames, %d partial_fit calls, inertia per frame %.4g",
              result.frames, result.batches, record["inertia_per_frame"])
     centroids = torch.from_numpy(result.centroids)

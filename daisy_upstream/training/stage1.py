@@ -73,7 +73,7 @@ def _targets(kind: str, model: nn.Module, raw_state: Dict[str, Any], backbone: E
 
     settings = dict(layer=config.kmeans_layer, clusters=config.clusters, seed=config.seed,
                     batch_seconds=config.batch_seconds, device=dev, batch_frames=config.kmeans_batch_frames,
-                    max_frames=config.kmeans_max_frames)
+                    max_frames=config.kmeans_max_frames, passes=config.kmeans_passes)
     if is_main:  # rank 0 clusters and writes work_dir/kmeans.pt; the other ranks read it
         targets = load_or_fit_kmeans(work_dir, backbone, train_set, **settings)
     barrier(world)

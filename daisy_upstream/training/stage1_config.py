@@ -54,8 +54,9 @@ class Stage1Config:
             model's head, refused for a model without one.
         kmeans_layer / clusters: the layer ``K`` (1..L) and the number of centroids.
         kmeans_batch_frames: frames per ``MiniBatchKMeans.partial_fit`` call.
-        kmeans_max_frames: stop feeding k-means after so many frames (None: all the
-            training audio, one pass).
+        kmeans_max_frames: stop feeding k-means after so many frames (None: all of them).
+        kmeans_passes: passes of the training audio through k-means (1 is plenty for
+            hundreds of hours; small corpora need several for enough mini-batch updates).
     """
 
     lr: float = 5e-5
@@ -80,6 +81,7 @@ class Stage1Config:
     clusters: Optional[int] = None
     kmeans_batch_frames: int = 10000
     kmeans_max_frames: Optional[int] = None
+    kmeans_passes: int = 1
 
     def validate(self) -> None:
         if self.targets is not None and self.targets not in TARGET_KINDS:
@@ -92,6 +94,8 @@ class Stage1Config:
             if self.kmeans_batch_frames < self.clusters:
                 raise ValueError(f"--kmeans-batch-frames ({self.kmeans_batch_frames}) must be >= --clusters "
                                  f"({self.clusters}): the first batch seeds the centroids")
+            if self.kmeans_passes < 1:
+                raise ValueError(f"--kmeans-passes must be >= 1, got {self.kmeans_passes}")
             if self.kmeans_max_frames is not None and self.kmeans_max_frames < self.clusters:
                 raise ValueError(f"--kmeans-max-frames must be >= --clusters ({self.clusters})")
         elif self.kmeans_layer is not None or self.clusters is not None:
@@ -125,7 +129,8 @@ class Stage1Config:
         made = {}
         if self.targets == "kmeans":  # (absent for the model's head: older states resume)
             made = {"targets": self.targets, "kmeans_layer": self.kmeans_layer, "clusters": self.clusters,
-                    "kmeans_batch_frames": self.kmeans_batch_frames, "kmeans_max_frames": self.kmeans_max_frames}
+                    "kmeans_batch_frames": self.kmeans_batch_frames, "kmeans_max_frames": self.kmeans_max_frames,
+                    "kmeans_passes": self.kmeans_passes}
         return {
             **made,
             "lr": self.lr,

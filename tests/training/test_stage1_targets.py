@@ -19,7 +19,8 @@ from daisy_upstream.core.policy import compute_tau, make_plan
 from daisy_upstream.testing import authors_layout, make_random_checkpoint
 from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.core.checkpoint import with_branches
-from daisy_upstream.training.kmeans_targets import KMeansTargets
+from daisy_upstream.core.early_exit import EarlyExitHubert
+from daisy_upstream.training.kmeans_targets import KMeansTargets, layer_frames
 from daisy_upstream.training.quantizer_targets import QuantizerTargets
 from daisy_upstream.training.stage1 import train_branches
 from daisy_upstream.training.targets import BranchLoss
@@ -140,8 +141,14 @@ def test_cli_kmeans_options(write_checkpoint, audio_dir, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("daisy train-branches: error: ") and message in err and len(err.splitlines()) == 1
     assert main(base + ["--targets", "kmeans", "--kmeans-layer", "1", "--clusters", "4",
-                        "--kmeans-batch-frames", "40"]) == 0
-    assert torch.load(tmp_path / "o.pt", weights_only=True)["daisy"]["targets"]["layer"] == 1
+                        "--kmeans-batch-frames", "40", "--kmeans-passes", "2"]) == 0
+    facts = torch.load(tmp_path / "o.pt", weights_only=True)["daisy"]["targets"]
+    assert facts["layer"] == 1 and facts["passes"] == 2
+    # two passes: every valid layer-1 frame of the training audio twice
+    train_set = AudioCorpus.from_source(audio_dir).split(0.2, 0)[0]
+    backbone = EarlyExitHubert(load_daisy_checkpoint(ckpt).model, None)
+    one_pass = sum(len(x) for x in layer_frames(backbone, train_set, 1, 2.0, 0, torch.device("cpu")))
+    assert facts["frames"] == 2 * one_pass
 
 
 # -- several output blocks (wav2vec 2.0's codebook groups) ------------------------------------
