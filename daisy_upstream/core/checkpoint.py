@@ -1,5 +1,5 @@
-"""The DAISY checkpoint format (s3prl's converted HuBERT format + a ``daisy`` entry): reading,
-writing and merging, in one place (as torchaudio keeps fairseq's format in
+"""The DAISY checkpoint format (the file the family's stock s3prl upstream loads + a ``daisy``
+entry): reading, writing and merging, in one place (as torchaudio keeps fairseq's format in
 ``utils/import_fairseq.py``).
 
 Reading: :func:`read_checkpoint` (the dict, checked), :func:`load_daisy_state` /
@@ -8,7 +8,12 @@ entry), :func:`half_precision` (fp16 for shipping). Merging: :func:`with_teacher
 pretraining head onto a backbone, for stage-1 targets). Telling the layouts apart:
 :func:`split_authors_heads`.
 
-Format (a ``torch.save``'d dict, loadable with ``weights_only=True``)::
+The model part is exactly what the family's stock upstream loads (see
+:mod:`daisy_upstream.core.families`, which builds and loads each): HuBERT as below; wav2vec 2.0
+and data2vec ``{task_cfg, model_cfg, model_weight}`` (real data2vec files also carry ``_ema``);
+WavLM ``{cfg, model}``. The ``daisy`` entry is the same for every family.
+
+Format for HuBERT (a ``torch.save``'d dict, loadable with ``weights_only=True``)::
 
     task_cfg             dict   fairseq HubertPretrainingConfig fields (s3prl converted format)
     model_cfg            dict   fairseq HubertConfig fields
@@ -57,6 +62,9 @@ import torch
 from torch import Tensor
 
 from daisy_upstream.core.branches import BRANCH_INPUTS, ExitBranches
+from daisy_upstream.core.families import Family, family_of_state
+from daisy_upstream.core.families.hubert import HUBERT as HUBERT_FAMILY
+from daisy_upstream.core.families.hubert import build_hubert
 
 __all__ = [
     "CLS_PRED_POSITIONS",
@@ -77,7 +85,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REQUIRED_KEYS = ("task_cfg", "model_cfg", "model_weight", "dictionaries_symbols")
+REQUIRED_KEYS = HUBERT_FAMILY.required_keys  # a converted HuBERT file
 _AUTHORS_HEAD = re.compile(r"^final_proj\.(\d+)\.(weight|bias)$")
 FAIRSEQ_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 #: the authors' ``model_cfg["cls_pred_position"]`` -> what their heads read (BRANCH_INPUTS)
@@ -90,15 +98,17 @@ _AUTHORS_ABSENT = ("final_proj.weight", "final_proj.bias", "label_embs_concat")
 
 @dataclass
 class DaisyCheckpoint:
-    """A loaded checkpoint: s3prl's ``HubertModel`` plus what DAISY adds.
+    """A loaded checkpoint: the s3prl model plus what DAISY adds.
 
     Attributes:
-        model: the frozen HuBERT (``s3prl.upstream.hubert.hubert_model.HubertModel``).
-        task_cfg: its ``HubertPretrainingConfig``.
+        model: the frozen model (s3prl's ``HubertModel``, ``Wav2Vec2Model``,
+            ``Data2VecAudioModel`` or ``WavLM``).
+        task_cfg: its task config (``normalize``: whether the waveform is normalised; WavLM's ``cfg``).
         branches: the exit branches, or None for a plain HuBERT checkpoint.
         calibration: ``{"layer_entropy": [...], "dataset": ...}`` or None.
         layout: ``"daisy"``, ``"authors"`` or ``"plain"``.
         cls_pred_position: the authors' setting the heads follow (authors' layout only).
+        family: the model family's adapter.
     """
 
     model: Any
@@ -107,6 +117,7 @@ class DaisyCheckpoint:
     calibration: Optional[Dict[str, Any]]
     layout: str
     cls_pred_position: Optional[str] = None
+    family: Family = HUBERT_FAMILY
 
     @property
     def num_layers(self) -> int:
@@ -115,15 +126,19 @@ class DaisyCheckpoint:
     def describe(self) -> str:
         """One line: the layout and what the branches read."""
         if self.branches is None:
-            return "plain HuBERT checkpoint, no exit branches"
+            return f"plain {self.family.name} checkpoint, no exit branches"
         reading = f"branch k reads {BRANCH_INPUTS[self.branches.reads]}"
         if self.layout == "authors":
             return f"authors' layout, cls_pred_position {self.cls_pred_position!r}: {reading}"
-        return f"DAISY checkpoint: {reading}"
+        return f"DAISY {self.family.name} checkpoint: {reading}"
 
 
-def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with errors that say what is wrong."""
+def read_checkpoint(path: Union[str, Path], family: Optional[str] = None) -> Dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with errors that say what is wrong.
+
+    ``family``: the family the caller expects (None: any); a file of another family is
+    refused naming the upstream that takes it.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -131,27 +146,16 @@ def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - re-raised with the file named
         raise ValueError(
-            f"cannot read {path} as a converted HuBERT checkpoint with weights_only=True "
+            f"cannot read {path} as a converted checkpoint with weights_only=True "
             f"({type(error).__name__}: {error}). A fairseq checkpoint must be converted first "
-            "with s3prl's s3prl.upstream.hubert.convert"
+            "with s3prl's convert module of its family (e.g. s3prl.upstream.hubert.convert)"
         ) from error
-    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
-    if missing:
+    found = family_of_state(state, str(path))
+    if family is not None and found.name != family:
         raise ValueError(
-            f"{path} is not in s3prl's converted HuBERT format: missing {missing} "
-            f"(expected keys {list(REQUIRED_KEYS)})"
+            f"{path} is a {found.name} checkpoint ({found.checkpoint_format}), not {family}; use -u {found.upstream}"
         )
     return state
-
-
-def build_hubert(state: Dict[str, Any]):
-    """An s3prl ``HubertModel`` (random weights) for a converted checkpoint's configs."""
-    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
-    from s3prl.upstream.utils import merge_with_parent
-
-    task_cfg = merge_with_parent(HubertPretrainingConfig, dict(state["task_cfg"]))
-    model_cfg = merge_with_parent(HubertConfig, dict(state["model_cfg"]))
-    return HubertModel(model_cfg, task_cfg, state["dictionaries_symbols"]), task_cfg
 
 
 def split_authors_heads(weights: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
@@ -179,12 +183,13 @@ def authors_reading(model_cfg: Dict[str, Any], name: str) -> Tuple[str, str]:
     return position, CLS_PRED_POSITIONS[position]
 
 
-def load_daisy_checkpoint(path: Union[str, Path]) -> DaisyCheckpoint:
-    """Load a DAISY, authors'-layout or plain converted HuBERT checkpoint file.
+def load_daisy_checkpoint(path: Union[str, Path], family: Optional[str] = None) -> DaisyCheckpoint:
+    """Load a DAISY, authors'-layout or plain checkpoint file of any family.
 
     See :func:`load_daisy_state`; the layout and what the branches read are logged.
+    ``family``: the family the caller expects (None: the file's own).
     """
-    loaded = load_daisy_state(read_checkpoint(path), str(path))
+    loaded = load_daisy_state(read_checkpoint(path, family), str(path))
     log.info("%s: %s", path, loaded.describe())
     return loaded
 
@@ -192,7 +197,9 @@ def load_daisy_checkpoint(path: Union[str, Path]) -> DaisyCheckpoint:
 def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCheckpoint:
     """Build the model and branches of a checkpoint dict (as :func:`read_checkpoint` returns).
 
-    fp16-stored tensors are restored to fp32. The model is returned in eval mode with
+    The model is built and loaded as the family's stock upstream does it
+    (:mod:`daisy_upstream.core.families`); variants the early-exit loop cannot reproduce
+    (conformer layers, ...) are refused. fp16-stored tensors are restored to fp32. The model is returned in eval mode with
     layerdrop off. The state dict is loaded strictly, except that a checkpoint with branches
     may lack HuBERT's pretraining head, ``final_proj.weight/bias`` and ``label_embs_concat``
     (the authors' always do): the model's are then set to None.
@@ -203,9 +210,13 @@ def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCh
             that does not match its config.
     """
     path = name
-    model, task_cfg = build_hubert(state)
-    weights = {k: (v.float() if v.is_floating_point() else v) for k, v in state["model_weight"].items()}
+    family = family_of_state(state, path)
+    model, task_cfg = family.build(state)
+    family.check_supported(model, path)
+    weights = {k: (v.float() if v.is_floating_point() else v) for k, v in family.loadable(family.weights(state)).items()}
     weights, authors_heads = split_authors_heads(weights)
+    if authors_heads and family is not HUBERT_FAMILY:
+        raise ValueError(f"{path}: per-layer heads final_proj.N.* (the authors' layout) exist for HuBERT only")
     num_layers = len(model.encoder.layers)
     embed_dim = model.encoder.embedding_dim
     calibration = position = None
@@ -216,6 +227,8 @@ def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCh
         reads = daisy.get("branch_input", "hidden_states")
         if reads not in BRANCH_INPUTS:
             raise ValueError(f"{path}: daisy.branch_input is {reads!r}, not one of {', '.join(BRANCH_INPUTS)}")
+        if reads == "ffn_output" and not family.exposes_ffn_output:
+            raise ValueError(f"{path}: daisy.branch_input 'ffn_output' is not available in {family.name} layers")
         groups = daisy.get("groups", 1)
         if not isinstance(groups, int) or groups < 1:
             raise ValueError(f"{path}: daisy.groups must be an int >= 1, got {groups!r}")
@@ -230,12 +243,12 @@ def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCh
         branches, layout = None, "plain"
     # HuBERT's pretraining head is never used by the upstream: a file with branches may lack it
     # (the authors' always do, and so do their heads written in our format)
-    allowed_missing = set(_AUTHORS_ABSENT) if branches is not None else set()
+    allowed_missing = set(_AUTHORS_ABSENT) if branches is not None and family is HUBERT_FAMILY else set()
     result = model.load_state_dict(weights, strict=False)
     missing = set(result.missing_keys) - allowed_missing
     if missing or result.unexpected_keys:
         raise ValueError(
-            f"{path}: model_weight does not match model_cfg (missing {sorted(missing)[:5]}, "
+            f"{path}: the model weights do not match its config (missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(result.unexpected_keys)[:5]})"
         )
     if result.missing_keys:  # no random stand-ins for what the file does not have
@@ -250,7 +263,7 @@ def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCh
     model.feature_grad_mult = 0.0
     model.encoder.layerdrop = 0.0
     model.eval()
-    return DaisyCheckpoint(model, task_cfg, branches, calibration, layout, position)
+    return DaisyCheckpoint(model, task_cfg, branches, calibration, layout, position, family)
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -263,17 +276,19 @@ def with_branches(
     provenance: Optional[Dict[str, Any]] = None,
     targets: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """A copy of a converted checkpoint dict with a ``daisy`` entry (branches + calibration).
+    """A copy of a checkpoint dict (any family) with a ``daisy`` entry (branches + calibration).
 
+    The copy keeps exactly the keys the family's stock upstream loads.
     Authors' heads in ``state`` are dropped (the new branches replace them). ``provenance``
     (how the branches were made) is stored as ``daisy.provenance``, together with the
     backbone's own ``provenance`` entry (as ``backbone``) when ``state`` has one.
     ``targets``: what the branches were trained on (``daisy.targets``: ``kind`` and, for
     k-means, the centroids and their provenance).
     """
-    backbone_weights, authors_heads = split_authors_heads(state["model_weight"])
-    out = {key: state[key] for key in REQUIRED_KEYS}
-    if authors_heads:  # re-trained authors' heads replace the old ones
+    family = family_of_state(state)
+    backbone_weights, authors_heads = split_authors_heads(family.weights(state))
+    out = {key: state[key] for key in family.required_keys}
+    if authors_heads and family is HUBERT_FAMILY:  # re-trained authors' heads replace the old ones
         out["model_weight"] = backbone_weights
     out["daisy"] = {
         "branches": {k: v.detach().cpu().clone() for k, v in branches.state_dict().items()},
@@ -308,7 +323,7 @@ def half_precision(state: Dict[str, Any]) -> Dict[str, Any]:
             return {k: cast(v) for k, v in value.items()}
         return value
 
-    return {k: cast(v) if k in ("model_weight", "daisy") else v for k, v in state.items()}
+    return {k: cast(v) if k in ("model_weight", "model", "daisy") else v for k, v in state.items()}
 
 
 # --- merging -------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""The early-exit forward of a frozen s3prl ``HubertModel`` with per-utterance exits.
+"""The early-exit forward of a frozen s3prl SSL model with per-utterance exits.
+
+One loop for every family (HuBERT, wav2vec 2.0, data2vec, WavLM); what differs between them
+is asked of the family's adapter (:mod:`daisy_upstream.core.families`).
 
 Shapes: ``B`` utterances, ``T`` frames (50 Hz), ``D`` model width, ``L`` transformer layers.
 """
@@ -7,25 +10,26 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from daisy_upstream.core.branches import BRANCH_INPUTS, ExitBranches, valid_frame_mask
-from daisy_upstream.core.policy import ExitPlan
+from daisy_upstream.core.families import Family, family_of_model
+from daisy_upstream.core.policy import ExitPlan, make_plan
 
-__all__ = ["EarlyExitHubert", "EarlyExitOutput", "check_waveforms"]
+__all__ = ["EarlyExitHubert", "EarlyExitModel", "EarlyExitOutput", "check_waveforms"]
 
 
 @dataclass
 class EarlyExitOutput:
-    """Result of :meth:`EarlyExitHubert.forward`.
+    """Result of :meth:`EarlyExitModel.forward`.
 
     Attributes:
         hidden_states: ``L + 1`` tensors ``(B, T, D)`` with the meaning of s3prl's stock
-            ``hubert`` upstream; zeros past a row's exit layer and past its valid frames.
+            upstream of the family (``hubert_local``, ``wav2vec2_local``, ...); zeros past a row's exit layer and past its valid frames.
         lengths: ``(B,)`` valid frames per utterance.
         exit_layers: ``(B,)`` the layer (1..L) each utterance stopped at.
         entropies: ``(B, L)`` mean branch entropy per checked layer, NaN where unchecked.
@@ -77,22 +81,25 @@ def check_waveforms(wavs: Sequence[Tensor], min_samples: int) -> None:
             raise ValueError(f"utterance {i} contains NaN or infinite samples")
 
 
-class EarlyExitHubert(nn.Module):
-    """Runs a HuBERT layer by layer; rows that exit leave the batch.
+class EarlyExitModel(nn.Module):
+    """Runs a frozen s3prl SSL model layer by layer; rows that exit leave the batch.
 
     Branch ``k`` is evaluated on the tensor its ``branches.reads`` names: ``hidden_states[k]``,
     layer ``k``'s output, or its FFN output (the output of ``fc2``, which s3prl's
     ``TransformerSentenceEncoderLayer`` also returns as ``layer_result``: nothing extra is
-    computed for any reading).
+    computed for any reading; WavLM's layers do not return it).
 
     Args:
-        model: s3prl's ``HubertModel`` (frozen; used as is, never modified).
+        model: s3prl's ``HubertModel``, ``Wav2Vec2Model``, ``Data2VecAudioModel`` or ``WavLM``
+            (frozen; used as is, never modified).
         branches: one branch per layer, or None (only plans without checked layers run).
-        normalize_waveform: per-utterance ``layer_norm`` of the waveform (``task_cfg.normalize``).
-        stock_padded_cnn: run the CNN on the zero-padded batch like s3prl's stock upstream.
-            By default each utterance's CNN sees only its own samples (equal lengths are
-            batched), so with extractor mode ``default`` (a GroupNorm over time) its
-            features do not depend on its batch-mates.
+        normalize_waveform: per-utterance ``layer_norm`` of the waveform (the stock flag:
+            ``task_cfg.normalize``, WavLM's ``cfg.normalize``).
+        stock_padded_cnn: run the CNN on the zero-padded batch like s3prl's stock upstream,
+            with the family's own rule for padded frames. By default each utterance's CNN
+            sees only its own samples (equal lengths are batched), so with extractor mode
+            ``default`` (a GroupNorm over time) its features do not depend on its batch-mates.
+        family: the model's adapter (default: from the model's class).
     """
 
     def __init__(
@@ -101,9 +108,11 @@ class EarlyExitHubert(nn.Module):
         branches: Optional[ExitBranches],
         normalize_waveform: bool = False,
         stock_padded_cnn: bool = False,
+        family: Optional[Family] = None,
     ) -> None:
         super().__init__()
         self.model = model
+        self.family = family if family is not None else family_of_model(model)
         self.branches = branches
         self.normalize_waveform = normalize_waveform
         self.stock_padded_cnn = stock_padded_cnn
@@ -113,6 +122,8 @@ class EarlyExitHubert(nn.Module):
         self._cnn_has_groupnorm = any(isinstance(m, nn.GroupNorm) for m in model.feature_extractor.modules())
         if branches is not None and branches.num_layers != self.num_layers:
             raise ValueError(f"{branches.num_layers} branches for a {self.num_layers}-layer model")
+        if branches is not None and branches.reads == "ffn_output" and not self.family.exposes_ffn_output:
+            raise ValueError(f"branches read the FFN output, which {self.family.name} layers do not return")
 
     @property
     def num_layers(self) -> int:
@@ -142,16 +153,24 @@ class EarlyExitHubert(nn.Module):
             lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
         return lengths
 
-    def _cnn(self, wavs: List[Tensor]) -> tuple:
-        """CNN features ``(B, T, C)`` and valid frames ``(B,)``."""
+    def cnn_features(self, wavs: List[Tensor]) -> Tuple[Tensor, Tensor]:
+        """CNN features after ``model.layer_norm`` ``(B, T, C)`` and valid frames ``(B,)``.
+
+        ``wavs`` as the model takes them (already normalised where the family does). Zeros
+        past each row's valid frames unless ``stock_padded_cnn``. This is what wav2vec 2.0's
+        quantizer reads (its ``unmasked_features``).
+        """
+        family, model = self.family, self.model
         device = wavs[0].device
         num_samples = torch.tensor([len(w) for w in wavs], device=device)
         if self.stock_padded_cnn or not self._cnn_has_groupnorm:
             padded = nn.utils.rnn.pad_sequence(wavs, batch_first=True)
-            features = self.model.forward_features(padded).transpose(1, 2)
-            if self.stock_padded_cnn:  # s3prl's own rule for which frames are padding
+            features = family.cnn(model, padded)
+            if self.stock_padded_cnn:  # the family's own rule for which frames are padding
                 wav_pad = ~valid_frame_mask(num_samples, padded.size(1))
-                frame_pad = self.model.forward_padding_mask(features, wav_pad)
+                frame_pad = family.frame_padding(model, features, wav_pad)
+                if frame_pad is None:
+                    return features, torch.full_like(num_samples, features.size(1))
                 return features, (~frame_pad).sum(dim=1)
             return features, self.frame_lengths(num_samples)
         lengths = self.frame_lengths(num_samples)
@@ -160,11 +179,23 @@ class EarlyExitHubert(nn.Module):
             groups[len(wav)].append(i)
         features = None
         for rows in groups.values():
-            out = self.model.forward_features(torch.stack([wavs[i] for i in rows])).transpose(1, 2)
+            out = family.cnn(model, torch.stack([wavs[i] for i in rows]))
             if features is None:
                 features = out.new_zeros(len(wavs), int(lengths.max()), out.size(-1))
             features[rows, : out.size(1)] = out
         return features, lengths
+
+    def hidden_states(self, wavs: List[Tensor], deepest: Optional[int] = None) -> Tuple[List[Tensor], Tensor]:
+        """A frozen model's hidden states for a batch, no exits: ``(states, lengths)``.
+
+        ``states[k]`` ``(B, T, D)`` for ``k = 0..deepest`` (default ``L``) with the stock
+        upstream's meaning (``states[L]`` of a pre-LN model is final-normed), zeros past each
+        row's ``lengths[b]`` valid frames; layers past ``deepest`` are not computed. Call it
+        under ``torch.no_grad()`` for a frozen model.
+        """
+        deepest = self.num_layers if deepest is None else deepest
+        out = self.forward(wavs, make_plan([deepest], None))
+        return out.hidden_states[: deepest + 1], out.lengths
 
     def forward(
         self, wavs: List[Tensor], plan: ExitPlan, per_batch: bool = False, branch_reading: Optional[str] = None
@@ -191,20 +222,13 @@ class EarlyExitHubert(nn.Module):
             )
         if self.normalize_waveform:
             wavs = [F.layer_norm(w, w.shape) for w in wavs]
-        model, encoder = self.model, self.model.encoder
+        model, encoder, family = self.model, self.model.encoder, self.family
 
-        features, lengths = self._cnn(list(wavs))
+        features, lengths = self.cnn_features(list(wavs))
         batch, frames = features.size(0), features.size(1)
-        features = model.layer_norm(features)
-        if model.post_extract_proj is not None:
-            features = model.post_extract_proj(features)
-        x = model.dropout_input(features)
         padding = ~valid_frame_mask(lengths, frames)
-        x = x.masked_fill(padding.unsqueeze(-1), 0.0)
-        if encoder.pos_conv is not None:
-            x = x + encoder.pos_conv(x.transpose(1, 2)).transpose(1, 2)
-        if not encoder.layer_norm_first:
-            x = encoder.layer_norm(x)
+        x = family.front(model, features, padding, stock_batch=self.stock_padded_cnn)
+        final_norm = family.final_norm(model)
 
         # hidden[k] is layer k's output; while every row is still running at full length it
         # is the layer's own output tensor (no copy), afterwards rows are scattered into zeros
@@ -222,6 +246,9 @@ class EarlyExitHubert(nn.Module):
         if branch_reading is not None and branch_reading not in BRANCH_INPUTS:
             raise ValueError(f"unknown branch reading {branch_reading!r}; one of {', '.join(BRANCH_INPUTS)}")
         kept: List[Optional[Tensor]] = [None] * (num_layers + 1)  # branch_inputs, 1-based
+        if "ffn_output" in (reads, branch_reading) and not family.exposes_ffn_output:
+            raise ValueError(f"{family.name} layers do not return their FFN output (branch reading 'ffn_output')")
+        carry = None  # what a layer passes on to the next (WavLM: the relative position bias)
 
         def scatter(state: Tensor) -> Tensor:  # (B_active, T_active, D) -> (B, T, D)
             if all_rows:
@@ -231,11 +258,10 @@ class EarlyExitHubert(nn.Module):
             return full
 
         for k in range(1, plan.deepest + 1):
-            # s3prl's layer returns (output, (attention, fc2 output)), both (T, B, D)
-            x, (_, ffn) = encoder.layers[k - 1](x, self_attn_padding_mask=cur_padding, need_weights=False)
+            x, ffn, carry = family.layer(model, k - 1, x, cur_padding, carry)  # (T, B, D)
             output = state = x.transpose(0, 1)  # (B_active, T_active, D)
-            if k == num_layers and encoder.layer_norm_first:
-                state = encoder.layer_norm(state)
+            if k == num_layers and final_norm is not None:
+                state = final_norm(state)
             hidden[k] = scatter(state)
             if branch_reading is not None:
                 kept[k] = hidden[k] if branch_reading == "hidden_states" else scatter(
@@ -265,6 +291,7 @@ class EarlyExitHubert(nn.Module):
             rows, cur_lengths = rows[keep], cur_lengths[keep]
             longest = int(cur_lengths.max())
             x = x[:longest, keep]
+            carry = family.keep_rows(carry, keep, longest)
             if cur_padding is not None:
                 cur_padding = cur_padding[keep, :longest]
                 if not bool(cur_padding.any()):
@@ -284,3 +311,7 @@ class EarlyExitHubert(nn.Module):
         if branch_reading is not None:
             branch_inputs = [h if h is not None else x.new_zeros(batch, frames, x.size(-1)) for h in kept[1:]]
         return EarlyExitOutput(hidden, lengths, exit_layers, entropies, branch_inputs)
+
+
+#: the name before every family ran through the same loop
+EarlyExitHubert = EarlyExitModel

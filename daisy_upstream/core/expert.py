@@ -1,4 +1,4 @@
-"""The DAISY upstream: an s3prl ``UpstreamBase`` around :class:`EarlyExitHubert`."""
+"""The DAISY upstream: an s3prl ``UpstreamBase`` around :class:`EarlyExitModel` (every family)."""
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +13,7 @@ from torch import Tensor
 from s3prl.upstream.interfaces import UpstreamBase
 
 from daisy_upstream.core.checkpoint import load_daisy_checkpoint
-from daisy_upstream.core.early_exit import EarlyExitHubert, EarlyExitOutput
+from daisy_upstream.core.early_exit import EarlyExitModel, EarlyExitOutput
 from daisy_upstream.core.policy import (
     STATISTICS_STRATEGIES,
     DaisyConfig,
@@ -79,15 +79,18 @@ def read_exit_layers(hidden_states: Sequence[Tensor]) -> Tensor:
 
 
 class DaisyUpstream(UpstreamBase):
-    """DAISY early-exit HuBERT for s3prl (``-u daisy_hubert``).
+    """DAISY early-exit SSL model for s3prl (``-u daisy_hubert``, ``daisy_wav2vec2_local``, ...).
 
     Args:
         ckpt: a DAISY checkpoint (see :mod:`daisy_upstream.core.checkpoint`), an authors'-layout
-            checkpoint, or a plain converted HuBERT (strategies ``full``/``fixed`` only).
+            checkpoint, or a plain checkpoint in the format of the family's stock upstream
+            (strategies ``full``/``fixed`` only).
         model_config: the upstream config, a YAML path or a mapping (:class:`DaisyConfig`).
+        family: the family the upstream name promises (``hubert``, ``wav2vec2``, ``data2vec``,
+            ``wavlm``); a file of another family is refused. None: the file's own.
 
-    Forward returns ``hidden_states`` (``L + 1`` tensors ``(B, T, D)``, stock ``hubert``
-    meaning; past each utterance's exit zeros, or with ``layers_past_exit: copy`` its
+    Forward returns ``hidden_states`` (``L + 1`` tensors ``(B, T, D)``, the meaning of the
+    family's stock upstream; past each utterance's exit zeros, or with ``layers_past_exit: copy`` its
     exit-layer state, see :func:`fill_past_exit`), ``last_hidden_state`` (each utterance's
     state at its exit layer), ``exit_layers`` ``(B,)``, ``feature_lengths`` ``(B,)`` and
     ``entropies`` ``(B, L)``.
@@ -97,17 +100,24 @@ class DaisyUpstream(UpstreamBase):
     :meth:`set_exit_statistics` are used.
     """
 
-    def __init__(self, ckpt: Union[str, Path], model_config: Union[None, str, Path, Mapping[str, Any]] = None, **kwargs):
+    def __init__(
+        self,
+        ckpt: Union[str, Path],
+        model_config: Union[None, str, Path, Mapping[str, Any]] = None,
+        family: Optional[str] = None,
+        **kwargs,
+    ):
         config_keys = {k: kwargs.pop(k) for k in list(kwargs) if k in DaisyConfig.keys()}
         super().__init__(**kwargs)
         self.config = load_config(model_config, **config_keys)
-        loaded = load_daisy_checkpoint(ckpt)
+        loaded = load_daisy_checkpoint(ckpt, family)
+        self.family = loaded.family
         self.checkpoint_layout = loaded.layout
         self.task_cfg = loaded.task_cfg
         num_layers = loaded.num_layers
         if loaded.branches is None and self.config.strategy not in ("full", "fixed"):
             raise ValueError(
-                f"{ckpt} is a plain HuBERT checkpoint without exit branches; strategy "
+                f"{ckpt} is a plain {loaded.family.name} checkpoint without exit branches; strategy "
                 f"{self.config.strategy!r} needs them. Train them first with 'daisy train-branches' "
                 "(or use strategy 'full' / 'fixed')"
             )
@@ -123,11 +133,12 @@ class DaisyUpstream(UpstreamBase):
                 "it was made for another model"
             )
         self.tau: Optional[float] = self.config.resolve_tau(layer_entropy)
-        self.net = EarlyExitHubert(
+        self.net = EarlyExitModel(
             loaded.model,
             loaded.branches,
             normalize_waveform=bool(loaded.task_cfg.normalize),
             stock_padded_cnn=self.config.stock_padded_cnn,
+            family=loaded.family,
         )
         self._statistics_owner: Optional[weakref.ref] = None
         self._exit_counts: Optional[List[int]] = None

@@ -1,4 +1,11 @@
-"""s3prl hub entries (``ckpt=``, ``model_config=``, ``refresh=`` calling convention)."""
+"""s3prl hub entries (``ckpt=``, ``model_config=``, ``refresh=`` calling convention).
+
+Per family ``F`` in ``hubert``, ``wav2vec2``, ``data2vec``, ``wavlm``: ``daisy_F_local`` and its
+twin ``daisy_F_custom`` take a local checkpoint in the format s3prl's own ``F_local`` loads
+(plus the ``daisy`` entry once branches are trained); a file of another family is refused
+with the upstream that takes it. ``daisy_hubert`` without ``-k`` is the embedded tiny model.
+:func:`daisy_local` takes a checkpoint of any family (for the tools, not registered).
+"""
 from __future__ import annotations
 
 import os
@@ -7,27 +14,51 @@ from typing import Any, Optional
 
 from daisy_upstream.core.expert import DaisyUpstream
 
-__all__ = ["DEFAULT_CHECKPOINT", "daisy_hubert", "daisy_hubert_custom", "daisy_hubert_local"]
+__all__ = [
+    "DEFAULT_CHECKPOINT", "daisy_data2vec_custom", "daisy_data2vec_local", "daisy_hubert",
+    "daisy_hubert_custom", "daisy_hubert_local", "daisy_local", "daisy_wav2vec2_custom", "daisy_wav2vec2_local",
+    "daisy_wavlm_custom", "daisy_wavlm_local",
+]
 
 #: the embedded tiny DAISY HuBERT shipped inside the package
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "resources" / "daisy_tiny_hubert.pt"
 
 
-def daisy_hubert_custom(ckpt: Optional[str] = None, model_config: Any = None, refresh: bool = False, **kwargs) -> DaisyUpstream:
-    """DAISY upstream from a local checkpoint path (no downloads: a URL is refused)."""
+def daisy_local(ckpt: Optional[str] = None, model_config: Any = None, refresh: bool = False,
+                family: Optional[str] = None, **kwargs) -> DaisyUpstream:
+    """DAISY upstream from a local checkpoint path of ``family`` (None: the file's own family).
+
+    No downloads: a URL is refused.
+    """
+    entry = f"daisy_{family}_local" if family else "daisy_local"
     if ckpt is None:
-        raise ValueError("daisy_hubert_custom/daisy_hubert_local need a checkpoint path: pass -k PATH")
+        raise ValueError(f"{entry} needs a checkpoint path: pass -k PATH")
     ckpt = str(ckpt)
     if "://" in ckpt:
         raise ValueError(f"{ckpt!r}: daisy_upstream never downloads; fetch the file yourself and pass its local path")
     if not os.path.isfile(ckpt):
         raise FileNotFoundError(f"checkpoint {ckpt} does not exist (-k/--upstream_ckpt)")
-    return DaisyUpstream(ckpt, model_config=model_config, **kwargs)
+    return DaisyUpstream(ckpt, model_config=model_config, family=family, **kwargs)
 
 
-def daisy_hubert_local(ckpt: Optional[str] = None, model_config: Any = None, refresh: bool = False, **kwargs) -> DaisyUpstream:
-    """Same as :func:`daisy_hubert_custom` (s3prl's ``*_local`` naming)."""
-    return daisy_hubert_custom(ckpt, model_config=model_config, refresh=refresh, **kwargs)
+def _entry(family: str, twin: str):
+    def entry(ckpt: Optional[str] = None, model_config: Any = None, refresh: bool = False, **kwargs) -> DaisyUpstream:
+        return daisy_local(ckpt, model_config=model_config, refresh=refresh, family=family, **kwargs)
+
+    entry.__name__ = entry.__qualname__ = f"daisy_{family}_{twin}"
+    entry.__doc__ = (f"DAISY {family} upstream from a local checkpoint in the format of s3prl's "
+                     f"``{family}_local`` (``-k PATH``).")
+    return entry
+
+
+daisy_hubert_custom = _entry("hubert", "custom")
+daisy_hubert_local = _entry("hubert", "local")
+daisy_wav2vec2_custom = _entry("wav2vec2", "custom")
+daisy_wav2vec2_local = _entry("wav2vec2", "local")
+daisy_data2vec_custom = _entry("data2vec", "custom")
+daisy_data2vec_local = _entry("data2vec", "local")
+daisy_wavlm_custom = _entry("wavlm", "custom")
+daisy_wavlm_local = _entry("wavlm", "local")
 
 
 def daisy_hubert(ckpt: Optional[str] = None, model_config: Any = None, refresh: bool = False, **kwargs) -> DaisyUpstream:

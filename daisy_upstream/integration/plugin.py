@@ -1,7 +1,7 @@
 """How daisy_upstream gets into an unmodified s3prl.
 
-* :func:`register_hub` adds ``daisy_hubert``, ``daisy_hubert_local`` and
-  ``daisy_hubert_custom`` to ``s3prl.hub`` (so ``-u``, ``hub.options()`` and
+* :func:`register_hub` adds ``daisy_hubert`` and, per family (hubert, wav2vec2, data2vec,
+  wavlm), ``daisy_<family>_local`` and ``daisy_<family>_custom`` to ``s3prl.hub`` (so ``-u``, ``hub.options()`` and
   ``s3prl.nn.upstream.S3PRLUpstream`` find them) and makes a misspelled name an error that
   lists the closest names.
 * :func:`patch_runner` makes s3prl's runner build :class:`DaisyFeaturizer` (which behaves
@@ -30,7 +30,9 @@ from typing import Callable, Dict, Optional, Sequence
 
 __all__ = ["HUB_ENTRIES", "install", "patch_runner", "register_hub", "run_downstream", "s3prl_configs"]
 
-HUB_ENTRIES = ("daisy_hubert", "daisy_hubert_local", "daisy_hubert_custom")
+HUB_ENTRIES = ("daisy_hubert",) + tuple(
+    f"daisy_{family}_{twin}" for family in ("hubert", "wav2vec2", "data2vec", "wavlm") for twin in ("local", "custom")
+)
 AUTOLOAD_ENV = "DAISY_UPSTREAM_AUTOLOAD"
 
 

@@ -109,7 +109,7 @@ def test_upstream_config_errors(tiny_ckpt, tmp_path):
         daisy_hubert_local(str(tiny_ckpt), model_config={"calibration": str(cal)})
     with pytest.raises(ValueError, match="never downloads"):
         daisy_hubert_local("https://example.org/x.pt")
-    with pytest.raises(ValueError, match="need a checkpoint path"):
+    with pytest.raises(ValueError, match="needs a checkpoint path"):
         daisy_hubert_local(None)
     threshold = daisy_hubert_local(str(tiny_ckpt), model_config={"strategy": "threshold"}).eval()
     with pytest.raises(ValueError, match="needs exit statistics"):
