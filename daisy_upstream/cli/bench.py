@@ -19,7 +19,10 @@ SNR_MIX = (None, 10.0, 5.0, 0.0)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", "--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
     parser.add_argument("--random-base", action="store_true",
-                        help="time a randomly initialised HuBERT Base instead (timing only)")
+                        help="time a randomly initialised Base of --family instead (timing only)")
+    parser.add_argument("--family", choices=("hubert", "wav2vec2", "data2vec", "wavlm"),
+                        help="with --random-base: the family of the Base (default hubert); with -k: "
+                             "the family the checkpoint must be (default: its own)")
     parser.add_argument("-g", "--config", help="upstream config YAML (rho, tau, strategy, ...)")
     parser.add_argument("--rho", type=float, help="override the config's rho")
     parser.add_argument("--tau", type=float, help="override the config's tau")
@@ -52,20 +55,23 @@ def _load_upstream(args, config, tmp: Path, wavs):
     import torch
 
     from daisy_upstream.atomic import atomic_torch_save
-    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_hubert_local
-    from daisy_upstream.testing import make_random_checkpoint
+    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_local
+    from daisy_upstream.testing import make_random_family_checkpoint
 
     if args.random_base:
-        ckpt = tmp / "random_base.pt"
-        atomic_torch_save(make_random_checkpoint(
-            num_layers=12, embed_dim=768, ffn_dim=3072, num_heads=12, conv_channels=512,
-            conv_pos=128, conv_pos_groups=16, final_dim=256, num_clusters=500, seed=args.seed), ckpt)
+        ckpt = tmp / f"random_{args.family or 'hubert'}_base.pt"
+        atomic_torch_save(make_random_family_checkpoint(args.family or "hubert", base=True, num_classes=500,
+                                                        seed=args.seed), ckpt)
     else:
         ckpt = Path(args.ckpt or DEFAULT_CHECKPOINT)
+
+    def load(path, model_config):  # the file's own family, or the one asked for
+        return daisy_local(path, model_config=model_config, family=args.family)
+
     values = config.to_dict()
     calibrated_here = False
     try:
-        upstream = daisy_hubert_local(str(ckpt), model_config=values)
+        upstream = load(str(ckpt), model_config=values)
     except ValueError as error:
         if "no calibration" not in str(error):
             raise
@@ -73,14 +79,14 @@ def _load_upstream(args, config, tmp: Path, wavs):
         from daisy_upstream.core.policy import make_plan
 
         # on the audio's device (the probe's branches and the bench audio must meet there)
-        probe = daisy_hubert_local(str(ckpt), model_config={**values, "tau": 0.0}).to(wavs[0].device).eval()
+        probe = load(str(ckpt), model_config={**values, "tau": 0.0}).to(wavs[0].device).eval()
         with torch.no_grad():
             out = probe.run(wavs, make_plan([probe.num_layers], None))
             entropy = [float(probe.net.branches.entropy(k, out.hidden_states[k], out.lengths).mean())
                        for k in range(1, probe.num_layers + 1)]
         cal = tmp / "calibration.yaml"
         atomic_write_text(cal, json.dumps({"layer_entropy": entropy, "dataset": "the bench audio"}))
-        upstream = daisy_hubert_local(str(ckpt), model_config={**values, "calibration": str(cal)})
+        upstream = load(str(ckpt), model_config={**values, "calibration": str(cal)})
         calibrated_here = True
     return upstream.to(args.device).eval(), ckpt, calibrated_here
 
@@ -200,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
             Mode("fixed", make_plan([args.fixed_layer], None)),
             Mode("daisy-noexit", make_plan(range(1, L + 1), 0.0)),
         ]
-        print(f"[bench] {ckpt} ({L} layers) on {device}, tau={upstream.tau:.4f}"
+        print(f"[bench] {ckpt} ({upstream.family.name}, {L} layers) on {device}, tau={upstream.tau:.4f}"
               f"{' (calibrated on the bench audio)' if calibrated_here else ''}, "
               f"{len(wavs)} clips, {sum(len(w) for w in wavs) / 16000:.1f} s", file=sys.stderr)
         results = run_benchmark(net, wavs, modes, args.batch_sizes, args.repeats, args.warmup,
@@ -209,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     table = _table(results, checks)
     print(table)
     meta = {
-        "checkpoint": str(ckpt), "random_base": args.random_base, "layers": L, "tau": upstream.tau,
+        "checkpoint": str(ckpt), "random_base": args.random_base, "family": upstream.family.name, "layers": L, "tau": upstream.tau,
         "strategy": upstream.config.strategy, "fixed_layer": args.fixed_layer,
         "calibrated_on_bench_audio": calibrated_here, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),

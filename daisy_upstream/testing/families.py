@@ -85,6 +85,7 @@ def make_random_family_checkpoint(
             num_layers=num_layers, embed_dim=embed_dim, ffn_dim=ffn_dim, num_heads=num_heads,
             conv_channels=conv_channels, extractor_mode=extractor_mode, layer_norm_first=layer_norm_first,
             conv_pos=conv_pos, conv_pos_groups=conv_pos_groups, normalize=normalize, num_clusters=num_classes,
+            final_dim=16 if embed_dim < 256 else 256,
             branches=branches, layer_entropy=layer_entropy, seed=seed,
         )
     conv_layers = [(conv_channels, 10, 5)] + [(conv_channels, 3, 2)] * 4 + [(conv_channels, 2, 2)] * 2
