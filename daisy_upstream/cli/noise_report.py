@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 def _snr_sweep(args: argparse.Namespace) -> None:
     from daisy_upstream.core.expert import load_config
     from daisy_upstream.evaluation.noise_report import clean_clips, noise_signals, parse_snrs, snr_sweep
-    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_hubert_local
+    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_local
 
     snrs = parse_snrs(args.snrs)
     overrides = {k: v for k, v in (("rho", args.rho), ("tau", args.tau)) if v is not None}
@@ -86,7 +86,7 @@ def _snr_sweep(args: argparse.Namespace) -> None:
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"checkpoint {ckpt} does not exist (-k/--ckpt)")
     clean = clean_clips(args.clean, args.max_clips, args.seed)
-    upstream = daisy_hubert_local(ckpt, model_config=config.to_dict()).to(args.device).eval()
+    upstream = daisy_local(ckpt, model_config=config.to_dict()).to(args.device).eval()  # any family
     noises = noise_signals(args.noise, seconds=max(len(w) for w in clean) / 16000 + 1, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

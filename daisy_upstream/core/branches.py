@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 __all__ = ["BRANCH_INPUTS", "ExitBranches", "frame_entropy", "group_entropy", "mean_entropy", "valid_frame_mask"]
 
-#: what branch ``k`` reads (``ExitBranches.reads``); computed by ``EarlyExitHubert``
+#: what branch ``k`` reads (``ExitBranches.reads``); computed by ``EarlyExitModel``
 BRANCH_INPUTS = {
     # ours: the hidden state s3prl's stock ``hubert`` upstream returns for layer k
     "hidden_states": "hidden_states[k]",

@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from daisy_upstream.core.early_exit import EarlyExitHubert
+from daisy_upstream.core.early_exit import EarlyExitModel
 from daisy_upstream.core.policy import ExitPlan, make_plan
 
 __all__ = [
@@ -98,7 +98,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_layer_costs(net: EarlyExitHubert, batch: List[Tensor], repeats: int = 3) -> LayerCosts:
+def measure_layer_costs(net: EarlyExitModel, batch: List[Tensor], repeats: int = 3) -> LayerCosts:
     """Front-end and per-layer cost of ``batch`` on the full model (median of ``repeats``)."""
     device = batch[0].device
     layers = net.model.encoder.layers
@@ -205,7 +205,7 @@ def _batches(wavs: List[Tensor], batch_size: int) -> List[List[Tensor]]:
 
 
 def run_benchmark(
-    net: EarlyExitHubert,
+    net: EarlyExitModel,
     wavs: List[Tensor],
     modes: Sequence[Mode],
     batch_sizes: Sequence[int] = (1, 8, 32),
@@ -281,7 +281,7 @@ def run_benchmark(
     return results
 
 
-def _peak_memory(net: EarlyExitHubert, batches, mode: Mode, device: torch.device) -> float:
+def _peak_memory(net: EarlyExitModel, batches, mode: Mode, device: torch.device) -> float:
     with torch.no_grad():
         if device.type == "cuda":
             torch.cuda.synchronize(device)

@@ -37,11 +37,11 @@ def load_upstream(
     ``ckpt`` None is the embedded model. A statistics strategy (mean/threshold/min-max) without
     ``stats`` fails in the first forward with the policy's own error (never a silent full run).
     """
-    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_hubert_local
+    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_local
 
     path = Path(ckpt) if ckpt else DEFAULT_CHECKPOINT
     values = config_values(config_path, overrides or {})
-    upstream = daisy_hubert_local(str(path), model_config=values)
+    upstream = daisy_local(str(path), model_config=values)  # the file's own family
     counts = read_exit_counts(stats) if stats else None
     if counts is not None:
         upstream.set_exit_statistics(counts)

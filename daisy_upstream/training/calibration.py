@@ -35,7 +35,7 @@ from torch import Tensor
 from daisy_upstream.atomic import atomic_save_figure, atomic_write_text
 from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.core.branches import ExitBranches
-from daisy_upstream.core.early_exit import EarlyExitHubert
+from daisy_upstream.core.early_exit import EarlyExitModel
 from daisy_upstream.core.policy import compute_tau, make_plan
 
 __all__ = [
@@ -175,7 +175,7 @@ def linear_fit(values: Sequence[float]) -> Tuple[float, float, float]:
 
 @torch.no_grad()
 def layer_entropies(
-    backbone: EarlyExitHubert,
+    backbone: EarlyExitModel,
     branches: ExitBranches,
     corpus: AudioCorpus,
     batch_seconds: float = 60.0,
@@ -252,10 +252,10 @@ def calibrate_checkpoint(
     loaded = load_daisy_checkpoint(checkpoint)
     if loaded.branches is None:
         raise ValueError(
-            f"{checkpoint} is a plain HuBERT checkpoint without exit branches: nothing to calibrate; "
+            f"{checkpoint} is a plain {loaded.family.name} checkpoint without exit branches: nothing to calibrate; "
             "train them first with 'daisy train-branches'"
         )
-    backbone = EarlyExitHubert(loaded.model, None, normalize_waveform=bool(loaded.task_cfg.normalize))
+    backbone = EarlyExitModel(loaded.model, None, normalize_waveform=bool(loaded.task_cfg.normalize))
     backbone.to(device).eval()
     branches = loaded.branches.to(device).eval()
     entropies, keys, seconds = layer_entropies(backbone, branches, corpus, batch_seconds, device, progress)

@@ -11,7 +11,7 @@ from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.core.checkpoint import load_daisy_checkpoint
 from daisy_upstream.testing import make_random_checkpoint
-from daisy_upstream.core.early_exit import EarlyExitHubert
+from daisy_upstream.core.early_exit import EarlyExitModel
 from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.core.policy import compute_tau, make_plan
 from daisy_upstream.training.stage1 import ClusterTargets, Stage1Config, balanced_layer_lrs, train_branches
@@ -33,7 +33,7 @@ def test_targets_equal_direct_computation_on_s3prl_model(write_checkpoint):
     targets = ClusterTargets(model, ["<s>", "<pad>", "</s>", "<unk>"] + [str(i) for i in range(12)])
     assert targets.num_classes == 12
     wavs = waves(6000, 9000, 4000, seed=1)
-    backbone = EarlyExitHubert(model, None)
+    backbone = EarlyExitModel(model, None)
     with torch.no_grad():
         out = backbone(wavs, make_plan([2], None))
         label_embs = model.label_embs_concat.split(model.num_classes, 0)[0]
