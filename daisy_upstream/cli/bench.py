@@ -19,7 +19,8 @@ SNR_MIX = (None, 10.0, 5.0, 0.0)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", "--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
     parser.add_argument("--random-base", action="store_true",
-                        help="time a randomly initialised Base of --family instead (timing only)")
+                        help="time a randomly initialised Base of --family instead (timing only; random "
+                             "branches sharpened with depth, so that utterances exit mid-way)")
     parser.add_argument("--family", choices=("hubert", "wav2vec2", "data2vec", "wavlm"),
                         help="with --random-base: the family of the Base (default hubert); with -k: "
                              "the family the checkpoint must be (default: its own)")
@@ -56,12 +57,14 @@ def _load_upstream(args, config, tmp: Path, wavs):
 
     from daisy_upstream.atomic import atomic_torch_save
     from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_local
-    from daisy_upstream.testing import make_random_family_checkpoint
+    from daisy_upstream.testing import make_random_family_checkpoint, sharpen_branches
 
     if args.random_base:
         ckpt = tmp / f"random_{args.family or 'hubert'}_base.pt"
-        atomic_torch_save(make_random_family_checkpoint(args.family or "hubert", base=True, num_classes=500,
-                                                        seed=args.seed), ckpt)
+        # random branches sharpened with depth (branch k's logits x (1 + k)): entropy then falls
+        # with depth as in a trained model, and utterances exit mid-way (timing only)
+        state = make_random_family_checkpoint(args.family or "hubert", base=True, num_classes=500, seed=args.seed)
+        atomic_torch_save(sharpen_branches(state, 1.0), ckpt)
     else:
         ckpt = Path(args.ckpt or DEFAULT_CHECKPOINT)
 
