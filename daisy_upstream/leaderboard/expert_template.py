@@ -1,7 +1,7 @@
 """The text of the ``expert.py`` that ``daisy export-hidden`` writes (SUPERB hidden set).
 
 The organizers import it from the submission folder and call ``UpstreamExpert(ckpt="model.pt")``;
-everything it needs is in ``model.pt``: s3prl's converted HuBERT, the DAISY branches and
+everything it needs is in ``model.pt``: the model in its s3prl format (any family), the DAISY branches and
 calibration, and a ``daisy_export`` entry with the upstream config (``layers_past_exit: copy``,
 so their stock featurizer's weighted sum sees each utterance's exit state in the layers it
 skipped) and the exit statistics of downstream training, if any.
@@ -12,7 +12,7 @@ __all__ = ["EXPORT_KEY", "EXPERT_PY"]
 #: top-level key of model.pt holding {"upstream_config", "exit_counts", "source_checkpoint", ...}
 EXPORT_KEY = "daisy_export"
 
-EXPERT_PY = '''"""DAISY early-exit HuBERT as a SUPERB hidden-set upstream (written by ``daisy export-hidden``).
+EXPERT_PY = '''"""DAISY early-exit SSL model as a SUPERB hidden-set upstream (written by ``daisy export-hidden``).
 
 Needs the ``daisy_upstream`` package (see requirements.txt). ``model.pt`` holds the model, the
 upstream config and the exit statistics; it is read with ``torch.load(weights_only=True)``.

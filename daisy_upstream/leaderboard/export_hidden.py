@@ -70,10 +70,10 @@ def run_checks(folder: PathLike, timeout: float = 600.0) -> Dict[str, Any]:
 def _readme(values: Dict[str, Any], counts: Optional[List[int]], source: Path, report: Dict[str, Any]) -> str:
     stats = f"exit statistics {counts}" if counts else "no exit statistics (strategy 'none' needs none)"
     return "\n".join([
-        "# DAISY early-exit HuBERT: SUPERB hidden-set submission",
+        "# DAISY early-exit SSL model: SUPERB hidden-set submission",
         "",
         f"Exported by `daisy export-hidden` from `{source.name}`: `expert.py` (`UpstreamExpert(ckpt=\"model.pt\")`),",
-        "`model.pt` (s3prl's converted HuBERT + DAISY exit branches, read with `torch.load(weights_only=True)`),",
+        "`model.pt` (the model in its s3prl format + DAISY exit branches, read with `torch.load(weights_only=True)`),",
         "`requirements.txt` (install daisy_upstream itself from its wheel or source).",
         "",
         f"Upstream config baked into model.pt: `{json.dumps(values)}`; {stats}.",
