@@ -24,7 +24,7 @@ from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.audio.noise import NoiseAugment
 from daisy_upstream.core.branches import ExitBranches
 from daisy_upstream.core.checkpoint import half_precision, with_branches
-from daisy_upstream.core.early_exit import EarlyExitHubert
+from daisy_upstream.core.early_exit import EarlyExitModel
 
 from .batch_feed import BatchFeed
 from .distributed import barrier, init_distributed, resolve_device
@@ -38,6 +38,7 @@ from .targets import (
     batch_features,
     evaluate_branches,
     load_frozen_model,
+    model_targets,
 )
 
 __all__ = [
@@ -63,12 +64,12 @@ def _split(corpus: AudioCorpus, heldout: Optional[AudioCorpus], config: Stage1Co
     return corpus, heldout
 
 
-def _targets(kind: str, model: nn.Module, raw_state: Dict[str, Any], backbone: EarlyExitHubert,
+def _targets(kind: str, loaded: Any, raw_state: Dict[str, Any], checkpoint: Union[str, Path], backbone: EarlyExitModel,
              train_set: AudioCorpus, config: Stage1Config, work_dir: Path, dev: torch.device, is_main: bool,
              world: int) -> nn.Module:
     """The target source for ``--targets`` (see :mod:`~daisy_upstream.training.targets`)."""
     if kind == "model":
-        return ClusterTargets(model, raw_state["dictionaries_symbols"][0])
+        return model_targets(loaded, raw_state, str(checkpoint))
     from .kmeans_targets import load_or_fit_kmeans
 
     settings = dict(layer=config.kmeans_layer, clusters=config.clusters, seed=config.seed,
@@ -83,7 +84,7 @@ def _targets(kind: str, model: nn.Module, raw_state: Dict[str, Any], backbone: E
 
 
 def _write_output(
-    out: Path, checkpoint: Union[str, Path], raw_state: Dict[str, Any], backbone: EarlyExitHubert,
+    out: Path, checkpoint: Union[str, Path], raw_state: Dict[str, Any], backbone: EarlyExitModel,
     branches: ExitBranches, train_set: AudioCorpus, heldout_set: AudioCorpus, config: Stage1Config,
     step: int, dev: torch.device, half: bool, provenance: Optional[Dict[str, Any]],
     targets_record: Optional[Dict[str, Any]] = None,
@@ -168,11 +169,11 @@ def train_branches(
     kind = config.targets or "model"
     loaded, raw_state = load_frozen_model(checkpoint, teacher, need_head=kind == "model")
     model = loaded.model.to(dev).eval()
-    backbone = EarlyExitHubert(model, None, normalize_waveform=bool(loaded.task_cfg.normalize)).eval()
+    backbone = EarlyExitModel(model, None, normalize_waveform=bool(loaded.task_cfg.normalize)).eval()
     num_layers, embed_dim = backbone.num_layers, backbone.embed_dim
 
     train_set, heldout_set = _split(corpus, heldout, config)
-    targets = _targets(kind, model, raw_state, backbone, train_set, config, work_dir, dev, is_main, world)
+    targets = _targets(kind, loaded, raw_state, checkpoint, backbone, train_set, config, work_dir, dev, is_main, world)
     batches = train_set.batches(config.batch_seconds)
     if len(batches) < world:
         raise ValueError(f"{len(batches)} training batch(es) for {world} processes: use less --batch-seconds")

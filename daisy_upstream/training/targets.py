@@ -33,7 +33,8 @@ from daisy_upstream.core.checkpoint import (
     FAIRSEQ_SPECIALS, DaisyCheckpoint, load_daisy_state, read_checkpoint, split_authors_heads,
     with_teacher,
 )
-from daisy_upstream.core.early_exit import EarlyExitHubert
+from daisy_upstream.core.early_exit import EarlyExitModel
+from daisy_upstream.core.families import family_of_state
 from daisy_upstream.core.policy import make_plan
 
 __all__ = [
@@ -165,6 +166,15 @@ def load_frozen_model(
             another backbone.
     """
     state = read_checkpoint(checkpoint)
+    family = family_of_state(state, str(checkpoint))
+    if family.name != "hubert":  # no cluster head, no authors' layout: the file as its upstream loads it
+        if teacher is not None:
+            raise ValueError(f"--teacher is for the authors' HuBERT layout; {checkpoint} is a "
+                             f"{FAMILY_NAMES[family.name]} checkpoint")
+        loaded = load_daisy_state(state, str(checkpoint))
+        for p in loaded.model.parameters():
+            p.requires_grad_(False)
+        return loaded, state
     weights = state["model_weight"]
     if teacher is not None:
         state = with_teacher(state, read_checkpoint(teacher), str(checkpoint), f"teacher {teacher}")
@@ -186,7 +196,29 @@ def load_frozen_model(
     return loaded, state
 
 
-def batch_features(backbone: EarlyExitHubert, targets: nn.Module, wavs: List[Tensor]) -> Tuple[Tensor, Tensor]:
+#: how the refusal names each family
+FAMILY_NAMES = {"hubert": "HuBERT", "wav2vec2": "wav2vec 2.0", "data2vec": "data2vec", "wavlm": "WavLM"}
+
+
+def model_targets(loaded: DaisyCheckpoint, state: Dict[str, Any], name: str) -> nn.Module:
+    """``--targets model``: the pretraining head's targets of the loaded model's family.
+
+    Raises:
+        ValueError: a family without a pretraining head (WavLM, data2vec), in one line
+            naming it and ``--targets kmeans``.
+    """
+    family = loaded.family.name
+    if family == "hubert":
+        return ClusterTargets(loaded.model, state["dictionaries_symbols"][0])
+    if family == "wav2vec2":
+        from .quantizer_targets import QuantizerTargets
+
+        return QuantizerTargets(loaded.model, bool(loaded.task_cfg.normalize))
+    raise ValueError(f"{name} is a {FAMILY_NAMES[family]} model, which has no pretraining head to take "
+                     "stage-1 targets from: pass --targets kmeans --kmeans-layer K --clusters N")
+
+
+def batch_features(backbone: EarlyExitModel, targets: nn.Module, wavs: List[Tensor]) -> Tuple[Tensor, Tensor]:
     """Valid frames of ``hidden_states[1..L]`` ``(L, N, D)`` and their targets ``(N, G)``."""
     num_layers = backbone.num_layers
     with torch.no_grad():
@@ -213,7 +245,7 @@ def balanced_layer_lrs(features: Tensor, lr: float) -> List[float]:
 
 @torch.no_grad()
 def evaluate_branches(
-    backbone: EarlyExitHubert,
+    backbone: EarlyExitModel,
     targets: nn.Module,
     branches: ExitBranches,
     corpus: AudioCorpus,

@@ -19,7 +19,7 @@ from daisy_upstream.core.policy import compute_tau, make_plan
 from daisy_upstream.testing import authors_layout, make_random_checkpoint
 from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.core.checkpoint import with_branches
-from daisy_upstream.core.early_exit import EarlyExitHubert
+from daisy_upstream.core.early_exit import EarlyExitModel
 from daisy_upstream.training.kmeans_targets import KMeansTargets, layer_frames
 from daisy_upstream.training.quantizer_targets import QuantizerTargets
 from daisy_upstream.training.stage1 import train_branches
@@ -146,7 +146,7 @@ def test_cli_kmeans_options(write_checkpoint, audio_dir, tmp_path, capsys):
     assert facts["layer"] == 1 and facts["passes"] == 2
     # two passes: every valid layer-1 frame of the training audio twice
     train_set = AudioCorpus.from_source(audio_dir).split(0.2, 0)[0]
-    backbone = EarlyExitHubert(load_daisy_checkpoint(ckpt).model, None)
+    backbone = EarlyExitModel(load_daisy_checkpoint(ckpt).model, None)
     one_pass = sum(len(x) for x in layer_frames(backbone, train_set, 1, 2.0, 0, torch.device("cpu")))
     assert facts["frames"] == 2 * one_pass
 
