@@ -14,8 +14,9 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``daisy train-branches``."""
     parser.add_argument("-k", "--ckpt", "--checkpoint", dest="ckpt", type=Path, required=True,
-                        help="HuBERT checkpoint: s3prl converted (plain), DAISY (branches re-trained) "
-                             "or the authors' layout (with --teacher)")
+                        help="HuBERT, wav2vec 2.0, data2vec or WavLM checkpoint as s3prl's stock upstream "
+                             "loads it (plain), DAISY (branches re-trained) or the authors' HuBERT layout "
+                             "(with --teacher)")
     parser.add_argument("--audio", type=Path, required=True,
                         help="unlabeled audio: a directory tree of wav/flac, a list file (one path a line, "
                              "relative to the list's folder) or a LibriSpeech-layout root")

@@ -1,4 +1,4 @@
-"""Stage 1: train one early-exit branch per layer on a frozen HuBERT's own cluster targets.
+"""Stage 1: train one early-exit branch per layer on a frozen model's own targets (any family).
 
 The targets and the loss are in :mod:`~daisy_upstream.training.targets`, the settings in
 :mod:`~daisy_upstream.training.stage1_config`, the resumable state (``<work_dir>/state.pt``,
@@ -23,7 +23,7 @@ from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.audio.noise import NoiseAugment
 from daisy_upstream.core.branches import ExitBranches
-from daisy_upstream.core.checkpoint import half_precision, with_branches
+from daisy_upstream.core.checkpoint import DaisyCheckpoint, half_precision, with_branches
 from daisy_upstream.core.early_exit import EarlyExitModel
 
 from .batch_feed import BatchFeed
@@ -64,9 +64,9 @@ def _split(corpus: AudioCorpus, heldout: Optional[AudioCorpus], config: Stage1Co
     return corpus, heldout
 
 
-def _targets(kind: str, loaded: Any, raw_state: Dict[str, Any], checkpoint: Union[str, Path], backbone: EarlyExitModel,
-             train_set: AudioCorpus, config: Stage1Config, work_dir: Path, dev: torch.device, is_main: bool,
-             world: int) -> nn.Module:
+def _targets(kind: str, loaded: DaisyCheckpoint, raw_state: Dict[str, Any], checkpoint: Union[str, Path],
+             backbone: EarlyExitModel, train_set: AudioCorpus, config: Stage1Config, work_dir: Path,
+             dev: torch.device, is_main: bool, world: int) -> nn.Module:
     """The target source for ``--targets`` (see :mod:`~daisy_upstream.training.targets`)."""
     if kind == "model":
         return model_targets(loaded, raw_state, str(checkpoint))
@@ -136,9 +136,10 @@ def train_branches(
     """Train the ``L`` exit branches of ``checkpoint`` on ``corpus`` and write a DAISY checkpoint.
 
     Args:
-        checkpoint: an s3prl converted HuBERT (plain), a DAISY checkpoint (its branches are
-            re-trained from a fresh initialisation) or the authors' layout (needs ``teacher``:
-            their heads replace ``final_proj``).
+        checkpoint: a file of any family as its stock s3prl upstream loads it (plain), a
+            DAISY checkpoint (its branches are re-trained from a fresh initialisation) or the
+            authors' HuBERT layout (needs ``teacher`` for model targets: their heads replace
+            ``final_proj``).
         corpus: unlabeled audio; the held-out part (``config.heldout_fraction``) is used for
             evaluation and the calibration stored in ``out``.
         out: the DAISY checkpoint to write when the last step is reached.
@@ -173,7 +174,8 @@ def train_branches(
     num_layers, embed_dim = backbone.num_layers, backbone.embed_dim
 
     train_set, heldout_set = _split(corpus, heldout, config)
-    targets = _targets(kind, loaded, raw_state, checkpoint, backbone, train_set, config, work_dir, dev, is_main, world)
+    targets = _targets(kind, loaded, raw_state, checkpoint, backbone, train_set, config, work_dir, dev, is_main,
+                       world)
     batches = train_set.batches(config.batch_seconds)
     if len(batches) < world:
         raise ValueError(f"{len(batches)} training batch(es) for {world} processes: use less --batch-seconds")

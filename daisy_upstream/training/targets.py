@@ -159,7 +159,8 @@ def load_frozen_model(
 
     ``teacher``: a converted HuBERT of the same backbone that provides ``final_proj`` and
     ``label_embs_concat`` (for the authors' layout, whose heads replace ``final_proj``).
-    ``need_head=False`` (k-means targets): the cluster head may be absent.
+    ``need_head=False`` (k-means targets): the cluster head may be absent. A checkpoint of
+    another family (wav2vec 2.0, data2vec, WavLM) is loaded as its stock upstream loads it.
 
     Raises:
         ValueError: no ``label_embs_concat``; per-layer heads without a teacher; a teacher of
