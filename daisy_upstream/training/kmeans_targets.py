@@ -116,7 +116,8 @@ def load_or_fit_kmeans(
     if not 1 <= layer <= num_layers:
         raise ValueError(f"--kmeans-layer must be in 1..{num_layers} for this {num_layers}-layer model, got {layer}")
     settings = {"layer": layer, "clusters": clusters, "seed": seed, "batch_frames": batch_frames,
-                "max_frames": max_frames, "passes": passes, "batch_seconds": batch_seconds, "audio_fingerprint": corpus.fingerprint()}
+                "max_frames": max_frames, "passes": passes, "batch_seconds": batch_seconds,
+                "audio_fingerprint": corpus.fingerprint()}
     path = Path(work_dir) / KMEANS_FILE
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)
