@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -53,45 +52,19 @@ def _bench_set(args) -> List:
 
 
 def _load_upstream(args, config, tmp: Path, wavs):
-    import torch
-
     from daisy_upstream.atomic import atomic_torch_save
-    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_local
+    from daisy_upstream.evaluation.loading import load_upstream
     from daisy_upstream.testing import make_random_family_checkpoint, sharpen_branches
 
+    ckpt = args.ckpt
     if args.random_base:
         ckpt = tmp / f"random_{args.family or 'hubert'}_base.pt"
         # random branches sharpened with depth (branch k's logits x (1 + k)): entropy then falls
         # with depth as in a trained model, and utterances exit mid-way (timing only)
         state = make_random_family_checkpoint(args.family or "hubert", base=True, num_classes=500, seed=args.seed)
         atomic_torch_save(sharpen_branches(state, 1.0), ckpt)
-    else:
-        ckpt = Path(args.ckpt or DEFAULT_CHECKPOINT)
-
-    def load(path, model_config):  # the file's own family, or the one asked for
-        return daisy_local(path, model_config=model_config, family=args.family)
-
-    values = config.to_dict()
-    calibrated_here = False
-    try:
-        upstream = load(str(ckpt), model_config=values)
-    except ValueError as error:
-        if "no calibration" not in str(error):
-            raise
-        # no calibration anywhere: calibrate on the bench audio itself, and say so
-        from daisy_upstream.core.policy import make_plan
-
-        # on the audio's device (the probe's branches and the bench audio must meet there)
-        probe = load(str(ckpt), model_config={**values, "tau": 0.0}).to(wavs[0].device).eval()
-        with torch.no_grad():
-            out = probe.run(wavs, make_plan([probe.num_layers], None))
-            entropy = [float(probe.net.branches.entropy(k, out.hidden_states[k], out.lengths).mean())
-                       for k in range(1, probe.num_layers + 1)]
-        cal = tmp / "calibration.yaml"
-        atomic_write_text(cal, json.dumps({"layer_entropy": entropy, "dataset": "the bench audio"}))
-        upstream = load(str(ckpt), model_config={**values, "calibration": str(cal)})
-        calibrated_here = True
-    return upstream.to(args.device).eval(), ckpt, calibrated_here
+    # no calibration anywhere: calibrated on the bench audio itself (said in the output)
+    return load_upstream(ckpt, config.to_dict(), device=args.device, calibrate_on=wavs, family=args.family)
 
 
 def _targets(results) -> List[Dict]:
@@ -192,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        upstream, ckpt, calibrated_here = _load_upstream(args, config, Path(tmp), wavs)
+        loaded = _load_upstream(args, config, Path(tmp), wavs)
+        upstream, ckpt, calibrated_here = loaded.upstream, loaded.checkpoint, loaded.calibration is not None
         net, L = upstream.net, upstream.num_layers
         daisy_plan = upstream.current_plan()
         if not daisy_plan.check_layers:
@@ -220,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {
         "checkpoint": str(ckpt), "random_base": args.random_base, "family": upstream.family.name, "layers": L, "tau": upstream.tau,
         "strategy": upstream.config.strategy, "fixed_layer": args.fixed_layer,
-        "calibrated_on_bench_audio": calibrated_here, "device": str(device),
+        "calibrated_on_bench_audio": calibrated_here, "calibration": loaded.calibration, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "clips": len(wavs),
         "seconds": sum(len(w) for w in wavs) / 16000, "snr_mix": [c.snr_db for c in clips],

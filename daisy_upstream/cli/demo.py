@@ -65,13 +65,12 @@ def _summary(args: argparse.Namespace, config: Dict[str, Any], exp: Path, ckpt: 
     from daisy_upstream.core.policy import make_plan
     from daisy_upstream.evaluation.benchmark import Mode, run_benchmark
     from daisy_upstream.evaluation.table1.tasks import test_audio_files
-    from daisy_upstream.integration.hubconf import daisy_hubert_local
-    from daisy_upstream.integration.runner_io import exit_counts, sid_accuracy
+    from daisy_upstream.evaluation.loading import load_upstream
+    from daisy_upstream.integration.runner_io import sid_accuracy
 
-    train_counts = exit_counts(exp / f"states-{args.steps}.ckpt")
+    loaded = load_upstream(ckpt, upstream_cfg, stats=exp / f"states-{args.steps}.ckpt", device=args.device)
+    upstream, train_counts = loaded.upstream, loaded.exit_counts
     accuracy: Optional[float] = sid_accuracy(exp / "log.log", "test")
-    upstream = daisy_hubert_local(ckpt, model_config=str(upstream_cfg)).to(args.device).eval()
-    upstream.set_exit_statistics(train_counts)
     files = test_audio_files("voxceleb1", config)
     wavs = [load_audio(p).to(args.device) for p in files]
     L = upstream.num_layers

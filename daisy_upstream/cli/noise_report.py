@@ -75,18 +75,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _snr_sweep(args: argparse.Namespace) -> None:
-    from daisy_upstream.core.expert import load_config
+    from daisy_upstream.evaluation.loading import config_values, load_upstream
     from daisy_upstream.evaluation.noise_report import clean_clips, noise_signals, parse_snrs, snr_sweep
-    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_local
 
     snrs = parse_snrs(args.snrs)
-    overrides = {k: v for k, v in (("rho", args.rho), ("tau", args.tau)) if v is not None}
-    config = load_config(args.config, **overrides)
-    ckpt = args.ckpt or str(DEFAULT_CHECKPOINT)
-    if not Path(ckpt).is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} does not exist (-k/--ckpt)")
+    overrides = {"rho": args.rho, "tau": args.tau}
+    config_values(args.config, overrides)  # a bad key fails here, before any work
+    if args.ckpt and not Path(args.ckpt).is_file():
+        raise FileNotFoundError(f"checkpoint {args.ckpt} does not exist (-k/--ckpt)")
     clean = clean_clips(args.clean, args.max_clips, args.seed)
-    upstream = daisy_local(ckpt, model_config=config.to_dict()).to(args.device).eval()  # any family
+    loaded = load_upstream(args.ckpt, args.config, overrides, device=args.device)
+    upstream, ckpt = loaded.upstream, str(loaded.checkpoint)
     noises = noise_signals(args.noise, seconds=max(len(w) for w in clean) / 16000 + 1, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ __all__ = [
     "LAYERS_PAST_EXIT",
     "DaisyConfig",
     "ExitPlan",
+    "MissingCalibration",
     "compute_tau",
     "exit_span",
     "load_calibration",
@@ -32,6 +33,10 @@ STRATEGIES = ("none", "mean", "threshold", "min-max", "fixed", "full")
 STATISTICS_STRATEGIES = ("mean", "threshold", "min-max")
 #: what ``hidden_states`` hold past an utterance's exit layer, see :class:`DaisyConfig`
 LAYERS_PAST_EXIT = ("zeros", "copy")
+
+
+class MissingCalibration(ValueError):
+    """tau is to come from rho, but neither the checkpoint nor the config has a calibration."""
 
 
 def compute_tau(layer_entropy: Sequence[float], rho: float) -> float:
@@ -270,7 +275,7 @@ class DaisyConfig:
         if self.tau is not None:
             return float(self.tau)
         if layer_entropy is None:
-            raise ValueError(
+            raise MissingCalibration(
                 "no calibration to compute tau from rho: the checkpoint carries none and the "
                 "config names none; run 'daisy calibrate' and set 'calibration:', or set 'tau:'"
             )

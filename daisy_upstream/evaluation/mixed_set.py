@@ -150,11 +150,9 @@ def _daisy_exit_layers(upstream_ckpt: str, config: Dict[str, Any], counts: Optio
     import torch
 
     from daisy_upstream.audio.io import load_audio
-    from daisy_upstream.integration.hubconf import daisy_hubert_local
+    from daisy_upstream.evaluation.loading import load_upstream
 
-    upstream = daisy_hubert_local(upstream_ckpt, model_config=config).to(device).eval()
-    if counts is not None:
-        upstream.set_exit_statistics(counts)
+    upstream = load_upstream(upstream_ckpt, config, stats=counts, device=device).upstream
     exits = []
     with torch.no_grad():
         for path in files:

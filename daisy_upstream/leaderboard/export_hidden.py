@@ -106,13 +106,14 @@ def export_hidden(
     from daisy_upstream.atomic import atomic_torch_save, atomic_write_text
     from daisy_upstream.core.checkpoint import read_checkpoint
     from daisy_upstream.core.policy import load_calibration
-    from daisy_upstream.leaderboard.loading import load_upstream, span_note
+    from daisy_upstream.evaluation.loading import load_upstream, span_note
 
     out = Path(out)
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists; pass --force to replace it or choose another --out")
     overrides = {**(overrides or {}), "layers_past_exit": "copy"}  # the organizers' featurizer is stock
-    upstream, source, values, counts = load_upstream(ckpt, config, overrides, stats)
+    loaded = load_upstream(ckpt, config, overrides, stats)
+    upstream, source, values, counts = loaded.upstream, loaded.checkpoint, loaded.config, loaded.exit_counts
     note = span_note(upstream, counts)  # fails here, not at the organizers', on a bad config
     state = read_checkpoint(source)
     if values.get("calibration"):  # a calibration file travels inside model.pt

@@ -219,7 +219,7 @@ def run_profile(
     """
     from daisy_upstream.atomic import atomic_write_json, atomic_write_text
     from daisy_upstream.leaderboard.buckets import describe
-    from daisy_upstream.leaderboard.loading import load_upstream, span_note
+    from daisy_upstream.evaluation.loading import load_upstream, span_note
 
     out = Path(out)
     if (out / "profile.json").exists() and not force:
@@ -228,7 +228,8 @@ def run_profile(
     if snr is not None:
         clips = add_noise(clips, snr, seed=seed)
         source += f"; sox noise (white/pink/brown in turn) mixed in at {snr:g} dB SNR"
-    upstream, path, values, counts = load_upstream(ckpt, config, overrides, stats, device)
+    loaded = load_upstream(ckpt, config, overrides, stats, device)
+    upstream, path, values, counts = loaded.upstream, loaded.checkpoint, loaded.config, loaded.exit_counts
     note = span_note(upstream, counts)
     profile = profile_upstream(upstream, clips, device)
     ranges = {k: (v["clips"], v["min_seconds"], v["max_seconds"]) for k, v in profile["buckets"].items()}

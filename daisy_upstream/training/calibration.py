@@ -1,12 +1,15 @@
 """Calibration: per-layer branch entropy on a dataset, E_max / E_min, and tau for given rho.
 
 For every utterance and every layer ``k = 1..L`` the branch mean entropy ``E^k`` (nats, over
-the utterance's valid frames, :meth:`ExitBranches.entropy` on ``hidden_states[k]`` of a full
-forward) is computed. The per-layer mean over utterances gives ``E_max``/``E_min`` and
+the utterance's valid frames, :meth:`ExitBranches.entropy` on what branch ``k`` reads, layer
+``k``'s ``branches.reads`` tensor of a full forward) is computed by
+:func:`utterance_entropies`, the one place that does it. The per-layer mean over utterances gives ``E_max``/``E_min`` and
 ``tau = (E_max + E_min) / 2 * rho`` (Eq. 3, :func:`daisy_upstream.core.policy.compute_tau`).
 
-The calibration YAML written by :func:`write_calibration_yaml` is what the upstream config key
-``calibration:`` accepts (it needs ``layer_entropy``; every other key is information)::
+:meth:`CalibrationResult.to_dict` is the one calibration record: the checkpoint's
+``daisy.calibration`` (stage 1) and the calibration YAML written by
+:func:`write_calibration_yaml` (``daisy calibrate``, the bench) both hold it. The YAML is what
+the upstream config key ``calibration:`` accepts (it needs ``layer_entropy``; every other key is information)::
 
     layer_entropy: [L floats]     # per-layer mean entropy over utterances (nats), layer 1 first
     dataset: free text            # where the numbers come from
@@ -34,6 +37,7 @@ from torch import Tensor
 
 from daisy_upstream.atomic import atomic_save_figure, atomic_write_text
 from daisy_upstream.audio.corpus import AudioCorpus
+from daisy_upstream.audio.io import SAMPLE_RATE
 from daisy_upstream.core.branches import ExitBranches
 from daisy_upstream.core.early_exit import EarlyExitModel
 from daisy_upstream.core.policy import compute_tau, make_plan
@@ -46,6 +50,7 @@ __all__ = [
     "linear_fit",
     "plot_calibration",
     "summarize",
+    "utterance_entropies",
     "write_calibration_yaml",
 ]
 
@@ -174,6 +179,24 @@ def linear_fit(values: Sequence[float]) -> Tuple[float, float, float]:
 
 
 @torch.no_grad()
+def utterance_entropies(backbone: EarlyExitModel, branches: ExitBranches, wavs: Sequence[Tensor]) -> Tensor:
+    """``(B, L)`` float64 on CPU: each waveform's mean branch entropy at every layer.
+
+    A full forward of ``backbone`` (its own branches are not used); branch ``k`` reads layer
+    ``k``'s ``branches.reads`` tensor (``hidden_states[k]`` for ours, the FFN output or the
+    layer output for the authors' heads), as it does when the upstream decides exits.
+    """
+    num_layers = backbone.num_layers
+    if branches.num_layers != num_layers:
+        raise ValueError(f"{branches.num_layers} branches for a {num_layers}-layer model")
+    out = backbone(list(wavs), make_plan([num_layers], None), branch_reading=branches.reads)
+    per_layer = [
+        branches.entropy(k, out.branch_inputs[k - 1], out.lengths).double() for k in range(1, num_layers + 1)
+    ]
+    return torch.stack(per_layer, dim=1).cpu()
+
+
+@torch.no_grad()
 def layer_entropies(
     backbone: EarlyExitModel,
     branches: ExitBranches,
@@ -198,10 +221,8 @@ def layer_entropies(
         ValueError: no utterance could be loaded.
     """
     device = torch.device(device)
-    num_layers = backbone.num_layers
-    if branches.num_layers != num_layers:
-        raise ValueError(f"{branches.num_layers} branches for a {num_layers}-layer model")
-    plan = make_plan([num_layers], None)
+    if branches.num_layers != backbone.num_layers:
+        raise ValueError(f"{branches.num_layers} branches for a {backbone.num_layers}-layer model")
     rows: List[Tensor] = []
     keys: List[str] = []
     seconds = 0.0
@@ -217,13 +238,9 @@ def layer_entropies(
             bar.update(1)
         if not wavs:
             continue
-        out = backbone([w.to(device) for w in wavs], plan, branch_reading=branches.reads)
-        per_layer = [  # each branch on what it reads (branches.reads)
-            branches.entropy(k, out.branch_inputs[k - 1], out.lengths).double() for k in range(1, num_layers + 1)
-        ]
-        rows.append(torch.stack(per_layer, dim=1).cpu())  # (B, L)
+        rows.append(utterance_entropies(backbone, branches, [w.to(device) for w in wavs]))  # (B, L)
         keys.extend(corpus.items[i].key for i in kept)
-        seconds += sum(len(w) for w in wavs) / 16000
+        seconds += sum(len(w) for w in wavs) / SAMPLE_RATE
     if bar is not None:
         bar.close()
     if not rows:
@@ -281,7 +298,7 @@ def write_calibration_yaml(result: CalibrationResult, path: Union[str, Path], fo
     path = Path(path)
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists; pass --force to overwrite it")
-    text = "# made by 'daisy calibrate'; the upstream config key 'calibration:' reads layer_entropy\n"
+    text = "# a DAISY calibration; the upstream config key 'calibration:' reads layer_entropy\n"
     text += yaml.safe_dump(result.to_dict(), sort_keys=False, default_flow_style=None, width=100)
     atomic_write_text(path, text)
     return path

@@ -97,16 +97,8 @@ def _write_output(
         log.warning("no held-out audio (--heldout-fraction 0): the calibration uses the training audio")
     branches.eval()
     entropies, keys, seconds = layer_entropies(backbone, branches, calib_set, config.batch_seconds, dev)
-    result = CalibrationResult(entropies, keys, calib_set.name, seconds, tuple(config.rhos), str(checkpoint))
-    calibration = {
-        "layer_entropy": result.layer_entropy,
-        "dataset": result.dataset,
-        "num_utterances": len(keys),
-        "audio_seconds": round(seconds, 3),
-        "layer_std": result.layer_std,
-        "linear_fit_r2": result.fit[2],
-        "stage1_steps": step,
-    }
+    calibration = CalibrationResult(entropies, keys, calib_set.name, seconds, tuple(config.rhos), str(checkpoint),
+                                    extra={"stage1_steps": step}).to_dict()
     branches_cpu = ExitBranches(branches.num_layers, branches.embed_dim, branches.num_classes,
                                 groups=branches.groups)
     branches_cpu.load_state_dict({k: v.detach().cpu() for k, v in branches.state_dict().items()})

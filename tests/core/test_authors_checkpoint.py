@@ -23,10 +23,8 @@ from s3prl.upstream.hubert.hubconf import hubert_local
 
 from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.core.checkpoint import load_daisy_checkpoint
-from daisy_upstream.testing import make_random_checkpoint
 from daisy_upstream.integration.hubconf import daisy_hubert_local
-from daisy_upstream.testing import waves
-from daisy_upstream.testing import ABSENT, authors_layout
+from daisy_upstream.testing import ABSENT, authors_layout, make_random_checkpoint, waves
 
 NUM_LAYERS = 3
 ARCHS = {
@@ -183,6 +181,27 @@ def test_calibrate_uses_the_heads_reading(tmp_path, arch, position, caplog):
     # every layer, the last one included (it sets E_min / E_max and so tau)
     expected = reference["layer" if position == "after-norm" else "ffn"]
     torch.testing.assert_close(result.entropies, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("position", ["before-norm", "after-norm"])
+def test_calibration_on_the_audio_at_hand_uses_the_heads_reading(tmp_path, position):
+    """An authors' file carries no calibration, so ``daisy bench`` always calibrates on its own
+    audio (load_upstream's ``calibrate_on``): on the tensor the heads read, as calibrate does.
+    (bench once took hidden_states[k] for every checkpoint: for 'before-norm' that is the
+    wrong tensor, and tau came out wrong.)"""
+    from daisy_upstream.core.policy import MissingCalibration, compute_tau
+    from daisy_upstream.evaluation.loading import load_upstream
+
+    path, plain, authors = write_pair(tmp_path, position)
+    wavs = waves(16000, 5000, 11111, seed=3)
+    with pytest.raises(MissingCalibration, match="no calibration"):
+        load_upstream(path, {"rho": 1.0})
+    loaded = load_upstream(path, {"rho": 1.0}, calibrate_on=wavs)
+    expected = reference_entropies(plain, authors, wavs)["layer" if position == "after-norm" else "ffn"].mean(0)
+    torch.testing.assert_close(torch.tensor(loaded.calibration["layer_entropy"], dtype=torch.float64), expected,
+                               atol=1e-4, rtol=1e-4)
+    assert loaded.upstream.tau == pytest.approx(compute_tau(expected.tolist(), 1.0), abs=1e-4)
+    assert loaded.calibration["num_utterances"] == 3 and loaded.calibration["linear_fit"]["r2"] <= 1.0
 
 
 def test_train_branches_replaces_the_heads_with_hidden_state_branches(tmp_path, caplog):

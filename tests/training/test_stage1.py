@@ -71,6 +71,9 @@ def test_loss_per_layer_falls_and_output_loads(write_checkpoint, audio_dir, tmp_
     assert loaded.layout == "daisy" and loaded.branches.num_classes == 20
     entropy = loaded.calibration["layer_entropy"]
     assert len(entropy) == 3 and loaded.calibration["num_utterances"] == 2
+    # the one calibration record (the calibrate YAML's keys), not a dict of stage 1's own
+    assert set(loaded.calibration) >= {"e_max", "e_min", "tau_for_rho", "layer_std", "linear_fit", "stage1_steps"}
+    assert loaded.calibration["linear_fit"]["r2"] <= 1.0 and "linear_fit_r2" not in loaded.calibration
     upstream = daisy_hubert_local(str(tmp_path / "out.pt"), model_config={"rho": 0.76})
     assert upstream.tau == pytest.approx(compute_tau(entropy, 0.76))
 

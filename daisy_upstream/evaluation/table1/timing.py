@@ -24,7 +24,7 @@ def time_rows(ckpt: Path, rows: Sequence[Row], counts: Mapping[str, Sequence[int
     from daisy_upstream.audio.io import load_audio
     from daisy_upstream.core.policy import make_plan
     from daisy_upstream.evaluation.benchmark import Mode, run_benchmark
-    from daisy_upstream.integration.hubconf import daisy_hubert_local
+    from daisy_upstream.evaluation.loading import load_upstream
 
     if not files:
         raise ValueError("no test audio to time")
@@ -34,11 +34,10 @@ def time_rows(ckpt: Path, rows: Sequence[Row], counts: Mapping[str, Sequence[int
         torch.set_num_threads(threads)
     modes, spans, net = [], {}, None
     for row in rows:
-        upstream = daisy_hubert_local(str(ckpt), model_config=dict(row.upstream)).to(device).eval()
+        upstream = load_upstream(ckpt, dict(row.upstream), stats=counts[row.run], device=device).upstream
         if net is None:
             net = upstream.net
             modes.append(Mode("__full__", make_plan([upstream.num_layers], None)))
-        upstream.set_exit_statistics(counts[row.run])
         span = upstream.current_span()
         spans[row.key] = span
         modes.append(Mode(row.key, upstream.current_plan()))
