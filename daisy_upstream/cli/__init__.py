@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A subcommand's parser: a bad argument is one line ``daisy <command>: error: ...``, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _one_line(error: BaseException) -> str:
     """The error's message on one line (a multi-line message joined with '; ')."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -65,6 +72,15 @@ def _user_errors() -> tuple:
     return errors
 
 
+def subcommand(name: str):
+    """``(module, parser)`` of a subcommand (its module imported now)."""
+    module_name, help_text = SUBCOMMANDS[name]
+    module = importlib.import_module(f"daisy_upstream.cli.{module_name}")
+    parser = _OneLineParser(prog=f"daisy {name}", description=help_text)
+    module.add_arguments(parser)
+    return module, parser
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("DAISY_DEBUG", "") not in ("", "0")
@@ -77,11 +93,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
-    module_name, help_text = SUBCOMMANDS[name]
     quiet_third_party()
-    module = importlib.import_module(f"daisy_upstream.cli.{module_name}")
-    parser = argparse.ArgumentParser(prog=f"daisy {name}", description=help_text)
-    module.add_arguments(parser)
+    module, parser = subcommand(name)
     args = parser.parse_args(rest)
     args.command_line = ["daisy", name, *rest]  # recorded as provenance by commands that write models
     try:

@@ -9,6 +9,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from daisy_upstream.cli import args as types
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``daisy calibrate``."""
@@ -23,16 +25,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="task of --s3prl-config (default: the config's folder name)")
     parser.add_argument("--split", default=None,
                         help="split of --s3prl-config: asr train/dev-clean/test-clean..., voxceleb1 train/dev/test")
-    parser.add_argument("--rho", type=float, nargs="+", default=[0.7, 0.76, 1.0],
+    parser.add_argument("--rho", type=types.rho, nargs="+", default=[0.7, 0.76, 1.0],
                         help="rho values to compute tau for (default 0.7 0.76 1.0)")
     parser.add_argument("--out", type=Path, required=True, help="calibration YAML to write")
     parser.add_argument("--plot", type=Path, default=None, help="PNG plot (default: OUT with .png)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
-    parser.add_argument("--batch-seconds", type=float, default=60.0, help="audio seconds per forward")
-    parser.add_argument("--max-utterances", type=int, default=None,
+    parser.add_argument("--batch-seconds", type=types.positive_float, default=60.0, help="audio seconds per forward")
+    parser.add_argument("--max-utterances", type=types.positive_int, default=None,
                         help="use a deterministic subset of this many utterances")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=types.threads, default=None, help="torch CPU threads (0 or none: torch's default)")
     parser.add_argument("--reject-resample", action="store_true",
                         help="reject audio not at 16 kHz instead of resampling it with a warning")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -47,19 +49,11 @@ def run(args: argparse.Namespace) -> int:
         calibrate_checkpoint, format_table, plot_calibration, write_calibration_yaml,
     )
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    types.set_threads(args.threads)
     plot = args.plot or args.out.with_suffix(".png")
     for path in (args.out, plot):
         if path.exists() and not args.force:
             raise FileExistsError(f"{path} exists; pass --force to overwrite it")
-    for rho in args.rho:
-        if not 0 <= rho <= 1:
-            raise ValueError(f"--rho values must be in [0, 1], got {rho}")
     resample = not args.reject_resample
     if args.audio is not None:
         corpus = AudioCorpus.from_source(args.audio, resample=resample)
@@ -71,8 +65,6 @@ def run(args: argparse.Namespace) -> int:
         files, name, root = files_from_s3prl_config(args.s3prl_config, task, args.split, problems)
         corpus = AudioCorpus.from_files(files, name, root, resample=resample, problems=problems)
     if args.max_utterances is not None:
-        if args.max_utterances < 1:
-            raise ValueError("--max-utterances must be >= 1")
         if args.max_utterances < len(corpus):
             _, chosen = split_heldout(corpus.keys, args.max_utterances / len(corpus), seed=0)
             corpus = corpus.subset(chosen[: args.max_utterances], f"{len(chosen[:args.max_utterances])} of {corpus.name}")

@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional
 import yaml
 
 from daisy_upstream.atomic import atomic_write_text
+from daisy_upstream.cli import args as types
 
 __all__ = ["add_arguments", "run"]
 
@@ -25,16 +26,16 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="where the corpus and the experiment go")
     parser.add_argument("-k", "--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
-    parser.add_argument("--hours", type=float, default=0.4, help="synthetic speech to make")
-    parser.add_argument("--steps", type=int, default=300, help="downstream training steps")
-    parser.add_argument("--rho", type=float, default=1.0)
+    parser.add_argument("--hours", type=types.positive_float, default=0.4, help="synthetic speech to make")
+    parser.add_argument("--steps", type=types.positive_int, default=300, help="downstream training steps")
+    parser.add_argument("--rho", type=types.rho, default=1.0)
     parser.add_argument("--strategy", default="threshold")
     parser.add_argument("--task-config", default=None,
                         help="s3prl voxceleb1 task config to start from (data paths are filled in; "
                              "default: the shipped s3prl_configs/voxceleb1/config.yaml)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--threads", type=int, help="torch threads in every step (default: torch's)")
+    parser.add_argument("--workers", type=types.positive_int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=types.threads, help="torch threads in every step (0 or none: torch's default)")
     parser.add_argument("--device", default="cpu", help="torch device of training, evaluation and timing")
 
 
@@ -102,12 +103,7 @@ def run(args: argparse.Namespace) -> int:
     ckpt = str(Path(args.ckpt).resolve()) if args.ckpt else str(DEFAULT_CHECKPOINT)
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"checkpoint {ckpt} does not exist (-k/--ckpt)")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    types.set_threads(args.threads)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "demo.log"

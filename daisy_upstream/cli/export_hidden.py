@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from daisy_upstream.cli import args as types
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -12,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", "--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
     parser.add_argument("-g", "--config", help="upstream config YAML (rho, tau, strategy, ...); "
                         "layers_past_exit is set to 'copy' for the organizers' stock featurizer")
-    parser.add_argument("--rho", type=float, help="override the config's rho")
+    parser.add_argument("--rho", type=types.rho, help="override the config's rho")
     parser.add_argument("--tau", type=float, help="override the config's tau")
     parser.add_argument("--stats", metavar="RUNNER_CKPT", help="s3prl runner checkpoint whose Featurizer.exit_counts "
                         "are baked in (for strategies mean / threshold / min-max)")

@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from daisy_upstream.cli import args as types
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -19,17 +21,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("-k", "--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
     parser.add_argument("-g", "--config", help="upstream config YAML (rho, tau, strategy, ...)")
-    parser.add_argument("--rho", type=float)
+    parser.add_argument("--rho", type=types.rho)
     parser.add_argument("--tau", type=float)
     parser.add_argument("--clean", help="clean speech: a directory of wav/flac or a list file "
                         "(default: pocketsphinx-testdata's real recordings cut into 2-6 s clips)")
     parser.add_argument("--noise", nargs="*", help="noise files (default: sox white/pink/brown noise)")
     parser.add_argument("--snrs", nargs="+", default=list(DEFAULT_SNRS), help="'clean' or dB values")
-    parser.add_argument("--max-clips", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-clips", type=types.positive_int, default=200)
+    parser.add_argument("--batch-size", type=types.positive_int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=types.threads, default=1,
                         help="torch / OpenMP threads here and in s3prl's runner (default 1; 0 = torch's default)")
     parser.add_argument("--out", default="runs/noise_report")
     mixed = parser.add_argument_group(
@@ -55,12 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--corpus / --daisy-config / --fixed-downstream-ckpt only apply with --downstream-ckpt")
     if args.downstream_ckpt is not None and not args.corpus:
         raise ValueError("--downstream-ckpt needs --corpus (a 'daisy make-corpus' directory with the mixed set)")
-    if args.threads is not None and args.threads < 0:
-        raise ValueError(f"--threads must be >= 0, got {args.threads}")
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    types.set_threads(args.threads)
     if not args.no_sweep:
         _snr_sweep(args)
     if args.downstream_ckpt is not None:

@@ -10,17 +10,19 @@ import shlex
 import logging
 from pathlib import Path
 
+from daisy_upstream.cli import args as types
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``daisy pretrain-tiny``."""
     parser.add_argument("--corpus", type=Path, default=Path("runs/corpus_pretrain"),
                         help="corpus folder; made with make-corpus settings below if missing")
-    parser.add_argument("--corpus-hours", type=float, default=3.0,
+    parser.add_argument("--corpus-hours", type=types.positive_float, default=3.0,
                         help="hours of speech when the corpus has to be made (default 3)")
     parser.add_argument("--corpus-seed", type=int, default=0, help="seed of a corpus to make")
-    parser.add_argument("--steps-iter1", type=int, default=4000,
+    parser.add_argument("--steps-iter1", type=types.non_negative_int, default=4000,
                         help="training steps of iteration 1 (MFCC targets)")
-    parser.add_argument("--steps-iter2", type=int, default=6000,
+    parser.add_argument("--steps-iter2", type=types.non_negative_int, default=6000,
                         help="training steps of iteration 2 (the model's own features)")
     parser.add_argument("--noise-prob", type=float, default=None,
                         help="share of training crops mixed with sox noise at 0-20 dB SNR, clean "
@@ -31,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="resumable state folder (default runs/pretrain_tiny/state; the shipped "
                              "model's finished state is train_state/pretrain_tiny, which 'make embedded' "
                              "passes explicitly)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=types.threads, default=2, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--ckpt-minutes", type=float, default=5.0,
@@ -55,9 +57,6 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         print(plot_curves(args.state_dir / LOG_FILE, args.plot))
         return 0
-    for name in ("steps_iter1", "steps_iter2", "threads"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
     from daisy_upstream.factory.pretrain.train import PretrainConfig, pretrain
 
     # after s3prl is imported: HubertModel logs its whole config at INFO for every build

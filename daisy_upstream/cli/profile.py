@@ -4,13 +4,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from daisy_upstream.cli import args as types
+
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", "--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
     parser.add_argument("-g", "--config", help="upstream config YAML (rho, tau, strategy, ...)")
-    parser.add_argument("--rho", type=float, help="override the config's rho")
+    parser.add_argument("--rho", type=types.rho, help="override the config's rho")
     parser.add_argument("--tau", type=float, help="override the config's tau")
     parser.add_argument("--stats", help="s3prl runner checkpoint whose Featurizer.exit_counts drive the "
                         "statistics strategies (mean/threshold/min-max); without it use strategy 'none'")
@@ -21,19 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--snr", type=float, metavar="DB", help="mix sox noise into the same clips at this SNR")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (counts do not depend on it)")
+    parser.add_argument("--threads", type=types.threads, default=1, help="torch CPU threads (counts do not depend on it)")
     parser.add_argument("--out", type=Path, default=Path("runs/profile"),
                         help="folder for profile.json, profile.txt, profile.png")
     parser.add_argument("--force", action="store_true", help="overwrite an existing OUT/profile.json")
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from daisy_upstream.leaderboard.profile import run_profile
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    types.set_threads(args.threads)
     profile = run_profile(
         args.out, ckpt=args.ckpt, config=args.config, overrides={"rho": args.rho, "tau": args.tau},
         stats=args.stats, audio=args.audio, librispeech=args.librispeech, snr=args.snr, seed=args.seed,

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Dict, List
 
+from daisy_upstream.cli import args as types
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -42,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(the shipped configs and the paper's learning rates)")
     parser.add_argument("--time-repeats", type=int, default=5, help="timing repeats (median)")
     parser.add_argument("--time-max-utterances", type=int, default=50, help="test utterances timed per task")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=types.threads, default=1,
                         help="torch/OpenMP threads for training, evaluation and timing (default 1: honest "
                         "batch-1 timings on a shared machine; 0 = torch's default)")
     parser.add_argument("--device", default="cpu", help="torch device of the trainings, evaluations and timing")

@@ -10,6 +10,8 @@ import shlex
 import logging
 from pathlib import Path
 
+from daisy_upstream.cli import args as types
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``daisy train-branches``."""
@@ -65,14 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "mean feature norm / layer k's, measured on the first batch)")
     parser.add_argument("--fp16", action="store_true",
                         help="store the checkpoint's tensors in fp16 (half the size; loading restores fp32)")
-    parser.add_argument("--rho", type=float, nargs="+", default=[0.7, 0.76, 1.0],
+    parser.add_argument("--rho", type=types.rho, nargs="+", default=[0.7, 0.76, 1.0],
                         help="rho values whose tau is reported (the calibration is stored either way)")
     parser.add_argument("--log-every", type=int, default=10, help="steps between TensorBoard points")
     parser.add_argument("--eval-every", type=int, default=1000, help="steps between held-out evaluations")
     parser.add_argument("--save-every", type=int, default=1000, help="steps between state saves")
     parser.add_argument("--reject-resample", action="store_true",
                         help="reject audio not at 16 kHz instead of resampling it with a warning")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=types.threads, default=None, help="torch CPU threads (0 or none: torch's default)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -94,10 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from daisy_upstream.core.policy import compute_tau
     from daisy_upstream.training.stage1 import Stage1Config, train_branches
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    types.set_threads(args.threads)
     if args.out.exists() and not args.force:
         raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
     work_dir = args.work_dir or args.out.with_name(args.out.stem + ".work")
@@ -116,9 +115,6 @@ def run(args: argparse.Namespace) -> int:
         kmeans_max_frames=args.kmeans_max_frames, kmeans_passes=args.kmeans_passes,
     )
     config.validate()
-    for rho in args.rho:
-        if not 0 <= rho <= 1:
-            raise ValueError(f"--rho values must be in [0, 1], got {rho}")
     corpus = AudioCorpus.from_source(args.audio, resample=not args.reject_resample)
     logging.info("audio: %d files, %.1f s from %s", len(corpus), corpus.seconds, corpus.name)
     heldout = None

@@ -12,6 +12,7 @@ from daisy_upstream.core.checkpoint import FAIRSEQ_SPECIALS, TEACHER_KEYS, build
 
 __all__ = ["ABSENT", "authors_layout", "make_random_checkpoint", "sharpen_branches"]
 
+
 #: pass as ``cls_pred_position`` for a ``model_cfg`` without the key
 ABSENT = None
 
@@ -39,8 +40,7 @@ def make_random_checkpoint(
 
     With the defaults it is tiny (for tests); ``num_layers=12, embed_dim=768, ffn_dim=3072,
     num_heads=12, conv_channels=512, conv_pos=128, conv_pos_groups=16, final_dim=256,
-    num_clusters=500`` is HuBERT Base (for timing). The CNN strides always give 320x
-    downsampling (HuBERT's kernels ``(10,5) (3,2)x4 (2,2)x2``).
+    num_clusters=500`` is HuBERT Base. The CNN strides always give 320x downsampling (HuBERT's kernels ``(10,5) (3,2)x4 (2,2)x2``).
     """
     if conv_layers is None:
         conv_layers = [(conv_channels, 10, 5)] + [(conv_channels, 3, 2)] * 4 + [(conv_channels, 2, 2)] * 2

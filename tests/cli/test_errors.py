@@ -52,7 +52,7 @@ CASES: Dict[str, Callable[[Path], List[str]]] = {
 }
 EXPECT = {
     "make-corpus": "--hours must be positive",
-    "pretrain-tiny": "--steps-iter1 must be >= 0",
+    "pretrain-tiny": "argument --steps-iter1: must be >= 0, got -1",
     "train-branches": "pass --force",
     "calibrate": "no usable audio",
     "bench": "bogus_key",

@@ -1,0 +1,45 @@
+"""Argument types shared by the subcommands: one ``type=`` per kind of value, so that every
+command checks ``--threads``, rho, counts and sizes alike (argparse then answers a bad value
+with one line and exit 2, before any work)."""
+from __future__ import annotations
+
+import argparse
+from typing import Callable, Optional
+
+__all__ = ["non_negative_int", "positive_float", "positive_int", "rho", "set_threads", "threads", "unit_interval"]
+
+
+def _number(cast: Callable[[str], float], check: Callable[[float], bool], what: str) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if cast is int else 'a number'}") from None
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+#: an integer >= 0
+non_negative_int = _number(int, lambda v: v >= 0, ">= 0")
+#: an integer >= 1
+positive_int = _number(int, lambda v: v >= 1, ">= 1")
+#: a number > 0
+positive_float = _number(float, lambda v: v > 0, "> 0")
+#: a number in [0, 1]
+unit_interval = _number(float, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+#: rho of Eq. 3 (tau = (E_max + E_min) / 2 * rho): in [0, 1]
+rho = unit_interval
+#: torch CPU threads: an integer >= 0, 0 = torch's default
+threads = non_negative_int
+
+
+def set_threads(count: Optional[int]) -> None:
+    """``torch.set_num_threads(count)`` unless ``count`` is None or 0 (torch's default)."""
+    if count:
+        import torch
+
+        torch.set_num_threads(count)

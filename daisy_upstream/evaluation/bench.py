@@ -1,0 +1,209 @@
+"""``daisy bench`` as a library: the bench audio, the upstream (a random HuBERT Base for timing
+only), the five modes measured side by side (:func:`~daisy_upstream.evaluation.benchmark.run_benchmark`),
+the targets, and ``bench.json`` / ``bench.txt`` / ``bench.png``."""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+from daisy_upstream.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
+from daisy_upstream.audio.io import SAMPLE_RATE
+from daisy_upstream.evaluation.benchmark import ModeResult
+
+__all__ = ["SNR_MIX", "bench", "bench_set", "format_table", "plot_bench", "targets"]
+
+#: the bench set's clips are clean or noisy at these SNRs (dB), in turn
+SNR_MIX = (None, 10.0, 5.0, 0.0)
+
+
+def bench_set(utterances: int, min_seconds: float, max_seconds: float, seed: int = 0) -> List:
+    """Real speech (pocketsphinx-testdata) cut into ``utterances`` clips of random length, clean
+    or mixed with noise at the SNRs of :data:`SNR_MIX` in turn (``noisy_copies``' clips)."""
+    import numpy as np
+
+    from daisy_upstream.evaluation.speech_sets import noisy_copies, pocketsphinx_recordings, segment
+
+    if not 0 < min_seconds <= max_seconds:
+        raise ValueError(f"clip lengths need 0 < min <= max seconds, got {min_seconds} and {max_seconds}")
+    rng = np.random.default_rng(seed)
+    lengths = rng.uniform(min_seconds, max_seconds, size=utterances).round(2)
+    clean = segment(pocketsphinx_recordings(), lengths.tolist())
+    return noisy_copies(clean, SNR_MIX, seed=seed)
+
+
+def bench(
+    out: Union[str, Path],
+    ckpt: Optional[Union[str, Path]] = None,
+    config: Union[None, str, Path, Mapping[str, Any]] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+    random_base: bool = False,
+    family: Optional[str] = None,
+    fixed_layer: Optional[int] = None,
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    utterances: int = 32,
+    min_seconds: float = 1.0,
+    max_seconds: float = 6.0,
+    repeats: int = 5,
+    warmup: int = 1,
+    device: str = "cpu",
+    seed: int = 0,
+    say: Callable[[str], None] = lambda message: None,
+) -> Dict[str, Any]:
+    """Time the upstream forward of every mode and write ``out/bench.{json,txt,png}``.
+
+    Modes: ``full``, ``daisy`` (per utterance), ``per-batch`` (the batch exits together),
+    ``fixed`` (``fixed_layer``, default DAISY's mean exit layer at batch 1, rounded) and
+    ``daisy-noexit`` (every branch checked, none fires: the overhead). With no calibration in
+    the checkpoint or the config, tau comes from the bench audio itself (said in the output).
+    ``random_base``: a randomly initialised Base of ``family`` (default hubert) instead of
+    ``ckpt``, its random branches sharpened with depth so that utterances exit mid-way (timing
+    only); else ``family`` is the family ``ckpt`` must be (None: the file's own).
+
+    Returns:
+        ``{"meta", "results", "targets", "table"}`` (``bench.json`` without the table).
+
+    Raises:
+        ValueError: a strategy that checks no branch (nothing to compare), CUDA not available.
+    """
+    import tempfile
+
+    import torch
+
+    from daisy_upstream.atomic import atomic_torch_save
+    from daisy_upstream.core.policy import make_plan
+    from daisy_upstream.evaluation.benchmark import Mode, run_benchmark
+    from daisy_upstream.evaluation.loading import config_values, load_upstream
+    from daisy_upstream.testing import make_random_family_checkpoint, sharpen_branches
+
+    values = config_values(config, overrides)  # a bad key fails here, before any work
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device}: CUDA is not available on this machine")
+    clips = bench_set(utterances, min_seconds, max_seconds, seed)
+    wavs = [torch.from_numpy(c.wav).to(device) for c in clips]
+    seconds = sum(len(w) for w in wavs) / SAMPLE_RATE
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        if random_base:
+            ckpt = Path(tmp) / f"random_{family or 'hubert'}_base.pt"
+            # branch k's logits x (1 + k): entropy falls with depth as in a trained model
+            state = make_random_family_checkpoint(family or "hubert", base=True, num_classes=500, seed=seed)
+            atomic_torch_save(sharpen_branches(state, 1.0), ckpt)
+        loaded = load_upstream(ckpt, values, device=device, calibrate_on=wavs, family=family)
+    upstream, calibrated_here = loaded.upstream, loaded.calibration is not None
+    net, num_layers = upstream.net, upstream.num_layers
+    daisy_plan = upstream.current_plan()
+    if not daisy_plan.check_layers:
+        raise ValueError(f"strategy {upstream.config.strategy!r} checks no branch: nothing to compare; "
+                         "use an early-exit strategy")
+    if fixed_layer is None:
+        with torch.no_grad():
+            exits = [int(net([w], daisy_plan).exit_layers[0]) for w in wavs]
+        fixed_layer = max(1, min(num_layers, round(sum(exits) / len(exits))))
+    modes = [
+        Mode("full", make_plan([num_layers], None)),
+        Mode("daisy", daisy_plan),
+        Mode("per-batch", daisy_plan, per_batch=True),
+        Mode("fixed", make_plan([fixed_layer], None)),
+        Mode("daisy-noexit", make_plan(range(1, num_layers + 1), 0.0)),
+    ]
+    family_name = upstream.family.name
+    source = f"a random {family_name} Base" if random_base else str(loaded.checkpoint)
+    say(f"{source} ({family_name}, {num_layers} layers) on {device}, tau={upstream.tau:.4f}"
+        f"{' (calibrated on the bench audio)' if calibrated_here else ''}, {len(wavs)} clips, {seconds:.1f} s")
+    results = run_benchmark(net, wavs, modes, batch_sizes, repeats, warmup, progress=say)
+    checks = targets(results)
+    table = format_table(results, checks)
+    meta = {
+        "checkpoint": source, "random_base": random_base, "family": family_name, "layers": num_layers,
+        "tau": upstream.tau,
+        "strategy": upstream.config.strategy, "fixed_layer": fixed_layer,
+        "calibrated_on_bench_audio": calibrated_here, "calibration": loaded.calibration, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "clips": len(wavs),
+        "seconds": seconds, "snr_mix": [c.snr_db for c in clips], "repeats": repeats, "warmup": warmup,
+    }
+    payload = {"meta": meta, "results": [r.to_dict() for r in results], "targets": checks}
+    atomic_write_json(out / "bench.json", payload)
+    plot_bench(results, out / "bench.png")
+    atomic_write_text(out / "bench.txt", table + "\n")
+    return {**payload, "table": table}
+
+
+def targets(results: Sequence[ModeResult]) -> List[Dict[str, Any]]:
+    """The PASS/FAIL targets (printed, not unit tests): efficiency, overhead, per-utterance vs per-batch."""
+    by = {(r.mode, r.batch_size): r for r in results}
+    checks = []
+
+    def add(name, value, ok):
+        checks.append({"target": name, "value": value, "pass": bool(ok)})
+
+    for batch, floor in ((1, 0.9), (8, 0.8)):
+        r = by.get(("daisy", batch))
+        if r is not None:
+            eff = r.efficiency
+            add(f"efficiency >= {floor} at batch {batch}", eff, eff is not None and eff >= floor)
+    for batch in sorted({r.batch_size for r in results}):
+        r = by.get(("daisy-noexit", batch))
+        if r is not None:
+            add(f"overhead with exits impossible <= 5% at batch {batch}", -r.saved, -r.saved <= 0.05)
+    if ("daisy", 8) in by and ("per-batch", 8) in by:
+        add("per-utterance saves more than per-batch at batch 8",
+            by[("daisy", 8)].saved - by[("per-batch", 8)].saved,
+            by[("daisy", 8)].saved > by[("per-batch", 8)].saved)
+    return checks
+
+
+def format_table(results: Sequence[ModeResult], checks: Sequence[Dict[str, Any]]) -> str:
+    """The bench table and the targets, one screen."""
+    lines = [f"{'batch':>5} {'mode':<13} {'median s':>9} {'IQR s':>7} {'saved':>7} {'ideal':>7} "
+             f"{'effic.':>6} {'mean exit':>9} {'peak MB':>8}  exit histogram (layers 1..L)"]
+    for r in results:
+        eff = "-" if r.efficiency is None else f"{r.efficiency:.2f}"
+        lines.append(
+            f"{r.batch_size:>5} {r.mode:<13} {r.median:>9.4f} {r.spread:>7.4f} {100 * r.saved:>6.1f}% "
+            f"{100 * r.ideal_saved:>6.1f}% {eff:>6} {r.mean_exit_layer:>9.2f} {r.peak_memory_mb:>8.1f}  "
+            f"{r.exit_histogram}"
+        )
+    lines.append("")
+    for c in checks:
+        value = "n/a" if c["value"] is None else f"{c['value']:.3f}"
+        lines.append(f"{'PASS' if c['pass'] else 'FAIL'}  {c['target']}: {value}")
+    return "\n".join(lines)
+
+
+def plot_bench(results: Sequence[ModeResult], path: Path) -> None:
+    """Time saved per mode and batch size (measured vs ideal), and the exit histograms (PNG, atomic)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = sorted({r.batch_size for r in results})
+    modes = [m for m in dict.fromkeys(r.mode for r in results) if m != "full"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    width = 0.8 / len(modes)
+    for i, mode in enumerate(modes):
+        rows = [next(r for r in results if r.mode == mode and r.batch_size == b) for b in batches]
+        xs = [j + i * width for j in range(len(batches))]
+        axes[0].bar(xs, [100 * r.saved for r in rows], width, label=f"{mode} (measured)")
+        axes[0].scatter(xs, [100 * r.ideal_saved for r in rows], marker="_", s=300, color="black",
+                        label="ideal" if i == 0 else None, zorder=3)
+    axes[0].set_xticks([j + width * (len(modes) - 1) / 2 for j in range(len(batches))])
+    axes[0].set_xticklabels([f"batch {b}" for b in batches])
+    axes[0].axhline(0, color="gray", lw=0.8)
+    axes[0].set_ylabel("upstream time saved vs full (%)")
+    axes[0].legend(fontsize=8)
+    for mode in ("daisy", "per-batch"):
+        for b in batches:
+            r = next((r for r in results if r.mode == mode and r.batch_size == b), None)
+            if r is not None:
+                axes[1].plot(range(1, len(r.exit_histogram) + 1), r.exit_histogram, marker="o",
+                             label=f"{mode}, batch {b}")
+    axes[1].set_xlabel("exit layer")
+    axes[1].set_ylabel("utterances")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    atomic_save_figure(fig, path)

@@ -1,0 +1,40 @@
+"""``daisy bench`` as a library: the five modes side by side on the bench audio, the targets,
+and the three files; the calibration it makes when the checkpoint has none is recorded."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from daisy_upstream.evaluation.bench import SNR_MIX, bench
+
+
+def test_bench_writes_every_mode_and_target(tiny_ckpt, tmp_path):
+    result = bench(tmp_path / "b", tiny_ckpt, {"rho": 1.0}, batch_sizes=(1, 2), utterances=2, min_seconds=0.5,
+                   max_seconds=1.0, repeats=1, warmup=0)
+    saved = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert saved == {k: v for k, v in result.items() if k != "table"}
+    assert (tmp_path / "b" / "bench.png").stat().st_size > 0
+    assert (tmp_path / "b" / "bench.txt").read_text() == result["table"] + "\n"
+    modes = [(r["mode"], r["batch_size"]) for r in saved["results"]]
+    assert modes == [(m, b) for b in (1, 2) for m in ("full", "daisy", "per-batch", "fixed", "daisy-noexit")]
+    meta = saved["meta"]
+    assert meta["clips"] == 2 and meta["snr_mix"] == list(SNR_MIX[:2]) and meta["layers"] == 4 and not meta["calibrated_on_bench_audio"]
+    assert 1 <= meta["fixed_layer"] <= 4 and meta["calibration"] is None
+    assert {t["target"] for t in saved["targets"]} >= {"efficiency >= 0.9 at batch 1",
+                                                       "overhead with exits impossible <= 5% at batch 2"}
+
+
+def test_without_a_calibration_tau_comes_from_the_bench_audio(write_checkpoint, tmp_path):
+    ckpt = write_checkpoint(num_layers=3, sharpen=4.0)  # branches, no calibration of its own
+    result = bench(tmp_path / "b", ckpt, {"rho": 1.0}, batch_sizes=(1,), utterances=1, min_seconds=0.5,
+                   max_seconds=0.8, repeats=1, warmup=0)
+    meta = result["meta"]
+    assert meta["calibrated_on_bench_audio"] and meta["calibration"]["num_utterances"] == 1
+    entropy = meta["calibration"]["layer_entropy"]
+    assert meta["tau"] == pytest.approx((max(entropy) + min(entropy)) / 2)
+
+
+def test_a_strategy_without_branches_to_check_is_refused(tiny_ckpt, tmp_path):
+    with pytest.raises(ValueError, match="checks no branch"):
+        bench(tmp_path / "b", tiny_ckpt, {"strategy": "full"}, batch_sizes=(1,), utterances=1, repeats=1)
