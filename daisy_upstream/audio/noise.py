@@ -13,6 +13,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from daisy_upstream.audio.io import SAMPLE_RATE
+
 __all__ = ["mix_at_snr", "measure_snr", "sox_noise", "babble", "fit_length", "NOISE_COLOURS"]
 
 NOISE_COLOURS = ("white", "pink", "brown")
@@ -83,7 +85,7 @@ def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float,
     return mix.astype(np.float32)
 
 
-def sox_noise(colour: str, seconds: float, seed: int, sample_rate: int = 16000) -> np.ndarray:
+def sox_noise(colour: str, seconds: float, seed: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Generate ``seconds`` of white/pink/brown noise with sox (deterministic for ``seed``).
 
     Returns a zero-mean float32 array with unit RMS.

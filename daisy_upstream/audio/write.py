@@ -9,6 +9,7 @@ import numpy as np
 import soundfile as sf
 
 from daisy_upstream.atomic import atomic_path
+from daisy_upstream.audio.io import SAMPLE_RATE
 
 __all__ = ["write_audio", "to_pcm16"]
 
@@ -21,7 +22,7 @@ def to_pcm16(wav: np.ndarray) -> np.ndarray:
             / 32768.0).astype(np.float32)
 
 
-def write_audio(path: PathLike, wav: np.ndarray, sample_rate: int = 16000) -> None:
+def write_audio(path: PathLike, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """Write mono ``wav`` as 16-bit PCM (FLAC or WAV by suffix), atomically.
 
     The file appears under ``path`` only once completely written (temp file + rename).

@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _snr_sweep(args: argparse.Namespace) -> None:
+    from daisy_upstream.audio.io import SAMPLE_RATE
     from daisy_upstream.evaluation.loading import config_values, load_upstream
     from daisy_upstream.evaluation.noise_report import clean_clips, noise_signals, parse_snrs, snr_sweep
 
@@ -83,7 +84,7 @@ def _snr_sweep(args: argparse.Namespace) -> None:
     clean = clean_clips(args.clean, args.max_clips, args.seed)
     loaded = load_upstream(args.ckpt, args.config, overrides, device=args.device)
     upstream, ckpt = loaded.upstream, str(loaded.checkpoint)
-    noises = noise_signals(args.noise, seconds=max(len(w) for w in clean) / 16000 + 1, seed=args.seed)
+    noises = noise_signals(args.noise, seconds=max(len(w) for w in clean) / SAMPLE_RATE + 1, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = snr_sweep(upstream, ckpt, clean, noises, snrs, out, args.batch_size, args.seed, args.device)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-__all__ = ["LoadedUpstream", "config_values", "load_upstream", "read_exit_counts", "span_note"]
+__all__ = ["LoadedUpstream", "config_values", "evaluation_span", "load_upstream", "read_exit_counts", "span_note"]
 
 PathLike = Union[str, Path]
 
@@ -46,6 +46,19 @@ def config_values(config: Union[None, PathLike, Mapping[str, Any]], overrides: O
 
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     return load_config(config, **given).to_dict()
+
+
+def evaluation_span(config: Union[None, PathLike, Mapping[str, Any]], counts: Sequence[int]) -> List[int]:
+    """The exit span of an upstream with ``config`` evaluating after a downstream training that
+    counted ``counts`` (``L`` entries, ``Featurizer.exit_counts``): what it logs as ``DAISY exit
+    span`` for people, computed here from the same data (never read back from a log)."""
+    from daisy_upstream.core.expert import load_config
+    from daisy_upstream.core.policy import exit_span
+
+    values = load_config(config)
+    counts = [int(c) for c in counts]
+    return exit_span(values.strategy, len(counts), counts if values.needs_statistics() else None,
+                     values.span_threshold, values.fixed_layer)
 
 
 def load_upstream(

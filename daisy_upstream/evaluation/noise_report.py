@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from daisy_upstream.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
+from daisy_upstream.audio.io import SAMPLE_RATE
 
 __all__ = ["DEFAULT_SNRS", "clean_clips", "exit_layers_by_snr", "format_report", "noise_signals", "parse_snrs",
            "snr_sweep"]
@@ -63,7 +64,7 @@ def clean_clips(source: Optional[Union[str, Path]], max_clips: int, seed: int = 
         return [w.numpy() for w in wavs][:max_clips]
     rng = np.random.default_rng(seed)
     recordings = pocketsphinx_recordings()
-    total = sum(len(r) for r in recordings) / 16000
+    total = sum(len(r) for r in recordings) / SAMPLE_RATE
     lengths: List[float] = []
     used = 0.0
     while used < total * 0.9 and len(lengths) < max_clips:

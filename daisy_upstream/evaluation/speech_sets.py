@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from daisy_upstream.audio.io import read_audio
+from daisy_upstream.audio.io import SAMPLE_RATE, read_audio
 from daisy_upstream.audio.noise import NOISE_COLOURS, fit_length, mix_at_snr, sox_noise
 
 __all__ = ["NoisyClip", "POCKETSPHINX_DATA", "noisy_copies", "pocketsphinx_recordings", "segment"]
@@ -40,7 +40,7 @@ def pocketsphinx_recordings(root: Path = POCKETSPHINX_DATA) -> List[np.ndarray]:
     return [read_audio(p) for p in paths]
 
 
-def segment(wavs: Sequence[np.ndarray], lengths_s: Sequence[float], sample_rate: int = 16000) -> List[np.ndarray]:
+def segment(wavs: Sequence[np.ndarray], lengths_s: Sequence[float], sample_rate: int = SAMPLE_RATE) -> List[np.ndarray]:
     """Cut consecutive segments of the given durations, cycling through ``wavs``."""
     out, w, offset = [], 0, 0
     for seconds in lengths_s:

@@ -12,7 +12,6 @@ The one place every tool (``daisy table1``, ``daisy demo``, ``daisy noise-report
   ASR ``<split>-noLM-{hyp,ref}.ark`` (WER recomputed over words as ``asr/expert.py`` does),
   SID ``log.log`` (``test at step N: acc``), SE / SS ``<split>_metrics.txt`` (``pesq``,
   ``stoi``, ``si_sdr``; SS's ``si_sdr`` is the improvement over the mixture, SI-SDRi);
-* :func:`logged_span` - the exit span the DAISY upstream logged during an evaluation.
 """
 from __future__ import annotations
 
@@ -30,7 +29,6 @@ __all__ = [
     "RunnerFailed",
     "exit_counts",
     "load_runner_checkpoint",
-    "logged_span",
     "parse_metric",
     "read_ark",
     "runner_args",
@@ -233,14 +231,3 @@ def parse_metric(task: str, expdir: PathLike, split: Optional[str] = None) -> Di
     if "si_sdr" not in values:
         raise ValueError(f"{path} lacks si_sdr")
     return {"si_sdri": values["si_sdr"]}
-
-
-def logged_span(log: Path) -> Optional[List[int]]:
-    """The exit span the upstream reported last in a runner log (``DAISY exit span [..]``)."""
-    span = None
-    if Path(log).is_file():
-        for line in Path(log).read_text().splitlines():
-            if "DAISY exit span [" in line:
-                inside = line.split("DAISY exit span [", 1)[1].split("]", 1)[0]
-                span = [int(x) for x in inside.split(",") if x.strip()]
-    return span

@@ -14,11 +14,12 @@ import os
 import sys
 from typing import Any, Dict, List
 
+from daisy_upstream.audio.io import SAMPLE_RATE
+
 __all__ = ["SECONDS", "TASK_KEYS", "check_upstream", "main"]
 
 TASK_KEYS = ("PR", "SID", "ER", "ASR", "ASV", "SD", "QbE", "ST", "SS", "SE", "secret")
 SECONDS = (2.0, 1.8, 3.7)
-SAMPLE_RATE = 16000
 TOLERANCE = 5  # frames
 
 

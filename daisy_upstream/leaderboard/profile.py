@@ -22,12 +22,11 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from daisy_upstream.audio.io import SAMPLE_RATE
 from daisy_upstream.leaderboard.buckets import BUCKETS, bucket_of, bucket_ranges, bucket_sums
 from daisy_upstream.leaderboard.macs import COUNTER_NOTE, count_macs
 
 __all__ = ["Clip", "add_noise", "bundled_clip_paths", "load_clips", "profile_upstream", "format_table", "plot_profile"]
-
-SAMPLE_RATE = 16000
 
 
 @dataclass

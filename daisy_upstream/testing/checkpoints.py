@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from daisy_upstream.audio.io import SAMPLE_RATE
 from daisy_upstream.core.branches import ExitBranches
 from daisy_upstream.core.checkpoint import FAIRSEQ_SPECIALS, TEACHER_KEYS, build_hubert, with_branches
 
@@ -64,7 +65,7 @@ def make_random_checkpoint(
         "dropout_features": 0.0,
         "logit_temp": 0.1,
     }
-    task_cfg = {"label_rate": 50, "sample_rate": 16000, "normalize": normalize, "labels": ["km"]}
+    task_cfg = {"label_rate": 50, "sample_rate": SAMPLE_RATE, "normalize": normalize, "labels": ["km"]}
     symbols = [FAIRSEQ_SPECIALS + [str(i) for i in range(num_clusters)]]
     state = {"task_cfg": task_cfg, "model_cfg": model_cfg, "dictionaries_symbols": symbols}
     generator_state = torch.random.get_rng_state()

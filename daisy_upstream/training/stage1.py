@@ -21,6 +21,7 @@ from torch import nn
 
 from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.audio.corpus import AudioCorpus
+from daisy_upstream.audio.io import SAMPLE_RATE
 from daisy_upstream.audio.noise import NoiseAugment
 from daisy_upstream.core.branches import ExitBranches
 from daisy_upstream.core.checkpoint import DaisyCheckpoint, half_precision, with_branches
@@ -271,7 +272,7 @@ def train_branches(
             optimizer.step()
             done.step += 1
             done.position += 1  # only now: an interrupt before this point redoes the batch
-            audio_seconds += sum(len(w) for w in wavs) / 16000
+            audio_seconds += sum(len(w) for w in wavs) / SAMPLE_RATE
             monitor.train(done.step, ce, hits, labels.numel(),
                           audio_seconds / max(time.perf_counter() - started, 1e-9))
             if config.eval_every and done.step % config.eval_every == 0 and done.step < total_steps:

@@ -115,8 +115,6 @@ class FakeRunner:
         else:
             override = args[args.index("-o") + 1]
             expdir = Path(dict(kv.split("=", 1) for kv in override.split(",,"))["args.expdir"])
-            log.parent.mkdir(parents=True, exist_ok=True)
-            log.write_text("INFO:daisy_upstream.core.expert:DAISY exit span [2, 3] (strategy mean ...)\n")
             (expdir / "log.log").write_text("test at step 7: 0.25\n")
 
 
@@ -146,7 +144,9 @@ def test_resume_skips_finished_cells(tmp_path, monkeypatch):
     assert evaluate[evaluate.index("-e") + 1].endswith("train_rho1.0/states-7.ckpt")
     assert "args.upstream_model_config=" in evaluate[evaluate.index("-o") + 1]
     cell = payload["cells"]["voxceleb1"]["rho1.0-mean"]
+    # the span from the data (strategy mean over the counts [1, 3, 2]: mean 2.17), no log read
     assert cell["metric"] == {"acc": 25.0} and cell["span"] == [2, 3] and cell["saved"] == 0.1
+    assert payload["cells"]["voxceleb1"]["rho0.7-threshold"]["span"] == [1, 2, 3]  # shares > 0.15
     assert (table.out / "table1.md").read_text().count("25.00%") == 8
 
     # everything finished: a second run calls nothing

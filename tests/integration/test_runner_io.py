@@ -53,12 +53,17 @@ def test_subprocess_runner_logs_echoes_and_fails_with_the_tail(tmp_path, capfd):
     assert log.read_text().count("$ ") == 2  # both calls appended, each with its command line
 
 
-def test_runner_command_and_logged_span(tmp_path):
-    cmd = rio.runner_command(["-m", "evaluate", "-e", tmp_path / "x.ckpt"])
-    assert cmd[:2] == [sys.executable, "-c"] and cmd[2] == rio.RUNNER_CODE
-    assert cmd[3:] == ["-m", "evaluate", "-e", str(tmp_path / "x.ckpt")]
-    log = tmp_path / "eval.log"
-    log.write_text("INFO:daisy_upstream.core.expert:DAISY exit span [2, 3] (strategy mean)\n"
-                   "INFO:daisy_upstream.core.expert:DAISY exit span [4, 5, 6] (strategy threshold)\n")
-    assert rio.logged_span(log) == [4, 5, 6]
-    assert rio.logged_span(tmp_path / "none.log") is None
+def test_runner_command_runs_s3prls_runner_in_a_fresh_interpreter(tmp_path):
+    """The command really starts s3prl's run_downstream (its own argument parser answers),
+    in this interpreter, with none of the third-party warnings the daisy commands filter."""
+    import os
+    import subprocess
+
+    cmd = rio.runner_command(["-h", tmp_path / "ignored"])
+    assert cmd[0] == sys.executable and cmd[-1] == str(tmp_path / "ignored")  # paths become strings
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        [str(rio.Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd[:-1], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("usage: run_downstream.py") and "-u UPSTREAM" in proc.stdout
+    assert "Warning" not in proc.stderr, proc.stderr[-3000:]

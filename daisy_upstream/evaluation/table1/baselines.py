@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-from daisy_upstream.audio.io import read_scp
+from daisy_upstream.audio.io import SAMPLE_RATE, read_scp
 
 __all__ = ["UNPROCESSED_TASKS", "unprocessed_metric"]
 
@@ -41,7 +41,7 @@ def unprocessed_metric(task: str, config: Mapping[str, Any]) -> Optional[Dict[st
         scores = []
         for utt in sorted(noisy):
             x, y = read_audio(noisy[utt]), read_audio(clean[utt])
-            m = get_metrics(x, y[None], x[None], sample_rate=16000, metrics_list=["pesq", "stoi", "si_sdr"],
+            m = get_metrics(x, y[None], x[None], sample_rate=SAMPLE_RATE, metrics_list=["pesq", "stoi", "si_sdr"],
                             compute_permutation=False)
             scores.append((m["input_pesq"], m["input_stoi"], m["input_si_sdr"]))
         pesq, stoi, si_sdr = np.mean(scores, axis=0)
@@ -52,7 +52,7 @@ def unprocessed_metric(task: str, config: Mapping[str, Any]) -> Optional[Dict[st
     for utt in sorted(mixes):
         mix = read_audio(mixes[utt])
         refs = np.stack([read_audio(s[utt]) for s in sources])
-        m = get_metrics(mix, refs, np.stack([mix] * len(sources)), sample_rate=16000, metrics_list=["si_sdr"],
+        m = get_metrics(mix, refs, np.stack([mix] * len(sources)), sample_rate=SAMPLE_RATE, metrics_list=["si_sdr"],
                         compute_permutation=False)
         scores.append(m["input_si_sdr"])
     return {"si_sdri": 0.0, "mixture_si_sdr": float(np.mean(scores)), "utterances": len(scores)}

@@ -23,11 +23,11 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 import yaml
 
 from daisy_upstream.atomic import atomic_write_json, atomic_write_text
+from daisy_upstream.evaluation.loading import evaluation_span
 from daisy_upstream.integration.runner_io import (
     Runner,
     exit_counts,
     load_runner_checkpoint,
-    logged_span,
     parse_metric,
     runner_command,
     subprocess_runner,
@@ -231,7 +231,7 @@ class Table1:
             "-m", "evaluate", "-e", str(ckpt), "-t", TEST_SPLIT[task], "--device", self.device, "-o", overrides,
         ]), log)
         return {"metric": parse_metric(task, expdir), "checkpoint": str(ckpt),
-                "upstream_config": row.upstream, "span": logged_span(log)}
+                "upstream_config": row.upstream, "span": evaluation_span(row.upstream, exit_counts(ckpt))}
 
     def _time(self, task: str) -> Dict[str, Any]:
         return time_rows(self.ckpt, self.rows, {run: exit_counts(self.final_checkpoint(task, run))

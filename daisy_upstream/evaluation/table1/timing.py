@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
+from daisy_upstream.audio.io import SAMPLE_RATE
+
 from .plan import Row
 
 __all__ = ["time_rows"]
@@ -46,7 +48,7 @@ def time_rows(ckpt: Path, rows: Sequence[Row], counts: Mapping[str, Sequence[int
         results = run_benchmark(net, wavs, modes, batch_sizes=(1,), repeats=repeats, warmup=1)
     finally:
         torch.set_num_threads(previous_threads)
-    out = {"utterances": len(wavs), "audio_seconds": round(sum(len(w) for w in wavs) / 16000, 2),
+    out = {"utterances": len(wavs), "audio_seconds": round(sum(len(w) for w in wavs) / SAMPLE_RATE, 2),
            "repeats": repeats, "batch_size": 1, "threads": threads, "modes": {}}
     for result in results:
         record = result.to_dict()

@@ -19,7 +19,7 @@ from . import tts
 from .asr_layout import write_asr_metadata
 from daisy_upstream.atomic import atomic_write_text as write_text
 
-from daisy_upstream.audio.io import read_audio
+from daisy_upstream.audio.io import SAMPLE_RATE, read_audio
 from daisy_upstream.audio.write import write_audio
 from .parallel import parallel_map
 from .plan import CorpusPlan, plan_corpus, plan_summary
@@ -134,9 +134,9 @@ def make_corpus(out_dir: Path, hours: float = 0.5, seed: int = 0,
         "format_version": FORMAT_VERSION,
         "seed": seed,
         "settings": {"hours": hours, "num_speakers": len(plan.speakers), "flite": flite,
-                     "tasks": tasks, "peak_level": PEAK_LEVEL, "sample_rate": tts.SAMPLE_RATE},
+                     "tasks": tasks, "peak_level": PEAK_LEVEL, "sample_rate": SAMPLE_RATE},
         "counts": plan_summary(plan),
-        "hours": {split: sum(lengths[u.utt_id] for u in plan.by_split(split)) / 16000 / 3600
+        "hours": {split: sum(lengths[u.utt_id] for u in plan.by_split(split)) / SAMPLE_RATE / 3600
                   for split in ("train", "dev", "test")},
         "speakers": [{"index": i, "split": plan.speaker_split[i], "voice": v.key,
                       "librispeech_id": 100 + i, "voxceleb_id": f"id{10001 + i}"}

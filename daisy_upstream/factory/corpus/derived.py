@@ -19,6 +19,7 @@ from daisy_upstream.atomic import atomic_write_text as write_text
 
 from daisy_upstream.audio.io import read_audio
 from daisy_upstream.audio.write import to_pcm16, write_audio
+from daisy_upstream.audio.io import SAMPLE_RATE
 from daisy_upstream.audio.noise import NOISE_COLOURS, babble, fit_length, measure_snr, mix_at_snr, sox_noise
 from .parallel import parallel_map
 from .plan import CorpusPlan, Utterance
@@ -53,7 +54,7 @@ def noise_bank(plan: CorpusPlan, seed: int, seconds: float = 30.0) -> Dict[str, 
     for i, v in enumerate(plan.babble_voices):
         parts = [tts.synthesize(v, s.lower()) for s in sents[4 * i: 4 * i + 4]]
         speech.append(np.concatenate(parts))
-    bank["babble"] = babble(speech, int(seconds * 16000), seed)
+    bank["babble"] = babble(speech, int(seconds * SAMPLE_RATE), seed)
     return bank
 
 

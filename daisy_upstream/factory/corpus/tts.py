@@ -16,10 +16,11 @@ from typing import List
 import numpy as np
 from scipy.signal import resample_poly
 
-__all__ = ["Voice", "synthesize", "check_engines", "espeak_variants", "ESPEAK_ACCENTS",
-           "FLITE_VOICES", "SAMPLE_RATE"]
+from daisy_upstream.audio.io import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
+__all__ = ["Voice", "synthesize", "check_engines", "espeak_variants", "ESPEAK_ACCENTS",
+           "FLITE_VOICES"]
+
 #: English accents of espeak-ng used as speaker "families".
 ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
                   "en-gb-x-gbcwmd", "en-029", "en-us-nyc")

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 import torchaudio
 
+from daisy_upstream.audio.io import SAMPLE_RATE
+
 from .data import AudioStream
 
 __all__ = ["mfcc_frames", "stream_features", "layer_features"]
@@ -20,7 +22,7 @@ def mfcc_frames(wav: np.ndarray) -> np.ndarray:
     frames; every second frame covers exactly one CNN frame's receptive field.
     """
     x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).unsqueeze(0) * 32768.0
-    m = torchaudio.compliance.kaldi.mfcc(x, sample_frequency=16000, use_energy=False,
+    m = torchaudio.compliance.kaldi.mfcc(x, sample_frequency=SAMPLE_RATE, use_energy=False,
                                          dither=0.0)  # (2F-1, 13)
     m = m.transpose(0, 1)
     d1 = torchaudio.functional.compute_deltas(m)

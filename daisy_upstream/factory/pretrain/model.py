@@ -9,6 +9,8 @@ from s3prl.upstream.hubert.hubert_model import (HubertConfig, HubertModel,
                                                 HubertPretrainingConfig)
 from s3prl.upstream.utils import merge_with_parent
 
+from daisy_upstream.audio.io import SAMPLE_RATE
+
 __all__ = ["TINY_MODEL_CFG", "TINY_TASK_CFG", "SPECIAL_SYMBOLS", "cluster_symbols",
            "build_model", "FRAME_SAMPLES", "RECEPTIVE_FIELD"]
 
@@ -53,7 +55,7 @@ TINY_MODEL_CFG: Dict[str, Any] = {
 #: model does not depend on the recording level.
 TINY_TASK_CFG: Dict[str, Any] = {
     "label_rate": 50.0,
-    "sample_rate": 16000,
+    "sample_rate": SAMPLE_RATE,
     "normalize": True,
     "enable_padding": False,
 }
