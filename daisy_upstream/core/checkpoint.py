@@ -52,6 +52,7 @@ The HuBERT itself is always s3prl's own ``HubertModel``.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ __all__ = [
     "DaisyCheckpoint",
     "authors_reading",
     "build_hubert",
+    "checkpoint_record",
     "half_precision",
     "load_daisy_checkpoint",
     "load_daisy_state",
@@ -156,6 +158,17 @@ def read_checkpoint(path: Union[str, Path], family: Optional[str] = None) -> Dic
             f"{path} is a {found.name} checkpoint ({found.checkpoint_format}), not {family}; use -u {found.upstream}"
         )
     return state
+
+
+def checkpoint_record(path: Union[str, Path]) -> Dict[str, str]:
+    """``{"name": file name, "sha256": hex digest}``: how results name the checkpoint they
+    come from (never by a path on the machine that made them)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"name": path.name, "sha256": digest.hexdigest()}
 
 
 def split_authors_heads(weights: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:

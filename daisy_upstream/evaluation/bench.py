@@ -109,7 +109,10 @@ def bench(
         Mode("fixed", make_plan([fixed_layer], None)),
         Mode("daisy-noexit", make_plan(range(1, num_layers + 1), 0.0)),
     ]
+    from daisy_upstream.core.checkpoint import checkpoint_record
+
     family_name = upstream.family.name
+    record = {"name": f"random {family_name} Base", "seed": seed} if random_base else checkpoint_record(loaded.checkpoint)
     source = f"a random {family_name} Base" if random_base else str(loaded.checkpoint)
     say(f"{source} ({family_name}, {num_layers} layers) on {device}, tau={upstream.tau:.4f}"
         f"{' (calibrated on the bench audio)' if calibrated_here else ''}, {len(wavs)} clips, {seconds:.1f} s")
@@ -117,7 +120,7 @@ def bench(
     checks = targets(results)
     table = format_table(results, checks)
     meta = {
-        "checkpoint": source, "random_base": random_base, "family": family_name, "layers": num_layers,
+        "checkpoint": record, "random_base": random_base, "family": family_name, "layers": num_layers,
         "tau": upstream.tau,
         "strategy": upstream.config.strategy, "fixed_layer": fixed_layer,
         "calibrated_on_bench_audio": calibrated_here, "calibration": loaded.calibration, "device": str(device),

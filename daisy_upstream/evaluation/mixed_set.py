@@ -315,9 +315,11 @@ def mixed_set_comparison(
     counts = {c: sum(1 for i in items if i["condition"] == c) for c in CONDITION_ORDER}
     lines.append(f"{'utterances':<44} " + " ".join(f"{counts[c]:>10}" for c in CONDITION_ORDER) + f" {len(items):>10}")
     table = "\n".join(lines)
-    payload = {"downstream_ckpt": str(ckpt),
-               "fixed_downstream_ckpt": None if fixed_downstream_ckpt is None else str(fixed_downstream_ckpt),
-               "upstream_ckpt": upstream_ckpt, "daisy_config": daisy_values, "fixed_layer": fixed_layer,
+    from daisy_upstream.core.checkpoint import checkpoint_record
+
+    payload = {"downstream_ckpt": checkpoint_record(ckpt),
+               "fixed_downstream_ckpt": None if fixed_downstream_ckpt is None else checkpoint_record(fixed_downstream_ckpt),
+               "upstream_ckpt": checkpoint_record(upstream_ckpt), "daisy_config": daisy_values, "fixed_layer": fixed_layer,
                "daisy_exit_layers": dict(zip([i["utt"] for i in items], exits)),
                "conditions": condition_of, "wer": results}
     atomic_write_json(out / "mixed_set.json", payload)

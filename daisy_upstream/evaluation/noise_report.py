@@ -159,12 +159,14 @@ def snr_sweep(upstream, ckpt: str, clean: List[np.ndarray], noises: List[np.ndar
               out: Path, batch_size: int = 8, seed: int = 0, device: str = "cpu") -> Dict[str, Any]:
     """Run :func:`exit_layers_by_snr` and write ``noise_report.{json,txt}`` and ``exit_layers_by_snr.png``.
 
-    Returns the JSON payload (``checkpoint``, ``tau``, ``strategy``, ``report``, ``table``).
+    Returns the JSON payload (``checkpoint`` by name and sha256, ``tau``, ``strategy``, ``report``, ``table``).
     """
+    from daisy_upstream.core.checkpoint import checkpoint_record
+
     report = exit_layers_by_snr(upstream, clean, noises, snrs, batch_size, seed, device)
     out = Path(out)
     table = format_report(report)
-    payload = {"checkpoint": ckpt, "tau": upstream.tau, "strategy": upstream.config.strategy, "report": report}
+    payload = {"checkpoint": checkpoint_record(ckpt), "tau": upstream.tau, "strategy": upstream.config.strategy, "report": report}
     atomic_write_json(out / "noise_report.json", payload)
     atomic_write_text(out / "noise_report.txt", table + "\n")
     _violin(report, upstream.num_layers, out / "exit_layers_by_snr.png")

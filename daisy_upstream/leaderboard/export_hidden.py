@@ -104,7 +104,7 @@ def export_hidden(
         HiddenCheckFailed: the written folder fails the template's checks (nothing is left).
     """
     from daisy_upstream.atomic import atomic_torch_save, atomic_write_text
-    from daisy_upstream.core.checkpoint import read_checkpoint
+    from daisy_upstream.core.checkpoint import checkpoint_record, read_checkpoint
     from daisy_upstream.core.policy import load_calibration
     from daisy_upstream.evaluation.loading import load_upstream, span_note
 
@@ -122,7 +122,7 @@ def export_hidden(
             values = {**values, "calibration": None}
         else:  # authors' layout: no daisy entry to carry it, the threshold it gives is baked in
             values = {**values, "calibration": None, "tau": upstream.tau}
-    state[EXPORT_KEY] = {"upstream_config": values, "exit_counts": counts, "source_checkpoint": str(source)}
+    state[EXPORT_KEY] = {"upstream_config": values, "exit_counts": counts, "source_checkpoint": checkpoint_record(source)}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:

@@ -217,6 +217,7 @@ def run_profile(
         FileExistsError: ``out/profile.json`` exists and ``force`` is false.
     """
     from daisy_upstream.atomic import atomic_write_json, atomic_write_text
+    from daisy_upstream.core.checkpoint import checkpoint_record
     from daisy_upstream.leaderboard.buckets import describe
     from daisy_upstream.evaluation.loading import load_upstream, span_note
 
@@ -233,7 +234,7 @@ def run_profile(
     profile = profile_upstream(upstream, clips, device)
     ranges = {k: (v["clips"], v["min_seconds"], v["max_seconds"]) for k, v in profile["buckets"].items()}
     profile = {
-        "checkpoint": str(path),
+        "checkpoint": checkpoint_record(path),
         "upstream_config": values,
         "exit_statistics": counts,
         "policy": note,
@@ -242,7 +243,7 @@ def run_profile(
         **profile,
     }
     table = "\n".join([
-        f"checkpoint: {path}",
+        f"checkpoint: {path.name}",
         f"audio: {source}",
         f"buckets: {describe(ranges)}",
         f"DAISY: {note}",

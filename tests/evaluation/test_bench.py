@@ -2,6 +2,7 @@
 and the three files; the calibration it makes when the checkpoint has none is recorded."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -21,6 +22,8 @@ def test_bench_writes_every_mode_and_target(tiny_ckpt, tmp_path):
     meta = saved["meta"]
     assert meta["clips"] == 2 and meta["snr_mix"] == list(SNR_MIX[:2]) and meta["layers"] == 4 and not meta["calibrated_on_bench_audio"]
     assert 1 <= meta["fixed_layer"] <= 4 and meta["calibration"] is None
+    # the checkpoint by name and content, not by a path on this machine
+    assert meta["checkpoint"] == {"name": tiny_ckpt.name, "sha256": hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest()}
     assert {t["target"] for t in saved["targets"]} >= {"efficiency >= 0.9 at batch 1",
                                                        "overhead with exits impossible <= 5% at batch 2"}
 
