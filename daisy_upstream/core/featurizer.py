@@ -47,7 +47,7 @@ class DaisyFeaturizer(ExitStatistics, Featurizer):
             super().__init__(upstream, feature_selection, upstream_device, layer_selection, normalize, **kwargs)
             self.is_daisy = False
             return
-        with daisy.span_override([daisy.num_layers]):  # the dummy forward only reads shapes
+        with DaisyUpstream.probing():  # the dummy forward only reads shapes: full depth
             super().__init__(daisy, feature_selection, upstream_device, layer_selection, normalize, **kwargs)
         self.is_daisy = True
         self.name = "DaisyFeaturizer"

@@ -11,29 +11,28 @@
   (problem recipes; ESPnet imports it from ``s3prl.nn``) become its DAISY-aware subclass.
 * :func:`install` does both now for modules already imported and, lazily, through a
   post-import hook for modules imported later: importing ``daisy_upstream`` costs no s3prl
-  import. The ``daisy_upstream.pth`` start-up hook calls it in every interpreter unless
-  ``DAISY_UPSTREAM_AUTOLOAD=0``.
+  import. ``import daisy_upstream`` calls it; the ``daisy_upstream.pth`` start-up hook imports
+  daisy_upstream when a program first imports s3prl, unless ``DAISY_UPSTREAM_AUTOLOAD=0``.
 * :func:`run_downstream` is the ``daisy-run-downstream`` console script: s3prl's own
   ``run_downstream.py`` run as ``__main__`` with exactly its arguments.
 """
 from __future__ import annotations
 
 import difflib
+import importlib
 import importlib.abc
 import importlib.machinery
-import os
 import runpy
 import sys
 import types
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 __all__ = ["HUB_ENTRIES", "install", "patch_runner", "register_hub", "run_downstream", "s3prl_configs"]
 
 HUB_ENTRIES = ("daisy_hubert",) + tuple(
     f"daisy_{family}_{twin}" for family in ("hubert", "wav2vec2", "data2vec", "wavlm") for twin in ("local", "custom")
 )
-AUTOLOAD_ENV = "DAISY_UPSTREAM_AUTOLOAD"
 
 
 def register_hub(hub: types.ModuleType) -> None:
@@ -66,80 +65,54 @@ def patch_runner(runner: types.ModuleType) -> None:
     exact_resume.patch_runner_train(runner)
 
 
-def _patch_voxceleb1(dataset: types.ModuleType) -> None:
-    from daisy_upstream.integration import compat
-
-    compat.key_voxceleb1_cache_by_dataset(dataset)
-
-
-def _patch_nn_upstream(module: types.ModuleType) -> None:
-    from daisy_upstream.integration import s3prl_nn
-
-    s3prl_nn.patch_nn_upstream(module)
-
-
-def _patch_nn_package(module: types.ModuleType) -> None:
-    from daisy_upstream.integration import s3prl_nn
-
-    s3prl_nn.patch_nn_package(module)
-
-
-def _patch_problem_base(module: types.ModuleType) -> None:
-    from daisy_upstream.integration import s3prl_nn
-
-    s3prl_nn.patch_problem_base(module)
-
-
-_HOOKS: Dict[str, Callable[[types.ModuleType], None]] = {
-    "s3prl.hub": register_hub,
-    "s3prl.downstream.runner": patch_runner,
-    "s3prl.nn.upstream": _patch_nn_upstream,
-    "s3prl.nn": _patch_nn_package,
-    "s3prl.problem.base": _patch_problem_base,
-    "s3prl.downstream.voxceleb1.dataset": _patch_voxceleb1,
+#: module s3prl imports -> (our module, its function applied to it right after the import)
+_HOOKS: Dict[str, Tuple[str, str]] = {
+    "s3prl.hub": (__name__, "register_hub"),
+    "s3prl.downstream.runner": (__name__, "patch_runner"),
+    "s3prl.nn.upstream": ("daisy_upstream.integration.s3prl_nn", "patch_nn_upstream"),
+    "s3prl.nn": ("daisy_upstream.integration.s3prl_nn", "patch_featurizer_name"),
+    "s3prl.problem.base": ("daisy_upstream.integration.s3prl_nn", "patch_featurizer_name"),
+    "s3prl.downstream.voxceleb1.dataset": ("daisy_upstream.integration.compat", "key_voxceleb1_cache_by_dataset"),
 }
 
 
+def _apply_hook(name: str, module: types.ModuleType) -> None:
+    owner, function = _HOOKS[name]
+    getattr(importlib.import_module(owner), function)(module)
+
+
 class _AfterImport(importlib.abc.Loader):
-    def __init__(self, loader: importlib.abc.Loader, hook: Callable[[types.ModuleType], None]) -> None:
-        self.loader, self.hook = loader, hook
+    def __init__(self, loader: importlib.abc.Loader, name: str) -> None:
+        self.loader, self.name = loader, name
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
         self.loader.exec_module(module)
-        self.hook(module)
+        _apply_hook(self.name, module)
 
 
 class _PostImportFinder(importlib.abc.MetaPathFinder):
     """Runs a hook right after one of :data:`_HOOKS`' modules is first executed."""
 
     def find_spec(self, fullname, path, target=None):
-        hook = _HOOKS.get(fullname)
-        if hook is None:
+        if fullname not in _HOOKS:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:
             return None
-        spec.loader = _AfterImport(spec.loader, hook)
+        spec.loader = _AfterImport(spec.loader, fullname)
         return spec
 
 
 def install() -> None:
     """Register now where s3prl is imported, else when it is (idempotent, cheap)."""
-    for name, hook in _HOOKS.items():
+    for name in _HOOKS:
         if name in sys.modules:
-            hook(sys.modules[name])
+            _apply_hook(name, sys.modules[name])
     if not any(isinstance(finder, _PostImportFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _PostImportFinder())
-
-
-def autoload() -> None:
-    """The start-up hook's entry (``daisy_upstream.pth``); off with ``DAISY_UPSTREAM_AUTOLOAD=0``."""
-    if os.environ.get(AUTOLOAD_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
-        return
-    install()
 
 
 def run_downstream(argv: Optional[Sequence[str]] = None) -> int:

@@ -32,9 +32,8 @@ __all__ = [
     "DaisyNNFeaturizer",
     "daisy_of",
     "make_featurizer_class",
-    "patch_nn_package",
+    "patch_featurizer_name",
     "patch_nn_upstream",
-    "patch_problem_base",
 ]
 
 logger = logging.getLogger(__name__)
@@ -138,16 +137,9 @@ def patch_nn_upstream(module: types.ModuleType) -> None:
     _probe_at_full_depth(module.S3PRLUpstream)
 
 
-def patch_nn_package(module: types.ModuleType) -> None:
-    """Applied to ``s3prl.nn``: its ``Featurizer`` name is s3prl.nn.upstream's."""
-    import s3prl.nn.upstream as nn_upstream
-
-    patch_nn_upstream(nn_upstream)
-    module.Featurizer = nn_upstream.Featurizer
-
-
-def patch_problem_base(module: types.ModuleType) -> None:
-    """Applied to ``s3prl.problem.base`` (the problem recipes build their featurizer there)."""
+def patch_featurizer_name(module: types.ModuleType) -> None:
+    """Applied to ``s3prl.nn`` and ``s3prl.problem.base`` (ESPnet and the problem recipes
+    build their featurizer from those names): ``Featurizer`` becomes s3prl.nn.upstream's."""
     import s3prl.nn.upstream as nn_upstream
 
     patch_nn_upstream(nn_upstream)

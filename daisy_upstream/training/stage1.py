@@ -103,10 +103,10 @@ def _write_output(
     branches_cpu = ExitBranches(branches.num_layers, branches.embed_dim, branches.num_classes,
                                 groups=branches.groups)
     branches_cpu.load_state_dict({k: v.detach().cpu() for k, v in branches.state_dict().items()})
-    made = {"stage1": {"steps": step, "config": config.as_dict(),
-                       "train_audio": train_set.name, "heldout_audio": heldout_set.name},
-            **(provenance or {})}
-    written_state = with_branches(raw_state, branches_cpu, calibration, made, targets_record)
+    record = {"stage1": {"steps": step, "config": config.as_dict(),
+                         "train_audio": train_set.name, "heldout_audio": heldout_set.name},
+              **(provenance or {})}
+    written_state = with_branches(raw_state, branches_cpu, calibration, record, targets_record)
     atomic_torch_save(half_precision(written_state) if half else written_state, out)
     return calibration
 
