@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Iterator, List, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "daisy_upstream"
@@ -34,34 +34,31 @@ def subpackage(module: str) -> str:
     return ".".join(module.split(".")[:2])
 
 
+def offending(folder: Path, bad) -> List[str]:
+    """``path:line imports name from module`` for every import below ``folder`` that ``bad(path, module, name)``."""
+    return [
+        f"{path.relative_to(REPO)}:{line} imports {name or module}{f' from {module}' if name else ''}"
+        for path in folder.rglob("*.py")
+        for module, name, line in imports(path)
+        if bad(path, module, name)
+    ]
+
+
 def test_no_private_name_crosses_subpackages():
-    crossing = []
-    for path in PACKAGE.rglob("*.py"):
+    def crossing(path, module, name):
         mine = subpackage(".".join(path.relative_to(REPO).with_suffix("").parts))
-        for module, name, line in imports(path):
-            if module.startswith("daisy_upstream.") and name.startswith("_") and subpackage(module) != mine:
-                crossing.append(f"{path.relative_to(REPO)}:{line} imports {name} from {module}")
-    assert crossing == []
+        return module.startswith("daisy_upstream.") and name.startswith("_") and subpackage(module) != mine
+
+    assert offending(PACKAGE, crossing) == []
 
 
 def test_core_imports_nothing_else_of_ours():
-    upward = [
-        f"{path.relative_to(REPO)}:{line} imports {module}"
-        for path in (PACKAGE / "core").rglob("*.py")
-        for module, _, line in imports(path)
-        if module.startswith("daisy_upstream.") and not module.startswith("daisy_upstream.core")
-    ]
-    assert upward == []
+    assert offending(PACKAGE / "core", lambda path, module, name: module.startswith("daisy_upstream.")
+                     and not module.startswith("daisy_upstream.core")) == []
 
 
 def test_no_test_imports_another_test_module():
-    found = [
-        f"{path.relative_to(REPO)}:{line} imports {module}"
-        for path in (REPO / "tests").rglob("*.py")
-        for module, _, line in imports(path)
-        if module == "tests" or module.startswith("tests.")
-    ]
-    assert found == []
+    assert offending(REPO / "tests", lambda path, module, name: module == "tests" or module.startswith("tests.")) == []
 
 
 def test_the_checks_see_what_they_look_for():
