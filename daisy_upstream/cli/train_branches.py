@@ -41,23 +41,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="feed k-means at most this many frames (default: all of them)")
     parser.add_argument("--kmeans-passes", type=int, default=1,
                         help="passes of the training audio through k-means (default 1; small corpora need more)")
-    parser.add_argument("--max-steps", type=int, default=None,
+    parser.add_argument("--max-steps", type=types.positive_int, default=None,
                         help="total optimizer steps (paper: 88000); default: --epochs passes")
-    parser.add_argument("--epochs", type=int, default=1, help="passes over the audio without --max-steps")
-    parser.add_argument("--stop-after", type=int, default=None,
+    parser.add_argument("--epochs", type=types.positive_int, default=1, help="passes over the audio without --max-steps")
+    parser.add_argument("--stop-after", type=types.positive_int, default=None,
                         help="stop this call after N steps (state saved; run again to continue)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 (default cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, split and batch order")
-    parser.add_argument("--batch-seconds", type=float, default=400.0,
+    parser.add_argument("--batch-seconds", type=types.positive_float, default=400.0,
                         help="audio seconds per batch, summed (paper: 32 LibriSpeech utterances ~ 400 s)")
-    parser.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (paper 5e-5)")
+    parser.add_argument("--lr", type=types.positive_float, default=5e-5, help="AdamW learning rate (paper 5e-5)")
     parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     parser.add_argument("--heldout-fraction", type=float, default=None,
                         help="share of the audio held out for evaluation and calibration "
                              "(default 0.01; 0 with --heldout-audio)")
     parser.add_argument("--heldout-audio", type=Path, default=None,
                         help="separate held-out audio for evaluation and calibration (same forms as --audio)")
-    parser.add_argument("--noise-prob", type=float, default=0.0,
+    parser.add_argument("--noise-prob", type=types.unit_interval, default=0.0,
                         help="share of training utterances mixed with sox noise at 0-20 dB SNR (targets "
                              "from the noisy audio itself; default 0)")
     parser.add_argument("--lr-schedule", choices=("constant", "linear"), default="constant",
@@ -69,9 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="store the checkpoint's tensors in fp16 (half the size; loading restores fp32)")
     parser.add_argument("--rho", type=types.rho, nargs="+", default=[0.7, 0.76, 1.0],
                         help="rho values whose tau is reported (the calibration is stored either way)")
-    parser.add_argument("--log-every", type=int, default=10, help="steps between TensorBoard points")
-    parser.add_argument("--eval-every", type=int, default=1000, help="steps between held-out evaluations")
-    parser.add_argument("--save-every", type=int, default=1000, help="steps between state saves")
+    parser.add_argument("--log-every", type=types.non_negative_int, default=10, help="steps between TensorBoard points")
+    parser.add_argument("--eval-every", type=types.non_negative_int, default=1000, help="steps between held-out evaluations")
+    parser.add_argument("--save-every", type=types.non_negative_int, default=1000, help="steps between state saves")
     parser.add_argument("--reject-resample", action="store_true",
                         help="reject audio not at 16 kHz instead of resampling it with a warning")
     parser.add_argument("--threads", type=types.threads, default=None, help="torch CPU threads (0 or none: torch's default)")

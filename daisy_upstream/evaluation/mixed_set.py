@@ -178,7 +178,7 @@ def mixed_set_exits(corpus: PathLike, downstream_ckpt: PathLike, daisy_config: O
     corpus = Path(corpus).resolve()
     manifest = json.loads((corpus / "corpus.json").read_text()) if (corpus / "corpus.json").is_file() else None
     if manifest is None:
-        raise FileNotFoundError(f"--corpus {corpus}: no corpus.json (make one with 'daisy make-corpus')")
+        raise FileNotFoundError(f"corpus {corpus}: no corpus.json (make one with 'daisy make-corpus')")
     if "noisy" not in manifest["layouts"]:
         raise ValueError(f"{corpus} has no 'noisy' layout (the mixed set); remake it with the 'noisy' task")
     items = read_mixed_set(Path(manifest["layouts"]["noisy"]["root"]))
@@ -188,11 +188,11 @@ def mixed_set_exits(corpus: PathLike, downstream_ckpt: PathLike, daisy_config: O
     daisy_config_path = daisy_config or trained["args"].get("upstream_model_config")
     if not daisy_config_path or not Path(daisy_config_path).is_file():
         raise FileNotFoundError(f"the DAISY upstream config {daisy_config_path!r} (from {ckpt}) is not there; "
-                                "pass --daisy-config")
+                                "give the DAISY upstream config")
     daisy_values = yaml.safe_load(Path(daisy_config_path).read_text()) or {}
     if daisy_values.get("strategy") in ("fixed", "full"):
         raise ValueError(f"{daisy_config_path} has strategy {daisy_values['strategy']!r}: the DAISY side needs "
-                         "an early-exit strategy (pass --daisy-config)")
+                         "an early-exit strategy (give another DAISY upstream config)")
     exits = _daisy_exit_layers(upstream_ckpt, daisy_values, trained["exit_counts"], [i["path"] for i in items],
                                device)
     return {"items": items, "exits": exits, "fixed_layer": fixed_layer_of_equal_compute(exits),

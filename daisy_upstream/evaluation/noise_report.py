@@ -36,7 +36,7 @@ def parse_snrs(values: Sequence[str]) -> List[Optional[float]]:
         try:
             snrs.append(float(value))
         except ValueError:
-            raise ValueError(f"--snrs {value!r}: give 'clean' or an SNR in dB") from None
+            raise ValueError(f"SNR {value!r}: give 'clean' or an SNR in dB") from None
     return snrs
 
 

@@ -99,7 +99,7 @@ def librispeech_challenge_sample(root: Union[str, Path]) -> List[Path]:
     files, kind, _ = find_audio(root)
     if kind != "librispeech" or len(files) != LIBRISPEECH_TEST_CLEAN_UTTERANCES:
         raise ValueError(
-            f"--librispeech {root}: expected LibriSpeech test-clean ({LIBRISPEECH_TEST_CLEAN_UTTERANCES} "
+            f"LibriSpeech {root}: expected LibriSpeech test-clean ({LIBRISPEECH_TEST_CLEAN_UTTERANCES} "
             f"utterances listed in *.trans.txt), found {len(files)} ({kind}); give the test-clean folder "
             "itself, or use --audio for other audio (buckets are then length quartiles)"
         )

@@ -95,7 +95,7 @@ def _write_output(
 
     calib_set = heldout_set if len(heldout_set) else train_set
     if not len(heldout_set):
-        log.warning("no held-out audio (--heldout-fraction 0): the calibration uses the training audio")
+        log.warning("no held-out audio (held-out fraction 0): the calibration uses the training audio")
     branches.eval()
     entropies, keys, seconds = layer_entropies(backbone, branches, calib_set, config.batch_seconds, dev)
     calibration = CalibrationResult(entropies, keys, calib_set.name, seconds, tuple(config.rhos), str(checkpoint),
@@ -171,7 +171,7 @@ def train_branches(
                        world)
     batches = train_set.batches(config.batch_seconds)
     if len(batches) < world:
-        raise ValueError(f"{len(batches)} training batch(es) for {world} processes: use less --batch-seconds")
+        raise ValueError(f"{len(batches)} training batch(es) for {world} processes: use fewer batch seconds")
     per_epoch = len(epoch_order(len(batches), config.seed, 0, rank, world))
     total_steps = config.max_steps if config.max_steps is not None else config.epochs * per_epoch
 

@@ -101,24 +101,24 @@ class Stage1Config:
         elif self.kmeans_layer is not None or self.clusters is not None:
             raise ValueError("--kmeans-layer and --clusters go with --targets kmeans")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"unknown --lr-schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
         if not self.lr > 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
+            raise ValueError(f"lr must be > 0, got {self.lr}")
         if not self.batch_seconds > 0:
-            raise ValueError(f"--batch-seconds must be > 0, got {self.batch_seconds}")
+            raise ValueError(f"batch_seconds must be > 0, got {self.batch_seconds}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"--max-steps must be >= 1, got {self.max_steps}")
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if not 0.0 <= self.heldout_fraction < 1.0:
-            raise ValueError(f"--heldout-fraction must be in [0, 1), got {self.heldout_fraction}")
+            raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
         for name in ("log_every", "eval_every", "save_every"):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.noise_prob <= 1.0:
-            raise ValueError(f"--noise-prob must be in [0, 1], got {self.noise_prob}")
+            raise ValueError(f"noise_prob must be in [0, 1], got {self.noise_prob}")
         if self.stop_after is not None and self.stop_after < 1:
-            raise ValueError(f"--stop-after must be >= 1, got {self.stop_after}")
+            raise ValueError(f"stop_after must be >= 1, got {self.stop_after}")
 
     def as_dict(self) -> Dict[str, Any]:
         """The settings as plain Python values (tuples as lists)."""

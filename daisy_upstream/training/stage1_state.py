@@ -90,14 +90,14 @@ def load_state(
         return None
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path} is not a train-branches state; use another --work-dir")
+        raise ValueError(f"{path} is not a train-branches state; use another work directory")
     keys = set(fingerprint) | set(saved["fingerprint"])
     differ = sorted(k for k in keys if saved["fingerprint"].get(k) != fingerprint.get(k))
     if differ:
         detail = ", ".join(f"{k}: saved {saved['fingerprint'].get(k)!r} now {fingerprint.get(k)!r}" for k in differ)
         raise ValueError(
             f"{path} was saved by a run with other settings or data ({detail}); "
-            "use another --work-dir, or the same settings to resume"
+            "use another work directory, or the same settings to resume"
         )
     branches.load_state_dict(saved["branches"])
     optimizer.load_state_dict(saved["optimizer"])

@@ -182,8 +182,8 @@ def load_frozen_model(
     elif "final_proj.weight" not in weights and split_authors_heads(weights)[1] and need_head:
         raise ValueError(
             f"{checkpoint} has per-layer heads (the authors' layout) instead of HuBERT's final_proj, "
-            "so the last layer's cluster assignment cannot be computed from it; pass --teacher "
-            "with the converted HuBERT checkpoint the heads were trained on"
+            "so the last layer's cluster assignment cannot be computed from it; give as teacher the "
+            "converted HuBERT checkpoint the heads were trained on"
         )
     elif "label_embs_concat" not in weights and need_head:
         raise ValueError(_NO_LABEL_EMBS)

@@ -218,7 +218,7 @@ def test_train_branches_replaces_the_heads_with_hidden_state_branches(tmp_path, 
     corpus = AudioCorpus.from_source(tmp_path / "audio")
     config = Stage1Config(lr=1e-2, batch_seconds=2.0, max_steps=2, heldout_fraction=0.3, eval_every=0,
                           save_every=0, log_every=5)
-    with pytest.raises(ValueError, match="authors' layout.*--teacher"):
+    with pytest.raises(ValueError, match="authors' layout.*give as teacher"):
         train_branches(path, corpus, tmp_path / "x.pt", tmp_path / "w0", config, progress=False, tensorboard=False)
     with caplog.at_level(logging.INFO):
         train_branches(path, corpus, tmp_path / "out.pt", tmp_path / "w1", config, teacher=plain,
