@@ -15,7 +15,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
@@ -84,27 +84,22 @@ def write_asr_layout(items: List[Dict[str, str]], out: Path, split: str = "test-
     """
     import soundfile as sf
 
-    libri, buckets = Path(out) / "LibriSpeech", Path(out) / "len_for_bucket"
-    chapters: Dict[Tuple[str, str], List[str]] = {}
-    rows = []
+    from daisy_upstream.audio.librispeech import LibriUtterance, write_librispeech_text
+
+    libri = Path(out) / "LibriSpeech"
+    utterances = []
     for item in items:
-        parts = item["utt"].split("-")
-        if len(parts) != 3:
+        if len(item["utt"].split("-")) != 3:
             raise ValueError(f"utterance id {item['utt']!r} is not LibriSpeech-style <spk>-<ch>-<n>")
-        spk, ch, _ = parts
+        spk, ch, _ = item["utt"].split("-")
         rel = f"{split}/{spk}/{ch}/{item['utt']}.wav"
         link = libri / rel
         link.parent.mkdir(parents=True, exist_ok=True)
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(Path(item["path"]).resolve())
-        rows.append((rel, sf.info(str(link)).frames))
-        chapters.setdefault((spk, ch), []).append(f"{item['utt']} {item['transcript'].upper()}")
-    for (spk, ch), lines in chapters.items():
-        atomic_write_text(libri / split / spk / ch / f"{spk}-{ch}.trans.txt", "\n".join(sorted(lines)) + "\n")
-    rows.sort(key=lambda r: -r[1])
-    atomic_write_text(buckets / f"{split}.csv", "file_path,length\n" + "".join(f"{r},{n}\n" for r, n in rows))
-    return {"libri_root": str(libri), "bucket_file": str(buckets)}
+        utterances.append(LibriUtterance(split, item["utt"], rel, sf.info(str(link)).frames, item["transcript"].upper()))
+    return write_librispeech_text(Path(out), utterances)
 
 
 def fixed_layer_of_equal_compute(exit_layers: List[int]) -> int:

@@ -15,6 +15,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from daisy_upstream.atomic import atomic_torch_save
+from daisy_upstream.audio.librispeech import LibriUtterance, write_librispeech_text
 from daisy_upstream.testing.audio import speechlike, write_wav
 from daisy_upstream.testing.checkpoints import make_random_checkpoint, sharpen_branches
 
@@ -38,21 +39,17 @@ def make_librispeech(root: Path) -> Dict[str, int]:
     Returns the number of utterances per split.
     """
     libri = root / "LibriSpeech"
-    buckets = root / "len_for_bucket"
-    buckets.mkdir(parents=True)
     sizes = {"train-clean-100": 4, "dev-clean": 2, "test-clean": 2}
-    seed = 0
+    utterances, seed = [], 0
     for split, count in sizes.items():
-        rows, lines = ["file_path,length"], []
         for n in range(count):
             seed += 1
             audio = speechlike(1.0 + 0.25 * n, seed, noise=[0.01, 0.2][n % 2])
             rel = f"{split}/19/198/19-198-{n:04d}.flac"
             write_wav(libri / rel, audio)
-            rows.append(f"{rel},{len(audio)}")
-            lines.append(f"19-198-{n:04d} {WORDS[seed % 8]} {WORDS[(seed * 3) % 8]}")
-        (libri / split / "19" / "198" / "19-198.trans.txt").write_text("\n".join(lines) + "\n")
-        (buckets / f"{split}.csv").write_text("\n".join(rows) + "\n")
+            transcript = f"{WORDS[seed % 8]} {WORDS[(seed * 3) % 8]}"
+            utterances.append(LibriUtterance(split, f"19-198-{n:04d}", rel, len(audio), transcript))
+    write_librispeech_text(root, utterances)
     return sizes
 
 

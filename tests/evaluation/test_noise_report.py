@@ -69,7 +69,7 @@ def test_mixed_set_as_librispeech_layout(tmp_path):
     libri = Path(layout["libri_root"])
     assert (libri / "test-clean/100/1000/100-1000.trans.txt").read_text() == "100-1000-0000 A B C\n100-1000-0001 D E\n"
     rows = (Path(layout["bucket_file"]) / "test-clean.csv").read_text().splitlines()
-    assert rows[0] == "file_path,length" and rows[1] == "test-clean/101/1001/101-1001-0001.wav,11000"
+    assert rows[0] == "idx,file_path,length,label" and rows[1] == "0,test-clean/101/1001/101-1001-0001.wav,11000,J"
     assert (libri / "test-clean/101/1001/101-1001-0001.wav").resolve() == (corpus / "noisy/snr0/101-1001-0001.wav")
 
 
