@@ -117,7 +117,7 @@ def test_kmeans_needs_no_cluster_head(audio_dir, tmp_path, kmeans_config, fast_c
     # (daisy_upstream.testing.authors_layout): model targets need a --teacher, k-means nothing
     atomic_torch_save(authors_layout(make_random_checkpoint(num_layers=2, branches=False)), tmp_path / "authors.pt")
     corpus = AudioCorpus.from_source(audio_dir)
-    with pytest.raises(ValueError, match="--teacher"):
+    with pytest.raises(ValueError, match="give as teacher"):
         train_branches(tmp_path / "authors.pt", corpus, tmp_path / "o.pt", tmp_path / "w0", fast_config(),
                        progress=False)
     result = train_branches(tmp_path / "authors.pt", corpus, tmp_path / "o.pt", tmp_path / "w",
