@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-seconds", type=types.positive_float, default=60.0, help="audio seconds per forward")
     parser.add_argument("--max-utterances", type=types.positive_int, default=None,
                         help="use a deterministic subset of this many utterances")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--device", default=None,
+                        help="torch device (default: cuda when a GPU is visible, else cpu)")
     parser.add_argument("--threads", type=types.threads, default=None, help="torch CPU threads (0 or none: torch's default)")
     parser.add_argument("--reject-resample", action="store_true",
                         help="reject audio not at 16 kHz instead of resampling it with a warning")
@@ -68,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
         if args.max_utterances < len(corpus):
             _, chosen = split_heldout(corpus.keys, args.max_utterances / len(corpus), seed=0)
             corpus = corpus.subset(chosen[: args.max_utterances], f"{len(chosen[:args.max_utterances])} of {corpus.name}")
-    result = calibrate_checkpoint(args.ckpt, corpus, args.rho, args.batch_seconds, args.device,
+    from daisy_upstream.training.distributed import default_device
+
+    result = calibrate_checkpoint(args.ckpt, corpus, args.rho, args.batch_seconds, args.device or default_device(),
                                   progress=not args.no_progress)
     write_calibration_yaml(result, args.out, force=args.force)
     plot_calibration(result, plot, force=args.force)

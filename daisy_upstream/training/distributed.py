@@ -6,7 +6,12 @@ from typing import Tuple
 
 import torch
 
-__all__ = ["barrier", "init_distributed", "resolve_device"]
+__all__ = ["barrier", "default_device", "init_distributed", "resolve_device"]
+
+
+def default_device() -> str:
+    """``"cuda"`` when a GPU is visible, else ``"cpu"`` (the CLIs' ``--device`` default)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def init_distributed(device: str) -> Tuple[int, int, int]:

@@ -28,7 +28,7 @@ from daisy_upstream.core.checkpoint import DaisyCheckpoint, half_precision, with
 from daisy_upstream.core.early_exit import EarlyExitModel
 
 from .batch_feed import BatchFeed
-from .distributed import barrier, init_distributed, resolve_device
+from .distributed import barrier, default_device, init_distributed, resolve_device
 from .monitor import TrainingMonitor
 from .stage1_config import Stage1Config, Stage1Result
 from .stage1_state import STATE_FILE, Progress, epoch_order, load_state, save_state
@@ -118,7 +118,7 @@ def train_branches(
     work_dir: Union[str, Path],
     config: Optional[Stage1Config] = None,
     *,
-    device: str = "cpu",
+    device: Optional[str] = None,
     teacher: Optional[Union[str, Path]] = None,
     progress: bool = True,
     tensorboard: bool = True,
@@ -138,6 +138,8 @@ def train_branches(
         out: the DAISY checkpoint to write when the last step is reached.
         work_dir: resumable state (``state.pt``) and TensorBoard logs (``tb/``). If a state
             is there, training continues from it.
+        device: cpu, cuda, cuda:1; None: cuda when a GPU is visible (under torchrun each
+            process takes its ``LOCAL_RANK``'s GPU).
         teacher: a checkpoint of the same backbone that provides ``final_proj`` and
             ``label_embs_concat`` (for the authors' layout).
         heldout: audio for evaluation and the calibration instead of a share of ``corpus``
@@ -156,9 +158,13 @@ def train_branches(
     config = config or Stage1Config()
     config.validate()
     out, work_dir = Path(out), Path(work_dir)
+    device = device or default_device()
     rank, world, local_rank = init_distributed(device)
     dev = resolve_device(device, world, local_rank)
     is_main = rank == 0
+    if world > 1 and dev.type == "cpu" and is_main:
+        log.warning("%d processes train on the CPU (gloo)%s", world,
+                    ": pass --device cuda for the GPUs" if torch.cuda.is_available() else "")
 
     kind = config.targets or "model"
     loaded, raw_state = load_frozen_model(checkpoint, teacher, need_head=kind == "model")

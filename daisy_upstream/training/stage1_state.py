@@ -1,7 +1,11 @@
 """Stage 1's resumable state: ``<work_dir>/state.pt``, the batch order and the RNG states.
 
 The state holds the branches, the AdamW state, the step, epoch and position in the epoch's
-batch order, the RNG states and the evaluation history. The batch order of epoch ``e`` is a
+batch order, the CPU and Python RNG states and the evaluation history. No CUDA RNG state is
+kept: nothing in stage 1 draws from it (the branches are initialised on the CPU, noise comes
+from seeded numpy generators, the backbone runs in eval mode), and a list of every visible
+GPU's state would not load on a machine with fewer GPUs; one saved by an older version is
+ignored. The batch order of epoch ``e`` is a
 permutation seeded by ``(seed, e)``, so a run stopped at step N and resumed ends with exactly
 the same weights as an uninterrupted one. A state is only resumed by a run whose
 *fingerprint* (the settings and data that shape training) is the same.
@@ -107,17 +111,13 @@ def load_state(
 
 
 def _rng_state() -> Dict[str, Any]:
-    state: Dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
 
 
 def _set_rng_state(state: Dict[str, Any]) -> None:
+    """The CPU and Python states; an old state's ``"cuda"`` list (one per GPU then) is ignored."""
     torch.set_rng_state(state["torch"])
     random.setstate(_as_tuple(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _as_tuple(value: Any) -> Any:

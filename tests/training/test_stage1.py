@@ -98,6 +98,42 @@ def test_resume_equals_uninterrupted(write_checkpoint, audio_dir, tmp_path, sche
     assert a["calibration"]["layer_entropy"] == b["calibration"]["layer_entropy"]
 
 
+def test_a_state_from_more_gpus_resumes_on_fewer(write_checkpoint, audio_dir, tmp_path, monkeypatch):
+    """Older states held ``torch.cuda.get_rng_state_all()``: one state per visible GPU
+    (torch/cuda/random.py: a list over ``range(device_count())``), which ``set_rng_state_all``
+    restores by device index, so a state from 8 GPUs failed on a machine with fewer. Stage 1
+    draws nothing from the CUDA RNG: the state keeps none and ignores an old one."""
+    from daisy_upstream.core.branches import ExitBranches
+    from daisy_upstream.training.distributed import default_device
+    from daisy_upstream.training.stage1_state import load_state
+
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    config = fast_config(max_steps=4, stop_after=2)
+    train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "w", config, device="cpu", progress=False)
+    state_path = tmp_path / "w" / "state.pt"
+    state = torch.load(state_path, weights_only=True)
+    assert set(state["rng"]) == {"torch", "python"}
+    state["rng"]["cuda"] = [torch.zeros(16, dtype=torch.uint8) for _ in range(8)]  # saved on 8 GPUs
+    atomic_torch_save(state, state_path)
+
+    def one_gpu_only(states):  # what torch does with 8 states and 1 device
+        raise RuntimeError("CUDA error: invalid device ordinal")
+
+    with monkeypatch.context() as gpu:  # only around the load: the optimizer would probe CUDA
+        gpu.setattr(torch.cuda, "is_available", lambda: True)
+        gpu.setattr(torch.cuda, "device_count", lambda: 1)
+        gpu.setattr(torch.cuda, "set_rng_state_all", one_gpu_only)
+        gpu.setattr(torch.cuda, "get_rng_state_all", one_gpu_only)
+        assert default_device() == "cuda"  # the --device default where a GPU is visible
+        branches = ExitBranches(2, 32, 20)
+        optimizer = torch.optim.AdamW([{"params": list(b.parameters())} for b in branches])
+        progress = load_state(state_path, state["fingerprint"], branches, optimizer)
+    assert progress.step == 2
+    rest = train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "w", config, device="cpu", progress=False)
+    assert rest.step == 4 and rest.finished
+
+
 def test_balanced_layer_lrs_scale_inversely_with_feature_norm():
     features = torch.randn(3, 50, 8)
     features = features / features.norm(dim=-1, keepdim=True)  # every frame has norm 1
@@ -260,4 +296,5 @@ def test_ddp_two_process_gloo_smoke(write_checkpoint, audio_dir, tmp_path):
                "--heldout-fraction", "0.2", "--no-progress"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("2 processes train on the CPU (gloo)") == 1  # said once, by rank 0
     assert load_daisy_checkpoint(tmp_path / "ddp.pt").layout == "daisy"
