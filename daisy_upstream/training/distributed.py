@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
-from typing import Tuple
+from typing import Any, List, Tuple
 
 import torch
 
-__all__ = ["barrier", "default_device", "init_distributed", "resolve_device"]
+__all__ = ["all_gather_objects", "all_reduce_sum", "barrier", "default_device", "init_distributed",
+           "resolve_device"]
 
 
 def default_device() -> str:
@@ -54,3 +55,26 @@ def barrier(world: int) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor, world: int) -> torch.Tensor:
+    """``tensor`` summed over the ranks, in place (unchanged in one process).
+
+    Under NCCL ``tensor`` must be on this process's GPU.
+    """
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def all_gather_objects(obj: Any, world: int) -> List[Any]:
+    """Every rank's ``obj`` (picklable), in rank order: ``[obj]`` in one process."""
+    if world <= 1:
+        return [obj]
+    import torch.distributed as dist
+
+    gathered: List[Any] = [None] * world
+    dist.all_gather_object(gathered, obj)
+    return gathered
