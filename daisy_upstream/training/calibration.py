@@ -204,6 +204,8 @@ def layer_entropies(
     batch_seconds: float = 60.0,
     device: Union[str, torch.device] = "cpu",
     progress: bool = False,
+    rank: int = 0,
+    world: int = 1,
 ) -> Tuple[Tensor, List[str], float]:
     """Every utterance's mean branch entropy at every layer.
 
@@ -211,8 +213,11 @@ def layer_entropies(
         backbone: the frozen model (its own branches are not used).
         branches: ``L`` branches; branch ``k`` reads layer ``k``'s ``branches.reads`` tensor.
         corpus: the audio; files that fail to decode are skipped and counted in
-            ``corpus.problems``.
+            ``corpus.problems`` (of the rank that read them).
         batch_seconds: audio per forward (sum over the batch).
+        rank / world: under ``world`` processes (every rank calls this) rank ``r`` runs
+            batches ``r, r + world, ...`` and the rows are gathered in batch order, so every
+            rank returns what one process would.
 
     Returns:
         ``(entropies (N, L) float64 on CPU, keys (N), audio seconds)``.
@@ -220,32 +225,34 @@ def layer_entropies(
     Raises:
         ValueError: no utterance could be loaded.
     """
+    from daisy_upstream.training.distributed import all_gather_objects
+
     device = torch.device(device)
     if branches.num_layers != backbone.num_layers:
         raise ValueError(f"{branches.num_layers} branches for a {backbone.num_layers}-layer model")
-    rows: List[Tensor] = []
-    keys: List[str] = []
-    seconds = 0.0
+    done: List[Tuple[int, Tensor, List[str], float]] = []  # (batch index, (B, L) rows, keys, seconds)
     batches = corpus.batches(batch_seconds)
+    mine = range(rank, len(batches), world)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(batches), desc="calibrate", unit="batch", dynamic_ncols=True)
-    for batch in batches:
-        wavs, kept = corpus.load_batch(batch)
+        bar = tqdm(total=len(mine), desc="calibrate", unit="batch", dynamic_ncols=True)
+    for index in mine:
+        wavs, kept = corpus.load_batch(batches[index])
         if bar is not None:
             bar.update(1)
         if not wavs:
             continue
-        rows.append(utterance_entropies(backbone, branches, [w.to(device) for w in wavs]))  # (B, L)
-        keys.extend(corpus.items[i].key for i in kept)
-        seconds += sum(len(w) for w in wavs) / SAMPLE_RATE
+        done.append((index, utterance_entropies(backbone, branches, [w.to(device) for w in wavs]),
+                     [corpus.items[i].key for i in kept], sum(len(w) for w in wavs) / SAMPLE_RATE))
     if bar is not None:
         bar.close()
-    if not rows:
+    done = sorted((d for part in all_gather_objects(done, world) for d in part), key=lambda d: d[0])
+    if not done:
         raise ValueError(f"no utterance of {corpus.name} could be loaded ({corpus.problems.summary()})")
-    return torch.cat(rows, dim=0), keys, seconds
+    return (torch.cat([d[1] for d in done], dim=0), [key for d in done for key in d[2]],
+            sum(d[3] for d in done))
 
 
 def calibrate_checkpoint(

@@ -5,8 +5,9 @@ The targets and the loss are in :mod:`~daisy_upstream.training.targets`, the set
 batch order, RNG) in :mod:`~daisy_upstream.training.stage1_state`; this module is the loop.
 The backbone runs once per batch under ``torch.no_grad``; only the branches learn.
 Multi-process (``torchrun``): only the branches are wrapped in ``DistributedDataParallel``;
-each rank takes every ``world_size``-th batch of the epoch order, and rank 0 evaluates, logs
-and writes.
+each rank takes every ``world_size``-th batch of the epoch order; the held-out evaluation and
+the final calibration are split over the ranks the same way (sums all-reduced, entropies
+gathered), and rank 0 logs and writes.
 """
 from __future__ import annotations
 
@@ -88,18 +89,22 @@ def _write_output(
     out: Path, checkpoint: Union[str, Path], raw_state: Dict[str, Any], backbone: EarlyExitModel,
     branches: ExitBranches, train_set: AudioCorpus, heldout_set: AudioCorpus, config: Stage1Config,
     step: int, dev: torch.device, half: bool, provenance: Optional[Dict[str, Any]],
-    targets_record: Optional[Dict[str, Any]] = None,
+    targets_record: Optional[Dict[str, Any]] = None, rank: int = 0, world: int = 1,
 ) -> Dict[str, Any]:
-    """Calibrate on the held-out audio and write the DAISY checkpoint; returns the calibration."""
+    """Calibrate on the held-out audio (every rank a share) and write the DAISY checkpoint (rank
+    0); returns the calibration."""
     from daisy_upstream.training.calibration import CalibrationResult, layer_entropies
 
     calib_set = heldout_set if len(heldout_set) else train_set
-    if not len(heldout_set):
+    if not len(heldout_set) and rank == 0:
         log.warning("no held-out audio (held-out fraction 0): the calibration uses the training audio")
     branches.eval()
-    entropies, keys, seconds = layer_entropies(backbone, branches, calib_set, config.batch_seconds, dev)
+    entropies, keys, seconds = layer_entropies(backbone, branches, calib_set, config.batch_seconds, dev,
+                                               rank=rank, world=world)
     calibration = CalibrationResult(entropies, keys, calib_set.name, seconds, tuple(config.rhos), str(checkpoint),
                                     extra={"stage1_steps": step}).to_dict()
+    if rank != 0:
+        return calibration
     branches_cpu = ExitBranches(branches.num_layers, branches.embed_dim, branches.num_classes,
                                 groups=branches.groups)
     branches_cpu.load_state_dict({k: v.detach().cpu() for k, v in branches.state_dict().items()})
@@ -231,14 +236,16 @@ def train_branches(
                        progress=is_main and progress, log_every=config.log_every)
 
     def evaluate() -> Optional[Dict[str, Any]]:
-        if not is_main or len(heldout_set) == 0:
+        if len(heldout_set) == 0:
             return None
-        branches.eval()
-        metrics = evaluate_branches(backbone, targets, branches, heldout_set, config.batch_seconds, dev)
+        branches.eval()  # every rank evaluates its share of the batches
+        metrics = evaluate_branches(backbone, targets, branches, heldout_set, config.batch_seconds, dev,
+                                    rank, world)
         branches.train()
         metrics["step"] = done.step
         done.history.append(metrics)
-        monitor.heldout(metrics, done.step)
+        if is_main:
+            monitor.heldout(metrics, done.step)
         return metrics
 
     if dev.type == "cuda":
@@ -300,11 +307,11 @@ def train_branches(
     finished = done.step >= total_steps
     final_heldout = calibration = None
     written: Optional[Path] = None
-    if finished and is_main:
+    if finished:
         final_heldout = evaluate()
         calibration = _write_output(out, checkpoint, raw_state, backbone, branches, train_set, heldout_set,
-                                    config, done.step, dev, half, provenance, targets.record())
-        written = out
+                                    config, done.step, dev, half, provenance, targets.record(), rank, world)
+        written = out if is_main else None
     monitor.close()
     barrier(world)
     return Stage1Result(

@@ -37,6 +37,8 @@ from daisy_upstream.core.early_exit import EarlyExitModel
 from daisy_upstream.core.families import family_of_state
 from daisy_upstream.core.policy import make_plan
 
+from .distributed import all_reduce_sum
+
 __all__ = [
     "BranchLoss",
     "ClusterTargets",
@@ -252,8 +254,14 @@ def evaluate_branches(
     corpus: AudioCorpus,
     batch_seconds: float,
     device: torch.device,
+    rank: int = 0,
+    world: int = 1,
 ) -> Dict[str, Any]:
     """Per-layer frame-weighted mean CE and agreement with the targets on ``corpus``.
+
+    Under ``world`` processes (every rank calls this), rank ``r`` evaluates batches ``r, r +
+    world, ...`` and the sums are all-reduced: each rank returns the numbers one process gets
+    (up to the order of float64 additions).
 
     Returns:
         ``{"ce": [L floats], "accuracy": [L floats], "frames": int, "utterances": int}``
@@ -261,24 +269,27 @@ def evaluate_branches(
     """
     loss = BranchLoss(branches)
     num_layers = branches.num_layers
-    ce_sum = torch.zeros(num_layers, dtype=torch.float64)
-    correct = torch.zeros(num_layers, dtype=torch.float64)
-    frames = pairs = utterances = 0
-    for wavs, _ in corpus.iter_batches(batch_seconds):
+    # [CE x frames per layer (L), correct per layer (L), frames, (frame, block) pairs, utterances]
+    sums = torch.zeros(2 * num_layers + 3, dtype=torch.float64, device=device)
+    for batch in corpus.batches(batch_seconds)[rank::world]:
+        wavs, _ = corpus.load_batch(batch)
+        if not wavs:
+            continue
         features, labels = batch_features(backbone, targets, [w.to(device) for w in wavs])
         if labels.numel() == 0:
             continue
         ce, hits = loss(features, labels)
-        ce_sum += ce.double().cpu() * labels.size(0)
-        correct += hits.double().cpu()
-        frames += labels.size(0)
-        pairs += labels.numel()
-        utterances += len(wavs)
+        sums[:num_layers] += ce.double() * labels.size(0)
+        sums[num_layers:2 * num_layers] += hits.double()
+        sums[2 * num_layers:] += torch.tensor([labels.size(0), labels.numel(), len(wavs)], dtype=torch.float64,
+                                              device=device)
+    sums = all_reduce_sum(sums, world).cpu()
+    frames, pairs, utterances = (int(v) for v in sums[2 * num_layers:])
     if frames == 0:
         raise ValueError(f"no frame could be evaluated in {corpus.name} ({corpus.problems.summary()})")
     return {
-        "ce": [float(v) for v in ce_sum / frames],
-        "accuracy": [float(v) for v in correct / pairs],
+        "ce": [float(v) for v in sums[:num_layers] / frames],
+        "accuracy": [float(v) for v in sums[num_layers:2 * num_layers] / pairs],
         "frames": frames,
         "utterances": utterances,
     }

@@ -298,3 +298,57 @@ def test_ddp_two_process_gloo_smoke(write_checkpoint, audio_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("2 processes train on the CPU (gloo)") == 1  # said once, by rank 0
     assert load_daisy_checkpoint(tmp_path / "ddp.pt").layout == "daisy"
+
+
+_SHARDED_EVALUATION = '''
+import sys
+import torch
+from daisy_upstream.audio.corpus import AudioCorpus
+from daisy_upstream.core.checkpoint import load_daisy_checkpoint
+from daisy_upstream.core.early_exit import EarlyExitHubert
+from daisy_upstream.training.calibration import layer_entropies
+from daisy_upstream.training.distributed import init_distributed
+from daisy_upstream.training.targets import ClusterTargets, evaluate_branches
+
+rank, world, _ = init_distributed("cpu")
+loaded = load_daisy_checkpoint(sys.argv[1])
+backbone = EarlyExitHubert(loaded.model, None).eval()
+corpus = AudioCorpus.from_source(sys.argv[2])
+dev = torch.device("cpu")
+targets = ClusterTargets(loaded.model, torch.load(sys.argv[1], weights_only=True)["dictionaries_symbols"][0])
+metrics = evaluate_branches(backbone, targets, loaded.branches.eval(), corpus, 1.4, dev, rank, world)
+entropies, keys, seconds = layer_entropies(backbone, loaded.branches, corpus, 1.4, dev, rank=rank, world=world)
+torch.save({"metrics": metrics, "entropies": entropies, "keys": keys, "seconds": seconds},
+           f"{sys.argv[3]}.{world}.{rank}.pt")
+'''
+
+
+def test_heldout_evaluation_and_calibration_split_over_two_processes(write_checkpoint, audio_dir, tmp_path):
+    """Under torchrun every rank evaluates every 2nd batch (7 batches: 4 and 3) and the per-layer
+    CE / agreement sums are all-reduced, the per-utterance entropies gathered in batch order:
+    both ranks hold what one process computes over all the batches."""
+    import subprocess
+    import sys
+
+    ckpt = write_checkpoint(num_layers=2, sharpen=3.0)
+    assert len(AudioCorpus.from_source(audio_dir).batches(1.4)) == 7
+    script = tmp_path / "evaluate.py"
+    script.write_text(_SHARDED_EVALUATION)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1",
+           "DAISY_DDP_BACKEND": "gloo"}
+    env.pop("WORLD_SIZE", None)
+    args = [str(script), str(ckpt), str(audio_dir), str(tmp_path / "r")]
+    for command in ([sys.executable], [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                       "--nproc_per_node", "2"]):
+        done = subprocess.run(command + args, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one = torch.load(tmp_path / "r.1.0.pt", weights_only=True)
+    assert one["metrics"]["utterances"] == 10 and one["entropies"].shape == (10, 2)
+    for rank in (0, 1):
+        two = torch.load(tmp_path / f"r.2.{rank}.pt", weights_only=True)
+        assert two["keys"] == one["keys"] and two["seconds"] == one["seconds"]
+        assert torch.equal(two["entropies"], one["entropies"])  # the same rows, in the same order
+        for name in ("frames", "utterances"):
+            assert two["metrics"][name] == one["metrics"][name]
+        for name in ("ce", "accuracy"):  # float64 sums added in another order
+            assert two["metrics"][name] == pytest.approx(one["metrics"][name], rel=1e-12)
