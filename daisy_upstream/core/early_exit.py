@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from daisy_upstream.core.branches import BRANCH_INPUTS, ExitBranches, valid_frame_mask
 from daisy_upstream.core.families import Family, family_of_model
+from daisy_upstream.core.padded_cnn import supports_padded_cnn
 from daisy_upstream.core.policy import ExitPlan, make_plan
 
 __all__ = ["EarlyExitHubert", "EarlyExitModel", "EarlyExitOutput", "check_waveforms"]
@@ -36,6 +37,8 @@ class EarlyExitOutput:
         branch_inputs: only when asked for (``forward(..., branch_reading=...)``): ``L``
             tensors ``(B, T, D)``, ``branch_inputs[k-1]`` being what a branch with that
             reading takes at layer ``k``; zeros past a row's exit layer.
+        exit_hidden: ``(B, T, D)`` each row's hidden state at its exit layer, gathered as rows
+            leave (None: :meth:`exit_states` picks it from ``hidden_states``).
     """
 
     hidden_states: List[Tensor]
@@ -43,9 +46,12 @@ class EarlyExitOutput:
     exit_layers: Tensor
     entropies: Tensor
     branch_inputs: Optional[List[Tensor]] = None
+    exit_hidden: Optional[Tensor] = None
 
     def exit_states(self) -> Tensor:
         """``(B, T, D)``: each utterance's hidden state at its own exit layer."""
+        if self.exit_hidden is not None:
+            return self.exit_hidden
         stacked = torch.stack(self.hidden_states, dim=0)  # (L+1, B, T, D)
         rows = torch.arange(stacked.size(1), device=stacked.device)
         return stacked[self.exit_layers.to(stacked.device), rows]
@@ -77,8 +83,33 @@ def check_waveforms(wavs: Sequence[Tensor], min_samples: int) -> None:
                 f"utterance {i} has {wav.numel()} samples; the model needs at least {min_samples} "
                 f"({1000 * min_samples / 16000:.0f} ms at 16 kHz) to produce one frame"
             )
-        if not torch.isfinite(wav).all():
-            raise ValueError(f"utterance {i} contains NaN or infinite samples")
+    finite = torch.stack([torch.isfinite(wav).all() for wav in wavs])
+    if not bool(finite.all()):  # one host sync for the whole batch
+        raise ValueError(f"utterance {finite.tolist().index(False)} contains NaN or infinite samples")
+
+
+#: padded samples per CNN pass on CPU: the padded batch's block-0 output is ``(B, 512, S/5)``
+#: floats (2**20 samples: about 430 MB); on other devices the whole batch is one pass
+CPU_CNN_SAMPLES = 1 << 20
+
+
+def _length_chunks(sizes: Sequence[int], budget: Optional[int]) -> List[List[int]]:
+    """Row indices in passes of at most ``budget`` padded samples (rows sorted by length)."""
+    if budget is None or len(sizes) * max(sizes) <= budget:
+        return [list(range(len(sizes)))]
+    chunks: List[List[int]] = [[]]
+    for i in sorted(range(len(sizes)), key=sizes.__getitem__):
+        if chunks[-1] and (len(chunks[-1]) + 1) * sizes[i] > budget:
+            chunks.append([])
+        chunks[-1].append(i)
+    return chunks
+
+
+def _zero_frames(x: Tensor, padding: Tensor) -> Tensor:
+    """``x`` ``(B, T, D)`` with zeros where ``padding`` ``(B, T)``; in place under no_grad."""
+    if torch.is_grad_enabled():
+        return x.masked_fill(padding.unsqueeze(-1), 0.0)
+    return x.masked_fill_(padding.unsqueeze(-1), 0.0)
 
 
 class EarlyExitModel(nn.Module):
@@ -97,8 +128,11 @@ class EarlyExitModel(nn.Module):
             ``task_cfg.normalize``, WavLM's ``cfg.normalize``).
         stock_padded_cnn: run the CNN on the zero-padded batch like s3prl's stock upstream,
             with the family's own rule for padded frames. By default each utterance's CNN
-            sees only its own samples (equal lengths are batched), so with extractor mode
-            ``default`` (a GroupNorm over time) its features do not depend on its batch-mates.
+            sees only its own samples, so with extractor mode ``default`` (a GroupNorm over
+            time) its features do not depend on its batch-mates: one padded pass whose
+            GroupNorm counts each row's valid frames only (:mod:`daisy_upstream.core.padded_cnn`),
+            or, for a feature extractor that is not s3prl's plain stack of conv blocks (WavLM's
+            ``conv_type`` ``conv2d``/``custom``), one CNN call per distinct length.
         family: the model's adapter (default: from the model's class).
     """
 
@@ -120,6 +154,7 @@ class EarlyExitModel(nn.Module):
             (m.kernel_size[0], m.stride[0]) for m in model.feature_extractor.modules() if isinstance(m, nn.Conv1d)
         ]
         self._cnn_has_groupnorm = any(isinstance(m, nn.GroupNorm) for m in model.feature_extractor.modules())
+        self._cnn_per_row = self._cnn_has_groupnorm and not supports_padded_cnn(model.feature_extractor)
         if branches is not None and branches.num_layers != self.num_layers:
             raise ValueError(f"{branches.num_layers} branches for a {self.num_layers}-layer model")
         if branches is not None and branches.reads == "ffn_output" and not self.family.exposes_ffn_output:
@@ -146,6 +181,13 @@ class EarlyExitModel(nn.Module):
             jump *= stride
         return field
 
+    def frame_counts(self, num_samples: Sequence[int]) -> List[int]:
+        """Sample counts -> CNN output frames, on the host."""
+        counts = list(num_samples)
+        for kernel, stride in self._conv_layers:
+            counts = [(n - kernel) // stride + 1 for n in counts]
+        return counts
+
     def frame_lengths(self, num_samples: Tensor) -> Tensor:
         """``(B,)`` sample counts -> ``(B,)`` CNN output frames."""
         lengths = num_samples.clone()
@@ -160,30 +202,49 @@ class EarlyExitModel(nn.Module):
         past each row's valid frames unless ``stock_padded_cnn``. This is what wav2vec 2.0's
         quantizer reads (its ``unmasked_features``).
         """
+        features, counts = self._cnn(wavs)
+        return features, torch.tensor(counts, device=features.device)
+
+    def _cnn(self, wavs: List[Tensor]) -> Tuple[Tensor, List[int]]:
+        """``cnn_features`` with the valid frames as host ints (no host sync unless stock)."""
         family, model = self.family, self.model
-        device = wavs[0].device
-        num_samples = torch.tensor([len(w) for w in wavs], device=device)
-        if self.stock_padded_cnn or not self._cnn_has_groupnorm:
-            padded = nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+        sizes = [len(w) for w in wavs]
+        if self._cnn_per_row:  # equal lengths batched, one call per distinct length
+            counts = self.frame_counts(sizes)
+            groups: Dict[int, List[int]] = defaultdict(list)
+            for i, size in enumerate(sizes):
+                groups[size].append(i)
+            features = None
+            for rows in groups.values():
+                out = family.cnn(model, torch.stack([wavs[i] for i in rows]))
+                if features is None:
+                    features = out.new_zeros(len(wavs), max(counts), out.size(-1))
+                features[rows, : out.size(1)] = out
+            return features, counts
+        padded = nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+        if self.stock_padded_cnn:  # the family's own rule for which frames are padding
             features = family.cnn(model, padded)
-            if self.stock_padded_cnn:  # the family's own rule for which frames are padding
-                wav_pad = ~valid_frame_mask(num_samples, padded.size(1))
-                frame_pad = family.frame_padding(model, features, wav_pad)
-                if frame_pad is None:
-                    return features, torch.full_like(num_samples, features.size(1))
-                return features, (~frame_pad).sum(dim=1)
-            return features, self.frame_lengths(num_samples)
-        lengths = self.frame_lengths(num_samples)
-        groups: Dict[int, List[int]] = defaultdict(list)
-        for i, wav in enumerate(wavs):
-            groups[len(wav)].append(i)
-        features = None
-        for rows in groups.values():
-            out = family.cnn(model, torch.stack([wavs[i] for i in rows]))
-            if features is None:
-                features = out.new_zeros(len(wavs), int(lengths.max()), out.size(-1))
-            features[rows, : out.size(1)] = out
-        return features, lengths
+            num_samples = torch.tensor(sizes, device=padded.device)
+            frame_pad = family.frame_padding(model, features, ~valid_frame_mask(num_samples, padded.size(1)))
+            if frame_pad is None:
+                return features, [features.size(1)] * len(wavs)
+            return features, (~frame_pad).sum(dim=1).tolist()
+        counts = self.frame_counts(sizes)
+        chunks = _length_chunks(sizes, CPU_CNN_SAMPLES if padded.device.type == "cpu" else None)
+        if len(chunks) == 1:
+            features = family.cnn(model, padded, sizes if self._cnn_has_groupnorm else None)
+        else:  # a few padded passes over rows of similar length (bounded memory on CPU)
+            features = None
+            for rows in chunks:
+                part = [sizes[i] for i in rows]
+                out = family.cnn(model, padded[rows, : max(part)], part if self._cnn_has_groupnorm else None)
+                if features is None:
+                    features = out.new_zeros(len(wavs), max(counts), out.size(-1))
+                features[rows, : out.size(1)] = out
+        if min(counts) < features.size(1):  # frames past a row's end: garbage of the padded pass
+            pad = ~valid_frame_mask(torch.tensor(counts, device=features.device), features.size(1))
+            features = _zero_frames(features, pad)
+        return features, counts
 
     def hidden_states(self, wavs: List[Tensor], deepest: Optional[int] = None) -> Tuple[List[Tensor], Tensor]:
         """A frozen model's hidden states for a batch, no exits: ``(states, lengths)``.
@@ -224,22 +285,30 @@ class EarlyExitModel(nn.Module):
             wavs = [F.layer_norm(w, w.shape) for w in wavs]
         model, encoder, family = self.model, self.model.encoder, self.family
 
-        features, lengths = self.cnn_features(list(wavs))
+        features, counts = self._cnn(list(wavs))
         batch, frames = features.size(0), features.size(1)
+        device = features.device
+        lengths = torch.tensor(counts, device=device)
+        padded = min(counts) < frames
         padding = ~valid_frame_mask(lengths, frames)
         x = family.front(model, features, padding, stock_batch=self.stock_padded_cnn)
         final_norm = family.final_norm(model)
 
+        # Host bookkeeping: which rows run (``active``, indices into the batch) and their
+        # lengths live on the host, so the only host sync of a checked layer is reading its
+        # exit decisions (one small copy); no boolean-mask indexing (a nonzero each).
         # hidden[k] is layer k's output; while every row is still running at full length it
-        # is the layer's own output tensor (no copy), afterwards rows are scattered into zeros
+        # is the layer's own output tensor (no copy), afterwards rows are scattered into zeros.
         hidden: List[Optional[Tensor]] = [x] + [None] * num_layers
         x = F.dropout(x, p=encoder.dropout, training=encoder.training).transpose(0, 1)  # (T, B, D)
-        rows = torch.arange(batch, device=x.device)
-        all_rows = True
+        active: List[int] = list(range(batch))
+        active_counts = list(counts)
+        rows = torch.arange(batch, device=device)
         cur_lengths = lengths
-        cur_padding = padding if bool(padding.any()) else None
-        padded = cur_padding is not None
-        exit_layers = torch.full((batch,), plan.deepest, dtype=torch.long, device=x.device)
+        cur_padding = padding if padded else None
+        exit_host = [plan.deepest] * batch
+        exit_hidden: Optional[Tensor] = None  # (B, T, D) states of rows that left, filled as they leave
+        last: Optional[Tensor] = None  # the running rows' state at the last layer run
         entropies = x.new_full((batch, num_layers), float("nan"))
         checks = set(plan.check_layers)
         reads = self.branches.reads if self.branches is not None else "hidden_states"
@@ -251,7 +320,7 @@ class EarlyExitModel(nn.Module):
         carry = None  # what a layer passes on to the next (WavLM: the relative position bias)
 
         def scatter(state: Tensor) -> Tensor:  # (B_active, T_active, D) -> (B, T, D)
-            if all_rows:
+            if len(active) == batch:
                 return state
             full = state.new_zeros(batch, frames, state.size(-1))
             full[:, : state.size(1)].index_copy_(0, rows, state)
@@ -259,9 +328,9 @@ class EarlyExitModel(nn.Module):
 
         for k in range(1, plan.deepest + 1):
             x, ffn, carry = family.layer(model, k - 1, x, cur_padding, carry)  # (T, B, D)
-            output = state = x.transpose(0, 1)  # (B_active, T_active, D)
+            output = state = last = x.transpose(0, 1)  # (B_active, T_active, D)
             if k == num_layers and final_norm is not None:
-                state = final_norm(state)
+                state = last = final_norm(state)
             hidden[k] = scatter(state)
             if branch_reading is not None:
                 kept[k] = hidden[k] if branch_reading == "hidden_states" else scatter(
@@ -276,41 +345,55 @@ class EarlyExitModel(nn.Module):
             if per_batch:
                 frames_now = cur_lengths.to(entropy.dtype)
                 entropy = ((entropy * frames_now).sum() / frames_now.sum()).expand_as(entropy)
-            if all_rows:
-                entropies[:, k - 1] = entropy
-            else:
-                entropies[rows, k - 1] = entropy.to(entropies.dtype)
-            stop = entropy < plan.tau
-            if not bool(stop.any()):  # the one host sync of this layer
+            entropies[:, k - 1].index_copy_(0, rows, entropy.to(entropies.dtype))
+            stop = (entropy < plan.tau).to("cpu", copy=True).tolist()  # the one host sync of this layer
+            if not any(stop):
                 continue
-            exit_layers[rows[stop]] = k
-            keep = ~stop
-            if not bool(keep.any()):
+            leaving = [i for i, s in enumerate(stop) if s]
+            staying = [i for i, s in enumerate(stop) if not s]
+            for i in leaving:
+                exit_host[active[i]] = k
+            if exit_hidden is None:
+                exit_hidden = last.new_zeros(batch, frames, last.size(-1))
+            gone = torch.tensor(leaving, device=device)
+            exit_hidden[:, : last.size(1)].index_copy_(0, rows.index_select(0, gone), last.index_select(0, gone))
+            last = None
+            if not staying:
                 break
-            all_rows = False
-            rows, cur_lengths = rows[keep], cur_lengths[keep]
-            longest = int(cur_lengths.max())
-            x = x[:longest, keep]
-            carry = family.keep_rows(carry, keep, longest)
+            before = len(active)
+            active = [active[i] for i in staying]
+            active_counts = [active_counts[i] for i in staying]
+            keep = torch.tensor(staying, device=device)
+            rows, cur_lengths = rows.index_select(0, keep), cur_lengths.index_select(0, keep)
+            longest = max(active_counts)
+            x = x[:longest].index_select(1, keep)
+            carry = family.keep_rows(carry, keep, before, longest)
             if cur_padding is not None:
-                cur_padding = cur_padding[keep, :longest]
-                if not bool(cur_padding.any()):
-                    cur_padding = None
+                cur_padding = cur_padding[:, :longest].index_select(0, keep) if min(active_counts) < longest else None
 
+        if last is not None:  # rows that ran to plan.deepest
+            if exit_hidden is None:
+                exit_hidden = hidden[plan.deepest]
+            else:
+                exit_hidden[:, : last.size(1)].index_copy_(0, rows, last)
         # layers no row reached are zeros; rows that stopped earlier are zeros already;
-        # frames past a row's end (computed as padding) are zeroed here
+        # frames past a row's end (computed as padding) are zeroed here (in place under no_grad)
         outputs: List[Tensor] = []
         for h in hidden:
             if h is None:
-                h = x.new_zeros(batch, frames, x.size(-1))
+                h = exit_hidden.new_zeros(batch, frames, exit_hidden.size(-1))
             elif padded:
-                h = h.masked_fill(padding.unsqueeze(-1), 0.0)
+                h = _zero_frames(h, padding)
             outputs.append(h)
-        hidden = outputs
+        if padded and exit_hidden is not hidden[plan.deepest]:
+            exit_hidden = _zero_frames(exit_hidden, padding)
+        elif padded:
+            exit_hidden = outputs[plan.deepest]
         branch_inputs = None
         if branch_reading is not None:
-            branch_inputs = [h if h is not None else x.new_zeros(batch, frames, x.size(-1)) for h in kept[1:]]
-        return EarlyExitOutput(hidden, lengths, exit_layers, entropies, branch_inputs)
+            branch_inputs = [h if h is not None else exit_hidden.new_zeros(batch, frames, exit_hidden.size(-1)) for h in kept[1:]]
+        exit_layers = torch.tensor(exit_host, dtype=torch.long, device=device)
+        return EarlyExitOutput(outputs, lengths, exit_layers, entropies, branch_inputs, exit_hidden)
 
 
 #: the name before every family ran through the same loop

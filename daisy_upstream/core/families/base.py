@@ -11,10 +11,12 @@ Shapes: ``B`` rows, ``T`` frames, ``C`` CNN channels, ``D`` model width.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from daisy_upstream.core.padded_cnn import padded_cnn
 
 __all__ = ["Family"]
 
@@ -66,15 +68,22 @@ class Family:
             )
 
     # -- running it -------------------------------------------------------------------
-    def cnn(self, model: nn.Module, wav: Tensor) -> Tensor:
+    def cnn(self, model: nn.Module, wav: Tensor, num_samples: Optional[Sequence[int]] = None) -> Tensor:
         """``(B, S)`` waveforms -> ``(B, T, C)`` CNN features after ``model.layer_norm``.
 
         Under ``torch.no_grad()`` when ``feature_grad_mult`` is 0, as every stock expert sets it.
-        This is also what wav2vec 2.0's quantizer reads (``unmasked_features``).
+        This is also what wav2vec 2.0's quantizer reads (``unmasked_features``). With
+        ``num_samples`` (each row's own samples of the zero-padded ``wav``), GroupNorms take
+        their statistics over each row's valid frames only (:func:`~daisy_upstream.core.padded_cnn.padded_cnn`;
+        the caller checked :func:`~daisy_upstream.core.padded_cnn.supports_padded_cnn`).
         """
         context = torch.no_grad() if getattr(model, "feature_grad_mult", 0.0) == 0 else contextlib.nullcontext()
         with context:
-            features = model.feature_extractor(wav)
+            features = None
+            if num_samples is not None:
+                features = padded_cnn(model.feature_extractor, wav, num_samples)
+            if features is None:
+                features = model.feature_extractor(wav)
         return model.layer_norm(features.transpose(1, 2))
 
     def frame_padding(self, model: nn.Module, features: Tensor, wav_padding: Tensor) -> Optional[Tensor]:
@@ -135,8 +144,8 @@ class Family:
         x, (_, ffn) = model.encoder.layers[index](x, self_attn_padding_mask=padding, need_weights=False)
         return x, ffn, None
 
-    def keep_rows(self, carry: Any, keep: Tensor, frames: int) -> Any:
-        """``carry`` for the rows ``keep`` ``(B,)`` bool, time cut to the first ``frames``."""
+    def keep_rows(self, carry: Any, keep: Tensor, rows: int, frames: int) -> Any:
+        """``carry`` of ``rows`` rows for the rows ``keep`` (long indices), time cut to the first ``frames``."""
         return carry
 
     def final_norm(self, model: nn.Module) -> Optional[nn.Module]:

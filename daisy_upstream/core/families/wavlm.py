@@ -47,11 +47,11 @@ class WavLMFamily(Family):
         )
         return x, None, pos_bias
 
-    def keep_rows(self, carry: Any, keep: Tensor, frames: int) -> Any:
+    def keep_rows(self, carry: Any, keep: Tensor, rows: int, frames: int) -> Any:
         if carry is None:  # no relative position embedding
             return None
-        rows, t = keep.numel(), carry.size(-1)
-        bias = carry.view(rows, -1, t, t)[keep][:, :, :frames, :frames]
+        t = carry.size(-1)
+        bias = carry.view(rows, -1, t, t).index_select(0, keep)[:, :, :frames, :frames]
         return bias.reshape(-1, frames, frames)
 
 
