@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tau", type=float, help="override the config's tau")
     parser.add_argument("--stats", metavar="RUNNER_CKPT", help="s3prl runner checkpoint whose Featurizer.exit_counts "
                         "are baked in (for strategies mean / threshold / min-max)")
-    parser.add_argument("--force", action="store_true", help="replace an existing --out")
+    parser.add_argument("--force", action="store_true", help="replace an --out that a previous export-hidden wrote "
+                        "(a folder holding anything else is refused)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,16 +8,15 @@ skipped repeat its exit-layer state, and the weighted sum gives the exit layer t
 
 The folder is built beside ``out`` under a temporary name, checked in a fresh interpreter
 (:mod:`daisy_upstream.leaderboard.hidden_checks`, working directory = the folder) and only then
-renamed to ``out``: an export that fails the checks leaves nothing behind.
+renamed to ``out`` (:func:`daisy_upstream.outputs.output_folder`): an export that fails the
+checks leaves nothing behind, and ``--force`` replaces only a folder a previous export wrote.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -26,6 +25,7 @@ from daisy_upstream.leaderboard.expert_template import EXPERT_PY, EXPORT_KEY
 __all__ = ["HiddenCheckFailed", "export_hidden", "requirements", "run_checks"]
 
 PathLike = Union[str, Path]
+TOOL = "daisy export-hidden"
 
 
 class HiddenCheckFailed(ValueError):
@@ -100,17 +100,18 @@ def export_hidden(
         ``{"out", "upstream_config", "exit_counts", "span", "checks"}``.
 
     Raises:
-        FileExistsError: ``out`` exists and ``force`` is false.
+        OutputRefused: ``out`` is not empty and ``force`` is false, or holds anything but a previous
+            export, or is the current folder or holds an input (:mod:`daisy_upstream.outputs`).
         HiddenCheckFailed: the written folder fails the template's checks (nothing is left).
     """
     from daisy_upstream.atomic import atomic_torch_save, atomic_write_text
     from daisy_upstream.core.checkpoint import checkpoint_record, read_checkpoint
     from daisy_upstream.core.policy import load_calibration
     from daisy_upstream.evaluation.loading import load_upstream, span_note
+    from daisy_upstream.outputs import check_output_folder, output_folder
 
-    out = Path(out)
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} exists; pass --force to replace it or choose another --out")
+    inputs = (ckpt, config, stats)
+    out = check_output_folder(out, TOOL, force, inputs)  # before any work
     overrides = {**(overrides or {}), "layers_past_exit": "copy"}  # the organizers' featurizer is stock
     loaded = load_upstream(ckpt, config, overrides, stats)
     upstream, source, values, counts = loaded.upstream, loaded.checkpoint, loaded.config, loaded.exit_counts
@@ -123,25 +124,11 @@ def export_hidden(
         else:  # authors' layout: no daisy entry to carry it, the threshold it gives is baked in
             values = {**values, "calibration": None, "tau": upstream.tau}
     state[EXPORT_KEY] = {"upstream_config": values, "exit_counts": counts, "source_checkpoint": checkpoint_record(source)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with output_folder(out, TOOL, force, inputs) as tmp:
         atomic_torch_save(state, tmp / "model.pt")
         atomic_write_text(tmp / "expert.py", EXPERT_PY)
         atomic_write_text(tmp / "requirements.txt", "\n".join(requirements()) + "\n")
         report = run_checks(tmp)
         atomic_write_text(tmp / "README.md", _readme(values, counts, source, report))
-        os.chmod(tmp, 0o777 & ~_umask())
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"out": str(out), "upstream_config": values, "exit_counts": counts, "policy": note, "checks": report}
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -61,7 +61,7 @@ EXPECT = {
     "demo": "does not exist",
     "profile": "no audio found",
     "submit": "pass --force",
-    "export-hidden": "pass --force",
+    "export-hidden": "is a file, not a folder",
     "superb-score": "nope.yaml",
 }
 

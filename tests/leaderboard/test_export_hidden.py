@@ -19,6 +19,7 @@ from daisy_upstream.core.policy import exit_span
 from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.leaderboard import export_hidden as export_module
 from daisy_upstream.leaderboard.export_hidden import HiddenCheckFailed, export_hidden
+from daisy_upstream.outputs import OutputRefused
 from daisy_upstream.testing import waves
 
 # With the tiny fixture (seed 0) and these inputs, tau 0.74 sits between the branch entropies of
@@ -63,7 +64,8 @@ def _import_expert(folder: Path):
 def test_written_expert_passes_the_template_in_a_fresh_process(tiny_ckpt, tmp_path):
     out = tmp_path / "hidden"
     result = export_hidden(out, ckpt=tiny_ckpt, overrides={"tau": TAU})
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "expert.py", "model.pt", "requirements.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".daisy-output.json", "README.md", "expert.py", "model.pt",
+                                                      "requirements.txt"]
     assert result["checks"]["ok"] and result["upstream_config"]["layers_past_exit"] == "copy"
     assert list(tmp_path.glob(".hidden.*")) == []  # the temporary folder was renamed
     state = torch.load(out / "model.pt", weights_only=True)
@@ -141,12 +143,35 @@ def test_a_folder_failing_the_checks_is_not_left_behind(tiny_ckpt, tmp_path, mon
     assert list(tmp_path.iterdir()) == [tiny_ckpt]
 
 
-def test_existing_folder_needs_force(tiny_ckpt, tmp_path):
-    (tmp_path / "hidden").mkdir()
-    with pytest.raises(FileExistsError, match="--force"):
-        export_hidden(tmp_path / "hidden", ckpt=tiny_ckpt, overrides={"tau": TAU})
-    export_hidden(tmp_path / "hidden", ckpt=tiny_ckpt, overrides={"tau": TAU}, force=True)
-    assert (tmp_path / "hidden" / "expert.py").is_file()
+def test_force_replaces_only_a_previous_export_and_never_a_users_folder(tiny_ckpt, tmp_path, monkeypatch):
+    """The data-loss bug of issue 18: --force used to rmtree whatever --out held."""
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "notes.txt").write_text("months of experiments")
+    (mine / "sub" / "model.pt").write_bytes(b"\x00weights")
+    with pytest.raises(OutputRefused, match="--force"):
+        export_hidden(mine, ckpt=tiny_ckpt, overrides={"tau": TAU})
+    with pytest.raises(OutputRefused, match="did not write"):
+        export_hidden(mine, ckpt=tiny_ckpt, overrides={"tau": TAU}, force=True)
+    assert (mine / "notes.txt").read_text() == "months of experiments"
+    assert (mine / "sub" / "model.pt").read_bytes() == b"\x00weights"
+    monkeypatch.chdir(mine)
+    with pytest.raises(OutputRefused, match="current folder"):
+        export_hidden(".", ckpt=tiny_ckpt, overrides={"tau": TAU}, force=True)
+    assert sorted(p.name for p in mine.rglob("*")) == ["model.pt", "notes.txt", "sub"]
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "hidden"
+    out.mkdir()  # an empty folder is taken without --force
+    export_hidden(out, ckpt=tiny_ckpt, overrides={"tau": TAU})
+    with pytest.raises(OutputRefused, match="holds the input"):  # re-export from the export's own model.pt
+        export_hidden(out, ckpt=out / "model.pt", overrides={"tau": TAU}, force=True)
+    export_hidden(out, ckpt=tiny_ckpt, overrides={"tau": 0.5}, force=True)  # its own previous export
+    assert torch.load(out / "model.pt", weights_only=True)["daisy_export"]["upstream_config"]["tau"] == 0.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["hidden", "mine", tiny_ckpt.name])
+    (out / "README.md").write_text("my edits")  # edited by hand: no longer the tool's own output
+    with pytest.raises(OutputRefused, match="changed since"):
+        export_hidden(out, ckpt=tiny_ckpt, overrides={"tau": TAU}, force=True)
+    assert (out / "README.md").read_text() == "my edits"
 
 
 def test_a_calibration_file_named_by_the_config_travels_inside_model_pt(write_checkpoint, tmp_path):

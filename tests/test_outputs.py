@@ -1,0 +1,152 @@
+"""The output policy (daisy_upstream.outputs): complete or absent, --force replaces only the
+same tool's own output, inputs / the current folder / foreign files never touched."""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from daisy_upstream.outputs import (FILE_MANIFEST, FOLDER_MANIFEST, OutputRefused, output_files,
+                                    output_folder)
+
+
+def _snapshot(root):
+    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in root.rglob("*")}
+
+
+def _write(tmp, name="a.txt", text="new"):
+    (tmp / name).write_text(text)
+
+
+def test_folder_appears_in_one_piece_with_its_manifest(tmp_path):
+    out = tmp_path / "out"
+    with output_folder(out, "demo") as tmp:
+        assert tmp.parent == tmp_path and not out.exists()
+        _write(tmp)
+        (tmp / "sub").mkdir()
+        _write(tmp / "sub", "b.bin", "b")
+    manifest = json.loads((out / FOLDER_MANIFEST).read_text())
+    assert manifest["tool"] == "daisy demo" and set(manifest["contents"]) == {"a.txt", "sub", "sub/b.bin"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_failure_leaves_the_old_output_and_no_partial_folder(tmp_path):
+    out = tmp_path / "out"
+    with output_folder(out, "demo") as tmp:
+        _write(tmp, text="old")
+    with pytest.raises(KeyboardInterrupt):
+        with output_folder(out, "demo", force=True) as tmp:
+            _write(tmp, text="half")
+            raise KeyboardInterrupt
+    assert (out / "a.txt").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_force_replaces_its_own_output_only(tmp_path):
+    out = tmp_path / "out"
+    with output_folder(out, "demo") as tmp:
+        _write(tmp, text="old")
+    with pytest.raises(OutputRefused, match="not empty; pass --force"):
+        with output_folder(out, "demo") as tmp:
+            pass
+    with pytest.raises(OutputRefused, match="written by daisy demo, not daisy bench"):
+        with output_folder(out, "bench", force=True):
+            pass
+    with output_folder(out, "demo", force=True) as tmp:
+        _write(tmp, text="new")
+    assert (out / "a.txt").read_text() == "new"
+    _write(out, "mine.txt", "user")  # a user's file added to the output
+    before = _snapshot(tmp_path)
+    with pytest.raises(OutputRefused, match="'mine.txt', which daisy demo did not write"):
+        with output_folder(out, "demo", force=True):
+            pass
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("case", ["foreign", "cwd", "parent-of-cwd", "holds-input", "is-input", "file", "symlink"])
+def test_refused_whatever_force_says(case, tmp_path, monkeypatch):
+    user = tmp_path / "user"
+    (user / "deep").mkdir(parents=True)
+    _write(user, "data.txt", "precious")
+    _write(user / "deep", "model.pt", "weights")
+    out, inputs = user, ()
+    if case == "cwd":
+        monkeypatch.chdir(user)
+        out = "."
+    elif case == "parent-of-cwd":
+        monkeypatch.chdir(user / "deep")
+        out = ".."
+    elif case == "holds-input":
+        out, inputs = tmp_path / "empty", (tmp_path / "empty" / "x.pt",)
+        out.mkdir()
+    elif case == "is-input":
+        out, inputs = user / "deep", (user / "deep",)
+    elif case == "file":
+        out = user / "data.txt"
+    elif case == "symlink":
+        out = tmp_path / "link"
+        out.symlink_to(user / "deep")
+    before = _snapshot(tmp_path)
+    with pytest.raises(OutputRefused):
+        with output_folder(out, "profile", force=True, inputs=inputs) as tmp:
+            _write(tmp)
+    assert _snapshot(tmp_path) == before
+
+
+def test_two_runs_on_one_out_never_both_succeed(tmp_path):
+    out, barrier, results = tmp_path / "out", threading.Barrier(2), []
+
+    def run(text):
+        try:
+            with output_folder(out, "profile") as tmp:
+                _write(tmp, text=text)
+                barrier.wait(timeout=10)  # both have passed the first check
+            results.append(text)
+        except OutputRefused:
+            results.append("refused")
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in ("one", "two")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("refused") == 1
+    winner = next(r for r in results if r != "refused")
+    assert (out / "a.txt").read_text() == winner
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_files_forced_only_over_the_same_tools_unchanged_file(tmp_path):
+    target, other = tmp_path / "scores.json", tmp_path / "notes.json"
+    other.write_text("user's")
+    with output_files([target], "superb-score") as (tmp,):
+        tmp.write_text("1")
+    assert json.loads((tmp_path / FILE_MANIFEST).read_text())["scores.json"]["tool"] == "daisy superb-score"
+    with pytest.raises(OutputRefused, match="exists; pass --force"):
+        with output_files([target], "superb-score"):
+            pass
+    with output_files([target], "superb-score", force=True) as (tmp,):
+        tmp.write_text("2")
+    assert target.read_text() == "2"
+    for path, tool in ((other, "superb-score"), (target, "submit")):
+        with pytest.raises(OutputRefused, match="not written by"):
+            with output_files([path], tool, force=True):
+                pass
+    target.write_text("edited")
+    with pytest.raises(OutputRefused, match="changed since"):
+        with output_files([target], "superb-score", force=True):
+            pass
+    with pytest.raises(OutputRefused, match="is an input"):
+        with output_files([tmp_path / "new.json"], "superb-score", force=True, inputs=[tmp_path / "new.json"]):
+            pass
+    assert other.read_text() == "user's" and target.read_text() == "edited"
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_two_file_runs_without_force_never_both_succeed(tmp_path):
+    target = tmp_path / "predict.zip"
+    with pytest.raises(OutputRefused, match="exists"):  # the check under the lock, before the rename
+        with output_files([target], "submit") as (tmp,):
+            tmp.write_text("first")
+            target.write_text("second run finished meanwhile")
+    assert target.read_text() == "second run finished meanwhile"
