@@ -12,7 +12,6 @@ or task config (steps aside) is refused.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 import shutil
@@ -22,6 +21,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import yaml
 
+from daisy_upstream.core.checkpoint import checkpoint_record
 from daisy_upstream.atomic import atomic_write_json, atomic_write_text
 from daisy_upstream.evaluation.loading import evaluation_span
 from daisy_upstream.integration.runner_io import (
@@ -136,7 +136,8 @@ class Table1:
 
     # -- settings: a folder holds one table ----------------------------------------------
     def settings(self) -> Dict[str, Any]:
-        return {"ckpt": str(self.ckpt), "ckpt_sha256": _sha256(self.ckpt), "fixed_layer": self.fixed_layer,
+        sha256 = checkpoint_record(self.ckpt)["sha256"] if self.ckpt.is_file() else None
+        return {"ckpt": str(self.ckpt), "ckpt_sha256": sha256, "fixed_layer": self.fixed_layer,
                 "seed": self.seed,
                 "task_configs": self.task_configs,
                 "mixed_corpus": None if self.mixed_corpus is None else str(self.mixed_corpus)}
@@ -380,16 +381,6 @@ def newest_checkpoint(expdir: Path) -> Optional[Path]:
             continue
         return path
     return None
-
-
-def _sha256(path: Path) -> Optional[str]:
-    if not Path(path).is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _data_paths(config: Mapping[str, Any]):
