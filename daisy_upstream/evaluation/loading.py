@@ -115,6 +115,7 @@ def _calibrated_here(path: Path, values: Dict[str, Any], wavs: Sequence[Any], fa
 
     import torch
 
+    from daisy_upstream.audio.io import SAMPLE_RATE
     from daisy_upstream.integration.hubconf import daisy_local
     from daisy_upstream.training.calibration import CalibrationResult, utterance_entropies, write_calibration_yaml
 
@@ -122,7 +123,7 @@ def _calibrated_here(path: Path, values: Dict[str, Any], wavs: Sequence[Any], fa
     probe = daisy_local(str(path), model_config={**values, "tau": 0.0}, family=family).to(wavs[0].device).eval()
     with torch.no_grad():
         entropies = utterance_entropies(probe.net, probe.net.branches, wavs)
-    seconds = sum(len(w) for w in wavs) / probe.task_cfg.sample_rate
+    seconds = sum(len(w) for w in wavs) / SAMPLE_RATE  # every family's models take 16 kHz
     result = CalibrationResult(entropies, [str(i) for i in range(len(wavs))], "the audio at hand", seconds,
                                (float(values["rho"]),), str(path))
     with tempfile.TemporaryDirectory() as tmp:  # the upstream reads it once, when built

@@ -38,6 +38,23 @@ def test_without_a_calibration_tau_comes_from_the_bench_audio(write_checkpoint, 
     assert meta["tau"] == pytest.approx((max(entropy) + min(entropy)) / 2)
 
 
+@pytest.mark.parametrize("family", ["wav2vec2", "data2vec", "wavlm"])
+def test_every_family_is_calibrated_on_the_bench_audio(family, tmp_path):
+    """A checkpoint of each family without a calibration (WavLM's config has no sample rate:
+    the bench once crashed reading it) is calibrated on the bench audio and timed."""
+    import torch
+
+    from daisy_upstream.testing import make_random_family_checkpoint
+
+    ckpt = tmp_path / f"{family}.pt"
+    torch.save(make_random_family_checkpoint(family, num_layers=2), ckpt)
+    result = bench(tmp_path / "b", ckpt, {"rho": 1.0}, batch_sizes=(1,), utterances=1, min_seconds=0.5,
+                   max_seconds=0.8, repeats=1, warmup=0)
+    meta = result["meta"]
+    assert meta["family"] == family and meta["calibrated_on_bench_audio"]
+    assert meta["calibration"]["audio_seconds"] == pytest.approx(meta["seconds"], abs=1e-3)
+
+
 def test_a_strategy_without_branches_to_check_is_refused(tiny_ckpt, tmp_path):
     with pytest.raises(ValueError, match="checks no branch"):
         bench(tmp_path / "b", tiny_ckpt, {"strategy": "full"}, batch_sizes=(1,), utterances=1, repeats=1)
