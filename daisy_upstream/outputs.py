@@ -19,6 +19,11 @@ One policy for every ``daisy`` command that writes results (the resumable workin
   folder is taken). The final rename happens under a lock on the parent folder after a second
   check, so of two runs on one output at most one succeeds.
 
+A **working folder** (``demo --out``: a corpus and runner experiments that record their absolute
+paths, re-run to continue) cannot be built aside; :func:`claim_working_folder` applies the same
+refusals and marks the folder as the command's, so a later run continues only in a folder that
+command claimed (``make-corpus`` and ``table1`` keep their own equivalent markers).
+
 Refusals are :class:`OutputRefused` (a ``ValueError``: one line, exit 2 in the CLI).
 """
 from __future__ import annotations
@@ -34,7 +39,7 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 __all__ = ["FOLDER_MANIFEST", "FILE_MANIFEST", "OutputRefused", "check_output_folder", "check_output_files",
-           "output_folder", "output_files"]
+           "claim_working_folder", "output_folder", "output_files"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 FOLDER_MANIFEST = ".daisy-output.json"
@@ -106,14 +111,8 @@ def _owned_folder_problem(out: Path, tool: str) -> Optional[str]:
     return None
 
 
-def check_output_folder(out: PathLike, tool: str, force: bool = False,
-                        inputs: Sequence[Optional[PathLike]] = ()) -> Path:
-    """Refuse a folder output the policy forbids; returns ``out`` as a ``Path``.
-
-    Raises:
-        OutputRefused: see the module docstring.
-    """
-    tool = _tool_name(tool)
+def _refuse_always(out: PathLike, inputs: Sequence[Optional[PathLike]]) -> Path:
+    """A folder output that is a symlink, the current folder or a parent of it, or holds an input."""
     out = Path(out).expanduser()
     if out.is_symlink():
         raise OutputRefused(f"--out {out} is a symbolic link; give a real folder path")
@@ -124,6 +123,18 @@ def check_output_folder(out: PathLike, tool: str, force: bool = False,
     for source in _resolved(inputs):
         if _inside(source, where):
             raise OutputRefused(f"--out {out} holds the input {source}; choose another --out")
+    return out
+
+
+def check_output_folder(out: PathLike, tool: str, force: bool = False,
+                        inputs: Sequence[Optional[PathLike]] = ()) -> Path:
+    """Refuse a folder output the policy forbids; returns ``out`` as a ``Path``.
+
+    Raises:
+        OutputRefused: see the module docstring.
+    """
+    tool = _tool_name(tool)
+    out = _refuse_always(out, inputs)
     if not out.exists():
         return out
     if not out.is_dir():
@@ -191,6 +202,35 @@ def output_folder(out: PathLike, tool: str, force: bool = False,
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def claim_working_folder(out: PathLike, tool: str, inputs: Sequence[Optional[PathLike]] = ()) -> Path:
+    """Claim ``out`` as ``tool``'s resumable working folder (created; marked with a manifest).
+
+    A new or empty folder is claimed; a folder that ``tool`` claimed before is continued;
+    anything else is refused, as are the current folder, its parents and a folder holding an input.
+
+    Raises:
+        OutputRefused: see the module docstring.
+    """
+    tool = _tool_name(tool)
+    out = _refuse_always(out, inputs)
+    if out.exists() and not out.is_dir():
+        raise OutputRefused(f"--out {out} is a file, not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            record = json.loads((out / FOLDER_MANIFEST).read_text())
+        except (OSError, ValueError):
+            record = None
+        if isinstance(record, dict) and record.get("tool") == tool and record.get("working"):
+            return out  # continue there
+        raise OutputRefused(f"--out {out} is not empty and is not a working folder of {tool}; "
+                            "choose a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    from daisy_upstream.atomic import atomic_write_json
+
+    atomic_write_json(out / FOLDER_MANIFEST, {"tool": tool, "working": True})
+    return out
 
 
 def _file_manifest(folder: Path) -> Dict[str, Dict[str, str]]:

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from daisy_upstream.outputs import (FILE_MANIFEST, FOLDER_MANIFEST, OutputRefused, output_files,
-                                    output_folder)
+from daisy_upstream.outputs import (FILE_MANIFEST, FOLDER_MANIFEST, OutputRefused, claim_working_folder,
+                                    output_files, output_folder)
 
 
 def _snapshot(root):
@@ -150,3 +150,23 @@ def test_two_file_runs_without_force_never_both_succeed(tmp_path):
             tmp.write_text("first")
             target.write_text("second run finished meanwhile")
     assert target.read_text() == "second run finished meanwhile"
+
+
+def test_a_working_folder_is_continued_only_by_the_command_that_claimed_it(tmp_path, monkeypatch):
+    work = claim_working_folder(tmp_path / "demo", "demo")
+    _write(work, "corpus.json", "{}")
+    assert claim_working_folder(work, "demo") == work  # re-run: continue
+    with pytest.raises(OutputRefused, match="not a working folder of daisy bench"):
+        claim_working_folder(work, "bench")
+    user = tmp_path / "user"
+    user.mkdir()
+    _write(user, "data.txt", "precious")
+    before = _snapshot(tmp_path)
+    with pytest.raises(OutputRefused, match="not a working folder"):
+        claim_working_folder(user, "demo")
+    with pytest.raises(OutputRefused, match="holds the input"):
+        claim_working_folder(work, "demo", inputs=[work / "model.pt"])
+    monkeypatch.chdir(work)
+    with pytest.raises(OutputRefused, match="current folder"):
+        claim_working_folder(".", "demo")
+    assert _snapshot(tmp_path) == before

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=types.threads, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/bench", help="directory for bench.json and bench.png")
+    parser.add_argument("--out", default="runs/bench", help="folder for bench.json, bench.png, bench.txt")
+    parser.add_argument("--force", action="store_true", help="replace an --out that bench wrote before")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         family=args.family,
         fixed_layer=args.fixed_layer, batch_sizes=args.batch_sizes, utterances=args.utterances,
         min_seconds=args.min_seconds, max_seconds=args.max_seconds, repeats=args.repeats, warmup=args.warmup,
-        device=args.device, seed=args.seed, say=lambda message: print(f"[bench] {message}", file=sys.stderr),
+        device=args.device, seed=args.seed, force=args.force, say=lambda message: print(f"[bench] {message}", file=sys.stderr),
     )
     print(result["table"])
     print(f"[bench] wrote {args.out}/bench.json, bench.png, bench.txt", file=sys.stderr)

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rho values to compute tau for (default 0.7 0.76 1.0)")
     parser.add_argument("--out", type=Path, required=True, help="calibration YAML to write")
     parser.add_argument("--plot", type=Path, default=None, help="PNG plot (default: OUT with .png)")
-    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    parser.add_argument("--force", action="store_true", help="replace output files that calibrate wrote before")
     parser.add_argument("--batch-seconds", type=types.positive_float, default=60.0, help="audio seconds per forward")
     parser.add_argument("--max-utterances", type=types.positive_int, default=None,
                         help="use a deterministic subset of this many utterances")
@@ -51,10 +51,11 @@ def run(args: argparse.Namespace) -> int:
     )
 
     types.set_threads(args.threads)
+    from daisy_upstream.outputs import check_output_files, output_files
+
     plot = args.plot or args.out.with_suffix(".png")
-    for path in (args.out, plot):
-        if path.exists() and not args.force:
-            raise FileExistsError(f"{path} exists; pass --force to overwrite it")
+    inputs = (args.ckpt, args.audio, args.s3prl_config)
+    check_output_files([args.out, plot], "calibrate", args.force, inputs)  # before any work
     resample = not args.reject_resample
     if args.audio is not None:
         corpus = AudioCorpus.from_source(args.audio, resample=resample)
@@ -73,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
 
     result = calibrate_checkpoint(args.ckpt, corpus, args.rho, args.batch_seconds, args.device or default_device(),
                                   progress=not args.no_progress)
-    write_calibration_yaml(result, args.out, force=args.force)
-    plot_calibration(result, plot, force=args.force)
+    with output_files([args.out, plot], "calibrate", args.force, inputs) as (yaml_tmp, plot_tmp):
+        write_calibration_yaml(result, yaml_tmp, force=True)
+        plot_calibration(result, plot_tmp, force=True)
     print(format_table(result))
     print(f"audio: {corpus.problems.summary()}")
     print(f"wrote {args.out} and {plot}")

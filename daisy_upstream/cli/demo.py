@@ -27,7 +27,8 @@ REPEATS = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="where the corpus and the experiment go")
+    parser.add_argument("--out", default="runs/demo", help="where the corpus and the experiment go: a new or "
+                        "empty folder, or one an earlier demo made (it continues there)")
     parser.add_argument("-k", "--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
     parser.add_argument("--hours", type=types.positive_float, default=0.4, help="synthetic speech to make")
     parser.add_argument("--steps", type=types.positive_int, default=300, help="downstream training steps")
@@ -46,14 +47,26 @@ def _say(message: str) -> None:
     print(f"\n[demo] {message}", flush=True)
 
 
+def _read_task_config(path: Optional[str]) -> Dict[str, Any]:
+    """The voxceleb1 task config (default: the shipped one), checked for the sections the demo fills in."""
+    from daisy_upstream.integration.plugin import s3prl_configs
+
+    path = path or s3prl_configs() / "voxceleb1" / "config.yaml"
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    datarc = config.get("downstream_expert", {}).get("datarc") if isinstance(config, dict) else None
+    if not isinstance(datarc, dict) or not all(isinstance(config.get(k), dict) for k in ("runner", "optimizer")):
+        raise ValueError(f"--task-config {path}: expected an s3prl voxceleb1 config (downstream_expert.datarc, "
+                         "runner, optimizer)")
+    return config
+
+
 def _task_config(args: argparse.Namespace, corpus: Path) -> Dict[str, Any]:
     """The shipped voxceleb1 config with the corpus's data paths and a CPU-sized run."""
     manifest = json.loads((corpus / "corpus.json").read_text())
     sid = manifest["layouts"]["sid"]
-    from daisy_upstream.integration.plugin import s3prl_configs
 
-    with open(args.task_config or s3prl_configs() / "voxceleb1" / "config.yaml") as f:
-        config = yaml.safe_load(f)
+    config = _read_task_config(args.task_config)
     datarc = config["downstream_expert"]["datarc"]
     datarc.update(file_path=sid["file_path"], meta_data=sid["meta_data"], num_workers=1,
                   train_batch_size=8, max_timestep=64000)
@@ -108,9 +121,15 @@ def run(args: argparse.Namespace) -> int:
     ckpt = str(Path(args.ckpt).resolve()) if args.ckpt else str(DEFAULT_CHECKPOINT)
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"checkpoint {ckpt} does not exist (-k/--ckpt)")
+    from daisy_upstream.core.checkpoint import load_daisy_checkpoint
+
+    load_daisy_checkpoint(ckpt)  # a bad checkpoint fails here, not after the corpus is made
+    _read_task_config(args.task_config)  # so does a bad task config
     types.set_threads(args.threads)
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    from daisy_upstream.outputs import claim_working_folder
+
+    # a working folder (re-run to continue): the corpus and the runner record absolute paths in it
+    out = claim_working_folder(args.out, "demo", (args.ckpt, args.task_config)).resolve()
     log = out / "demo.log"
 
     _say(f"1/4 making a {args.hours} h synthetic corpus in {out / 'corpus'}")

@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--threads", type=types.threads, default=1,
                         help="torch / OpenMP threads here and in s3prl's runner (default 1; 0 = torch's default)")
-    parser.add_argument("--out", default="runs/noise_report")
+    parser.add_argument("--out", default="runs/noise_report", help="folder for the report (written aside, "
+                        "renamed into place when everything is done)")
+    parser.add_argument("--force", action="store_true", help="replace an --out that noise-report wrote before")
     mixed = parser.add_argument_group(
         "DAISY vs a fixed exit on the mixed-noise set (Fig. 5; ASR only)",
         "The mixed set (40%% clean, 30%% 10 dB, 20%% 5 dB, 10%% 0 dB) is the ASR test split of a "
@@ -57,21 +59,30 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--corpus / --daisy-config / --fixed-downstream-ckpt only apply with --downstream-ckpt")
     if args.downstream_ckpt is not None and not args.corpus:
         raise ValueError("--downstream-ckpt needs --corpus (a 'daisy make-corpus' directory with the mixed set)")
-    types.set_threads(args.threads)
-    if not args.no_sweep:
-        _snr_sweep(args)
-    if args.downstream_ckpt is not None:
-        from daisy_upstream.evaluation.mixed_set import mixed_set_comparison
+    from daisy_upstream.outputs import check_output_folder, output_folder
 
-        result = mixed_set_comparison(args.out, args.corpus, args.downstream_ckpt, daisy_config=args.daisy_config,
-                                      fixed_downstream_ckpt=args.fixed_downstream_ckpt, device=args.device,
-                                      threads=args.threads or None)
-        print(result["table"])
-        print(f"[noise-report] wrote {result['out']}/mixed_set.json, mixed_set.txt, wer_by_snr.png", file=sys.stderr)
+    inputs = (args.ckpt, args.config, args.clean, *(args.noise or ()), args.downstream_ckpt, args.corpus,
+              args.daisy_config, args.fixed_downstream_ckpt)
+    out = check_output_folder(args.out, "noise-report", args.force, inputs)  # before any work
+    types.set_threads(args.threads)
+    with output_folder(out, "noise-report", args.force, inputs) as tmp:
+        if not args.no_sweep:
+            _snr_sweep(args, tmp)
+        if args.downstream_ckpt is not None:
+            from daisy_upstream.evaluation.mixed_set import mixed_set_comparison
+
+            result = mixed_set_comparison(tmp, args.corpus, args.downstream_ckpt, daisy_config=args.daisy_config,
+                                          fixed_downstream_ckpt=args.fixed_downstream_ckpt, device=args.device,
+                                          threads=args.threads or None)
+            print(result["table"])
+    if not args.no_sweep:
+        print(f"[noise-report] wrote {out}/noise_report.json, noise_report.txt, exit_layers_by_snr.png", file=sys.stderr)
+    if args.downstream_ckpt is not None:
+        print(f"[noise-report] wrote {out}/mixed_set/mixed_set.json, mixed_set.txt, wer_by_snr.png", file=sys.stderr)
     return 0
 
 
-def _snr_sweep(args: argparse.Namespace) -> None:
+def _snr_sweep(args: argparse.Namespace, out: Path) -> None:
     from daisy_upstream.audio.io import SAMPLE_RATE
     from daisy_upstream.evaluation.loading import config_values, load_upstream
     from daisy_upstream.evaluation.noise_report import clean_clips, noise_signals, parse_snrs, snr_sweep
@@ -85,8 +96,5 @@ def _snr_sweep(args: argparse.Namespace) -> None:
     loaded = load_upstream(args.ckpt, args.config, overrides, device=args.device)
     upstream, ckpt = loaded.upstream, str(loaded.checkpoint)
     noises = noise_signals(args.noise, seconds=max(len(w) for w in clean) / SAMPLE_RATE + 1, seed=args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     result = snr_sweep(upstream, ckpt, clean, noises, snrs, out, args.batch_size, args.seed, args.device)
     print(result["table"])
-    print(f"[noise-report] wrote {out}/noise_report.json, noise_report.txt, exit_layers_by_snr.png", file=sys.stderr)

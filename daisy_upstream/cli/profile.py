@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=types.threads, default=1, help="torch CPU threads (counts do not depend on it)")
     parser.add_argument("--out", type=Path, default=Path("runs/profile"),
                         help="folder for profile.json, profile.txt, profile.png")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing OUT/profile.json")
+    parser.add_argument("--force", action="store_true", help="replace an --out that profile wrote before")
 
 
 def run(args: argparse.Namespace) -> int:

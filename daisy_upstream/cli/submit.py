@@ -15,16 +15,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "tasks (s3prl submit.py's flags; 'asr' = asr_no_lm):\n" + describe_tasks()
     parser.add_argument("pairs", nargs="+", metavar="TASK=EXPDIR", help="a task and its runner experiment directory")
     parser.add_argument("--out", type=Path, default=Path("predict.zip"), help="the zip to write (default predict.zip)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    parser.add_argument("--force", action="store_true", help="replace an --out that submit wrote before")
 
 
 def run(args: argparse.Namespace) -> int:
     from daisy_upstream.leaderboard.submit import parse_pairs, write_predict_zip
 
     tasks = parse_pairs(args.pairs)
-    if args.out.exists() and not args.force:
-        raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
-    members, warnings = write_predict_zip(tasks, args.out)
+    members, warnings = write_predict_zip(tasks, args.out, force=args.force)
     for warning in warnings:
         print(f"daisy submit: warning: {warning}", file=sys.stderr)
     for member in members:

@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reject-resample", action="store_true",
                         help="reject audio not at 16 kHz instead of resampling it with a warning")
     parser.add_argument("--threads", type=types.threads, default=None, help="torch CPU threads (0 or none: torch's default)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    parser.add_argument("--force", action="store_true", help="replace an --out that train-branches wrote before")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -98,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
     from daisy_upstream.training.stage1 import Stage1Config, train_branches
 
     types.set_threads(args.threads)
-    if args.out.exists() and not args.force:
-        raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
+    from daisy_upstream.outputs import check_output_files
+
+    check_output_files([args.out], "train-branches", args.force, (args.ckpt, args.teacher))  # before any work
     work_dir = args.work_dir or args.out.with_name(args.out.stem + ".work")
     if args.heldout_fraction is None:
         args.heldout_fraction = 0.0 if args.heldout_audio is not None else 0.01
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         args.ckpt, corpus, args.out, work_dir, config,
         device=args.device, teacher=args.teacher, progress=not args.no_progress,
         heldout=heldout, half=args.fp16,
-        provenance={"command": shlex.join(command)} if command else None,
+        provenance={"command": shlex.join(command)} if command else None, force=args.force,
     )
     if result.rank != 0:
         return 0  # under torchrun only rank 0 reports and writes

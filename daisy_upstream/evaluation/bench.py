@@ -48,6 +48,7 @@ def bench(
     warmup: int = 1,
     device: str = "cpu",
     seed: int = 0,
+    force: bool = False,
     say: Callable[[str], None] = lambda message: None,
 ) -> Dict[str, Any]:
     """Time the upstream forward of every mode and write ``out/bench.{json,txt,png}``.
@@ -58,13 +59,16 @@ def bench(
     the checkpoint or the config, tau comes from the bench audio itself (said in the output).
     ``random_base``: a randomly initialised Base of ``family`` (default hubert) instead of
     ``ckpt``, its random branches sharpened with depth so that utterances exit mid-way (timing
-    only); else ``family`` is the family ``ckpt`` must be (None: the file's own).
+    only); else ``family`` is the family ``ckpt`` must be (None: the file's own). ``out`` follows
+    :mod:`daisy_upstream.outputs` (``force`` replaces only a folder bench wrote before; the three
+    files appear together).
 
     Returns:
         ``{"meta", "results", "targets", "table"}`` (``bench.json`` without the table).
 
     Raises:
         ValueError: a strategy that checks no branch (nothing to compare), CUDA not available.
+        OutputRefused: ``out`` is not bench's to write (checked before any work).
     """
     import tempfile
 
@@ -74,8 +78,11 @@ def bench(
     from daisy_upstream.core.policy import make_plan
     from daisy_upstream.evaluation.benchmark import Mode, run_benchmark
     from daisy_upstream.evaluation.loading import config_values, load_upstream
+    from daisy_upstream.outputs import check_output_folder, output_folder
     from daisy_upstream.testing import make_random_family_checkpoint, sharpen_branches
 
+    inputs = (ckpt, config if isinstance(config, (str, Path)) else None)
+    out = check_output_folder(out, "bench", force, inputs)  # before any work
     values = config_values(config, overrides)  # a bad key fails here, before any work
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -83,8 +90,6 @@ def bench(
     clips = bench_set(utterances, min_seconds, max_seconds, seed)
     wavs = [torch.from_numpy(c.wav).to(device) for c in clips]
     seconds = sum(len(w) for w in wavs) / SAMPLE_RATE
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         if random_base:
             ckpt = Path(tmp) / f"random_{family or 'hubert'}_base.pt"
@@ -129,9 +134,10 @@ def bench(
         "seconds": seconds, "snr_mix": [c.snr_db for c in clips], "repeats": repeats, "warmup": warmup,
     }
     payload = {"meta": meta, "results": [r.to_dict() for r in results], "targets": checks}
-    atomic_write_json(out / "bench.json", payload)
-    plot_bench(results, out / "bench.png")
-    atomic_write_text(out / "bench.txt", table + "\n")
+    with output_folder(out, "bench", force, inputs) as tmp:
+        atomic_write_json(tmp / "bench.json", payload)
+        plot_bench(results, tmp / "bench.png")
+        atomic_write_text(tmp / "bench.txt", table + "\n")
     return {**payload, "table": table}
 
 

@@ -214,16 +214,19 @@ def run_profile(
     """Profile, then write ``out/profile.json``, ``out/profile.txt`` and ``out/profile.png``.
 
     Raises:
-        FileExistsError: ``out/profile.json`` exists and ``force`` is false.
+        OutputRefused: ``out`` is not empty and ``force`` is false, or holds anything but a previous
+            profile, or is the current folder or holds an input (:mod:`daisy_upstream.outputs`).
+
+    The three files appear together (one rename of a folder built aside) or not at all.
     """
     from daisy_upstream.atomic import atomic_write_json, atomic_write_text
     from daisy_upstream.core.checkpoint import checkpoint_record
-    from daisy_upstream.leaderboard.buckets import describe
     from daisy_upstream.evaluation.loading import load_upstream, span_note
+    from daisy_upstream.leaderboard.buckets import describe
+    from daisy_upstream.outputs import check_output_folder, output_folder
 
-    out = Path(out)
-    if (out / "profile.json").exists() and not force:
-        raise FileExistsError(f"{out / 'profile.json'} exists; pass --force to overwrite it or choose another --out")
+    inputs = (ckpt, config, stats, audio, librispeech)
+    out = check_output_folder(out, "profile", force, inputs)
     clips, source = choose_clips(audio, librispeech)
     if snr is not None:
         clips = add_noise(clips, snr, seed=seed)
@@ -251,9 +254,10 @@ def run_profile(
         f"counted ops (MACs, both models): {profile['counted_ops']}",
         COUNTER_NOTE,
     ])
-    atomic_write_json(out / "profile.json", profile)
-    atomic_write_text(out / "profile.txt", table + "\n")
     snr_text = "clean" if snr is None else f"{snr:g} dB SNR"
-    plot_profile(profile, out / "profile.png", title=f"MACs per audio second, batch 1 ({snr_text})")
+    with output_folder(out, "profile", force, inputs) as tmp:
+        atomic_write_json(tmp / "profile.json", profile)
+        atomic_write_text(tmp / "profile.txt", table + "\n")
+        plot_profile(profile, tmp / "profile.png", title=f"MACs per audio second, batch 1 ({snr_text})")
     profile["table"] = table
     return profile

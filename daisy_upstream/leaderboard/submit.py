@@ -124,19 +124,22 @@ def plan_submission(tasks: Mapping[str, Union[str, Path]]) -> Tuple[List[Tuple[P
     return entries, warnings
 
 
-def write_predict_zip(tasks: Mapping[str, Union[str, Path]], out: Union[str, Path]) -> Tuple[List[str], List[str]]:
-    """Write ``out`` (the public-set ``predict.zip``) atomically.
+def write_predict_zip(tasks: Mapping[str, Union[str, Path]], out: Union[str, Path],
+                      force: bool = False) -> Tuple[List[str], List[str]]:
+    """Write ``out`` (the public-set ``predict.zip``) atomically (:func:`daisy_upstream.outputs.output_files`:
+    an existing ``out`` only with ``force`` and only if ``daisy submit`` wrote it; never an input file).
 
     Returns:
         ``(members, warnings)``.
 
     Raises:
         SubmissionError: see :func:`plan_submission`; nothing is written then.
+        OutputRefused: see :mod:`daisy_upstream.outputs`.
     """
-    from daisy_upstream.atomic import atomic_path
+    from daisy_upstream.outputs import output_files
 
     entries, warnings = plan_submission(tasks)
-    with atomic_path(out) as tmp:
+    with output_files([out], "submit", force, inputs=[source for source, _ in entries]) as (tmp,):
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for source, member in entries:
                 archive.write(source, member)

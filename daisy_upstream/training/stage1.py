@@ -89,7 +89,7 @@ def _write_output(
     out: Path, checkpoint: Union[str, Path], raw_state: Dict[str, Any], backbone: EarlyExitModel,
     branches: ExitBranches, train_set: AudioCorpus, heldout_set: AudioCorpus, config: Stage1Config,
     step: int, dev: torch.device, half: bool, provenance: Optional[Dict[str, Any]],
-    targets_record: Optional[Dict[str, Any]] = None, rank: int = 0, world: int = 1,
+    targets_record: Optional[Dict[str, Any]] = None, rank: int = 0, world: int = 1, force: bool = False,
 ) -> Dict[str, Any]:
     """Calibrate on the held-out audio (every rank a share) and write the DAISY checkpoint (rank
     0); returns the calibration."""
@@ -112,7 +112,10 @@ def _write_output(
                          "train_audio": train_set.name, "heldout_audio": heldout_set.name},
               **(provenance or {})}
     written_state = with_branches(raw_state, branches_cpu, calibration, record, targets_record)
-    atomic_torch_save(half_precision(written_state) if half else written_state, out)
+    from daisy_upstream.outputs import output_files
+
+    with output_files([out], "train-branches", force, inputs=(checkpoint,)) as (tmp,):
+        atomic_torch_save(half_precision(written_state) if half else written_state, tmp)
     return calibration
 
 
@@ -130,6 +133,7 @@ def train_branches(
     heldout: Optional[AudioCorpus] = None,
     half: bool = False,
     provenance: Optional[Dict[str, Any]] = None,
+    force: bool = False,
 ) -> Stage1Result:
     """Train the ``L`` exit branches of ``checkpoint`` on ``corpus`` and write a DAISY checkpoint.
 
@@ -151,6 +155,7 @@ def train_branches(
             (then all of ``corpus`` trains and ``config.heldout_fraction`` must be 0).
         half: store ``out``'s floating tensors in fp16 (loading restores fp32).
         provenance: stored as ``daisy.provenance`` in ``out`` (with the backbone's own).
+        force: replace an ``out`` that train-branches wrote before (:mod:`daisy_upstream.outputs`).
 
     Raises:
         ValueError: no ``label_embs_concat`` (model targets); a state in ``work_dir`` from
@@ -310,7 +315,7 @@ def train_branches(
     if finished:
         final_heldout = evaluate()
         calibration = _write_output(out, checkpoint, raw_state, backbone, branches, train_set, heldout_set,
-                                    config, done.step, dev, half, provenance, targets.record(), rank, world)
+                                    config, done.step, dev, half, provenance, targets.record(), rank, world, force)
         written = out if is_main else None
     monitor.close()
     barrier(world)
