@@ -218,15 +218,20 @@ def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCh
     (the authors' always do): the model's are then set to None.
 
     Raises:
-        ValueError: on a malformed file, branches whose count or width does not match the
+        ValueError: on a malformed file (:mod:`daisy_upstream.core.checkpoint_checks`: types,
+            NaN / inf tensors, shapes against ``model_cfg``), branches whose count or width does not match the
             model, an unknown ``cls_pred_position`` / ``branch_input``, or a model state dict
             that does not match its config.
     """
+    from daisy_upstream.core.checkpoint_checks import check_structure, check_weights_fit
+
     path = name
     family = family_of_state(state, path)
+    check_structure(state, family.weights(state), name)  # types, finiteness, branch shapes: one line naming the key
     model, task_cfg = family.build(state)
     family.check_supported(model, path)
     weights = {k: (v.float() if v.is_floating_point() else v) for k, v in family.loadable(family.weights(state)).items()}
+    check_weights_fit(model, weights, name)
     weights, authors_heads = split_authors_heads(weights)
     if authors_heads and family is not HUBERT_FAMILY:
         raise ValueError(f"{path}: per-layer heads final_proj.N.* (the authors' layout) exist for HuBERT only")

@@ -1,0 +1,72 @@
+"""Checkpoints are validated when loaded (issue 18): NaN / inf weights, wrongly shaped model or
+branch weights and malformed entries are one ValueError naming the key and what was expected,
+whichever route loads the file (the reader, the s3prl upstream, the CLI)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from daisy_upstream.atomic import atomic_torch_save
+from daisy_upstream.cli import main
+from daisy_upstream.core.checkpoint import load_daisy_checkpoint
+from daisy_upstream.factory.random_hubert import make_random_checkpoint
+from daisy_upstream.integration.hubconf import daisy_hubert_local
+from tests.leaderboard.test_profile import HELDOUT
+
+
+def _damaged(tmp_path, damage):
+    state = make_random_checkpoint(num_layers=2, layer_entropy=[2.9, 2.8])
+    damage(state)
+    path = tmp_path / "damaged.pt"
+    atomic_torch_save(state, path)
+    return path
+
+
+def _set(entry, key, value):
+    def damage(state):
+        target = state["daisy"]["branches"] if entry == "branches" else state["model_weight"]
+        target[key] = value(target[key]) if callable(value) else value
+    return damage
+
+
+DAMAGES = {
+    "nan branch": (_set("branches", "1.weight", lambda w: w.index_fill(1, torch.tensor([0]), float("nan"))),
+                   r"daisy.branches\['1.weight'\] holds \d+ NaN/inf"),
+    "inf bias": (_set("branches", "0.bias", lambda b: b.index_fill(0, torch.tensor([3]), float("inf"))),
+                 r"daisy.branches\['0.bias'\] holds 1 NaN/inf"),
+    "nan model weight": (_set("model", "encoder.layers.1.fc1.weight", lambda w: w * float("nan")),
+                         r"model_weight\['encoder.layers.1.fc1.weight'\] holds \d+ NaN/inf"),
+    "model weight shape": (_set("model", "encoder.layers.0.fc1.weight", lambda w: w[:, :-1]),
+                           r"model_weight\['encoder.layers.0.fc1.weight'\] has shape \(64, 31\); model_cfg gives \(64, 32\)"),
+    "branch shape": (_set("branches", "1.weight", lambda w: w[:-2]),
+                     r"daisy.branches\['1.weight'\] has shape \(18, 32\); expected \(20, 32\)"),
+    "not a tensor": (_set("model", "encoder.layers.0.fc1.bias", [0.0] * 64),
+                     r"model_weight\['encoder.layers.0.fc1.bias'\] must be a tensor, got list"),
+    "config not a mapping": (lambda s: s.__setitem__("model_cfg", [1, 2]), r"model_cfg must be a mapping"),
+    "nan calibration": (lambda s: s["daisy"]["calibration"]["layer_entropy"].__setitem__(1, float("nan")),
+                        r"daisy.calibration.layer_entropy\[1\] is nan; expected a finite number"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_damaged_checkpoint_is_one_line_naming_the_key(damage, tmp_path):
+    make, message = DAMAGES[damage]
+    path = _damaged(tmp_path, make)
+    with pytest.raises(ValueError, match=message) as caught:
+        load_daisy_checkpoint(path)
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+    with pytest.raises(ValueError, match=message):  # the s3prl upstream route
+        daisy_hubert_local(str(path))
+
+
+@pytest.mark.parametrize("command", ["profile", "export-hidden", "calibrate"])
+def test_cli_refuses_nan_branches_with_exit_2(command, tmp_path, capsys, monkeypatch):
+    path = _damaged(tmp_path, DAMAGES["nan branch"][0])
+    monkeypatch.chdir(tmp_path)
+    args = {"profile": ["--out", "p"], "export-hidden": ["--out", "e"],
+            "calibrate": ["--audio", str(HELDOUT), "--out", "c.yaml"]}[command]
+    before = sorted(tmp_path.iterdir())
+    assert main([command, "-k", str(path), *args]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "daisy.branches['1.weight'] holds" in err[0], err
+    assert sorted(tmp_path.iterdir()) == before
