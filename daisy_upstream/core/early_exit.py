@@ -20,8 +20,9 @@ from daisy_upstream.core.branches import BRANCH_INPUTS, ExitBranches, valid_fram
 from daisy_upstream.core.families import Family, family_of_model
 from daisy_upstream.core.padded_cnn import supports_padded_cnn
 from daisy_upstream.core.policy import ExitPlan, make_plan
+from daisy_upstream.core.waveforms import check_finite, prepare_waveforms
 
-__all__ = ["EarlyExitHubert", "EarlyExitModel", "EarlyExitOutput", "check_waveforms"]
+__all__ = ["EarlyExitHubert", "EarlyExitModel", "EarlyExitOutput"]
 
 
 @dataclass
@@ -55,37 +56,6 @@ class EarlyExitOutput:
         stacked = torch.stack(self.hidden_states, dim=0)  # (L+1, B, T, D)
         rows = torch.arange(stacked.size(1), device=stacked.device)
         return stacked[self.exit_layers.to(stacked.device), rows]
-
-
-def check_waveforms(wavs: Sequence[Tensor], min_samples: int) -> None:
-    """Reject what the model cannot take, naming the first bad utterance.
-
-    Raises:
-        ValueError: empty batch, a non-1-D or non-float waveform, one shorter than the
-            CNN's receptive field (``min_samples``), or one holding NaN / inf.
-    """
-    if isinstance(wavs, Tensor) or len(wavs) == 0:
-        raise ValueError(
-            "expected a non-empty list of 1-D waveforms (16 kHz, float), one tensor per utterance"
-        )
-    for i, wav in enumerate(wavs):
-        if not isinstance(wav, Tensor):
-            raise ValueError(f"utterance {i} is a {type(wav).__name__}, expected a torch.Tensor")
-        if wav.dim() != 1:
-            raise ValueError(
-                f"utterance {i} has shape {tuple(wav.shape)}; expected a 1-D mono waveform "
-                "(mix or pick a channel first; a batch is a list of 1-D tensors)"
-            )
-        if not wav.is_floating_point():
-            raise ValueError(f"utterance {i} has dtype {wav.dtype}; expected float samples in [-1, 1]")
-        if wav.numel() < min_samples:
-            raise ValueError(
-                f"utterance {i} has {wav.numel()} samples; the model needs at least {min_samples} "
-                f"({1000 * min_samples / 16000:.0f} ms at 16 kHz) to produce one frame"
-            )
-    finite = torch.stack([torch.isfinite(wav).all() for wav in wavs])
-    if not bool(finite.all()):  # one host sync for the whole batch
-        raise ValueError(f"utterance {finite.tolist().index(False)} contains NaN or infinite samples")
 
 
 #: padded samples per CNN pass on CPU: the padded batch's block-0 output is ``(B, 512, S/5)``
@@ -272,7 +242,9 @@ class EarlyExitModel(nn.Module):
             branch_reading: also return ``branch_inputs``, the tensors that branches with
                 this reading (a key of ``BRANCH_INPUTS``) take at every layer that ran.
         """
-        check_waveforms(wavs, self.min_samples)
+        first = next(self.model.parameters())
+        inputs = prepare_waveforms(wavs, self.min_samples, first.dtype, first.device)  # core/waveforms.py
+        wavs = inputs
         num_layers = self.num_layers
         if not 1 <= plan.deepest <= num_layers:
             raise ValueError(f"exit layer {plan.deepest} is outside 1..{num_layers}")
@@ -389,6 +361,7 @@ class EarlyExitModel(nn.Module):
             exit_hidden = _zero_frames(exit_hidden, padding)
         elif padded:
             exit_hidden = outputs[plan.deepest]
+        check_finite(inputs, outputs)  # the batch's one finiteness check: input and hidden states
         branch_inputs = None
         if branch_reading is not None:
             branch_inputs = [h if h is not None else exit_hidden.new_zeros(batch, frames, exit_hidden.size(-1)) for h in kept[1:]]

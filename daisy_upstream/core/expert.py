@@ -27,6 +27,9 @@ __all__ = ["DaisyUpstream", "fill_past_exit", "load_config", "read_exit_layers"]
 
 logger = logging.getLogger(__name__)
 
+#: keyword arguments of s3prl's ``UpstreamBase.__init__`` (it accepts and ignores any other)
+_UPSTREAM_BASE_KEYS = ("hooks", "hook_postprocess")
+
 #: set by :meth:`DaisyUpstream.probing`: forwards that only read shapes run at full depth
 _PROBING: contextvars.ContextVar[bool] = contextvars.ContextVar("daisy_probing", default=False)
 
@@ -88,6 +91,9 @@ class DaisyUpstream(UpstreamBase):
         model_config: the upstream config, a YAML path or a mapping (:class:`DaisyConfig`).
         family: the family the upstream name promises (``hubert``, ``wav2vec2``, ``data2vec``,
             ``wavlm``); a file of another family is refused. None: the file's own.
+        **kwargs: config keys (override ``model_config``; hub keyword arguments and
+            ``S3PRLUpstream``'s ``extra_conf`` arrive here) and s3prl's ``hooks`` /
+            ``hook_postprocess``; any other key is a ``ValueError``.
 
     Forward returns ``hidden_states`` (``L + 1`` tensors ``(B, T, D)``, the meaning of the
     family's stock upstream; past each utterance's exit zeros, or with ``layers_past_exit: copy`` its
@@ -108,6 +114,11 @@ class DaisyUpstream(UpstreamBase):
         **kwargs,
     ):
         config_keys = {k: kwargs.pop(k) for k in list(kwargs) if k in DaisyConfig.keys()}
+        unknown = sorted(set(kwargs) - set(_UPSTREAM_BASE_KEYS))
+        if unknown:  # UpstreamBase would swallow them: a misspelled key must not pass silently
+            raise ValueError(f"unknown upstream keyword(s) {unknown} (hub keyword arguments, S3PRLUpstream "
+                             f"extra_conf); known: the upstream config's keys {DaisyConfig.keys()}, "
+                             f"model_config, and s3prl's {list(_UPSTREAM_BASE_KEYS)}")
         super().__init__(**kwargs)
         self.config = load_config(model_config, **config_keys)
         loaded = load_daisy_checkpoint(ckpt, family)
