@@ -8,7 +8,8 @@ A user error (``ValueError``, ``OSError`` such as a missing or existing file, a 
 :class:`daisy_upstream.audio.io.NoAudioError` is a ``ValueError``) prints one line
 ``daisy <command>: error: ...`` and exits with status 2; ``daisy --debug <command>`` or
 ``DAISY_DEBUG=1`` shows the traceback instead. A failed s3prl runner exits with status 1 and
-the tail of its log.
+the tail of its log. A ``--device`` this machine lacks is such a user error, found by
+argparse before any work (:func:`daisy_upstream.cli.args.device`).
 """
 from __future__ import annotations
 

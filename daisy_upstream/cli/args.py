@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable, Optional
 
-__all__ = ["non_negative_int", "positive_float", "positive_int", "rho", "set_threads", "threads", "unit_interval"]
+__all__ = ["device", "non_negative_int", "positive_float", "positive_int", "rho", "set_threads", "threads", "unit_interval"]
 
 
 def _number(cast: Callable[[str], float], check: Callable[[float], bool], what: str) -> Callable[[str], float]:
@@ -35,6 +35,29 @@ unit_interval = _number(float, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
 rho = unit_interval
 #: torch CPU threads: an integer >= 0, 0 = torch's default
 threads = non_negative_int
+
+
+def device(name: str) -> str:
+    """``--device``: a torch device this machine has (``cpu``, ``cuda``, ``cuda:N``, ``mps``),
+    else one line saying what to use. Returns the name as given."""
+    import torch
+
+    try:
+        parsed = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise argparse.ArgumentTypeError(f"{name!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{name}: CUDA is not available on this machine; use --device cpu")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise argparse.ArgumentTypeError(f"{name}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise argparse.ArgumentTypeError(f"{name}: MPS is not available on this machine; use --device cpu")
+    elif parsed.type != "cpu":
+        raise argparse.ArgumentTypeError(f"{name}: daisy runs on cpu, cuda or mps")
+    return name
 
 
 def set_threads(count: Optional[int]) -> None:

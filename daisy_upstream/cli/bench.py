@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seconds", type=types.positive_float, default=6.0)
     parser.add_argument("--repeats", type=types.positive_int, default=5)
     parser.add_argument("--warmup", type=types.non_negative_int, default=1)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=types.device, default="cpu")
     parser.add_argument("--threads", type=types.threads, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench", help="folder for bench.json, bench.png, bench.txt")

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-seconds", type=types.positive_float, default=60.0, help="audio seconds per forward")
     parser.add_argument("--max-utterances", type=types.positive_int, default=None,
                         help="use a deterministic subset of this many utterances")
-    parser.add_argument("--device", default=None,
+    parser.add_argument("--device", type=types.device, default=None,
                         help="torch device (default: cuda when a GPU is visible, else cpu)")
     parser.add_argument("--threads", type=types.threads, default=None, help="torch CPU threads (0 or none: torch's default)")
     parser.add_argument("--reject-resample", action="store_true",

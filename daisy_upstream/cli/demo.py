@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=types.positive_int, default=os.cpu_count() or 1)
     parser.add_argument("--threads", type=types.threads, help="torch threads in every step (0 or none: torch's default)")
-    parser.add_argument("--device", default="cpu", help="torch device of training, evaluation and timing")
+    parser.add_argument("--device", type=types.device, default="cpu", help="torch device of training, evaluation and timing")
 
 
 def _say(message: str) -> None:

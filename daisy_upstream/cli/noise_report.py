@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-clips", type=types.positive_int, default=200)
     parser.add_argument("--batch-size", type=types.positive_int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    parser.add_argument("--device", type=types.device, default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--threads", type=types.threads, default=1,
                         help="torch / OpenMP threads here and in s3prl's runner (default 1; 0 = torch's default)")
     parser.add_argument("--out", default="runs/noise_report", help="folder for the report (written aside, "

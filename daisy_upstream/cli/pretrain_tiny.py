@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "passes explicitly)")
     parser.add_argument("--threads", type=types.threads, default=2, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    parser.add_argument("--device", type=types.device, default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--ckpt-minutes", type=float, default=5.0,
                         help="save the state at least this often (minutes)")
     parser.add_argument("--exact-state", action="store_true",

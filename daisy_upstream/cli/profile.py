@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "32 utterances and its four buckets")
     parser.add_argument("--snr", type=float, metavar="DB", help="mix sox noise into the same clips at this SNR")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=types.device, default="cpu")
     parser.add_argument("--threads", type=types.threads, default=1, help="torch CPU threads (counts do not depend on it)")
     parser.add_argument("--out", type=Path, default=Path("runs/profile"),
                         help="folder for profile.json, profile.txt, profile.png")

@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=types.threads, default=1,
                         help="torch/OpenMP threads for training, evaluation and timing (default 1: honest "
                         "batch-1 timings on a shared machine; 0 = torch's default)")
-    parser.add_argument("--device", default="cpu", help="torch device of the trainings, evaluations and timing")
+    parser.add_argument("--device", type=types.device, default="cpu", help="torch device of the trainings, evaluations and timing")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for making the corpus")
 

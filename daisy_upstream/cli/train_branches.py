@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=types.positive_int, default=1, help="passes over the audio without --max-steps")
     parser.add_argument("--stop-after", type=types.positive_int, default=None,
                         help="stop this call after N steps (state saved; run again to continue)")
-    parser.add_argument("--device", default=None,
+    parser.add_argument("--device", type=types.device, default=None,
                         help="torch device: cpu, cuda, cuda:1 (default: cuda when a GPU is visible, else cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, split and batch order")
     parser.add_argument("--batch-seconds", type=types.positive_float, default=400.0,

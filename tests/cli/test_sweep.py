@@ -179,3 +179,34 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(command, case, tmp_pat
     assert len(lines) == 1 and lines[0].startswith(f"daisy {command}: error: "), err
     assert "Traceback" not in err
     assert _snapshot(user) == before, f"{command} {case}: files changed, created or removed"
+
+
+def _has_device(command: str) -> bool:
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser()
+    importlib.import_module(f"daisy_upstream.cli.{SUBCOMMANDS[command][0]}").add_arguments(parser)
+    return any("--device" in action.option_strings for action in parser._actions)
+
+
+DEVICE_COMMANDS = [c for c in sorted(SUBCOMMANDS) if _has_device(c)]
+
+
+@pytest.mark.parametrize("device", ["cuda:99", "tpu", "nonsense"])
+@pytest.mark.parametrize("command", DEVICE_COMMANDS)
+def test_an_unavailable_device_is_one_line_exit_2(command, device, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([command, *REQUIRED.get(command, []), "--device", device]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"daisy {command}: error: argument --device: "), lines
+    assert list(tmp_path.iterdir()) == []
+
+
+#: the required arguments of commands with --device (the device is checked before they are used)
+REQUIRED = {"train-branches": ["-k", "m.pt", "--audio", "a", "--out", "o.pt"],
+            "calibrate": ["-k", "m.pt", "--audio", "a", "--out", "c.yaml"]}
+
+
+def test_device_commands_are_found():
+    assert {"bench", "calibrate", "demo", "noise-report", "profile", "table1", "train-branches"} <= set(DEVICE_COMMANDS)
