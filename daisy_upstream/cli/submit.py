@@ -21,7 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from daisy_upstream.leaderboard.submit import parse_pairs, write_predict_zip
 
+    from daisy_upstream.outputs import check_output_files
+
     tasks = parse_pairs(args.pairs)
+    check_output_files([args.out], "submit", args.force)  # before reading the experiments
     members, warnings = write_predict_zip(tasks, args.out, force=args.force)
     for warning in warnings:
         print(f"daisy submit: warning: {warning}", file=sys.stderr)

@@ -3,15 +3,18 @@ branch weights and malformed entries are one ValueError naming the key and what 
 whichever route loads the file (the reader, the s3prl upstream, the CLI)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.cli import main
 from daisy_upstream.core.checkpoint import load_daisy_checkpoint
-from daisy_upstream.factory.random_hubert import make_random_checkpoint
 from daisy_upstream.integration.hubconf import daisy_hubert_local
-from tests.leaderboard.test_profile import HELDOUT
+from daisy_upstream.testing import make_random_checkpoint
+
+HELDOUT = Path(__file__).resolve().parents[1] / "data" / "heldout_clips"
 
 
 def _damaged(tmp_path, damage):

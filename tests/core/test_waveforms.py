@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from daisy_upstream.integration.hubconf import daisy_hubert_local
-from tests.conftest import waves
+from daisy_upstream.testing import waves
 
 
 @pytest.fixture
