@@ -224,13 +224,18 @@ class AudioCorpus:
         return make_batches(self.lengths, max_seconds)
 
     def load(self, index: int) -> Optional[Tensor]:
-        """Waveform ``(num_samples,)`` of item ``index``, or None (counted) if it fails to decode."""
+        """Waveform ``(num_samples,)`` of item ``index``, or None (counted by path) if it fails to
+        decode or holds NaN / inf samples (a float WAV can): one bad file never aborts a run."""
         item = self.items[index]
         try:
-            return load_audio(item.path, resample=self.resample)
+            wav = load_audio(item.path, resample=self.resample)
         except (ValueError, OSError) as error:  # undecodable, or gone since the scan
             self.problems.skip(item.path, f"unreadable: {str(error)[:200]}")
             return None
+        if not bool(torch.isfinite(wav).all()):
+            self.problems.skip(item.path, "non-finite: NaN or inf samples")
+            return None
+        return wav
 
     def load_batch(self, indices: Sequence[int]) -> Tuple[List[Tensor], List[int]]:
         """Waveforms of ``indices`` that decode, and the indices they belong to."""

@@ -56,7 +56,13 @@ def clean_clips(source: Optional[Union[str, Path]], max_clips: int, seed: int = 
         from daisy_upstream.audio.io import NoAudioError
 
         corpus = AudioCorpus.from_source(source)
-        wavs, _ = corpus.load_batch(range(min(len(corpus), max_clips)))
+        loaded, kept = corpus.load_batch(range(min(len(corpus), max_clips)))
+        wavs = []
+        for wav, index in zip(loaded, kept):  # a silent clip has no SNR: skipped and counted by path
+            if bool(wav.any()):
+                wavs.append(wav)
+            else:
+                corpus.problems.skip(corpus.items[index].path, "silent: zero energy, no SNR to mix at")
         if corpus.problems.num_skipped:
             print(f"[noise-report] {corpus.problems.summary()}", file=sys.stderr)
         if not wavs:
@@ -79,7 +85,12 @@ def noise_signals(paths: Optional[Sequence[Union[str, Path]]], seconds: float, s
     from daisy_upstream.audio.noise import NOISE_COLOURS, sox_noise
 
     if paths:
-        return [read_audio(p) for p in paths]
+        noises = [read_audio(p) for p in paths]
+        for path, noise in zip(paths, noises):
+            if not np.isfinite(noise).all() or not np.any(noise):
+                raise ValueError(f"noise file {path} is silent or holds NaN/inf samples; give noise with "
+                                 "finite, non-zero energy (--noise)")
+        return noises
     return [sox_noise(colour, seconds, seed=seed + i) for i, colour in enumerate(NOISE_COLOURS)]
 
 

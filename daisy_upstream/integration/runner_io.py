@@ -105,6 +105,7 @@ def load_runner_checkpoint(path: PathLike) -> Dict[str, Any]:
 
     Raises:
         FileNotFoundError: no such file.
+        ValueError: not a runner checkpoint (unreadable, truncated, or not a dict).
     """
     import torch
 
@@ -114,7 +115,15 @@ def load_runner_checkpoint(path: PathLike) -> Dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"runner checkpoint {path} does not exist")
     allow_namespace_in_checkpoints()
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - a truncated or foreign file: named, one line
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(f"{path} is not an s3prl runner checkpoint (states-N.ckpt) readable with "
+                         f"weights_only=True ({type(error).__name__}: {first[:200]})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not an s3prl runner checkpoint (states-N.ckpt)")
+    return state
 
 
 def runner_args(state: Dict[str, Any]) -> Dict[str, Any]:

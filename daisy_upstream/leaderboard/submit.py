@@ -113,8 +113,8 @@ def plan_submission(tasks: Mapping[str, Union[str, Path]]) -> Tuple[List[Tuple[P
             continue
         if not source.is_file():
             raise SubmissionError(f"{name}: {source} not found (run the s3prl runner with -m evaluate on the test split)")
-        if source.stat().st_size == 0:
-            raise SubmissionError(f"{name}: {source} is empty")
+        if source.stat().st_size == 0 or not source.read_bytes().strip():
+            raise SubmissionError(f"{name}: {source} is empty (or only whitespace): no predictions")
         entries.append((source, f"predict/{spec.member}"))
     warnings = []
     folds = [t for t in ER_FOLDS if t in tasks]

@@ -16,10 +16,11 @@ Values are as the leaderboard shows them, percent metrics in percent (``SID_acc:
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
-__all__ = ["REFERENCE_POINTS", "SUBSETS", "parse_params", "read_metrics", "superb_score", "format_score"]
+__all__ = ["REFERENCE_POINTS", "SUBSETS", "VALUE_RANGES", "check_metric_value", "parse_params", "read_metrics", "superb_score", "format_score"]
 
 #: metric -> (baseline = FBANK, topline), public set (SUPERB_SUBMISSION.md, from Data.js)
 REFERENCE_POINTS: Dict[str, tuple] = {
@@ -67,7 +68,11 @@ def parse_params(text: Union[str, float, int, None]) -> Optional[float]:
         text = str(text).strip()
         path = Path(text)
         if path.suffix == ".json" and path.is_file():
-            return float(json.loads(path.read_text())["params"]["upstream"]) / 1e6
+            try:
+                return float(json.loads(path.read_text())["params"]["upstream"]) / 1e6
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"--params {path}: not a 'daisy profile' profile.json with params.upstream "
+                                 f"({type(error).__name__}: {error})") from None
         scale = {"k": 1e-3, "m": 1.0, "g": 1e3}.get(text[-1:].lower())
         try:
             value = float(text[:-1] if scale else text)
@@ -97,8 +102,26 @@ def read_metrics(path: Union[str, Path]) -> Dict[str, float]:
         name = name[: -len("_public")] if name.endswith("_public") else name
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{path}: {name} must be a number, got {value!r}")
+        check_metric_value(name, float(value), str(path))
         metrics[name] = float(value)
     return metrics
+
+
+#: metric kind (the name's part after the first '_') -> (lowest, highest) value as the leaderboard shows it
+#: (percent metrics in percent; error rates may pass 100 with insertions; PESQ's scale is -0.5..4.5)
+VALUE_RANGES = {"acc": (0.0, 100.0), "f1": (0.0, 100.0), "stoi": (0.0, 100.0), "bleu": (0.0, 100.0),
+                "per": (0.0, math.inf), "wer": (0.0, math.inf), "cer": (0.0, math.inf), "eer": (0.0, 100.0),
+                "der": (0.0, math.inf), "pesq": (-0.5, 4.5), "mtwv": (-math.inf, 100.0)}
+
+
+def check_metric_value(name: str, value: float, source: str = "metrics") -> None:
+    """A finite value in the metric's range, else a ``ValueError`` naming the metric and the range."""
+    if not math.isfinite(value):
+        raise ValueError(f"{source}: {name} is {value}; expected a finite number")
+    low, high = VALUE_RANGES.get(name.split("_", 1)[-1], (-math.inf, math.inf))
+    if not low <= value <= high:
+        raise ValueError(f"{source}: {name} = {value:g} is outside {low:g}..{high:g} "
+                         "(percent metrics are given in percent, e.g. 'SID_acc: 80.5')")
 
 
 def superb_score(metrics: Mapping[str, float], subset: str = "public",
@@ -112,7 +135,8 @@ def superb_score(metrics: Mapping[str, float], subset: str = "public",
         ``score_p`` is None without ``params_millions``.
 
     Raises:
-        ValueError: an unknown metric name or subset.
+        ValueError: an unknown metric name or subset, a non-finite or out-of-range value
+            (:data:`VALUE_RANGES`), or a non-finite parameter count.
     """
     if subset not in SUBSETS:
         raise ValueError(f"unknown subset {subset!r}; choose one of {', '.join(SUBSETS)}")
@@ -120,6 +144,10 @@ def superb_score(metrics: Mapping[str, float], subset: str = "public",
     unknown = [m for m in metrics if m not in REFERENCE_POINTS and m not in ignored]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; the leaderboard's names are {', '.join(REFERENCE_POINTS)}")
+    for name, value in metrics.items():
+        check_metric_value(name, float(value))
+    if params_millions is not None and not (math.isfinite(params_millions) and params_millions > 0):
+        raise ValueError(f"params must be a finite number > 0, got {params_millions}")
     divisor = max(params_millions, 1.0) if params_millions is not None else None
     scored, warnings = {}, []
     for name, value in metrics.items():

@@ -210,3 +210,18 @@ REQUIRED = {"train-branches": ["-k", "m.pt", "--audio", "a", "--out", "o.pt"],
 
 def test_device_commands_are_found():
     assert {"bench", "calibrate", "demo", "noise-report", "profile", "table1", "train-branches"} <= set(DEVICE_COMMANDS)
+
+
+@pytest.mark.parametrize("stats", ["model.pt", "trunc.pt", "bad.yaml", "missing.ckpt"])
+@pytest.mark.parametrize("command", ["profile", "export-hidden"])
+def test_stats_that_is_not_a_runner_checkpoint_is_one_line(command, stats, tmp_path, tiny_ckpt, monkeypatch, capsys):
+    """--stats given a DAISY checkpoint, a truncated file, a YAML, nothing (issue 18: was a traceback)."""
+    user = tmp_path / "user"
+    user.mkdir()
+    _setup(user, tiny_ckpt)
+    monkeypatch.chdir(user)
+    before = _snapshot(user)
+    assert main([command, "-k", "model.pt", "--stats", stats, "--out", "o"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and stats in lines[0], lines
+    assert _snapshot(user) == before

@@ -89,7 +89,7 @@ def test_fewer_than_five_er_folds_is_a_warning(tmp_path):
     assert len(warnings) == 1 and "2 of 5 folds" in warnings[0] and "NOT be scored" in warnings[0]
 
 
-@pytest.mark.parametrize("problem", ["missing", "empty", "no_expdir", "sd_empty"])
+@pytest.mark.parametrize("problem", ["missing", "empty", "whitespace", "no_expdir", "sd_empty"])
 def test_refusals_name_task_and_file_and_write_no_zip(tmp_path, problem):
     good = make_expdir(tmp_path, "sid")
     task = "sd" if problem == "sd_empty" else "pr"
@@ -98,6 +98,8 @@ def test_refusals_name_task_and_file_and_write_no_zip(tmp_path, problem):
         (bad / "test-hyp.ark").unlink()
     elif problem == "empty":
         (bad / "test-hyp.ark").write_text("")
+    elif problem == "whitespace":  # issue 18: used to be zipped as a prediction file
+        (bad / "test-hyp.ark").write_text("  \n\t\n")
     elif problem == "no_expdir":
         bad = tmp_path / "nowhere"
     else:

@@ -81,3 +81,30 @@ def test_cli_writes_json(tmp_path, capsys):
     assert "SUPERB score (public): 572" in capsys.readouterr().out
     assert json.loads((tmp_path / "s.json").read_text())["score_p"] == pytest.approx(
         superb_score(PUBLIC, params_millions=95.0)["score_p"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("SID_acc: .nan\n", r"SID_acc is nan; expected a finite number"),
+    ("ASR_wer: .inf\n", r"ASR_wer is inf; expected a finite number"),
+    ("SID_acc: 180.5\n", r"SID_acc = 180.5 is outside 0..100"),
+    ("SID_acc: 0.805\nSE_pesq: 12\n", r"SE_pesq = 12 is outside -0.5..4.5"),
+    ("ASR_wer: -3\n", r"ASR_wer = -3 is outside 0..inf"),
+])
+def test_non_finite_or_out_of_range_metrics_are_refused(text, message, tmp_path):
+    """Issue 18: NaN / inf / out-of-range metrics used to be scored and written as NaN into the JSON."""
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_metrics(path)
+    with pytest.raises(ValueError, match=message.split(" is")[0]):
+        superb_score({k: float(v) for k, v in (line.split(": ") for line in text.replace(".nan", "nan")
+                                                .replace(".inf", "inf").splitlines())})
+
+
+def test_params_inf_and_a_json_that_is_not_a_profile_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="params must be a finite number > 0"):
+        superb_score({"SID_acc": 80.5}, params_millions=float("inf"))
+    other = tmp_path / "scores.json"
+    other.write_text('{"score": 1}')
+    with pytest.raises(ValueError, match="not a 'daisy profile' profile.json"):
+        parse_params(str(other))
