@@ -28,6 +28,9 @@ def _check_tensors(tensors: Any, where: str, name: str) -> None:
     if not isinstance(tensors, Mapping):
         raise ValueError(f"{name}: {where} must map parameter names to tensors, got {type(tensors).__name__}")
     for key, value in tensors.items():
+        if isinstance(value, Mapping):  # a nested state (data2vec keeps its EMA teacher under '_ema')
+            _check_tensors(value, f"{where}[{key!r}]", name)
+            continue
         if not isinstance(value, Tensor):
             raise ValueError(f"{name}: {where}[{key!r}] must be a tensor, got {type(value).__name__}")
         if value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
