@@ -227,11 +227,11 @@ def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCh
 
     path = name
     family = family_of_state(state, path)
-    check_structure(state, family.weights(state), name)  # types, finiteness, branch shapes: one line naming the key
+    where = check_structure(state, family.weights(state), name)  # types, finiteness, branch shapes: one line naming the key
     model, task_cfg = family.build(state)
     family.check_supported(model, path)
     weights = {k: (v.float() if v.is_floating_point() else v) for k, v in family.loadable(family.weights(state)).items()}
-    check_weights_fit(model, weights, name)
+    check_weights_fit(model, weights, name, where)
     weights, authors_heads = split_authors_heads(weights)
     if authors_heads and family is not HUBERT_FAMILY:
         raise ValueError(f"{path}: per-layer heads final_proj.N.* (the authors' layout) exist for HuBERT only")

@@ -39,12 +39,17 @@ def _check_tensors(tensors: Any, where: str, name: str) -> None:
                              "finite weights (the file is damaged: re-download, re-convert or re-train it)")
 
 
-def check_structure(state: Mapping[str, Any], weights: Any, name: str = "checkpoint") -> None:
+def check_structure(state: Mapping[str, Any], weights: Any, name: str = "checkpoint") -> str:
     """The types of a checkpoint dict's entries and the finiteness of its tensors.
 
     Args:
         state: the file's dict (s3prl's converted format of the model's family).
-        weights: its model state dict, wherever the family keeps it (``model_weight`` for HuBERT).
+        weights: its model state dict, wherever the family keeps it (``model_weight`` for HuBERT,
+            wav2vec 2.0 and data2vec, whose EMA teacher under ``_ema`` is checked too; ``model``
+            for WavLM).
+
+    Returns:
+        the key the weights sit under (for :func:`check_weights_fit`'s messages).
 
     Raises:
         ValueError: one line naming the key and what was expected.
@@ -79,9 +84,11 @@ def check_structure(state: Mapping[str, Any], weights: Any, name: str = "checkpo
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value \
                         or value in (float("inf"), float("-inf")):
                     raise ValueError(f"{name}: daisy.calibration.layer_entropy[{k}] is {value!r}; expected a finite number")
+    return where
 
 
-def check_weights_fit(model: torch.nn.Module, weights: Dict[str, Tensor], name: str = "checkpoint") -> None:
+def check_weights_fit(model: torch.nn.Module, weights: Dict[str, Tensor], name: str = "checkpoint",
+                      where: str = "model_weight") -> None:
     """Every tensor of ``weights`` the model has must have the model's shape (from ``model_cfg``).
 
     Raises:
@@ -90,5 +97,5 @@ def check_weights_fit(model: torch.nn.Module, weights: Dict[str, Tensor], name: 
     own = model.state_dict()
     for key, value in weights.items():
         if key in own and tuple(value.shape) != tuple(own[key].shape):
-            raise ValueError(f"{name}: model_weight[{key!r}] has shape {tuple(value.shape)}; model_cfg gives "
+            raise ValueError(f"{name}: {where}[{key!r}] has shape {tuple(value.shape)}; the config gives "
                              f"{tuple(own[key].shape)} (weights and config of different models?)")

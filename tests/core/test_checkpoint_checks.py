@@ -40,7 +40,7 @@ DAMAGES = {
     "nan model weight": (_set("model", "encoder.layers.1.fc1.weight", lambda w: w * float("nan")),
                          r"model_weight\['encoder.layers.1.fc1.weight'\] holds \d+ NaN/inf"),
     "model weight shape": (_set("model", "encoder.layers.0.fc1.weight", lambda w: w[:, :-1]),
-                           r"model_weight\['encoder.layers.0.fc1.weight'\] has shape \(64, 31\); model_cfg gives \(64, 32\)"),
+                           r"model_weight\['encoder.layers.0.fc1.weight'\] has shape \(64, 31\); the config gives \(64, 32\)"),
     "branch shape": (_set("branches", "1.weight", lambda w: w[:-2]),
                      r"daisy.branches\['1.weight'\] has shape \(18, 32\); expected \(20, 32\)"),
     "not a tensor": (_set("model", "encoder.layers.0.fc1.bias", [0.0] * 64),
@@ -73,3 +73,38 @@ def test_cli_refuses_nan_branches_with_exit_2(command, tmp_path, capsys, monkeyp
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "daisy.branches['1.weight'] holds" in err[0], err
     assert sorted(tmp_path.iterdir()) == before
+
+
+# every family's file as its stock s3prl loader reads it (daisy_upstream/testing/families.py:
+# wav2vec2 and data2vec {task_cfg, model_cfg, model_weight}, data2vec's EMA teacher nested under
+# model_weight['_ema'] (s3prl data2vec/convert.py:43); WavLM {cfg, model} (wavlm/expert.py:37-40))
+FAMILY_WEIGHTS = {"hubert": "model_weight", "wav2vec2": "model_weight", "data2vec": "model_weight",
+                  "wavlm": "model"}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_WEIGHTS))
+def test_every_family_passes_and_its_damage_is_named(family, tmp_path):
+    from daisy_upstream.testing import make_random_family_checkpoint
+
+    def write(damage=None):
+        state = make_random_family_checkpoint(family, num_layers=2, layer_entropy=[2.9, 2.8])
+        if damage:
+            damage(state[FAMILY_WEIGHTS[family]])
+        path = tmp_path / f"{family}.pt"
+        atomic_torch_save(state, path)
+        return path
+
+    loaded = load_daisy_checkpoint(write())  # a sound file of every family passes
+    assert loaded.family.name == family and loaded.num_layers == 2
+    where = FAMILY_WEIGHTS[family]
+    key = "encoder.layers.1.fc1.weight"
+    with pytest.raises(ValueError, match=rf"{where}\['{key}'\] holds \d+ NaN/inf"):
+        load_daisy_checkpoint(write(lambda w: w.__setitem__(key, w[key] * float("nan"))))
+    with pytest.raises(ValueError, match=rf"{where}\['{key}'\] has shape \(64, 31\); the config gives \(64, 32\)"):
+        load_daisy_checkpoint(write(lambda w: w.__setitem__(key, w[key][:, :-1])))
+    if family == "data2vec":  # inside the nested EMA state: checked, named with its path
+        def nan_ema(weights):
+            first = next(iter(weights["_ema"]))
+            weights["_ema"][first] = weights["_ema"][first] * float("nan")
+        with pytest.raises(ValueError, match=r"model_weight\['_ema'\]\['[^']+'\] holds \d+ NaN/inf"):
+            load_daisy_checkpoint(write(nan_ema))

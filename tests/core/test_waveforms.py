@@ -49,6 +49,8 @@ def test_huge_finite_amplitude_is_refused_not_returned_as_nan(upstream):
     wavs = waves(8000, 12000, seed=3)
     with torch.no_grad():
         with pytest.raises(ValueError, match=r"utterance 1: hidden state \d+ holds NaN/inf \(peak input amplitude"):
-            upstream([wavs[0], wavs[1] * 1e37])
+            # finite (peak about 4e37) but the CNN's first convolution overflows float32; the padded
+            # CNN's row-wise GroupNorm (core/padded_cnn.py) still takes 1e37, which s3prl's does not
+            upstream([wavs[0], wavs[1] * 1e38])
         out = upstream([wavs[0], wavs[1] * 1e3])  # loud but representable: fine
     assert all(bool(torch.isfinite(h).all()) for h in out["hidden_states"])
