@@ -1,7 +1,8 @@
 """Where commands write: every output set complete or absent, nothing a user wrote replaced.
 
-One policy for every ``daisy`` command that writes results (the resumable working folders of
-``table1``, ``pretrain-tiny`` and ``train-branches --work-dir`` keep their own semantics):
+One policy for every ``daisy`` command that writes results (the resumable state folders of
+``pretrain-tiny`` and ``train-branches --work-dir`` keep their own semantics; the working
+folders of ``demo`` and ``table1`` are claimed, see below):
 
 * **Write aside, rename into place.** A folder output is built in a hidden temporary sibling
   (``.NAME.daisy-partial-XXXX``) and renamed to its name in one ``rename``; file outputs are
@@ -19,10 +20,10 @@ One policy for every ``daisy`` command that writes results (the resumable workin
   folder is taken). The final rename happens under a lock on the parent folder after a second
   check, so of two runs on one output at most one succeeds.
 
-A **working folder** (``demo --out``: a corpus and runner experiments that record their absolute
-paths, re-run to continue) cannot be built aside; :func:`claim_working_folder` applies the same
-refusals and marks the folder as the command's, so a later run continues only in a folder that
-command claimed (``make-corpus`` and ``table1`` keep their own equivalent markers).
+A **working folder** (``demo --out``, ``table1 --out``: a corpus and runner experiments that
+record their absolute paths, re-run to continue) cannot be built aside; :func:`claim_working_folder`
+applies the same refusals and marks the folder as the command's, so a later run continues only
+in a folder that command claimed (``make-corpus`` keeps its own equivalent marker).
 
 Refusals are :class:`OutputRefused` (a ``ValueError``: one line, exit 2 in the CLI).
 """
@@ -36,10 +37,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 __all__ = ["FOLDER_MANIFEST", "FILE_MANIFEST", "OutputRefused", "check_output_folder", "check_output_files",
-           "claim_working_folder", "output_folder", "output_files"]
+           "check_working_folder", "claim_working_folder", "output_folder", "output_files"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 FOLDER_MANIFEST = ".daisy-output.json"
@@ -204,11 +205,14 @@ def output_folder(out: PathLike, tool: str, force: bool = False,
             shutil.rmtree(old, ignore_errors=True)
 
 
-def claim_working_folder(out: PathLike, tool: str, inputs: Sequence[Optional[PathLike]] = ()) -> Path:
-    """Claim ``out`` as ``tool``'s resumable working folder (created; marked with a manifest).
+def check_working_folder(out: PathLike, tool: str, inputs: Sequence[Optional[PathLike]] = (),
+                         made_before: Optional[Callable[[Path], bool]] = None) -> Path:
+    """Refuse ``out`` as ``tool``'s resumable working folder, writing nothing; returns it as a ``Path``.
 
-    A new or empty folder is claimed; a folder that ``tool`` claimed before is continued;
-    anything else is refused, as are the current folder, its parents and a folder holding an input.
+    A new or empty folder, or one that ``tool`` claimed before (:func:`claim_working_folder`),
+    passes; so does one that ``made_before(out)`` recognises as ``tool``'s from before the
+    manifest existed (``table1``: its ``settings.json``). Anything else is refused, as are
+    the current folder, its parents and a folder holding an input.
 
     Raises:
         OutputRefused: see the module docstring.
@@ -224,12 +228,27 @@ def claim_working_folder(out: PathLike, tool: str, inputs: Sequence[Optional[Pat
             record = None
         if isinstance(record, dict) and record.get("tool") == tool and record.get("working"):
             return out  # continue there
+        if record is None and made_before is not None and made_before(out):
+            return out
         raise OutputRefused(f"--out {out} is not empty and is not a working folder of {tool}; "
                             "choose a new or empty folder")
-    out.mkdir(parents=True, exist_ok=True)
-    from daisy_upstream.atomic import atomic_write_json
+    return out
 
-    atomic_write_json(out / FOLDER_MANIFEST, {"tool": tool, "working": True})
+
+def claim_working_folder(out: PathLike, tool: str, inputs: Sequence[Optional[PathLike]] = (),
+                         made_before: Optional[Callable[[Path], bool]] = None) -> Path:
+    """Claim ``out`` as ``tool``'s resumable working folder: :func:`check_working_folder`, then
+    create it and mark it with a manifest, so that a later run continues only there.
+
+    Raises:
+        OutputRefused: see the module docstring.
+    """
+    out = check_working_folder(out, tool, inputs, made_before)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / FOLDER_MANIFEST).is_file():
+        from daisy_upstream.atomic import atomic_write_json
+
+        atomic_write_json(out / FOLDER_MANIFEST, {"tool": _tool_name(tool), "working": True})
     return out
 
 

@@ -22,7 +22,8 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.split("\n\n")[0].replace("\n", " ")
-    parser.add_argument("--out", default="runs/table1", help="working directory; table1.md and table1.json go here")
+    parser.add_argument("--out", default="runs/table1", help="working folder (a new or empty one, or one an earlier "
+                        "table1 made: it continues there); table1.md and table1.json go here")
     parser.add_argument("-k", "--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
     parser.add_argument("--tasks", nargs="+", default=None,
                         help="subset of asr voxceleb1 enhancement_stft separation_stft (default: all four)")
@@ -69,18 +70,17 @@ def _parse_data_configs(items: List[str]) -> Dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
     from daisy_upstream.core.checkpoint import load_daisy_checkpoint
+    from daisy_upstream.evaluation.table1 import (CORPUS_LAYOUT, TASKS, Table1, holds_table, prepare_task_config,
+                                                  read_task_config)
     from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT
     from daisy_upstream.integration.plugin import s3prl_configs
-    from daisy_upstream.evaluation.table1 import CORPUS_LAYOUT, TASKS, Table1, prepare_task_config
+    from daisy_upstream.outputs import claim_working_folder
 
     tasks = list(args.tasks or TASKS)
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"--tasks: unknown {unknown}; choose from {', '.join(TASKS)}")
-    out = Path(args.out).resolve()
     ckpt = Path(args.ckpt).resolve() if args.ckpt else DEFAULT_CHECKPOINT
     if not ckpt.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt} does not exist (-k/--ckpt; the embedded one is made by "
@@ -94,14 +94,18 @@ def run(args: argparse.Namespace) -> int:
     extra = sorted(set(own) - set(tasks))
     if extra:
         raise ValueError(f"--data-config given for {extra}, which --tasks leaves out")
-    layouts = {}
-    mixed_corpus = None
+    # every task config read and checked before any work (a bad YAML must not wait for a corpus)
+    bases = {task: read_task_config(task, own.get(task, s3prl_configs() / task / "config.yaml")) for task in tasks}
+    configs = {task: prepare_task_config(task, bases[task], args.steps, args.size) for task in own}
     need_corpus = [t for t in tasks if t not in own]
+    if need_corpus and args.corpus and not (Path(args.corpus) / "corpus.json").is_file():
+        raise FileNotFoundError(f"--corpus {args.corpus}: no corpus.json there (make one with 'daisy make-corpus')")
+    # a folder of the user's own files is refused before anything is written (outputs.py)
+    out = claim_working_folder(args.out, "table1", made_before=holds_table).resolve()
+    mixed_corpus = None
     if need_corpus:
         corpus = Path(args.corpus).resolve() if args.corpus else out / "corpus"
         if not (corpus / "corpus.json").is_file():
-            if args.corpus:
-                raise FileNotFoundError(f"--corpus {corpus}: no corpus.json there (make one with 'daisy make-corpus')")
             from daisy_upstream.factory.corpus.build import make_corpus
 
             print(f"[table1] making a {args.hours} h corpus in {corpus}", flush=True)
@@ -114,16 +118,10 @@ def run(args: argparse.Namespace) -> int:
             if layout is None:
                 raise ValueError(f"{corpus} has no {CORPUS_LAYOUT[task]!r} layout for {task}; "
                                  f"remake it with that task or give --data-config {task}=PATH")
-            layouts[task] = layout
+            configs[task] = prepare_task_config(task, bases[task], args.steps, args.size, layout)
         if "asr" in need_corpus and "noisy" in manifest["layouts"]:
             mixed_corpus = corpus  # Fig. 5 on its mixed-noise set
 
-    configs = {}
-    for task in tasks:
-        source = own.get(task, s3prl_configs() / task / "config.yaml")
-        with open(source) as f:
-            base = yaml.safe_load(f)
-        configs[task] = prepare_task_config(task, base, args.steps, args.size, layouts.get(task))
     table = Table1(out, ckpt, configs, fixed_layer=fixed_layer, seed=args.seed,
                    time_repeats=args.time_repeats, time_max_utterances=args.time_max_utterances,
                    threads=args.threads or None, device=args.device, mixed_corpus=mixed_corpus)

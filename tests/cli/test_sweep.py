@@ -97,7 +97,7 @@ ARGS: Dict[str, Dict[str, Optional[List[str]]]] = {
         "truncated": ["-k", "trunc.pt", "--out", "t1"],
         "bad_yaml": ["--data-config", "asr=bad.yaml", "--out", "t1"],
         "exists": ["--out", "mine"],
-        "force_foreign": None,  # no --force: it continues in its own working folder
+        "force_foreign": ["--out", "."],  # no --force (it continues in its own working folder): the current folder
     },
     "demo": {  # a working folder (re-run to continue): no --force
         "missing": ["-k", "missing.pt", "--out", "d"],
@@ -141,13 +141,6 @@ ARGS: Dict[str, Dict[str, Optional[List[str]]]] = {
 }
 
 
-#: cases that fail today in code this issue does not own (table1 is issue 19's): reported, not hidden
-KNOWN = {
-    ("table1", "bad_yaml"): "table1 reads --data-config only after making a corpus (minutes), then fails",
-    ("table1", "exists"): "table1 --out into a folder of the user's own files starts training in it",
-}
-
-
 def _snapshot(root: Path) -> Dict[str, Optional[bytes]]:
     return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in root.rglob("*")}
 
@@ -163,8 +156,6 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(command, case, tmp_pat
     args = ARGS[command][case]
     if args is None:
         pytest.skip(f"{command} has no input of this kind (see ARGS)")
-    if (command, case) in KNOWN:
-        pytest.skip(f"known, issue 19's: {KNOWN[command, case]}")
     user = tmp_path / "user"
     user.mkdir()
     _setup(user, tiny_ckpt)
@@ -197,7 +188,9 @@ DEVICE_COMMANDS = [c for c in sorted(SUBCOMMANDS) if _has_device(c)]
 @pytest.mark.parametrize("command", DEVICE_COMMANDS)
 def test_an_unavailable_device_is_one_line_exit_2(command, device, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main([command, *REQUIRED.get(command, []), "--device", device]) == 2
+    with pytest.raises(SystemExit) as exit_:  # argparse's answer (cli/args.py: device), before any work
+        main([command, *REQUIRED.get(command, []), "--device", device])
+    assert exit_.value.code == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"daisy {command}: error: argument --device: "), lines
     assert list(tmp_path.iterdir()) == []

@@ -10,10 +10,11 @@
 """
 from daisy_upstream.integration.runner_io import exit_counts, parse_metric, word_errors
 
-from .plan import CORPUS_LAYOUT, TASKS, TEST_SPLIT, Cell, Row, default_rows, training_configs
+from .plan import CORPUS_LAYOUT, TASKS, TEST_SPLIT, Cell, Row, default_rows, holds_table, training_configs
 from .report import format_markdown, format_metric
 from .table import Table1
-from .tasks import PAPER_LR, SMALL_LR, SMALL_SIZES, SMALL_STEPS, fill_data_paths, prepare_task_config, test_audio_files
+from .tasks import (PAPER_LR, SMALL_LR, SMALL_SIZES, SMALL_STEPS, fill_data_paths, prepare_task_config,
+                    read_task_config, test_audio_files)
 from .timing import time_rows
 
 __all__ = [
@@ -32,8 +33,10 @@ __all__ = [
     "fill_data_paths",
     "format_markdown",
     "format_metric",
+    "holds_table",
     "parse_metric",
     "prepare_task_config",
+    "read_task_config",
     "test_audio_files",
     "time_rows",
     "training_configs",

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from daisy_upstream.integration.runner_io import TASKS, TEST_SPLIT
 
-__all__ = ["CORPUS_LAYOUT", "RHOS", "SPANS", "TASKS", "TASK_TITLES", "TEST_SPLIT", "Cell", "Row",
+__all__ = ["CORPUS_LAYOUT", "SETTINGS", "holds_table", "RHOS", "SPANS", "TASKS", "TASK_TITLES", "TEST_SPLIT", "Cell", "Row",
            "default_rows", "training_configs"]
 
 TASK_TITLES = {"asr": "ASR", "voxceleb1": "SID", "enhancement_stft": "SE", "separation_stft": "SS"}
@@ -32,6 +32,20 @@ TASK_TITLES = {"asr": "ASR", "voxceleb1": "SID", "enhancement_stft": "SE", "sepa
 CORPUS_LAYOUT = {"asr": "asr", "voxceleb1": "sid", "enhancement_stft": "se", "separation_stft": "ss"}
 RHOS = (1.0, 0.7)
 SPANS = ("mean", "threshold", "min-max")
+
+
+#: the file in ``--out`` that records what its table is made from (:meth:`.table.Table1.claim`)
+SETTINGS = "settings.json"
+
+
+def holds_table(folder: Path) -> bool:
+    """Whether ``folder`` holds a Table 1 (its :data:`SETTINGS`), such as one made before the
+    working-folder manifest existed (:func:`daisy_upstream.outputs.check_working_folder`)."""
+    try:
+        settings = json.loads((Path(folder) / SETTINGS).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(settings, dict) and {"ckpt", "fixed_layer", "task_configs"} <= set(settings)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from daisy_upstream.integration.runner_io import (
     subprocess_runner,
 )
 
-from .plan import TASK_TITLES, TASKS, TEST_SPLIT, Cell, Row, default_rows, training_configs
+from .plan import SETTINGS, TASK_TITLES, TASKS, TEST_SPLIT, Cell, Row, default_rows, training_configs
 from .report import format_elapsed, format_markdown
 from .baselines import UNPROCESSED_TASKS, unprocessed_metric
 from .lock import CellLock
@@ -144,7 +144,7 @@ class Table1:
 
     def claim(self) -> None:
         """Write the inputs; refuse a folder holding a table made with other settings."""
-        path = self.out / "settings.json"
+        path = self.out / SETTINGS
         mine = json.loads(json.dumps(self.settings()))
         if path.is_file():
             before = json.loads(path.read_text())

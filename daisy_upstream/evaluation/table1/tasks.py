@@ -11,13 +11,13 @@ import copy
 import csv
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 from daisy_upstream.audio.io import read_scp
 
 from .plan import TEST_SPLIT
 
-__all__ = ["PAPER_LR", "SAVE_EVERY", "SCHEDULE_KEYS", "SMALL_LR", "SMALL_SIZES", "SMALL_STEPS", "fill_data_paths",
+__all__ = ["read_task_config", "PAPER_LR", "SAVE_EVERY", "SCHEDULE_KEYS", "SMALL_LR", "SMALL_SIZES", "SMALL_STEPS", "fill_data_paths",
            "prepare_task_config", "runner_schedule", "test_audio_files"]
 
 #: downstream heads and batches sized for a CPU ("small"), or the shipped configs ("paper").
@@ -75,6 +75,22 @@ def fill_data_paths(task: str, config: Dict[str, Any], layout: Mapping[str, str]
     else:
         expert["loaderrc"].update(train_dir=layout["train_dir"], dev_dir=layout["dev_dir"],
                                   test_dir=layout["test_dir"])
+
+
+def read_task_config(task: str, path: Union[str, Path]) -> Dict[str, Any]:
+    """An s3prl task config YAML, checked for the sections Table 1 fills in (before any work).
+
+    Raises:
+        ValueError: not a mapping with ``downstream_expert`` and ``runner`` mappings.
+        yaml.YAMLError: not YAML.
+    """
+    import yaml
+
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("downstream_expert", "runner")):
+        raise ValueError(f"{path}: expected an s3prl {task} task config (with downstream_expert and runner sections)")
+    return config
 
 
 def prepare_task_config(task: str, base: Dict[str, Any], steps: Optional[int], size: str,
