@@ -11,7 +11,10 @@ from daisy_upstream.audio.io import SAMPLE_RATE
 from daisy_upstream.core.branches import ExitBranches
 from daisy_upstream.core.checkpoint import FAIRSEQ_SPECIALS, TEACHER_KEYS, build_hubert, with_branches
 
-__all__ = ["ABSENT", "authors_layout", "make_random_checkpoint", "sharpen_branches"]
+__all__ = [
+    "ABSENT", "add_random_branches", "authors_layout", "cnn_320x", "encoder_cfg", "make_random_checkpoint",
+    "sharpen_branches",
+]
 
 
 #: pass as ``cls_pred_position`` for a ``model_cfg`` without the key
@@ -41,28 +44,16 @@ def make_random_checkpoint(
 
     With the defaults it is tiny (for tests); ``num_layers=12, embed_dim=768, ffn_dim=3072,
     num_heads=12, conv_channels=512, conv_pos=128, conv_pos_groups=16, final_dim=256,
-    num_clusters=500`` is HuBERT Base. The CNN strides always give 320x downsampling (HuBERT's kernels ``(10,5) (3,2)x4 (2,2)x2``).
+    num_clusters=500`` is HuBERT Base. ``conv_layers`` None: :func:`cnn_320x` (320x downsampling).
     """
     if conv_layers is None:
-        conv_layers = [(conv_channels, 10, 5)] + [(conv_channels, 3, 2)] * 4 + [(conv_channels, 2, 2)] * 2
+        conv_layers = cnn_320x(conv_channels)
     model_cfg = {
         "label_rate": 50,
-        "extractor_mode": extractor_mode,
-        "encoder_layers": num_layers,
-        "encoder_embed_dim": embed_dim,
-        "encoder_ffn_embed_dim": ffn_dim,
-        "encoder_attention_heads": num_heads,
-        "layer_norm_first": layer_norm_first,
-        "conv_feature_layers": repr(conv_layers),
-        "conv_pos": conv_pos,
-        "conv_pos_groups": conv_pos_groups,
+        **encoder_cfg(num_layers=num_layers, embed_dim=embed_dim, ffn_dim=ffn_dim, num_heads=num_heads,
+                      conv_layers=conv_layers, extractor_mode=extractor_mode, layer_norm_first=layer_norm_first,
+                      conv_pos=conv_pos, conv_pos_groups=conv_pos_groups),
         "final_dim": final_dim,
-        "encoder_layerdrop": 0.0,
-        "dropout": 0.0,
-        "attention_dropout": 0.0,
-        "activation_dropout": 0.0,
-        "dropout_input": 0.0,
-        "dropout_features": 0.0,
         "logit_temp": 0.1,
     }
     task_cfg = {"label_rate": 50, "sample_rate": SAMPLE_RATE, "normalize": normalize, "labels": ["km"]}
@@ -74,14 +65,65 @@ def make_random_checkpoint(
         model, _ = build_hubert({**state, "model_weight": {}})
         state["model_weight"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if branches:
-            exit_branches = ExitBranches(num_layers, embed_dim, num_clusters)
-            calibration = None
-            if layer_entropy is not None:
-                calibration = {"layer_entropy": [float(v) for v in layer_entropy], "dataset": "given"}
-            state = with_branches(state, exit_branches, calibration)
+            state = add_random_branches(state, num_layers, embed_dim, num_clusters, layer_entropy)
     finally:
         torch.random.set_rng_state(generator_state)
     return state
+
+
+def cnn_320x(channels: int) -> List[Tuple[int, int, int]]:
+    """The CNN of HuBERT, wav2vec 2.0, data2vec and WavLM: kernels ``(10,5) (3,2)x4 (2,2)x2``
+    (20 ms frames at 16 kHz), ``channels`` wide."""
+    return [(channels, 10, 5)] + [(channels, 3, 2)] * 4 + [(channels, 2, 2)] * 2
+
+
+def encoder_cfg(
+    *,
+    num_layers: int,
+    embed_dim: int,
+    ffn_dim: int,
+    num_heads: int,
+    conv_layers: List[Tuple[int, int, int]],
+    extractor_mode: str,
+    layer_norm_first: bool,
+    conv_pos: int,
+    conv_pos_groups: int,
+) -> Dict[str, Any]:
+    """The ``model_cfg`` keys of the CNN and the transformer encoder that every family's fairseq
+    config shares (s3prl's HubertConfig, Wav2Vec2Config, Data2VecAudioConfig, WavLMConfig), with
+    dropout and layer drop off so that the model is deterministic."""
+    return {
+        "extractor_mode": extractor_mode,
+        "encoder_layers": num_layers,
+        "encoder_embed_dim": embed_dim,
+        "encoder_ffn_embed_dim": ffn_dim,
+        "encoder_attention_heads": num_heads,
+        "layer_norm_first": layer_norm_first,
+        "conv_feature_layers": repr(conv_layers),
+        "conv_pos": conv_pos,
+        "conv_pos_groups": conv_pos_groups,
+        "encoder_layerdrop": 0.0,
+        "dropout": 0.0,
+        "attention_dropout": 0.0,
+        "activation_dropout": 0.0,
+        "dropout_input": 0.0,
+        "dropout_features": 0.0,
+    }
+
+
+def add_random_branches(
+    state: Dict[str, Any],
+    num_layers: int,
+    embed_dim: int,
+    num_classes: int,
+    layer_entropy: Optional[List[float]] = None,
+) -> Dict[str, Any]:
+    """``state`` with a ``daisy`` entry of random branches (the caller's RNG draws them) and, with
+    ``layer_entropy``, that calibration."""
+    calibration = None
+    if layer_entropy is not None:
+        calibration = {"layer_entropy": [float(v) for v in layer_entropy], "dataset": "given"}
+    return with_branches(state, ExitBranches(num_layers, embed_dim, num_classes), calibration)
 
 
 def sharpen_branches(state: Dict[str, Any], sharpen: float = 4.0) -> Dict[str, Any]:

@@ -23,10 +23,9 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from daisy_upstream.core.branches import ExitBranches
+from daisy_upstream.audio.io import SAMPLE_RATE
 from daisy_upstream.core.families import get_family
-from daisy_upstream.core.checkpoint import with_branches
-from daisy_upstream.testing.checkpoints import make_random_checkpoint
+from daisy_upstream.testing.checkpoints import add_random_branches, cnn_320x, encoder_cfg, make_random_checkpoint
 
 __all__ = ["BASE_SIZES", "FAMILY_NAMES", "make_random_family_checkpoint"]
 
@@ -88,24 +87,10 @@ def make_random_family_checkpoint(
             final_dim=16 if embed_dim < 256 else 256,
             branches=branches, layer_entropy=layer_entropy, seed=seed,
         )
-    conv_layers = [(conv_channels, 10, 5)] + [(conv_channels, 3, 2)] * 4 + [(conv_channels, 2, 2)] * 2
-    model_cfg: Dict[str, Any] = {
-        "extractor_mode": extractor_mode,
-        "encoder_layers": num_layers,
-        "encoder_embed_dim": embed_dim,
-        "encoder_ffn_embed_dim": ffn_dim,
-        "encoder_attention_heads": num_heads,
-        "layer_norm_first": layer_norm_first,
-        "conv_feature_layers": repr(conv_layers),
-        "conv_pos": conv_pos,
-        "conv_pos_groups": conv_pos_groups,
-        "encoder_layerdrop": 0.0,
-        "dropout": 0.0,
-        "attention_dropout": 0.0,
-        "activation_dropout": 0.0,
-        "dropout_input": 0.0,
-        "dropout_features": 0.0,
-    }
+    model_cfg: Dict[str, Any] = encoder_cfg(
+        num_layers=num_layers, embed_dim=embed_dim, ffn_dim=ffn_dim, num_heads=num_heads,
+        conv_layers=cnn_320x(conv_channels), extractor_mode=extractor_mode, layer_norm_first=layer_norm_first,
+        conv_pos=conv_pos, conv_pos_groups=conv_pos_groups)
     if family == "wavlm":
         model_cfg.update(relative_position_embedding=relative_position_embedding, gru_rel_pos=gru_rel_pos,
                          num_buckets=num_buckets, max_distance=max_distance, normalize=normalize)
@@ -119,7 +104,7 @@ def make_random_family_checkpoint(
                              final_dim=16 if small else 256, logit_temp=0.1)
         else:
             model_cfg.update(average_top_k_layers=min(8, num_layers), ema_decay=0.999)
-        state = {"task_cfg": {"_name": "audio_pretraining", "sample_rate": 16000, "normalize": normalize},
+        state = {"task_cfg": {"_name": "audio_pretraining", "sample_rate": SAMPLE_RATE, "normalize": normalize},
                  "model_cfg": model_cfg}
     fam = get_family(family)
     with torch.random.fork_rng(devices=[]):
@@ -133,8 +118,5 @@ def make_random_family_checkpoint(
                 weights["_ema"] = {k: v.clone() for k, v in list(weights.items())[:2]}
             state["model_weight"] = weights
         if branches:
-            calibration = None
-            if layer_entropy is not None:
-                calibration = {"layer_entropy": [float(v) for v in layer_entropy], "dataset": "given"}
-            state = with_branches(state, ExitBranches(num_layers, embed_dim, num_classes), calibration)
+            state = add_random_branches(state, num_layers, embed_dim, num_classes, layer_entropy)
     return state
