@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use a deterministic subset of this many utterances")
     parser.add_argument("--device", type=types.device, default=None,
                         help="torch device (default: cuda when a GPU is visible, else cpu)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="the model's forward: fp32 (TF32 matmuls on CUDA; default), bf16 or fp16 autocast; "
+                             "the branches' entropies stay fp32")
     parser.add_argument("--threads", type=types.threads, default=None, help="torch CPU threads (0 or none: torch's default)")
     parser.add_argument("--reject-resample", action="store_true",
                         help="reject audio not at 16 kHz instead of resampling it with a warning")
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from daisy_upstream.training.distributed import default_device
 
     result = calibrate_checkpoint(args.ckpt, corpus, args.rho, args.batch_seconds, args.device or default_device(),
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, precision=args.precision)
     with output_files([args.out, plot], "calibrate", args.force, inputs) as (yaml_tmp, plot_tmp):
         write_calibration_yaml(result, yaml_tmp, force=True)
         plot_calibration(result, plot_tmp, force=True)

@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop this call after N steps (state saved; run again to continue)")
     parser.add_argument("--device", type=types.device, default=None,
                         help="torch device: cpu, cuda, cuda:1 (default: cuda when a GPU is visible, else cpu)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="the frozen model's forward: fp32 (TF32 matmuls on CUDA; default), bf16 or fp16 "
+                             "autocast; branches, targets and entropies stay fp32")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, split and batch order")
     parser.add_argument("--batch-seconds", type=types.positive_float, default=400.0,
                         help="audio seconds per batch, summed (paper: 32 LibriSpeech utterances ~ 400 s)")
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         rhos=tuple(args.rho), noise_prob=args.noise_prob, balance_lr=args.balance_lr,
         lr_schedule=args.lr_schedule, targets=args.targets, kmeans_layer=args.kmeans_layer,
         clusters=args.clusters, kmeans_batch_frames=args.kmeans_batch_frames,
-        kmeans_max_frames=args.kmeans_max_frames, kmeans_passes=args.kmeans_passes,
+        kmeans_max_frames=args.kmeans_max_frames, kmeans_passes=args.kmeans_passes, precision=args.precision,
     )
     config.validate()
     corpus = AudioCorpus.from_source(args.audio, resample=not args.reject_resample)

@@ -7,6 +7,7 @@ fix is imported (never at interpreter start-up).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import os
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-__all__ = ["allow_namespace_in_checkpoints", "key_voxceleb1_cache_by_dataset", "local_rank_from_torchrun", "patch_runner_module", "voxceleb1_cache_dir"]
+__all__ = ["allow_namespace_in_checkpoints", "cpu_bf16_conv_guard", "key_voxceleb1_cache_by_dataset", "local_rank_from_torchrun", "patch_runner_module", "voxceleb1_cache_dir"]
 
 
 def allow_namespace_in_checkpoints() -> None:
@@ -24,6 +25,33 @@ def allow_namespace_in_checkpoints() -> None:
     import torch
 
     torch.serialization.add_safe_globals([argparse.Namespace])
+
+
+def cpu_bf16_conv_guard(device_type: str, dtype) -> "contextlib.AbstractContextManager":
+    """oneDNN off around a CPU bf16 autocast forward; elsewhere nothing.
+
+    torch 2.8's oneDNN bf16 grouped ``conv1d`` with 16 groups and an even kernel >= 8 returns
+    wrong values on the CPU (relative error > 1, not rounding; 2, 4, 8 groups and odd kernels
+    are right): that is HuBERT's / wav2vec 2.0's positional convolution (kernel 128, 16
+    groups), so bf16 autocast on the CPU gave other stage-1 targets on a fifth of the frames.
+    torch's own kernels (oneDNN off) are right to bf16 rounding (tests/training/test_precision.py).
+    """
+    import torch
+
+    if device_type != "cpu" or dtype != torch.bfloat16:
+        return contextlib.nullcontext()
+    return _onednn_off()
+
+
+@contextlib.contextmanager
+def _onednn_off():
+    import torch
+
+    saved, torch.backends.mkldnn.enabled = torch.backends.mkldnn.enabled, False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = saved
 
 
 def voxceleb1_cache_dir(root: str, meta_data: str) -> str:

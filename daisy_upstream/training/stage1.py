@@ -31,6 +31,7 @@ from daisy_upstream.core.early_exit import EarlyExitModel
 from .batch_feed import BatchFeed
 from .distributed import barrier, default_device, init_distributed, resolve_device
 from .monitor import TrainingMonitor
+from .precision import allow_tf32
 from .stage1_config import Stage1Config, Stage1Result
 from .stage1_state import STATE_FILE, Progress, epoch_order, load_state, save_state
 from .targets import (
@@ -100,7 +101,7 @@ def _write_output(
         log.warning("no held-out audio (held-out fraction 0): the calibration uses the training audio")
     branches.eval()
     entropies, keys, seconds = layer_entropies(backbone, branches, calib_set, config.batch_seconds, dev,
-                                               rank=rank, world=world)
+                                               rank=rank, world=world, precision=config.precision)
     calibration = CalibrationResult(entropies, keys, calib_set.name, seconds, tuple(config.rhos), str(checkpoint),
                                     extra={"stage1_steps": step}).to_dict()
     if rank != 0:
@@ -171,6 +172,7 @@ def train_branches(
     device = device or default_device()
     rank, world, local_rank = init_distributed(device)
     dev = resolve_device(device, world, local_rank)
+    allow_tf32(config.precision, dev)
     is_main = rank == 0
     if world > 1 and dev.type == "cpu" and is_main:
         log.warning("%d processes train on the CPU (gloo)%s", world,
@@ -218,7 +220,7 @@ def train_branches(
         wavs, _ = train_set.load_batch(batches[epoch_order(len(batches), config.seed, 0)[0]])
         if not wavs:
             raise ValueError(f"the first training batch could not be decoded ({train_set.problems.summary()})")
-        features, _ = batch_features(backbone, targets, [w.to(dev) for w in wavs])
+        features, _ = batch_features(backbone, targets, [w.to(dev) for w in wavs], config.precision)
         for group, layer_lr in zip(optimizer.param_groups, balanced_layer_lrs(features, config.lr)):
             group["base_lr"] = layer_lr
         del features
@@ -245,7 +247,7 @@ def train_branches(
             return None
         branches.eval()  # every rank evaluates its share of the batches
         metrics = evaluate_branches(backbone, targets, branches, heldout_set, config.batch_seconds, dev,
-                                    rank, world)
+                                    rank, world, config.precision)
         branches.train()
         metrics["step"] = done.step
         done.history.append(metrics)
@@ -277,7 +279,7 @@ def train_branches(
                 noise_rng = np.random.default_rng([config.seed, done.epoch, done.position, rank])
                 wavs = [torch.from_numpy(augment(w.numpy(), noise_rng)) for w in wavs]
             if wavs:
-                features, labels = batch_features(backbone, targets, [w.to(dev) for w in wavs])
+                features, labels = batch_features(backbone, targets, [w.to(dev) for w in wavs], config.precision)
             else:  # this rank has nothing, but must take part in the DDP step
                 features = torch.zeros(num_layers, 0, embed_dim, device=dev)
                 labels = torch.zeros(0, dtype=torch.long, device=dev)

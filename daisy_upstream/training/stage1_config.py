@@ -57,6 +57,9 @@ class Stage1Config:
         kmeans_max_frames: stop feeding k-means after so many frames (None: all of them).
         kmeans_passes: passes of the training audio through k-means (1 is plenty for
             hundreds of hours; small corpora need several for enough mini-batch updates).
+        precision: the frozen model's forward: ``"fp32"`` (TF32 matmuls allowed on CUDA),
+            ``"bf16"`` or ``"fp16"`` autocast; branches, targets and entropies stay float32
+            (:mod:`~daisy_upstream.training.precision`). The k-means fit runs in float32.
     """
 
     lr: float = 5e-5
@@ -82,6 +85,7 @@ class Stage1Config:
     kmeans_batch_frames: int = 10000
     kmeans_max_frames: Optional[int] = None
     kmeans_passes: int = 1
+    precision: str = "fp32"
 
     def validate(self) -> None:
         if self.targets is not None and self.targets not in TARGET_KINDS:
@@ -100,6 +104,9 @@ class Stage1Config:
                 raise ValueError(f"--kmeans-max-frames must be >= --clusters ({self.clusters})")
         elif self.kmeans_layer is not None or self.clusters is not None:
             raise ValueError("--kmeans-layer and --clusters go with --targets kmeans")
+        from .precision import check_precision
+
+        check_precision(self.precision)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
         if not self.lr > 0:
@@ -131,6 +138,8 @@ class Stage1Config:
             made = {"targets": self.targets, "kmeans_layer": self.kmeans_layer, "clusters": self.clusters,
                     "kmeans_batch_frames": self.kmeans_batch_frames, "kmeans_max_frames": self.kmeans_max_frames,
                     "kmeans_passes": self.kmeans_passes}
+        if self.precision != "fp32":  # (absent for fp32: older states resume)
+            made["precision"] = self.precision
         return {
             **made,
             "lr": self.lr,
