@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="the frozen model's forward: fp32 (TF32 matmuls on CUDA; default), bf16 or fp16 "
                              "autocast; branches, targets and entropies stay fp32")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="DataLoader processes decoding, noising and padding training batches (default 0: "
+                             "in the training process; on a GPU use several)")
+    parser.add_argument("--prefetch", type=int, default=2, help="batches each worker loads ahead (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, split and batch order")
     parser.add_argument("--batch-seconds", type=types.positive_float, default=400.0,
                         help="audio seconds per batch, summed (paper: 32 LibriSpeech utterances ~ 400 s)")
@@ -118,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         lr_schedule=args.lr_schedule, targets=args.targets, kmeans_layer=args.kmeans_layer,
         clusters=args.clusters, kmeans_batch_frames=args.kmeans_batch_frames,
         kmeans_max_frames=args.kmeans_max_frames, kmeans_passes=args.kmeans_passes, precision=args.precision,
+        workers=args.workers, prefetch=args.prefetch,
     )
     config.validate()
     corpus = AudioCorpus.from_source(args.audio, resample=not args.reject_resample)

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -28,7 +27,7 @@ from daisy_upstream.core.branches import ExitBranches
 from daisy_upstream.core.checkpoint import DaisyCheckpoint, half_precision, with_branches
 from daisy_upstream.core.early_exit import EarlyExitModel
 
-from .batch_feed import BatchFeed
+from .batch_feed import EpochSampler, Stage1Batches, stage1_loader, unpad
 from .distributed import barrier, default_device, init_distributed, resolve_device
 from .monitor import TrainingMonitor
 from .precision import allow_tf32
@@ -262,24 +261,22 @@ def train_branches(
     audio_seconds, started, start_step = 0.0, time.perf_counter(), done.step
     branches.train()
     augment = NoiseAugment(config.noise_prob, config.noise_snr_db, seed=config.seed)
-    feed = BatchFeed(train_set, batches, config.seed, rank, world, config.prefetch)
+    sampler = EpochSampler(len(batches), config.seed, rank, world, done.epoch, done.position)
+    loader = stage1_loader(Stage1Batches(train_set, batches, config.seed, rank, augment), sampler,
+                           config.workers, config.prefetch, pin_memory=dev.type == "cuda")
+    feed = iter(loader)
     try:
         while done.step < total_steps:
             if config.stop_after is not None and done.step - start_step >= config.stop_after:
                 break
-            order = feed.order(done.epoch)
-            if done.position >= len(order):
-                done.epoch, done.position = done.epoch + 1, 0
-                continue
-            wavs = feed.load(done.epoch, done.position, order)
+            item = next(feed)  # the sampler moves on to the next epoch by itself
+            done.epoch, done.position = item["epoch"], item["position"]
+            wavs = unpad(item, train_set, dev)
             if not wavs and world == 1:
                 done.position += 1
                 continue  # every file of this batch failed to decode (counted); no step
-            if wavs and augment.prob:
-                noise_rng = np.random.default_rng([config.seed, done.epoch, done.position, rank])
-                wavs = [torch.from_numpy(augment(w.numpy(), noise_rng)) for w in wavs]
             if wavs:
-                features, labels = batch_features(backbone, targets, [w.to(dev) for w in wavs], config.precision)
+                features, labels = batch_features(backbone, targets, wavs, config.precision)
             else:  # this rank has nothing, but must take part in the DDP step
                 features = torch.zeros(num_layers, 0, embed_dim, device=dev)
                 labels = torch.zeros(0, dtype=torch.long, device=dev)
@@ -306,7 +303,7 @@ def train_branches(
             log.warning("interrupted at step %d; state saved in %s, run again to continue", done.step, state_path)
         raise
     finally:
-        feed.close()
+        del feed  # stops the workers
     monitor.close_bar()
     wall = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None

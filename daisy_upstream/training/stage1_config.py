@@ -30,8 +30,10 @@ class Stage1Config:
         save_every: steps between state saves (0: only at the end / on interrupt).
         stop_after: stop this call after so many steps (state saved; run again to go on).
         rhos: rho values whose tau is reported with the calibration.
-        prefetch: load the next batch's audio in a background thread while this one trains
-            (the order and content of batches do not change).
+        workers: DataLoader worker processes that decode, noise and pad the training
+            batches (0: in the training process, one batch at a time). The order and content
+            of batches do not depend on it.
+        prefetch: batches each worker loads ahead (with ``workers > 0``).
         noise_prob: share of training utterances mixed with sox noise (white, pink, brown) at
             an SNR drawn from ``noise_snr_db``; the targets come from the noisy audio itself,
             so the branches learn how sure they may be on noisy speech (0: off; the held-out
@@ -74,7 +76,8 @@ class Stage1Config:
     save_every: int = 1000
     stop_after: Optional[int] = None
     rhos: Tuple[float, ...] = (0.7, 0.76, 1.0)
-    prefetch: bool = True
+    workers: int = 0
+    prefetch: int = 2
     noise_prob: float = 0.0
     noise_snr_db: Tuple[float, float] = (0.0, 20.0)
     balance_lr: bool = True
@@ -124,6 +127,8 @@ class Stage1Config:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.noise_prob <= 1.0:
             raise ValueError(f"noise_prob must be in [0, 1], got {self.noise_prob}")
+        if self.workers < 0 or self.prefetch < 1:
+            raise ValueError(f"workers must be >= 0 and prefetch >= 1, got {self.workers} and {self.prefetch}")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"stop_after must be >= 1, got {self.stop_after}")
 
