@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 from typing import Callable, Optional
 
-__all__ = ["device", "non_negative_int", "positive_float", "positive_int", "rho", "set_threads", "threads", "unit_interval"]
+__all__ = [
+    "add_precision", "device", "non_negative_int", "positive_float", "positive_int", "rho", "set_threads", "threads",
+    "unit_interval",
+]
 
 
 def _number(cast: Callable[[str], float], check: Callable[[float], bool], what: str) -> Callable[[str], float]:
@@ -58,6 +61,15 @@ def device(name: str) -> str:
     elif parsed.type != "cpu":
         raise argparse.ArgumentTypeError(f"{name}: daisy runs on cpu, cuda or mps")
     return name
+
+
+def add_precision(parser: argparse.ArgumentParser, default: Optional[str] = "fp32") -> None:
+    """``--precision fp32|bf16|fp16``: the frozen model's forward (daisy_upstream.core.precision)."""
+    from daisy_upstream.core.precision import PRECISIONS
+
+    parser.add_argument("--precision", choices=PRECISIONS, default=default,
+                        help="the frozen model's forward: fp32 (TF32 matmuls on CUDA), bf16 or fp16 autocast; "
+                             "branches, entropies and targets stay fp32 (default: %s)" % (default or "the config's"))
 
 
 def set_threads(count: Optional[int]) -> None:

@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-g", "--config", help="upstream config YAML (rho, tau, strategy, ...)")
     parser.add_argument("--rho", type=types.rho, help="override the config's rho")
     parser.add_argument("--tau", type=float, help="override the config's tau")
+    types.add_precision(parser, default=None)
     parser.add_argument("--fixed-layer", type=types.positive_int,
                         help="layer of the fixed-exit mode (default: DAISY's mean exit layer at batch 1, rounded)")
     parser.add_argument("--batch-sizes", type=types.positive_int, nargs="+", default=[1, 8, 32])
@@ -42,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
     if args.ckpt and not Path(args.ckpt).is_file():
         raise FileNotFoundError(f"checkpoint {args.ckpt} does not exist (-k/--ckpt)")
     types.set_threads(args.threads)
+    overrides = {"rho": args.rho, "tau": args.tau, "precision": args.precision}
     result = bench(
-        args.out, args.ckpt, args.config, {"rho": args.rho, "tau": args.tau}, random_base=args.random_base,
-        family=args.family,
+        args.out, args.ckpt, args.config, overrides, random_base=args.random_base, family=args.family,
         fixed_layer=args.fixed_layer, batch_sizes=args.batch_sizes, utterances=args.utterances,
         min_seconds=args.min_seconds, max_seconds=args.max_seconds, repeats=args.repeats, warmup=args.warmup,
         device=args.device, seed=args.seed, force=args.force, say=lambda message: print(f"[bench] {message}", file=sys.stderr),

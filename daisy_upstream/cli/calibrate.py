@@ -35,9 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use a deterministic subset of this many utterances")
     parser.add_argument("--device", type=types.device, default=None,
                         help="torch device (default: cuda when a GPU is visible, else cpu)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                        help="the model's forward: fp32 (TF32 matmuls on CUDA; default), bf16 or fp16 autocast; "
-                             "the branches' entropies stay fp32")
+    types.add_precision(parser)
     parser.add_argument("--threads", type=types.threads, default=None, help="torch CPU threads (0 or none: torch's default)")
     parser.add_argument("--reject-resample", action="store_true",
                         help="reject audio not at 16 kHz instead of resampling it with a warning")

@@ -48,13 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop this call after N steps (state saved; run again to continue)")
     parser.add_argument("--device", type=types.device, default=None,
                         help="torch device: cpu, cuda, cuda:1 (default: cuda when a GPU is visible, else cpu)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                        help="the frozen model's forward: fp32 (TF32 matmuls on CUDA; default), bf16 or fp16 "
-                             "autocast; branches, targets and entropies stay fp32")
-    parser.add_argument("--workers", type=int, default=0,
+    types.add_precision(parser)
+    parser.add_argument("--workers", type=types.non_negative_int, default=0,
                         help="DataLoader processes decoding, noising and padding training batches (default 0: "
                              "in the training process; on a GPU use several)")
-    parser.add_argument("--prefetch", type=int, default=2, help="batches each worker loads ahead (default 2)")
+    parser.add_argument("--prefetch", type=types.positive_int, default=2, help="batches each worker loads ahead (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, split and batch order")
     parser.add_argument("--batch-seconds", type=types.positive_float, default=400.0,
                         help="audio seconds per batch, summed (paper: 32 LibriSpeech utterances ~ 400 s)")

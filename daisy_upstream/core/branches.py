@@ -119,8 +119,11 @@ class ExitBranches(nn.ModuleList):
         """Mean valid-frame entropy of branch ``layer`` on ``hidden`` ``(B, T, D)`` -> ``(B,)``.
 
         ``lengths`` ``(B,)`` counts each row's valid frames; None: all ``T`` are valid.
+        Computed outside autocast in the branches' dtype (float32), whatever ``hidden``'s
+        dtype and the forward's precision (:mod:`daisy_upstream.core.precision`).
         """
-        return mean_entropy(self.logits(layer, hidden), lengths, self.groups)
+        with torch.autocast(hidden.device.type, enabled=False):
+            return mean_entropy(self.logits(layer, hidden.to(self[layer - 1].weight.dtype)), lengths, self.groups)
 
     @classmethod
     def from_state_dict(

@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 from daisy_upstream.core.branches import BRANCH_INPUTS, ExitBranches, valid_frame_mask
 from daisy_upstream.core.families import Family, family_of_model
-from daisy_upstream.core.padded_cnn import supports_padded_cnn
+from daisy_upstream.core.padded_cnn import length_chunks, supports_padded_cnn
 from daisy_upstream.core.policy import ExitPlan, make_plan
+from daisy_upstream.core.precision import check_precision, frozen_forward
 from daisy_upstream.core.waveforms import check_finite, prepare_waveforms
 
 __all__ = ["EarlyExitHubert", "EarlyExitModel", "EarlyExitOutput"]
@@ -63,18 +64,6 @@ class EarlyExitOutput:
 CPU_CNN_SAMPLES = 1 << 20
 
 
-def _length_chunks(sizes: Sequence[int], budget: Optional[int]) -> List[List[int]]:
-    """Row indices in passes of at most ``budget`` padded samples (rows sorted by length)."""
-    if budget is None or len(sizes) * max(sizes) <= budget:
-        return [list(range(len(sizes)))]
-    chunks: List[List[int]] = [[]]
-    for i in sorted(range(len(sizes)), key=sizes.__getitem__):
-        if chunks[-1] and (len(chunks[-1]) + 1) * sizes[i] > budget:
-            chunks.append([])
-        chunks[-1].append(i)
-    return chunks
-
-
 def _zero_frames(x: Tensor, padding: Tensor) -> Tensor:
     """``x`` ``(B, T, D)`` with zeros where ``padding`` ``(B, T)``; in place under no_grad."""
     if torch.is_grad_enabled():
@@ -104,6 +93,9 @@ class EarlyExitModel(nn.Module):
             or, for a feature extractor that is not s3prl's plain stack of conv blocks (WavLM's
             ``conv_type`` ``conv2d``/``custom``), one CNN call per distinct length.
         family: the model's adapter (default: from the model's class).
+        precision: the forward's arithmetic, ``fp32``, ``bf16`` or ``fp16`` autocast
+            (:mod:`daisy_upstream.core.precision`); the hidden states leave it in the model's
+            own dtype (float32), the entropies in the branches' (float32).
     """
 
     def __init__(
@@ -113,8 +105,11 @@ class EarlyExitModel(nn.Module):
         normalize_waveform: bool = False,
         stock_padded_cnn: bool = False,
         family: Optional[Family] = None,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
+        check_precision(precision)
+        self.precision = precision
         self.model = model
         self.family = family if family is not None else family_of_model(model)
         self.branches = branches
@@ -200,7 +195,7 @@ class EarlyExitModel(nn.Module):
                 return features, [features.size(1)] * len(wavs)
             return features, (~frame_pad).sum(dim=1).tolist()
         counts = self.frame_counts(sizes)
-        chunks = _length_chunks(sizes, CPU_CNN_SAMPLES if padded.device.type == "cpu" else None)
+        chunks = length_chunks(sizes, CPU_CNN_SAMPLES if padded.device.type == "cpu" else None)
         if len(chunks) == 1:
             features = family.cnn(model, padded, sizes if self._cnn_has_groupnorm else None)
         else:  # a few padded passes over rows of similar length (bounded memory on CPU)
@@ -243,8 +238,13 @@ class EarlyExitModel(nn.Module):
                 this reading (a key of ``BRANCH_INPUTS``) take at every layer that ran.
         """
         first = next(self.model.parameters())
-        inputs = prepare_waveforms(wavs, self.min_samples, first.dtype, first.device)  # core/waveforms.py
-        wavs = inputs
+        wavs = prepare_waveforms(wavs, self.min_samples, first.dtype, first.device)  # core/waveforms.py
+        with frozen_forward(self.precision, first.device):
+            return self._forward(wavs, plan, per_batch, branch_reading)
+
+    def _forward(self, wavs: List[Tensor], plan: ExitPlan, per_batch: bool, branch_reading: Optional[str]
+                 ) -> EarlyExitOutput:
+        inputs, dtype = wavs, wavs[0].dtype  # the model's dtype (prepare_waveforms): what leaves the forward
         num_layers = self.num_layers
         if not 1 <= plan.deepest <= num_layers:
             raise ValueError(f"exit layer {plan.deepest} is outside 1..{num_layers}")
@@ -263,7 +263,7 @@ class EarlyExitModel(nn.Module):
         lengths = torch.tensor(counts, device=device)
         padded = min(counts) < frames
         padding = ~valid_frame_mask(lengths, frames)
-        x = family.front(model, features, padding, stock_batch=self.stock_padded_cnn)
+        x = family.front(model, features, padding, stock_batch=self.stock_padded_cnn).to(dtype)
         final_norm = family.final_norm(model)
 
         # Host bookkeeping: which rows run (``active``, indices into the batch) and their
@@ -300,6 +300,7 @@ class EarlyExitModel(nn.Module):
 
         for k in range(1, plan.deepest + 1):
             x, ffn, carry = family.layer(model, k - 1, x, cur_padding, carry)  # (T, B, D)
+            x, ffn = x.to(dtype), ffn if ffn is None else ffn.to(dtype)  # no-ops unless autocast left them low
             output = state = last = x.transpose(0, 1)  # (B_active, T_active, D)
             if k == num_layers and final_norm is not None:
                 state = last = final_norm(state)

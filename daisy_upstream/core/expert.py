@@ -150,6 +150,7 @@ class DaisyUpstream(UpstreamBase):
             normalize_waveform=bool(loaded.task_cfg.normalize),
             stock_padded_cnn=self.config.stock_padded_cnn,
             family=loaded.family,
+            precision=self.config.precision,
         )
         self._statistics_owner: Optional[weakref.ref] = None
         self._exit_counts: Optional[List[int]] = None

@@ -25,7 +25,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["masked_group_norm", "padded_cnn", "supports_padded_cnn"]
+__all__ = ["length_chunks", "masked_group_norm", "padded_cnn", "supports_padded_cnn"]
 
 
 def _per_frame(module: nn.Module) -> bool:
@@ -47,6 +47,18 @@ def supports_padded_cnn(extractor: nn.Module) -> bool:
     if getattr(extractor, "conv_type", "default") != "default" or not isinstance(blocks, nn.ModuleList):
         return False
     return all(isinstance(b, nn.Sequential) and all(_plain_module(m) for m in b) for b in blocks)
+
+
+def length_chunks(sizes: Sequence[int], budget: Optional[int]) -> List[List[int]]:
+    """Row indices in passes of at most ``budget`` padded samples (rows sorted by length)."""
+    if budget is None or len(sizes) * max(sizes) <= budget:
+        return [list(range(len(sizes)))]
+    chunks: List[List[int]] = [[]]
+    for i in sorted(range(len(sizes)), key=sizes.__getitem__):
+        if chunks[-1] and (len(chunks[-1]) + 1) * sizes[i] > budget:
+            chunks.append([])
+        chunks[-1].append(i)
+    return chunks
 
 
 def masked_group_norm(norm: nn.GroupNorm, x: Tensor, lengths: Tensor, chunk: int = 1 << 24) -> Tensor:

@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
+from daisy_upstream.core.precision import PRECISIONS
+
 __all__ = [
     "STRATEGIES",
     "STATISTICS_STRATEGIES",
@@ -173,6 +175,9 @@ class DaisyConfig:
             be patched, whose plain weighted sum then gives the exit layer the weights of the
             layers that did not run (``layer_norm`` per layer, as s3prl's ``normalize``,
             commutes with the copy).
+        precision: the frozen model's forward, ``fp32`` (TF32 matmuls on CUDA), ``bf16`` or
+            ``fp16`` autocast; hidden states, branches and entropies stay float32
+            (:mod:`daisy_upstream.core.precision`).
     """
 
     rho: float = 0.7
@@ -184,6 +189,7 @@ class DaisyConfig:
     featurize_layer0: bool = False
     stock_padded_cnn: bool = False
     layers_past_exit: str = "zeros"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -217,6 +223,8 @@ class DaisyConfig:
                 raise bad(key, "must be true or false")
         if self.layers_past_exit not in LAYERS_PAST_EXIT:
             raise bad("layers_past_exit", f"is unknown; choose one of {', '.join(LAYERS_PAST_EXIT)}")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"is unknown; choose one of {', '.join(PRECISIONS)}")
 
     @classmethod
     def keys(cls) -> List[str]:

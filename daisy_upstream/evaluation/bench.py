@@ -119,7 +119,7 @@ def bench(
     family_name = upstream.family.name
     record = {"name": f"random {family_name} Base", "seed": seed} if random_base else checkpoint_record(loaded.checkpoint)
     source = f"a random {family_name} Base" if random_base else str(loaded.checkpoint)
-    say(f"{source} ({family_name}, {num_layers} layers) on {device}, tau={upstream.tau:.4f}"
+    say(f"{source} ({family_name}, {num_layers} layers) on {device} in {upstream.config.precision}, tau={upstream.tau:.4f}"
         f"{' (calibrated on the bench audio)' if calibrated_here else ''}, {len(wavs)} clips, {seconds:.1f} s")
     results = run_benchmark(net, wavs, modes, batch_sizes, repeats, warmup, progress=say)
     checks = targets(results)
@@ -127,7 +127,7 @@ def bench(
     meta = {
         "checkpoint": record, "random_base": random_base, "family": family_name, "layers": num_layers,
         "tau": upstream.tau,
-        "strategy": upstream.config.strategy, "fixed_layer": fixed_layer,
+        "strategy": upstream.config.strategy, "fixed_layer": fixed_layer, "precision": upstream.config.precision,
         "calibrated_on_bench_audio": calibrated_here, "calibration": loaded.calibration, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "clips": len(wavs),

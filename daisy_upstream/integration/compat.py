@@ -1,8 +1,9 @@
 """Every compatibility shim for s3prl 0.4.18 on torch 2.8, in one place, applied once.
 
 Each shim is narrow, says what it fixes, and touches no file of the installed s3prl.
-Each is idempotent; :mod:`daisy_upstream.integration.plugin` applies them when the s3prl module they
-fix is imported (never at interpreter start-up).
+Each is idempotent; :mod:`daisy_upstream.integration.plugin` applies them when the module they
+fix is imported (an s3prl module, or :mod:`daisy_upstream.core.precision` for torch's CPU bf16
+convolution; never at interpreter start-up).
 """
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-__all__ = ["allow_namespace_in_checkpoints", "cpu_bf16_conv_guard", "key_voxceleb1_cache_by_dataset", "local_rank_from_torchrun", "patch_runner_module", "voxceleb1_cache_dir"]
+__all__ = [
+    "allow_namespace_in_checkpoints", "cpu_bf16_conv_guard", "guard_frozen_forward", "key_voxceleb1_cache_by_dataset",
+    "local_rank_from_torchrun", "patch_runner_module", "voxceleb1_cache_dir",
+]
 
 
 def allow_namespace_in_checkpoints() -> None:
@@ -34,13 +38,20 @@ def cpu_bf16_conv_guard(device_type: str, dtype) -> "contextlib.AbstractContextM
     wrong values on the CPU (relative error > 1, not rounding; 2, 4, 8 groups and odd kernels
     are right): that is HuBERT's / wav2vec 2.0's positional convolution (kernel 128, 16
     groups), so bf16 autocast on the CPU gave other stage-1 targets on a fifth of the frames.
-    torch's own kernels (oneDNN off) are right to bf16 rounding (tests/training/test_precision.py).
+    torch's own kernels (oneDNN off) are right to bf16 rounding (tests/core/test_precision.py).
     """
     import torch
 
     if device_type != "cpu" or dtype != torch.bfloat16:
         return contextlib.nullcontext()
     return _onednn_off()
+
+
+def guard_frozen_forward(precision) -> None:
+    """Applied to ``daisy_upstream.core.precision`` when it is imported: every autocast
+    forward of the frozen model runs inside :func:`cpu_bf16_conv_guard` (idempotent)."""
+    if cpu_bf16_conv_guard not in precision.FORWARD_GUARDS:
+        precision.FORWARD_GUARDS.append(cpu_bf16_conv_guard)
 
 
 @contextlib.contextmanager

@@ -73,6 +73,7 @@ _HOOKS: Dict[str, Tuple[str, str]] = {
     "s3prl.nn": ("daisy_upstream.integration.s3prl_nn", "patch_featurizer_name"),
     "s3prl.problem.base": ("daisy_upstream.integration.s3prl_nn", "patch_featurizer_name"),
     "s3prl.downstream.voxceleb1.dataset": ("daisy_upstream.integration.compat", "key_voxceleb1_cache_by_dataset"),
+    "daisy_upstream.core.precision": ("daisy_upstream.integration.compat", "guard_frozen_forward"),
 }
 
 

@@ -41,7 +41,6 @@ from daisy_upstream.audio.io import SAMPLE_RATE
 from daisy_upstream.core.branches import ExitBranches
 from daisy_upstream.core.early_exit import EarlyExitModel
 from daisy_upstream.core.policy import compute_tau, make_plan
-from daisy_upstream.training.precision import frozen_forward
 
 __all__ = [
     "CalibrationResult",
@@ -180,23 +179,19 @@ def linear_fit(values: Sequence[float]) -> Tuple[float, float, float]:
 
 
 @torch.no_grad()
-def utterance_entropies(backbone: EarlyExitModel, branches: ExitBranches, wavs: Sequence[Tensor],
-                        precision: str = "fp32") -> Tensor:
+def utterance_entropies(backbone: EarlyExitModel, branches: ExitBranches, wavs: Sequence[Tensor]) -> Tensor:
     """``(B, L)`` float64 on CPU: each waveform's mean branch entropy at every layer.
 
     A full forward of ``backbone`` (its own branches are not used); branch ``k`` reads layer
     ``k``'s ``branches.reads`` tensor (``hidden_states[k]`` for ours, the FFN output or the
     layer output for the authors' heads), as it does when the upstream decides exits.
-    ``precision``: the backbone's forward (:mod:`~daisy_upstream.training.precision`); the
-    branches and their entropies run in float32.
     """
     num_layers = backbone.num_layers
     if branches.num_layers != num_layers:
         raise ValueError(f"{branches.num_layers} branches for a {num_layers}-layer model")
-    with frozen_forward(precision, wavs[0].device):
-        out = backbone(list(wavs), make_plan([num_layers], None), branch_reading=branches.reads)
+    out = backbone(list(wavs), make_plan([num_layers], None), branch_reading=branches.reads)
     per_layer = [
-        branches.entropy(k, out.branch_inputs[k - 1].float(), out.lengths).double() for k in range(1, num_layers + 1)
+        branches.entropy(k, out.branch_inputs[k - 1], out.lengths).double() for k in range(1, num_layers + 1)
     ]
     return torch.stack(per_layer, dim=1).cpu()
 
@@ -211,7 +206,6 @@ def layer_entropies(
     progress: bool = False,
     rank: int = 0,
     world: int = 1,
-    precision: str = "fp32",
 ) -> Tuple[Tensor, List[str], float]:
     """Every utterance's mean branch entropy at every layer.
 
@@ -224,8 +218,6 @@ def layer_entropies(
         rank / world: under ``world`` processes (every rank calls this) rank ``r`` runs
             batches ``r, r + world, ...`` and the rows are gathered in batch order, so every
             rank returns what one process would.
-        precision: the backbone's forward (:mod:`~daisy_upstream.training.precision`); the
-            branches and entropies run in float32.
 
     Returns:
         ``(entropies (N, L) float64 on CPU, keys (N), audio seconds)``.
@@ -252,7 +244,7 @@ def layer_entropies(
             bar.update(1)
         if not wavs:
             continue
-        done.append((index, utterance_entropies(backbone, branches, [w.to(device) for w in wavs], precision),
+        done.append((index, utterance_entropies(backbone, branches, [w.to(device) for w in wavs]),
                      [corpus.items[i].key for i in kept], sum(len(w) for w in wavs) / SAMPLE_RATE))
     if bar is not None:
         bar.close()
@@ -274,31 +266,28 @@ def calibrate_checkpoint(
 ) -> CalibrationResult:
     """Load a DAISY checkpoint and calibrate its branches on ``corpus``.
 
-    ``precision``: ``fp32`` (TF32 allowed on CUDA), ``bf16`` or ``fp16`` autocast of the
-    frozen model's forward (:mod:`~daisy_upstream.training.precision`).
+    ``precision``: the frozen model's forward, ``fp32`` (TF32 on CUDA), ``bf16`` or ``fp16``
+    autocast (:mod:`daisy_upstream.core.precision`); the entropies are float32 either way.
 
     Raises:
         ValueError: the checkpoint has no exit branches, or a rho outside [0, 1].
     """
     from daisy_upstream.core.checkpoint import load_daisy_checkpoint
-    from daisy_upstream.training.precision import allow_tf32, check_precision
 
     for rho in rhos:
         if not 0.0 <= float(rho) <= 1.0:
             raise ValueError(f"rho must be in [0, 1], got {rho}")
-    check_precision(precision)
     loaded = load_daisy_checkpoint(checkpoint)
     if loaded.branches is None:
         raise ValueError(
             f"{checkpoint} is a plain {loaded.family.name} checkpoint without exit branches: nothing to calibrate; "
             "train them first with 'daisy train-branches'"
         )
-    backbone = EarlyExitModel(loaded.model, None, normalize_waveform=bool(loaded.task_cfg.normalize))
+    backbone = EarlyExitModel(loaded.model, None, normalize_waveform=bool(loaded.task_cfg.normalize),
+                              precision=precision)
     backbone.to(device).eval()
     branches = loaded.branches.to(device).eval()
-    allow_tf32(precision, device)
-    entropies, keys, seconds = layer_entropies(backbone, branches, corpus, batch_seconds, device, progress,
-                                               precision=precision)
+    entropies, keys, seconds = layer_entropies(backbone, branches, corpus, batch_seconds, device, progress)
     return CalibrationResult(
         entropies, keys, corpus.name, seconds, tuple(float(r) for r in rhos), str(checkpoint)
     )

@@ -118,6 +118,9 @@ def load_or_fit_kmeans(
     settings = {"layer": layer, "clusters": clusters, "seed": seed, "batch_frames": batch_frames,
                 "max_frames": max_frames, "passes": passes, "batch_seconds": batch_seconds,
                 "audio_fingerprint": corpus.fingerprint()}
+    precision = getattr(backbone, "precision", "fp32")
+    if precision != "fp32":  # the frames come from a lower-precision forward (absent for fp32: older files)
+        settings["precision"] = precision
     path = Path(work_dir) / KMEANS_FILE
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)

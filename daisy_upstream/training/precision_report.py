@@ -3,7 +3,7 @@
 ``python -m daisy_upstream.training.precision_report -k CKPT --audio DIR [--audio DIR ...]``
 runs every utterance through the frozen model in fp32 and under each lower precision and
 prints side by side, per precision: the share of valid frames whose stage-1 target (the
-model's cluster assignment, or the checkpoint's k-means) differs from fp32, the largest
+model's own targets, or the checkpoint's k-means) differs from fp32, the largest
 difference of a per-utterance layer entropy, and per rho the share of utterances whose exit
 layer (the first layer ``k < L`` with mean entropy ``< tau``, as :class:`ExitPlan` decides)
 differs, with the mean exit layer of both.
@@ -17,12 +17,12 @@ from typing import Dict, List, Sequence
 import torch
 
 from daisy_upstream.audio.corpus import AudioCorpus
-from daisy_upstream.core.early_exit import EarlyExitHubert
+from daisy_upstream.core.early_exit import EarlyExitModel
 from daisy_upstream.core.policy import compute_tau
+from daisy_upstream.core.precision import PRECISIONS
 
 from .calibration import layer_entropies
-from .precision import PRECISIONS
-from .targets import batch_features, load_frozen_model
+from .targets import batch_features, load_frozen_model, model_targets
 
 __all__ = ["exit_layers", "main"]
 
@@ -33,15 +33,14 @@ def exit_layers(entropies: torch.Tensor, tau: float) -> torch.Tensor:
     return below.float().argmax(dim=1) + 1  # first True; column L always True
 
 
-def _target_source(raw_state: Dict, model: torch.nn.Module) -> torch.nn.Module:
+def _target_source(loaded, raw_state: Dict, name: str) -> torch.nn.Module:
+    """The targets the checkpoint's branches were trained on: its k-means, else the model's own."""
     record = raw_state.get("daisy", {}).get("targets") or {}
     if record.get("kind") == "kmeans":
         from .kmeans_targets import KMeansTargets
 
         return KMeansTargets(record["centroids"], int(record["layer"]), record)
-    from .targets import ClusterTargets
-
-    return ClusterTargets(model, raw_state["dictionaries_symbols"][0])
+    return model_targets(loaded, raw_state, name)
 
 
 @torch.no_grad()
@@ -54,19 +53,19 @@ def main(argv: Sequence[str] = None) -> int:
     parser.add_argument("--batch-seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
     loaded, raw_state = load_frozen_model(args.ckpt, need_head=False)
-    backbone = EarlyExitHubert(loaded.model, None, normalize_waveform=bool(loaded.task_cfg.normalize)).eval()
-    targets = _target_source(raw_state, loaded.model)
+    backbone = EarlyExitModel(loaded.model, None, normalize_waveform=bool(loaded.task_cfg.normalize)).eval()
+    targets = _target_source(loaded, raw_state, str(args.ckpt))
     branches = loaded.branches.eval()
     calibration = loaded.calibration["layer_entropy"]
     for source in args.audio:
         corpus = AudioCorpus.from_source(source)
         runs: Dict[str, Dict] = {}
         for precision in ["fp32", *args.precisions]:
+            backbone.precision = precision
             labels: List[torch.Tensor] = []
             for wavs, _ in corpus.iter_batches(args.batch_seconds):
-                labels.append(batch_features(backbone, targets, wavs, precision)[1].reshape(-1))
-            entropies, _, seconds = layer_entropies(backbone, branches, corpus, args.batch_seconds,
-                                                    precision=precision)
+                labels.append(batch_features(backbone, targets, wavs)[1].reshape(-1))
+            entropies, _, seconds = layer_entropies(backbone, branches, corpus, args.batch_seconds)
             runs[precision] = {"labels": torch.cat(labels), "entropies": entropies}
         ref = runs["fp32"]
         print(f"{corpus.name}: {entropies.size(0)} utterances, {seconds:.0f} s, {ref['labels'].numel()} frames")

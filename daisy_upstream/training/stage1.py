@@ -30,7 +30,6 @@ from daisy_upstream.core.early_exit import EarlyExitModel
 from .batch_feed import EpochSampler, Stage1Batches, stage1_loader, unpad
 from .distributed import barrier, default_device, init_distributed, resolve_device
 from .monitor import TrainingMonitor
-from .precision import allow_tf32
 from .stage1_config import Stage1Config, Stage1Result
 from .stage1_state import STATE_FILE, Progress, epoch_order, load_state, save_state
 from .targets import (
@@ -100,7 +99,7 @@ def _write_output(
         log.warning("no held-out audio (held-out fraction 0): the calibration uses the training audio")
     branches.eval()
     entropies, keys, seconds = layer_entropies(backbone, branches, calib_set, config.batch_seconds, dev,
-                                               rank=rank, world=world, precision=config.precision)
+                                               rank=rank, world=world)
     calibration = CalibrationResult(entropies, keys, calib_set.name, seconds, tuple(config.rhos), str(checkpoint),
                                     extra={"stage1_steps": step}).to_dict()
     if rank != 0:
@@ -171,7 +170,6 @@ def train_branches(
     device = device or default_device()
     rank, world, local_rank = init_distributed(device)
     dev = resolve_device(device, world, local_rank)
-    allow_tf32(config.precision, dev)
     is_main = rank == 0
     if world > 1 and dev.type == "cpu" and is_main:
         log.warning("%d processes train on the CPU (gloo)%s", world,
@@ -180,7 +178,8 @@ def train_branches(
     kind = config.targets or "model"
     loaded, raw_state = load_frozen_model(checkpoint, teacher, need_head=kind == "model")
     model = loaded.model.to(dev).eval()
-    backbone = EarlyExitModel(model, None, normalize_waveform=bool(loaded.task_cfg.normalize)).eval()
+    backbone = EarlyExitModel(model, None, normalize_waveform=bool(loaded.task_cfg.normalize),
+                              precision=config.precision).eval()
     num_layers, embed_dim = backbone.num_layers, backbone.embed_dim
 
     train_set, heldout_set = _split(corpus, heldout, config)
@@ -219,7 +218,7 @@ def train_branches(
         wavs, _ = train_set.load_batch(batches[epoch_order(len(batches), config.seed, 0)[0]])
         if not wavs:
             raise ValueError(f"the first training batch could not be decoded ({train_set.problems.summary()})")
-        features, _ = batch_features(backbone, targets, [w.to(dev) for w in wavs], config.precision)
+        features, _ = batch_features(backbone, targets, [w.to(dev) for w in wavs])
         for group, layer_lr in zip(optimizer.param_groups, balanced_layer_lrs(features, config.lr)):
             group["base_lr"] = layer_lr
         del features
@@ -246,7 +245,7 @@ def train_branches(
             return None
         branches.eval()  # every rank evaluates its share of the batches
         metrics = evaluate_branches(backbone, targets, branches, heldout_set, config.batch_seconds, dev,
-                                    rank, world, config.precision)
+                                    rank, world)
         branches.train()
         metrics["step"] = done.step
         done.history.append(metrics)
@@ -276,7 +275,7 @@ def train_branches(
                 done.position += 1
                 continue  # every file of this batch failed to decode (counted); no step
             if wavs:
-                features, labels = batch_features(backbone, targets, wavs, config.precision)
+                features, labels = batch_features(backbone, targets, wavs)
             else:  # this rank has nothing, but must take part in the DDP step
                 features = torch.zeros(num_layers, 0, embed_dim, device=dev)
                 labels = torch.zeros(0, dtype=torch.long, device=dev)

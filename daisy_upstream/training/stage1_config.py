@@ -61,7 +61,8 @@ class Stage1Config:
             hundreds of hours; small corpora need several for enough mini-batch updates).
         precision: the frozen model's forward: ``"fp32"`` (TF32 matmuls allowed on CUDA),
             ``"bf16"`` or ``"fp16"`` autocast; branches, targets and entropies stay float32
-            (:mod:`~daisy_upstream.training.precision`). The k-means fit runs in float32.
+            (:mod:`daisy_upstream.core.precision`). The frames k-means clusters come from that
+            forward too (the fit itself runs in float32).
     """
 
     lr: float = 5e-5
@@ -107,7 +108,7 @@ class Stage1Config:
                 raise ValueError(f"--kmeans-max-frames must be >= --clusters ({self.clusters})")
         elif self.kmeans_layer is not None or self.clusters is not None:
             raise ValueError("--kmeans-layer and --clusters go with --targets kmeans")
-        from .precision import check_precision
+        from daisy_upstream.core.precision import check_precision
 
         check_precision(self.precision)
         if self.lr_schedule not in LR_SCHEDULES:

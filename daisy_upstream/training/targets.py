@@ -38,7 +38,6 @@ from daisy_upstream.core.families import family_of_state
 from daisy_upstream.core.policy import make_plan
 
 from .distributed import all_reduce_sum
-from .precision import frozen_forward
 
 __all__ = [
     "BranchLoss",
@@ -222,19 +221,16 @@ def model_targets(loaded: DaisyCheckpoint, state: Dict[str, Any], name: str) -> 
                      "stage-1 targets from: pass --targets kmeans --kmeans-layer K --clusters N")
 
 
-def batch_features(backbone: EarlyExitModel, targets: nn.Module, wavs: List[Tensor], precision: str = "fp32"
-                   ) -> Tuple[Tensor, Tensor]:
-    """Valid frames of ``hidden_states[1..L]`` ``(L, N, D)`` float32 and their targets ``(N, G)``.
+def batch_features(backbone: EarlyExitModel, targets: nn.Module, wavs: List[Tensor]) -> Tuple[Tensor, Tensor]:
+    """Valid frames of ``hidden_states[1..L]`` ``(L, N, D)`` and their targets ``(N, G)``.
 
-    ``precision``: the backbone's forward (:mod:`~daisy_upstream.training.precision`); the
-    targets are computed in float32 from the float32 frames.
+    Float32 whatever ``backbone.precision`` (its forward leaves float32), and so the targets.
     """
     num_layers = backbone.num_layers
     with torch.no_grad():
-        with frozen_forward(precision, wavs[0].device if wavs else "cpu"):
-            out = backbone(wavs, make_plan([num_layers], None))
+        out = backbone(wavs, make_plan([num_layers], None))
         mask = valid_frame_mask(out.lengths, out.hidden_states[0].size(1))
-        features = torch.stack([out.hidden_states[k][mask].float() for k in range(1, num_layers + 1)])
+        features = torch.stack([out.hidden_states[k][mask] for k in range(1, num_layers + 1)])
         labels = targets.labels(features, wavs, out.lengths)
     return features, labels
 
@@ -263,7 +259,6 @@ def evaluate_branches(
     device: torch.device,
     rank: int = 0,
     world: int = 1,
-    precision: str = "fp32",
 ) -> Dict[str, Any]:
     """Per-layer frame-weighted mean CE and agreement with the targets on ``corpus``.
 
@@ -283,7 +278,7 @@ def evaluate_branches(
         wavs, _ = corpus.load_batch(batch)
         if not wavs:
             continue
-        features, labels = batch_features(backbone, targets, [w.to(device) for w in wavs], precision)
+        features, labels = batch_features(backbone, targets, [w.to(device) for w in wavs])
         if labels.numel() == 0:
             continue
         ce, hits = loss(features, labels)

@@ -1,4 +1,5 @@
-"""--precision: autocast of the frozen forward, float32 branches / targets / entropies, TF32 on CUDA."""
+"""--precision in stage 1 and calibration: the frozen model's forward in bf16 / fp16, its frames,
+targets and entropies float32; recorded in the stage-1 state and the k-means file."""
 from __future__ import annotations
 
 import pytest
@@ -6,10 +7,10 @@ import torch
 
 from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.core.checkpoint import load_daisy_checkpoint
-from daisy_upstream.core.early_exit import EarlyExitHubert
+from daisy_upstream.core.early_exit import EarlyExitModel
 from daisy_upstream.testing import waves
 from daisy_upstream.training.calibration import layer_entropies
-from daisy_upstream.training.precision import allow_tf32, frozen_forward
+from daisy_upstream.training.kmeans_targets import load_or_fit_kmeans
 from daisy_upstream.training.precision_report import exit_layers
 from daisy_upstream.training.stage1_config import Stage1Config
 from daisy_upstream.training.targets import ClusterTargets, batch_features
@@ -19,7 +20,7 @@ def _model(write_checkpoint):
     path = write_checkpoint(num_layers=2, sharpen=3.0)
     loaded = load_daisy_checkpoint(path)
     symbols = torch.load(path, weights_only=True)["dictionaries_symbols"][0]
-    return loaded, EarlyExitHubert(loaded.model, None).eval(), ClusterTargets(loaded.model, symbols)
+    return loaded, EarlyExitModel(loaded.model, None).eval(), ClusterTargets(loaded.model, symbols)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -27,7 +28,8 @@ def test_autocast_forward_gives_float32_frames_and_targets(write_checkpoint, pre
     loaded, backbone, targets = _model(write_checkpoint)
     wavs = waves(8000, 12000, 6000, seed=2)
     ref, ref_labels = batch_features(backbone, targets, wavs)
-    low, low_labels = batch_features(backbone, targets, wavs, precision)
+    backbone.precision = precision
+    low, low_labels = batch_features(backbone, targets, wavs)
     assert ref.dtype == low.dtype == torch.float32 and low.shape == ref.shape
     assert low_labels.dtype == torch.long and low_labels.shape == ref_labels.shape
     assert not torch.equal(low, ref)  # the forward did run in lower precision
@@ -41,45 +43,24 @@ def test_entropies_of_an_autocast_forward_are_float32_and_close(write_checkpoint
     loaded, backbone, _ = _model(write_checkpoint)
     corpus = AudioCorpus.from_source(audio_dir)
     ref, keys, _ = layer_entropies(backbone, loaded.branches, corpus, 2.0)
-    low, low_keys, _ = layer_entropies(backbone, loaded.branches, corpus, 2.0, precision="bf16")
+    backbone.precision = "bf16"
+    low, low_keys, _ = layer_entropies(backbone, loaded.branches, corpus, 2.0)
     assert low_keys == keys and low.dtype == torch.float64
     assert not torch.equal(low, ref) and torch.allclose(low, ref, atol=0.1)
 
 
-def test_cpu_bf16_grouped_convolution_is_right_under_frozen_forward():
-    """torch 2.8's oneDNN bf16 conv1d with 16 groups and an even kernel >= 8 is wrong on the CPU
-    (the positional convolution: kernel 128, 16 groups); frozen_forward switches oneDNN off."""
-    torch.manual_seed(0)
-    conv = torch.nn.Conv1d(64, 64, 16, padding=8, groups=16)
-    x = torch.randn(2, 64, 100)
-    with torch.no_grad():
-        ref = conv(x)
-        with frozen_forward("bf16", "cpu"):
-            low = conv(x)
-    assert low.dtype == torch.bfloat16
-    assert float((low.float() - ref).norm() / ref.norm()) < 0.01  # bf16 rounding (oneDNN: > 1)
-    assert torch.backends.mkldnn.enabled  # on again after the forward
-
-
-def test_fp32_is_plain_and_tf32_only_on_cuda():
-    with frozen_forward("fp32", "cpu"):
-        assert not torch.is_autocast_enabled("cpu")
-    with frozen_forward("bf16", "cpu"):
-        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    try:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        allow_tf32("fp32", "cpu")
-        allow_tf32("bf16", "cuda")
-        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-        allow_tf32("fp32", "cuda:0")  # only sets flags: no GPU needed
-        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-    with pytest.raises(ValueError, match="unknown --precision 'fp8'; choose one of fp32, bf16, fp16"):
+def test_precision_is_in_the_stage1_fingerprint_and_the_kmeans_settings(write_checkpoint, audio_dir, tmp_path):
+    with pytest.raises(ValueError, match="unknown precision 'fp8'; choose one of fp32, bf16, fp16"):
         Stage1Config(precision="fp8").validate()
     assert "precision" not in Stage1Config().fingerprint()  # fp32 states of older versions resume
     assert Stage1Config(precision="bf16").fingerprint()["precision"] == "bf16"
+    _, backbone, _ = _model(write_checkpoint)
+    corpus = AudioCorpus.from_source(audio_dir)
+    settings = dict(layer=1, clusters=3, seed=0, batch_seconds=2.0, device=torch.device("cpu"), batch_frames=40)
+    load_or_fit_kmeans(tmp_path / "w", backbone, corpus, **settings)  # fp32: written
+    backbone.precision = "bf16"  # frames of another forward: the fp32 file is not reused
+    with pytest.raises(ValueError, match=r"other settings or audio \(precision\)"):
+        load_or_fit_kmeans(tmp_path / "w", backbone, corpus, **settings)
 
 
 def test_exit_layer_is_the_first_checked_layer_below_tau():
@@ -103,3 +84,8 @@ def test_cli_precision(write_checkpoint, audio_dir, tmp_path, capsys):
     assert main(["calibrate", "-k", str(out), "--audio", str(audio_dir), "--out", str(tmp_path / "c.yaml"),
                  "--precision", "bf16", "--no-progress"]) == 0
     assert (tmp_path / "c.yaml").is_file() and "tau = " in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["calibrate", "-k", str(out), "--audio", str(audio_dir), "--out", str(tmp_path / "d.yaml"),
+              "--precision", "fp8"])
+    assert exit_.value.code == 2
+    assert "argument --precision: invalid choice: 'fp8'" in capsys.readouterr().err

@@ -130,3 +130,22 @@ def test_resume_is_exact(family, targets, audio_dir, tmp_path, config_for):
         assert torch.equal(a["targets"]["centroids"], b["targets"]["centroids"])
     assert all(torch.equal(v, b["branches"][k]) for k, v in a["branches"].items())
     assert a["calibration"]["layer_entropy"] == b["calibration"]["layer_entropy"]
+
+
+@pytest.mark.parametrize("family,targets", CASES + [("hubert", "model")])
+def test_bf16_through_two_workers_with_a_resume_equals_one_process(family, targets, audio_dir, tmp_path, config_for):
+    """Every family and target kind: a bf16 forward fed by two DataLoader workers, stopped and
+    resumed, trains the same branches as one process in one go; the precision is recorded."""
+    ckpt = write_family(tmp_path, family)
+    corpus = AudioCorpus.from_source(audio_dir)
+    settings = dict(max_steps=4, precision="bf16", noise_prob=0.5)
+    train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "wa", config_for(targets, **settings), progress=False)
+    for _ in range(2):
+        train_branches(ckpt, corpus, tmp_path / "b.pt", tmp_path / "wb",
+                       config_for(targets, workers=2, stop_after=2, **settings), progress=False)
+    a = torch.load(tmp_path / "a.pt", weights_only=True)["daisy"]
+    b = torch.load(tmp_path / "b.pt", weights_only=True)["daisy"]
+    assert all(torch.equal(v, b["branches"][k]) for k, v in a["branches"].items())
+    assert b["provenance"]["stage1"]["config"]["precision"] == "bf16"
+    if targets == "kmeans":
+        assert torch.load(tmp_path / "wb" / "kmeans.pt", weights_only=True)["settings"]["precision"] == "bf16"
