@@ -34,10 +34,11 @@ def test_calibrate_skips_a_nan_file_by_path(write_checkpoint, with_nan_file, tmp
 def test_train_branches_skips_a_nan_file_by_path(write_checkpoint, with_nan_file, tmp_path, capsys):
     audio, bad, _ = with_nan_file
     ckpt = write_checkpoint(num_layers=2, branches=False)
+    # 4 training batches (the two 1 s files together), epoch 0 in the order 0 1 3 2: step 3 reads theirs
     assert main(["train-branches", "-k", str(ckpt), "--audio", str(audio), "--out", str(tmp_path / "o.pt"),
-                 "--max-steps", "2", "--batch-seconds", "2", "--heldout-fraction", "0.2", "--no-progress"]) == 0
+                 "--max-steps", "3", "--batch-seconds", "2", "--heldout-fraction", "0.2", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "1 non-finite" in out and "trained 2/2 steps" in out
+    assert "1 non-finite" in out and "trained 3/3 steps" in out
 
 
 def test_noise_report_skips_silent_and_nan_clips_by_path(with_nan_file, tmp_path, capsys):
