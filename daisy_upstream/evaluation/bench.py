@@ -11,7 +11,7 @@ from daisy_upstream.atomic import atomic_save_figure, atomic_write_json, atomic_
 from daisy_upstream.audio.io import SAMPLE_RATE
 from daisy_upstream.evaluation.benchmark import ModeResult
 
-__all__ = ["SNR_MIX", "bench", "bench_set", "format_table", "plot_bench", "targets"]
+__all__ = ["SNR_MIX", "bench", "bench_set", "format_table", "no_exit_advice", "plot_bench", "targets"]
 
 #: the bench set's clips are clean or noisy at these SNRs (dB), in turn
 SNR_MIX = (None, 10.0, 5.0, 0.0)
@@ -75,7 +75,7 @@ def bench(
     import torch
 
     from daisy_upstream.atomic import atomic_torch_save
-    from daisy_upstream.core.policy import make_plan
+    from daisy_upstream.core.policy import compute_tau, make_plan
     from daisy_upstream.evaluation.benchmark import Mode, run_benchmark
     from daisy_upstream.evaluation.loading import config_values, load_upstream
     from daisy_upstream.outputs import check_output_folder, output_folder
@@ -103,13 +103,17 @@ def bench(
     if not daisy_plan.check_layers:
         raise ValueError(f"strategy {upstream.config.strategy!r} checks no branch: nothing to compare; "
                          "use an early-exit strategy")
+    with torch.no_grad():  # each clip alone: exits and entropies do not depend on batch-mates
+        alone = [net([w], daisy_plan) for w in wavs]
+    exits = [int(out.exit_layers[0]) for out in alone]
+    layer_entropy = (upstream.calibration or {}).get("layer_entropy")
+    tau_per_rho = compute_tau(layer_entropy, 1.0) if layer_entropy and upstream.config.tau is None else None
+    advice = no_exit_advice(exits, torch.cat([out.entropies for out in alone]), daisy_plan, tau_per_rho)
     if fixed_layer is None:
-        with torch.no_grad():
-            exits = [int(net([w], daisy_plan).exit_layers[0]) for w in wavs]
         fixed_layer = max(1, min(num_layers, round(sum(exits) / len(exits))))
     modes = [
         Mode("full", make_plan([num_layers], None)),
-        Mode("daisy", daisy_plan),
+        Mode("daisy", daisy_plan, depth_twin=True),
         Mode("per-batch", daisy_plan, per_batch=True),
         Mode("fixed", make_plan([fixed_layer], None)),
         Mode("daisy-noexit", make_plan(range(1, num_layers + 1), 0.0)),
@@ -119,18 +123,21 @@ def bench(
     family_name = upstream.family.name
     record = {"name": f"random {family_name} Base", "seed": seed} if random_base else checkpoint_record(loaded.checkpoint)
     source = f"a random {family_name} Base" if random_base else str(loaded.checkpoint)
-    say(f"{source} ({family_name}, {num_layers} layers) on {device} in {upstream.config.precision}, tau={upstream.tau:.4f}"
-        f"{' (calibrated on the bench audio)' if calibrated_here else ''}, {len(wavs)} clips, {seconds:.1f} s")
+    say(f"{source} ({family_name}, {num_layers} layers) on {device} in {upstream.config.precision}, "
+        f"tau={upstream.tau:.4f}{' (calibrated on the bench audio)' if calibrated_here else ''}, {len(wavs)} clips, "
+        f"{seconds:.1f} s")
+    if advice is not None:
+        say(advice["message"])
     results = run_benchmark(net, wavs, modes, batch_sizes, repeats, warmup, progress=say)
     checks = targets(results)
-    table = format_table(results, checks)
+    table = format_table(results, checks, [advice["message"]] if advice else [])
     meta = {
         "checkpoint": record, "random_base": random_base, "family": family_name, "layers": num_layers,
         "tau": upstream.tau,
         "strategy": upstream.config.strategy, "fixed_layer": fixed_layer, "precision": upstream.config.precision,
         "calibrated_on_bench_audio": calibrated_here, "calibration": loaded.calibration, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "clips": len(wavs),
+        "no_exit": advice, "torch": torch.__version__, "threads": torch.get_num_threads(), "clips": len(wavs),
         "seconds": seconds, "snr_mix": [c.snr_db for c in clips], "repeats": repeats, "warmup": warmup,
     }
     payload = {"meta": meta, "results": [r.to_dict() for r in results], "targets": checks}
@@ -139,6 +146,34 @@ def bench(
         plot_bench(results, tmp / "bench.png")
         atomic_write_text(tmp / "bench.txt", table + "\n")
     return {**payload, "table": table}
+
+
+def no_exit_advice(exits: Sequence[int], entropies, plan, tau_per_rho: Optional[float] = None
+                   ) -> Optional[Dict[str, Any]]:
+    """None when some clip exits before ``plan.deepest``; else what to change, in one line.
+
+    Args:
+        exits: each clip's exit layer under ``plan``.
+        entropies: ``(N, L)`` each clip's mean branch entropy per layer (NaN where unchecked).
+        tau_per_rho: ``(E_max + E_min) / 2`` of the calibration (tau = that x rho), or None
+            where tau was given explicitly.
+
+    Returns:
+        ``{"message", "tau", "rho"}``: the tau at which about half the clips would exit (the
+        median over clips of their lowest checked entropy, nudged above it) and the rho that
+        gives it (None without ``tau_per_rho``, or where it would exceed 1).
+    """
+    if not plan.check_layers or any(e < plan.deepest for e in exits):
+        return None
+    lowest = entropies[:, [k - 1 for k in plan.check_layers]].min(dim=1).values
+    suggested = float(lowest.median()) * 1.0001 + 1e-6  # the median clip itself exits too
+    rho_needed = suggested / tau_per_rho if tau_per_rho else None
+    rho_needed = rho_needed if rho_needed is not None and rho_needed <= 1 else None
+    change = f"--rho {rho_needed:.3f} or --tau {suggested:.4f}" if rho_needed else f"--tau {suggested:.4f}"
+    message = (f"no utterance exits: all {len(exits)} clips ran to layer {plan.deepest}, since tau {plan.tau:.4f} is "
+               f"below every checked branch entropy (each clip's lowest: {float(lowest.min()):.4f} to "
+               f"{float(lowest.max()):.4f}); pass {change} for about half of them to exit")
+    return {"message": message, "tau": suggested, "rho": rho_needed}
 
 
 def targets(results: Sequence[ModeResult]) -> List[Dict[str, Any]]:
@@ -165,18 +200,21 @@ def targets(results: Sequence[ModeResult]) -> List[Dict[str, Any]]:
     return checks
 
 
-def format_table(results: Sequence[ModeResult], checks: Sequence[Dict[str, Any]]) -> str:
-    """The bench table and the targets, one screen."""
+def format_table(results: Sequence[ModeResult], checks: Sequence[Dict[str, Any]], notes: Sequence[str] = ()
+                 ) -> str:
+    """The bench table, the notes and the targets, one screen."""
     lines = [f"{'batch':>5} {'mode':<13} {'median s':>9} {'IQR s':>7} {'saved':>7} {'ideal':>7} "
-             f"{'effic.':>6} {'mean exit':>9} {'peak MB':>8}  exit histogram (layers 1..L)"]
+             f"{'depth':>7} {'effic.':>6} {'mean exit':>9} {'peak MB':>8}  exit histogram (layers 1..L)"]
     for r in results:
         eff = "-" if r.efficiency is None else f"{r.efficiency:.2f}"
+        depth = "-" if r.depth_saved is None else f"{100 * r.depth_saved:.1f}%"
         lines.append(
             f"{r.batch_size:>5} {r.mode:<13} {r.median:>9.4f} {r.spread:>7.4f} {100 * r.saved:>6.1f}% "
-            f"{100 * r.ideal_saved:>6.1f}% {eff:>6} {r.mean_exit_layer:>9.2f} {r.peak_memory_mb:>8.1f}  "
-            f"{r.exit_histogram}"
+            f"{100 * r.ideal_saved:>6.1f}% {depth:>7} {eff:>6} {r.mean_exit_layer:>9.2f} "
+            f"{r.peak_memory_mb:>8.1f}  {r.exit_histogram}"
         )
-    lines.append("")
+    lines += ["", "saved: measured vs full; ideal: what the exits imply (frames x layer costs); "
+              "depth: a fixed-depth model at the mean exit layer, same batch size (measured)", *notes, ""]
     for c in checks:
         value = "n/a" if c["value"] is None else f"{c['value']:.3f}"
         lines.append(f"{'PASS' if c['pass'] else 'FAIL'}  {c['target']}: {value}")
@@ -200,6 +238,10 @@ def plot_bench(results: Sequence[ModeResult], path: Path) -> None:
         axes[0].bar(xs, [100 * r.saved for r in rows], width, label=f"{mode} (measured)")
         axes[0].scatter(xs, [100 * r.ideal_saved for r in rows], marker="_", s=300, color="black",
                         label="ideal" if i == 0 else None, zorder=3)
+        twins = [(x, r.depth_saved) for x, r in zip(xs, rows) if r.depth_saved is not None]
+        if twins:
+            axes[0].scatter(*zip(*[(x, 100 * d) for x, d in twins]), marker="x", color="red", zorder=3,
+                            label="fixed depth at the mean exit layer")
     axes[0].set_xticks([j + width * (len(modes) - 1) / 2 for j in range(len(batches))])
     axes[0].set_xticklabels([f"batch {b}" for b in batches])
     axes[0].axhline(0, color="gray", lw=0.8)

@@ -15,14 +15,22 @@ frames) and branches were free:
 
 with ``front_b`` (CNN, projection, positional conv) and ``cost_{b,k}`` (layer k) measured on the
 full model for that batch. ``efficiency = achieved saving / ideal saving``.
+
+Beside the ideal, a mode with ``depth_twin`` reports what a *fixed-depth* model at its mean
+exit layer ``m`` saves at the same batch size (``depth_saved``): the full model cut after
+``floor(m)`` and after ``ceil(m)`` layers, timed in the same interleaved runs, their paired
+savings interpolated linearly to ``m``. On a CPU the two are about equal; where a smaller batch
+does not run proportionally faster (a GPU at batch 8 or 32), the per-utterance exits save less
+than the same mean depth does, and this column shows how much less.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -34,6 +42,7 @@ __all__ = [
     "LayerCosts",
     "ModeResult",
     "efficiency",
+    "fixed_depth_weights",
     "ideal_time",
     "measure_layer_costs",
     "paired_saving",
@@ -175,11 +184,13 @@ class _PeakRss:
 
 @dataclass
 class Mode:
-    """One way of running the upstream: a plan and the per-batch flag."""
+    """One way of running the upstream: a plan and the per-batch flag; ``depth_twin``: also
+    time fixed-depth models at this mode's mean exit layer (:attr:`ModeResult.depth_saved`)."""
 
     name: str
     plan: ExitPlan
     per_batch: bool = False
+    depth_twin: bool = False
 
 
 @dataclass
@@ -195,6 +206,7 @@ class ModeResult:
     exit_histogram: List[int]
     mean_exit_layer: float
     peak_memory_mb: float
+    depth_saved: Optional[float] = None  # a fixed-depth model at mean_exit_layer (Mode.depth_twin)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -202,6 +214,13 @@ class ModeResult:
 
 def _batches(wavs: List[Tensor], batch_size: int) -> List[List[Tensor]]:
     return [wavs[i : i + batch_size] for i in range(0, len(wavs), batch_size)]
+
+
+def fixed_depth_weights(mean_exit: float) -> List[Tuple[int, float]]:
+    """``(depth, weight)`` of the fixed depths whose interpolation is depth ``mean_exit``."""
+    low = math.floor(mean_exit)
+    upper = mean_exit - low
+    return [(low, 1.0)] if upper < 1e-9 else [(low, 1.0 - upper), (low + 1, upper)]
 
 
 def run_benchmark(
@@ -236,15 +255,25 @@ def run_benchmark(
                     exits[mode.name].append(out.exit_layers.tolist())
                     if mode is modes[0]:
                         frames.append(out.lengths.tolist())
-        times: Dict[str, List[float]] = {mode.name: [] for mode in modes}
+        twins = {mode.name: fixed_depth_weights(_mean([e for b in exits[mode.name] for e in b]))
+                 for mode in modes if mode.depth_twin}
+        depth_of: Dict[int, str] = {}  # fixed depth -> the (first) mode that runs it
+        for m in modes:
+            if not m.plan.check_layers and not m.per_batch:
+                depth_of.setdefault(m.plan.deepest, m.name)
+        timed = list(modes)
+        for depth in sorted({d for weights in twins.values() for d, _ in weights} - set(depth_of)):
+            depth_of[depth] = f"depth {depth}"
+            timed.append(Mode(depth_of[depth], make_plan([depth], None)))
+        times: Dict[str, List[float]] = {mode.name: [] for mode in timed}
         with torch.no_grad():
             for repeat in range(warmup + repeats):
                 if progress:
                     progress(f"batch {batch_size}: repeat {repeat + 1 - warmup}/{repeats}" if repeat >= warmup else f"batch {batch_size}: warm-up")
-                totals = {mode.name: 0.0 for mode in modes}
+                totals = {mode.name: 0.0 for mode in timed}
                 for index, batch in enumerate(batches):
-                    shift = (repeat + index) % len(modes)  # rotate: no mode always runs first
-                    for mode in list(modes[shift:]) + list(modes[:shift]):
+                    shift = (repeat + index) % len(timed)  # rotate: no mode always runs first
+                    for mode in timed[shift:] + timed[:shift]:
                         _sync(device)
                         start = time.perf_counter()
                         net(batch, mode.plan, per_batch=mode.per_batch)
@@ -263,6 +292,10 @@ def run_benchmark(
             quartiles = statistics.quantiles(times[mode.name], n=4) if len(times[mode.name]) > 1 else [median] * 3
             achieved = paired_saving(times[mode.name], times[modes[0].name])
             ideal_saved = saving(ideal, full_ideal)
+            depth_saved = None
+            if mode.name in twins:  # interpolated between the fixed depths around its mean exit layer
+                depth_saved = sum(weight * paired_saving(times[depth_of[depth]], times[modes[0].name])
+                                  for depth, weight in twins[mode.name])
             results.append(
                 ModeResult(
                     mode=mode.name,
@@ -274,11 +307,16 @@ def run_benchmark(
                     ideal_saved=ideal_saved,
                     efficiency=efficiency(achieved, ideal_saved),
                     exit_histogram=histogram,
-                    mean_exit_layer=sum(flat_exits) / len(flat_exits),
+                    mean_exit_layer=_mean(flat_exits),
                     peak_memory_mb=peak,
+                    depth_saved=depth_saved,
                 )
             )
     return results
+
+
+def _mean(values: Sequence[int]) -> float:
+    return sum(values) / len(values)
 
 
 def _peak_memory(net: EarlyExitModel, batches, mode: Mode, device: torch.device) -> float:

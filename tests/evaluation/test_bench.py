@@ -58,3 +58,40 @@ def test_every_family_is_calibrated_on_the_bench_audio(family, tmp_path):
 def test_a_strategy_without_branches_to_check_is_refused(tiny_ckpt, tmp_path):
     with pytest.raises(ValueError, match="checks no branch"):
         bench(tmp_path / "b", tiny_ckpt, {"strategy": "full"}, batch_sizes=(1,), utterances=1, repeats=1)
+
+
+def test_no_exit_is_said_in_one_line_with_what_to_change(tiny_ckpt, tmp_path):
+    """rho 0 puts tau at 0, below every entropy: the bench says so in one line and what to pass
+    instead; the rho it suggests makes about half the clips exit."""
+    settings = dict(batch_sizes=(2,), utterances=4, min_seconds=0.5, max_seconds=1.0, repeats=1, warmup=0)
+    said = []
+    result = bench(tmp_path / "a", tiny_ckpt, {"rho": 0.0}, say=said.append, **settings)
+    advice = result["meta"]["no_exit"]
+    assert [line for line in said if line.startswith("no utterance exits")] == [advice["message"]]
+    assert "\n" not in advice["message"] and advice["message"] in result["table"]
+    assert f"--rho {advice['rho']:.3f} or --tau {advice['tau']:.4f}" in advice["message"]
+    assert advice["tau"] == pytest.approx((2.9 + 2.6) / 2 * advice["rho"])  # tiny_ckpt's calibration, Eq. 3
+    assert next(r for r in result["results"] if r["mode"] == "daisy")["exit_histogram"] == [0, 0, 0, 4]
+    again = bench(tmp_path / "b", tiny_ckpt, {"rho": advice["rho"]}, **settings)
+    assert again["meta"]["no_exit"] is None
+    exits = next(r for r in again["results"] if r["mode"] == "daisy")["exit_histogram"]
+    assert 2 <= sum(exits[:3]) < 4  # about half of the clips now exit before the last layer
+
+
+def test_with_an_explicit_tau_only_a_tau_is_suggested(tiny_ckpt, tmp_path):
+    result = bench(tmp_path / "a", tiny_ckpt, {"tau": 0.0}, batch_sizes=(1,), utterances=2, min_seconds=0.5,
+                   max_seconds=1.0, repeats=1, warmup=0)
+    advice = result["meta"]["no_exit"]
+    assert advice["rho"] is None and "--rho" not in advice["message"]
+    assert advice["message"].endswith(f"pass --tau {advice['tau']:.4f} for about half of them to exit")
+    with_exits = bench(tmp_path / "b", tiny_ckpt, {"tau": advice["tau"]}, batch_sizes=(1,), utterances=2,
+                       min_seconds=0.5, max_seconds=1.0, repeats=1, warmup=0)
+    assert with_exits["meta"]["no_exit"] is None
+
+
+def test_the_daisy_row_reports_a_fixed_depth_model_at_its_mean_exit_layer(tiny_ckpt, tmp_path):
+    result = bench(tmp_path / "b", tiny_ckpt, {"rho": 1.0}, batch_sizes=(1, 2), utterances=2, min_seconds=0.5,
+                   max_seconds=1.0, repeats=1, warmup=0)
+    for row in result["results"]:
+        assert (row["depth_saved"] is not None) == (row["mode"] == "daisy")
+    assert "depth: a fixed-depth model at the mean exit layer" in result["table"]

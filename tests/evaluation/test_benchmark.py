@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from daisy_upstream.evaluation.benchmark import LayerCosts, Mode, efficiency, ideal_time, paired_saving, run_benchmark, saving
+from daisy_upstream.evaluation.benchmark import (
+    LayerCosts, Mode, efficiency, fixed_depth_weights, ideal_time, paired_saving, run_benchmark, saving,
+)
 from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.core.policy import make_plan
 from daisy_upstream.testing import waves
@@ -39,7 +41,7 @@ def test_paired_saving_cancels_noise_shared_by_a_repeat():
 def test_run_benchmark_reports_every_mode_and_histograms(tiny_ckpt):
     upstream = daisy_hubert_local(str(tiny_ckpt), model_config={"strategy": "none", "tau": 10.0}).eval()
     wavs = waves(8000, 4000, 6000, seed=1)
-    modes = [Mode("full", make_plan([4], None)), Mode("daisy", make_plan(range(1, 5), 10.0)),
+    modes = [Mode("full", make_plan([4], None)), Mode("daisy", make_plan(range(1, 5), 10.0), depth_twin=True),
              Mode("fixed", make_plan([2], None))]
     results = run_benchmark(upstream.net, wavs, modes, batch_sizes=(1, 2), repeats=2, warmup=0)
     assert [(r.batch_size, r.mode) for r in results] == [(b, m.name) for b in (1, 2) for m in modes]
@@ -49,6 +51,8 @@ def test_run_benchmark_reports_every_mode_and_histograms(tiny_ckpt):
     assert by[("fixed", 1)].exit_histogram == [0, 3, 0, 0]
     assert 0 < by[("fixed", 1)].ideal_saved < by[("daisy", 1)].ideal_saved < 1
     assert all(len(r.times) == 2 and r.median > 0 for r in results)
+    # the fixed-depth model at daisy's mean exit layer (1) was timed beside, not reported as a mode
+    assert by[("daisy", 1)].depth_saved is not None and by[("fixed", 1)].depth_saved is None
     with pytest.raises(ValueError, match="first mode must be the full model"):
         run_benchmark(upstream.net, wavs, modes[1:], batch_sizes=(1,))
 
@@ -66,3 +70,8 @@ def test_per_batch_rule_makes_the_batch_exit_together(tiny_ckpt):
     frames = per_utt.lengths.float()
     batch_entropy = float((table[:, 0] * frames).sum() / frames.sum())
     assert (int(per_batch.exit_layers[0]) == 1) == (batch_entropy < tau)
+
+
+def test_a_fractional_mean_exit_layer_interpolates_the_two_nearest_depths():
+    assert fixed_depth_weights(3.0) == [(3, 1.0)]
+    assert [(d, round(w, 6)) for d, w in fixed_depth_weights(2.25)] == [(2, 0.75), (3, 0.25)]
