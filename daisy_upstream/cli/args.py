@@ -7,8 +7,8 @@ import argparse
 from typing import Callable, Optional
 
 __all__ = [
-    "add_precision", "device", "non_negative_int", "positive_float", "positive_int", "rho", "set_threads", "threads",
-    "unit_interval",
+    "add_loader", "add_precision", "device", "non_negative_int", "positive_float", "positive_int", "rho", "set_threads",
+    "threads", "unit_interval",
 ]
 
 
@@ -70,6 +70,16 @@ def add_precision(parser: argparse.ArgumentParser, default: Optional[str] = "fp3
     parser.add_argument("--precision", choices=PRECISIONS, default=default,
                         help="the frozen model's forward: fp32 (TF32 matmuls on CUDA), bf16 or fp16 autocast; "
                              "branches, entropies and targets stay fp32 (default: %s)" % (default or "the config's"))
+
+
+def add_loader(parser: argparse.ArgumentParser, work: str) -> None:
+    """``--workers N`` and ``--prefetch N``: the DataLoader that reads the audio
+    (daisy_upstream.training.batch_feed); ``work`` says what the workers do."""
+    parser.add_argument("--workers", type=non_negative_int, default=0,
+                        help=f"DataLoader processes {work} (default 0: in this process, one batch at a time; "
+                             "on a GPU use several)")
+    parser.add_argument("--prefetch", type=positive_int, default=2,
+                        help="batches each worker loads ahead (default 2)")
 
 
 def set_threads(count: Optional[int]) -> None:

@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=types.device, default=None,
                         help="torch device (default: cuda when a GPU is visible, else cpu)")
     types.add_precision(parser)
+    types.add_loader(parser, "decoding and padding the batches")
     parser.add_argument("--threads", type=types.threads, default=None, help="torch CPU threads (0 or none: torch's default)")
     parser.add_argument("--reject-resample", action="store_true",
                         help="reject audio not at 16 kHz instead of resampling it with a warning")
@@ -74,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from daisy_upstream.training.distributed import default_device
 
     result = calibrate_checkpoint(args.ckpt, corpus, args.rho, args.batch_seconds, args.device or default_device(),
-                                  progress=not args.no_progress, precision=args.precision)
+                                  progress=not args.no_progress, precision=args.precision,
+                                  workers=args.workers, prefetch=args.prefetch)
     with output_files([args.out, plot], "calibrate", args.force, inputs) as (yaml_tmp, plot_tmp):
         write_calibration_yaml(result, yaml_tmp, force=True)
         plot_calibration(result, plot_tmp, force=True)

@@ -49,10 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=types.device, default=None,
                         help="torch device: cpu, cuda, cuda:1 (default: cuda when a GPU is visible, else cpu)")
     types.add_precision(parser)
-    parser.add_argument("--workers", type=types.non_negative_int, default=0,
-                        help="DataLoader processes decoding, noising and padding training batches (default 0: "
-                             "in the training process; on a GPU use several)")
-    parser.add_argument("--prefetch", type=types.positive_int, default=2, help="batches each worker loads ahead (default 2)")
+    types.add_loader(parser, "decoding, noising and padding the training batches")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, split and batch order")
     parser.add_argument("--batch-seconds", type=types.positive_float, default=400.0,
                         help="audio seconds per batch, summed (paper: 32 LibriSpeech utterances ~ 400 s)")

@@ -1,18 +1,24 @@
-"""Stage 1's training batches: a ``torch.utils.data.DataLoader`` over the epoch orders.
+"""Batches of a corpus through a ``torch.utils.data.DataLoader``: stage 1 and the calibration.
 
-:class:`EpochSampler` yields ``(epoch, position, batch index)`` from where training stands,
-epoch after epoch (each epoch's order is :func:`~daisy_upstream.training.stage1_state.epoch_order`),
-so the batch order lives in the sampler and a resumed run starts it at the saved
-``(epoch, position)``. :class:`Stage1Batches` decodes a batch's files, mixes noise (seeded by
-``(seed, epoch, position, rank)``, so a batch's content depends on nothing else) and pads them
-into one ``(B, T)`` float32 tensor: with ``workers > 0`` this runs in worker processes,
-``prefetch`` batches ahead each, into pinned memory when the device is CUDA, and the loop makes
-one host-to-device copy per batch.
+:class:`PaddedBatches` decodes one length-packed batch of an
+:class:`~daisy_upstream.audio.corpus.AudioCorpus` (:meth:`~AudioCorpus.batches`), optionally
+mixes noise (seeded by ``(seed, epoch, position, rank)``, so a batch's content depends on
+nothing else) and pads it into one ``(B, T)`` float32 tensor; :func:`batch_loader` runs that in
+``workers`` processes, ``prefetch`` batches ahead each, into pinned memory when the device is
+CUDA, and :func:`unpad` makes one host-to-device copy per batch. A worker's decode failures
+reach the caller's ``corpus.problems`` through :func:`unpad`.
+
+What is read, and in which order, is the sampler's: stage 1's :class:`EpochSampler` yields
+``(epoch, position, batch index)`` from where training stands, epoch after epoch (each
+epoch's order is :func:`~daisy_upstream.training.stage1_state.epoch_order`), so the batch
+order lives in the sampler and a resumed run starts it at the saved ``(epoch, position)``;
+:func:`shard_keys` is one pass over this rank's share (batches ``rank, rank + world, ...``),
+the calibration's and the held-out evaluation's order.
 """
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -23,9 +29,9 @@ from daisy_upstream.audio.noise import NoiseAugment
 
 from .stage1_state import epoch_order
 
-__all__ = ["EpochSampler", "Stage1Batches", "stage1_loader", "unpad"]
+__all__ = ["EpochSampler", "PaddedBatches", "batch_loader", "shard_keys", "unpad"]
 
-Key = Tuple[int, int, int]  # (epoch, position in this rank's epoch order, batch index)
+Key = Tuple[int, int, int]  # (epoch, position in this rank's order, batch index)
 
 
 class EpochSampler(Sampler):
@@ -44,16 +50,23 @@ class EpochSampler(Sampler):
             epoch, position = epoch + 1, 0
 
 
-class Stage1Batches(Dataset):
-    """``dataset[(epoch, position, index)]``: batch ``index`` decoded, noised and padded.
+def shard_keys(num_batches: int, rank: int = 0, world: int = 1) -> List[Key]:
+    """One pass over batches ``rank, rank + world, ...`` in index order, as loader keys."""
+    return [(0, position, index) for position, index in enumerate(range(rank, num_batches, world))]
 
-    Returns ``{"epoch", "position", "audio" (B, T) float32, "lengths" (B,) long, "skipped",
-    "resampled"}``; the last two are what this call added to the corpus' problem record when
-    it ran in a worker process (whose copy of the corpus the main process does not see).
+
+class PaddedBatches(Dataset):
+    """``dataset[(epoch, position, index)]``: batch ``index`` decoded, noised (if ``augment``
+    mixes any) and padded.
+
+    Returns ``{"epoch", "position", "index", "kept" (the corpus indices that decoded, in batch
+    order), "audio" (B, T) float32, "lengths" (B,) long, "skipped", "resampled"}``; the last two
+    are what this call added to the corpus' problem record when it ran in a worker process
+    (whose copy of the corpus the main process does not see).
     """
 
-    def __init__(self, corpus: AudioCorpus, batches: List[List[int]], seed: int, rank: int,
-                 augment: NoiseAugment) -> None:
+    def __init__(self, corpus: AudioCorpus, batches: List[List[int]], seed: int = 0, rank: int = 0,
+                 augment: Optional[NoiseAugment] = None) -> None:
         self.corpus, self.batches, self.seed, self.rank, self.augment = corpus, batches, seed, rank, augment
 
     def __len__(self) -> int:
@@ -63,8 +76,8 @@ class Stage1Batches(Dataset):
         epoch, position, index = key
         problems = self.corpus.problems
         skipped, resampled = len(problems.skipped), Counter(problems.resampled)
-        wavs, _ = self.corpus.load_batch(self.batches[index])
-        if wavs and self.augment.prob:
+        wavs, kept = self.corpus.load_batch(self.batches[index])
+        if wavs and self.augment is not None and self.augment.prob:
             rng = np.random.default_rng([self.seed, epoch, position, self.rank])
             wavs = [torch.from_numpy(self.augment(w.numpy(), rng)) for w in wavs]
         lengths = torch.tensor([len(w) for w in wavs], dtype=torch.long)
@@ -72,8 +85,8 @@ class Stage1Batches(Dataset):
         for row, wav in enumerate(wavs):
             audio[row, : len(wav)] = wav
         in_worker = get_worker_info() is not None
-        return {"epoch": epoch, "position": position, "audio": audio, "lengths": lengths,
-                "skipped": problems.skipped[skipped:] if in_worker else [],
+        return {"epoch": epoch, "position": position, "index": index, "kept": kept, "audio": audio,
+                "lengths": lengths, "skipped": problems.skipped[skipped:] if in_worker else [],
                 "resampled": dict(problems.resampled - resampled) if in_worker else {}}
 
 
@@ -81,9 +94,9 @@ def _as_is(item: Any) -> Any:
     return item
 
 
-def stage1_loader(dataset: Stage1Batches, sampler: EpochSampler, workers: int, prefetch: int,
-                  pin_memory: bool) -> DataLoader:
-    """The DataLoader of stage 1: one sampler key per item, no collation (items are batches)."""
+def batch_loader(dataset: PaddedBatches, sampler: Iterable[Key], workers: int = 0, prefetch: int = 2,
+                 pin_memory: bool = False) -> DataLoader:
+    """The DataLoader over ``dataset``: one sampler key per item, no collation (items are batches)."""
     return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=workers, collate_fn=_as_is,
                       pin_memory=pin_memory, prefetch_factor=prefetch if workers else None)
 

@@ -42,6 +42,8 @@ from daisy_upstream.core.branches import ExitBranches
 from daisy_upstream.core.early_exit import EarlyExitModel
 from daisy_upstream.core.policy import compute_tau, make_plan
 
+from .batch_feed import PaddedBatches, batch_loader, shard_keys, unpad
+
 __all__ = [
     "CalibrationResult",
     "calibrate_checkpoint",
@@ -206,6 +208,8 @@ def layer_entropies(
     progress: bool = False,
     rank: int = 0,
     world: int = 1,
+    workers: int = 0,
+    prefetch: int = 2,
 ) -> Tuple[Tensor, List[str], float]:
     """Every utterance's mean branch entropy at every layer.
 
@@ -218,6 +222,10 @@ def layer_entropies(
         rank / world: under ``world`` processes (every rank calls this) rank ``r`` runs
             batches ``r, r + world, ...`` and the rows are gathered in batch order, so every
             rank returns what one process would.
+        workers / prefetch: DataLoader processes that decode and pad the batches, and the
+            batches each loads ahead (:mod:`~daisy_upstream.training.batch_feed`; pinned
+            memory on CUDA); ``0``: decoded in this process, one batch at a time. The result
+            does not depend on them.
 
     Returns:
         ``(entropies (N, L) float64 on CPU, keys (N), audio seconds)``.
@@ -232,20 +240,21 @@ def layer_entropies(
         raise ValueError(f"{branches.num_layers} branches for a {backbone.num_layers}-layer model")
     done: List[Tuple[int, Tensor, List[str], float]] = []  # (batch index, (B, L) rows, keys, seconds)
     batches = corpus.batches(batch_seconds)
-    mine = range(rank, len(batches), world)
+    mine = shard_keys(len(batches), rank, world)
+    loader = batch_loader(PaddedBatches(corpus, batches), mine, workers, prefetch, pin_memory=device.type == "cuda")
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(mine), desc="calibrate", unit="batch", dynamic_ncols=True)
-    for index in mine:
-        wavs, kept = corpus.load_batch(batches[index])
+    for item in loader:
+        wavs = unpad(item, corpus, device)
         if bar is not None:
             bar.update(1)
         if not wavs:
             continue
-        done.append((index, utterance_entropies(backbone, branches, [w.to(device) for w in wavs]),
-                     [corpus.items[i].key for i in kept], sum(len(w) for w in wavs) / SAMPLE_RATE))
+        done.append((item["index"], utterance_entropies(backbone, branches, wavs),
+                     [corpus.items[i].key for i in item["kept"]], int(item["lengths"].sum()) / SAMPLE_RATE))
     if bar is not None:
         bar.close()
     done = sorted((d for part in all_gather_objects(done, world) for d in part), key=lambda d: d[0])
@@ -263,11 +272,14 @@ def calibrate_checkpoint(
     device: Union[str, torch.device] = "cpu",
     progress: bool = False,
     precision: str = "fp32",
+    workers: int = 0,
+    prefetch: int = 2,
 ) -> CalibrationResult:
     """Load a DAISY checkpoint and calibrate its branches on ``corpus``.
 
     ``precision``: the frozen model's forward, ``fp32`` (TF32 on CUDA), ``bf16`` or ``fp16``
     autocast (:mod:`daisy_upstream.core.precision`); the entropies are float32 either way.
+    ``workers`` / ``prefetch``: the DataLoader that reads ``corpus`` (:func:`layer_entropies`).
 
     Raises:
         ValueError: the checkpoint has no exit branches, or a rho outside [0, 1].
@@ -287,7 +299,8 @@ def calibrate_checkpoint(
                               precision=precision)
     backbone.to(device).eval()
     branches = loaded.branches.to(device).eval()
-    entropies, keys, seconds = layer_entropies(backbone, branches, corpus, batch_seconds, device, progress)
+    entropies, keys, seconds = layer_entropies(backbone, branches, corpus, batch_seconds, device, progress,
+                                               workers=workers, prefetch=prefetch)
     return CalibrationResult(
         entropies, keys, corpus.name, seconds, tuple(float(r) for r in rhos), str(checkpoint)
     )

@@ -27,7 +27,7 @@ from daisy_upstream.core.branches import ExitBranches
 from daisy_upstream.core.checkpoint import DaisyCheckpoint, half_precision, with_branches
 from daisy_upstream.core.early_exit import EarlyExitModel
 
-from .batch_feed import EpochSampler, Stage1Batches, stage1_loader, unpad
+from .batch_feed import EpochSampler, PaddedBatches, batch_loader, unpad
 from .distributed import barrier, default_device, init_distributed, resolve_device
 from .monitor import TrainingMonitor
 from .stage1_config import Stage1Config, Stage1Result
@@ -99,7 +99,8 @@ def _write_output(
         log.warning("no held-out audio (held-out fraction 0): the calibration uses the training audio")
     branches.eval()
     entropies, keys, seconds = layer_entropies(backbone, branches, calib_set, config.batch_seconds, dev,
-                                               rank=rank, world=world)
+                                               rank=rank, world=world, workers=config.workers,
+                                               prefetch=config.prefetch)
     calibration = CalibrationResult(entropies, keys, calib_set.name, seconds, tuple(config.rhos), str(checkpoint),
                                     extra={"stage1_steps": step}).to_dict()
     if rank != 0:
@@ -245,7 +246,7 @@ def train_branches(
             return None
         branches.eval()  # every rank evaluates its share of the batches
         metrics = evaluate_branches(backbone, targets, branches, heldout_set, config.batch_seconds, dev,
-                                    rank, world)
+                                    rank, world, config.workers, config.prefetch)
         branches.train()
         metrics["step"] = done.step
         done.history.append(metrics)
@@ -261,8 +262,8 @@ def train_branches(
     branches.train()
     augment = NoiseAugment(config.noise_prob, config.noise_snr_db, seed=config.seed)
     sampler = EpochSampler(len(batches), config.seed, rank, world, done.epoch, done.position)
-    loader = stage1_loader(Stage1Batches(train_set, batches, config.seed, rank, augment), sampler,
-                           config.workers, config.prefetch, pin_memory=dev.type == "cuda")
+    loader = batch_loader(PaddedBatches(train_set, batches, config.seed, rank, augment), sampler,
+                          config.workers, config.prefetch, pin_memory=dev.type == "cuda")
     feed = iter(loader)
     try:
         while done.step < total_steps:

@@ -37,6 +37,7 @@ from daisy_upstream.core.early_exit import EarlyExitModel
 from daisy_upstream.core.families import family_of_state
 from daisy_upstream.core.policy import make_plan
 
+from .batch_feed import PaddedBatches, batch_loader, shard_keys, unpad
 from .distributed import all_reduce_sum
 
 __all__ = [
@@ -259,12 +260,15 @@ def evaluate_branches(
     device: torch.device,
     rank: int = 0,
     world: int = 1,
+    workers: int = 0,
+    prefetch: int = 2,
 ) -> Dict[str, Any]:
     """Per-layer frame-weighted mean CE and agreement with the targets on ``corpus``.
 
     Under ``world`` processes (every rank calls this), rank ``r`` evaluates batches ``r, r +
     world, ...`` and the sums are all-reduced: each rank returns the numbers one process gets
-    (up to the order of float64 additions).
+    (up to the order of float64 additions). ``workers`` / ``prefetch``: the DataLoader that
+    reads ``corpus`` (:mod:`~daisy_upstream.training.batch_feed`); the numbers do not depend on them.
 
     Returns:
         ``{"ce": [L floats], "accuracy": [L floats], "frames": int, "utterances": int}``
@@ -274,11 +278,14 @@ def evaluate_branches(
     num_layers = branches.num_layers
     # [CE x frames per layer (L), correct per layer (L), frames, (frame, block) pairs, utterances]
     sums = torch.zeros(2 * num_layers + 3, dtype=torch.float64, device=device)
-    for batch in corpus.batches(batch_seconds)[rank::world]:
-        wavs, _ = corpus.load_batch(batch)
+    batches = corpus.batches(batch_seconds)
+    loader = batch_loader(PaddedBatches(corpus, batches), shard_keys(len(batches), rank, world), workers, prefetch,
+                          pin_memory=torch.device(device).type == "cuda")
+    for item in loader:
+        wavs = unpad(item, corpus, device)
         if not wavs:
             continue
-        features, labels = batch_features(backbone, targets, [w.to(device) for w in wavs])
+        features, labels = batch_features(backbone, targets, wavs)
         if labels.numel() == 0:
             continue
         ce, hits = loss(features, labels)

@@ -22,11 +22,12 @@ def with_nan_file(audio_dir):
     return audio_dir, bad, silent
 
 
-def test_calibrate_skips_a_nan_file_by_path(write_checkpoint, with_nan_file, tmp_path, capsys):
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_calibrate_skips_a_nan_file_by_path(write_checkpoint, with_nan_file, tmp_path, capsys, workers):
     audio, bad, _ = with_nan_file
     ckpt = write_checkpoint(num_layers=2, layer_entropy=[1.0, 0.5])
     assert main(["calibrate", "-k", str(ckpt), "--audio", str(audio), "--out", str(tmp_path / "c.yaml"),
-                 "--no-progress", "--batch-seconds", "2"]) == 0
+                 "--no-progress", "--batch-seconds", "2", "--workers", workers]) == 0
     out = capsys.readouterr().out
     assert "skipped 1 audio file(s): 1 non-finite" in out and str(bad) in out
 

@@ -107,6 +107,46 @@ def test_plot_is_written(tmp_path):
         plot_calibration(result, path)
 
 
+def test_workers_change_nothing_and_bad_audio_is_counted_by_path(write_checkpoint, tmp_path):
+    """calibrate with 0 and 2 DataLoader workers: the same per-utterance entropies and keys, in
+    the same order, as a forward per length-packed batch of the corpus' own decoding (what
+    calibrate did before the DataLoader); a NaN file decoded in a worker is skipped and counted
+    by its path in the caller's record."""
+    import numpy as np
+    import soundfile as sf
+
+    from daisy_upstream.core.checkpoint import load_daisy_checkpoint
+    from daisy_upstream.core.early_exit import EarlyExitModel
+    from daisy_upstream.training.calibration import utterance_entropies
+
+    audio = tmp_path / "audio"
+    write_wavs(audio, [0.3, 0.45, 0.6, 0.5, 0.35, 0.55, 0.4, 0.65])
+    bad = audio / "zz_nan.wav"
+    samples = np.full(8000, 0.1, dtype=np.float32)
+    samples[100] = np.nan
+    sf.write(bad, samples, 16000, subtype="FLOAT")
+    ckpt = write_checkpoint(num_layers=2, sharpen=3.0)
+    loaded = load_daisy_checkpoint(ckpt)
+    backbone = EarlyExitModel(loaded.model, None, normalize_waveform=bool(loaded.task_cfg.normalize)).eval()
+    corpus = AudioCorpus.from_source(audio)
+    assert len(corpus.batches(1.0)) >= 4  # several batches per worker
+    rows, keys = [], []
+    for batch in corpus.batches(1.0):
+        wavs, kept = corpus.load_batch(batch)
+        if wavs:
+            rows.append(utterance_entropies(backbone, loaded.branches.eval(), wavs))
+            keys += [corpus.items[i].key for i in kept]
+    reference = torch.cat(rows)
+    assert reference.shape == (8, 2) and len({tuple(row) for row in reference.tolist()}) == 8  # order is visible
+    for workers in (0, 2):
+        corpus = AudioCorpus.from_source(audio)
+        result = calibrate_checkpoint(ckpt, corpus, batch_seconds=1.0, workers=workers, prefetch=1)
+        assert result.keys == keys, workers
+        assert torch.equal(result.entropies, reference), workers
+        assert result.audio_seconds == pytest.approx(0.3 + 0.45 + 0.6 + 0.5 + 0.35 + 0.55 + 0.4 + 0.65)
+        assert [(path, reason.split(":")[0]) for path, reason in corpus.problems.skipped] == [(str(bad), "non-finite")]
+
+
 def test_plain_checkpoint_has_nothing_to_calibrate(write_checkpoint, audio_dir):
     path = write_checkpoint(num_layers=2, branches=False)
     with pytest.raises(ValueError, match="nothing to calibrate"):

@@ -316,8 +316,10 @@ backbone = EarlyExitHubert(loaded.model, None).eval()
 corpus = AudioCorpus.from_source(sys.argv[2])
 dev = torch.device("cpu")
 targets = ClusterTargets(loaded.model, torch.load(sys.argv[1], weights_only=True)["dictionaries_symbols"][0])
-metrics = evaluate_branches(backbone, targets, loaded.branches.eval(), corpus, 1.4, dev, rank, world)
-entropies, keys, seconds = layer_entropies(backbone, loaded.branches, corpus, 1.4, dev, rank=rank, world=world)
+workers = int(sys.argv[4])
+metrics = evaluate_branches(backbone, targets, loaded.branches.eval(), corpus, 1.4, dev, rank, world, workers)
+entropies, keys, seconds = layer_entropies(backbone, loaded.branches, corpus, 1.4, dev, rank=rank, world=world,
+                                           workers=workers)
 torch.save({"metrics": metrics, "entropies": entropies, "keys": keys, "seconds": seconds},
            f"{sys.argv[3]}.{world}.{rank}.pt")
 '''
@@ -326,7 +328,8 @@ torch.save({"metrics": metrics, "entropies": entropies, "keys": keys, "seconds":
 def test_heldout_evaluation_and_calibration_split_over_two_processes(write_checkpoint, audio_dir, tmp_path):
     """Under torchrun every rank evaluates every 2nd batch (7 batches: 4 and 3) and the per-layer
     CE / agreement sums are all-reduced, the per-utterance entropies gathered in batch order:
-    both ranks hold what one process computes over all the batches."""
+    both ranks, each reading through two DataLoader workers, hold what one process without
+    workers computes over all the batches."""
     import subprocess
     import sys
 
@@ -338,9 +341,9 @@ def test_heldout_evaluation_and_calibration_split_over_two_processes(write_check
            "DAISY_DDP_BACKEND": "gloo"}
     env.pop("WORLD_SIZE", None)
     args = [str(script), str(ckpt), str(audio_dir), str(tmp_path / "r")]
-    for command in ([sys.executable], [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                       "--nproc_per_node", "2"]):
-        done = subprocess.run(command + args, env=env, capture_output=True, text=True, timeout=300)
+    for command, workers in (([sys.executable], "0"), ([sys.executable, "-m", "torch.distributed.run",
+                                                        "--standalone", "--nproc_per_node", "2"], "2")):
+        done = subprocess.run(command + args + [workers], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
     one = torch.load(tmp_path / "r.1.0.pt", weights_only=True)
     assert one["metrics"]["utterances"] == 10 and one["entropies"].shape == (10, 2)
