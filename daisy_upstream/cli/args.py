@@ -7,8 +7,8 @@ import argparse
 from typing import Callable, Optional
 
 __all__ = [
-    "add_loader", "add_precision", "device", "non_negative_int", "positive_float", "positive_int", "rho", "set_threads",
-    "threads", "unit_interval",
+    "add_loader", "add_precision", "at_least_2", "device", "non_negative_int", "positive_float", "positive_int", "rho",
+    "set_threads", "threads", "unit_interval",
 ]
 
 
@@ -30,6 +30,8 @@ def _number(cast: Callable[[str], float], check: Callable[[float], bool], what: 
 non_negative_int = _number(int, lambda v: v >= 0, ">= 0")
 #: an integer >= 1
 positive_int = _number(int, lambda v: v >= 1, ">= 1")
+#: an integer >= 2 (k-means clusters)
+at_least_2 = _number(int, lambda v: v >= 2, ">= 2")
 #: a number > 0
 positive_float = _number(float, lambda v: v > 0, "> 0")
 #: a number in [0, 1]

@@ -29,13 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="subset of asr voxceleb1 enhancement_stft separation_stft (default: all four)")
     parser.add_argument("--corpus", help="an existing 'daisy make-corpus' directory (holds corpus.json); "
                         "default: make one in OUT/corpus")
-    parser.add_argument("--hours", type=float, default=1.0,
+    parser.add_argument("--hours", type=types.positive_float, default=1.0,
                         help="speech to synthesise when making the corpus (default 1.0: about 0.75 h of ASR "
                         "training speech from ~50 voices; made in a few minutes)")
     parser.add_argument("--data-config", action="append", default=[], metavar="TASK=PATH",
                         help="your own s3prl task config with the data paths filled in (repeatable); "
                         "used instead of the corpus for that task")
-    parser.add_argument("--steps", type=int, default=None,
+    parser.add_argument("--steps", type=types.positive_int, default=None,
                         help="downstream training steps of every training (default: per task, "
                         "evaluation.table1.tasks.SMALL_STEPS at --size small, the config's own at --size paper)")
     parser.add_argument("--fixed-layer", type=int, default=None,

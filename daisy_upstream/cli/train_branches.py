@@ -32,14 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "cluster assignment, wav2vec 2.0's quantizer code per codebook group; the default "
                              "where there is one), 'kmeans' = k-means on layer --kmeans-layer over the training "
                              "audio (any family; needed for WavLM and data2vec)")
-    parser.add_argument("--kmeans-layer", type=int, default=None,
+    parser.add_argument("--kmeans-layer", type=types.positive_int, default=None,
                         help="with --targets kmeans: the hidden state K (1..L) to cluster")
-    parser.add_argument("--clusters", type=int, default=None, help="with --targets kmeans: the number of centroids")
-    parser.add_argument("--kmeans-batch-frames", type=int, default=10000,
+    parser.add_argument("--clusters", type=types.at_least_2, default=None, help="with --targets kmeans: the number of centroids")
+    parser.add_argument("--kmeans-batch-frames", type=types.positive_int, default=10000,
                         help="frames per MiniBatchKMeans.partial_fit call (default 10000)")
-    parser.add_argument("--kmeans-max-frames", type=int, default=None,
+    parser.add_argument("--kmeans-max-frames", type=types.positive_int, default=None,
                         help="feed k-means at most this many frames (default: all of them)")
-    parser.add_argument("--kmeans-passes", type=int, default=1,
+    parser.add_argument("--kmeans-passes", type=types.positive_int, default=1,
                         help="passes of the training audio through k-means (default 1; small corpora need more)")
     parser.add_argument("--max-steps", type=types.positive_int, default=None,
                         help="total optimizer steps (paper: 88000); default: --epochs passes")

@@ -42,7 +42,7 @@ def resolve_device(device: str, world: int = 1, local_rank: int = 0) -> torch.de
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: CUDA is not available on this machine")
+            raise ValueError(f"device {device}: CUDA is not available on this machine")
         if world > 1:
             dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)

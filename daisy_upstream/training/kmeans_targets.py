@@ -114,7 +114,7 @@ def load_or_fit_kmeans(
     """
     num_layers = backbone.num_layers
     if not 1 <= layer <= num_layers:
-        raise ValueError(f"--kmeans-layer must be in 1..{num_layers} for this {num_layers}-layer model, got {layer}")
+        raise ValueError(f"kmeans_layer must be in 1..{num_layers} for this {num_layers}-layer model, got {layer}")
     settings = {"layer": layer, "clusters": clusters, "seed": seed, "batch_frames": batch_frames,
                 "max_frames": max_frames, "passes": passes, "batch_seconds": batch_seconds,
                 "audio_fingerprint": corpus.fingerprint()}

@@ -94,21 +94,21 @@ class Stage1Config:
 
     def validate(self) -> None:
         if self.targets is not None and self.targets not in TARGET_KINDS:
-            raise ValueError(f"unknown --targets {self.targets!r}; choose one of {', '.join(TARGET_KINDS)}")
+            raise ValueError(f"unknown targets {self.targets!r}; choose one of {', '.join(TARGET_KINDS)}")
         if self.targets == "kmeans":
             if self.kmeans_layer is None or self.clusters is None:
-                raise ValueError("--targets kmeans needs --kmeans-layer K and --clusters N")
+                raise ValueError("targets 'kmeans' needs kmeans_layer (the layer K) and clusters (N)")
             if self.clusters < 2:
-                raise ValueError(f"--clusters must be >= 2, got {self.clusters}")
+                raise ValueError(f"clusters must be >= 2, got {self.clusters}")
             if self.kmeans_batch_frames < self.clusters:
-                raise ValueError(f"--kmeans-batch-frames ({self.kmeans_batch_frames}) must be >= --clusters "
+                raise ValueError(f"kmeans_batch_frames ({self.kmeans_batch_frames}) must be >= clusters "
                                  f"({self.clusters}): the first batch seeds the centroids")
             if self.kmeans_passes < 1:
-                raise ValueError(f"--kmeans-passes must be >= 1, got {self.kmeans_passes}")
+                raise ValueError(f"kmeans_passes must be >= 1, got {self.kmeans_passes}")
             if self.kmeans_max_frames is not None and self.kmeans_max_frames < self.clusters:
-                raise ValueError(f"--kmeans-max-frames must be >= --clusters ({self.clusters})")
+                raise ValueError(f"kmeans_max_frames must be >= clusters ({self.clusters})")
         elif self.kmeans_layer is not None or self.clusters is not None:
-            raise ValueError("--kmeans-layer and --clusters go with --targets kmeans")
+            raise ValueError("kmeans_layer and clusters go with targets 'kmeans'")
         from daisy_upstream.core.precision import check_precision
 
         check_precision(self.precision)

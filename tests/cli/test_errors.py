@@ -32,7 +32,7 @@ def _files(tmp: Path) -> None:
 #: command -> its arguments (the comments say which kind of user error); EXPECT: a fragment of the line
 CASES: Dict[str, Callable[[Path], List[str]]] = {
     # a bad value
-    "make-corpus": lambda t: [str(t / "corpus"), "--hours", "-1"],
+    "make-corpus": lambda t: [str(t / "corpus"), "--tasks", "asr,nope"],
     "pretrain-tiny": lambda t: ["--steps-iter1", "-1", "--state-dir", str(t / "state")],
     # an existing output without --force
     "train-branches": lambda t: ["-k", str(t / "nope.pt"), "--audio", str(t / "empty"), "--out", str(t / "exists.pt")],
@@ -51,7 +51,7 @@ CASES: Dict[str, Callable[[Path], List[str]]] = {
     "superb-score": lambda t: [str(t / "nope.yaml")],
 }
 EXPECT = {
-    "make-corpus": "--hours must be positive",
+    "make-corpus": "unknown task(s) ['nope']",
     "pretrain-tiny": "argument --steps-iter1: must be >= 0, got -1",
     "train-branches": "pass --force",
     "calibrate": "no usable audio",
@@ -94,8 +94,8 @@ def test_user_error_is_one_line_and_exit_2(command, tmp_path):
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_debug_shows_the_traceback(how, tmp_path):
     _files(tmp_path)
-    args = ["make-corpus", str(tmp_path / "corpus"), "--hours", "-1"]
+    args = ["make-corpus", str(tmp_path / "corpus"), "--tasks", "asr,nope"]
     proc = (_daisy(["--debug", *args], tmp_path) if how == "flag"
             else _daisy(args, tmp_path, DAISY_DEBUG="1"))
     assert proc.returncode != 0
-    assert "Traceback" in proc.stderr and "ValueError: --hours must be positive" in proc.stderr
+    assert "Traceback" in proc.stderr and "ValueError: unknown task(s)" in proc.stderr

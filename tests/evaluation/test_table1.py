@@ -224,7 +224,7 @@ def test_steps_default_per_task():
     assert small["runner"]["total_steps"] % small["runner"]["save_step"] == 0  # the last step is saved
     assert t1.prepare_task_config("voxceleb1", base, None, "paper", layout)["runner"]["total_steps"] == 200000
     assert t1.prepare_task_config("voxceleb1", base, 12, "paper", layout)["runner"]["total_steps"] == 12
-    with pytest.raises(ValueError, match="--steps must be >= 1"):
+    with pytest.raises(ValueError, match="steps must be >= 1"):
         t1.prepare_task_config("voxceleb1", base, 0, "small", layout)
     with pytest.raises(ValueError, match="no runner.total_steps"):
         t1.prepare_task_config("voxceleb1", {**base, "runner": {}}, None, "paper", layout)

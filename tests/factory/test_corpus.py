@@ -195,8 +195,10 @@ def test_real_recordings(corpus):
 def test_cli_errors_are_clear(tmp_path, capsys):
     from daisy_upstream.cli import main
 
-    assert main(["make-corpus", str(tmp_path / "c"), "--hours", "0"]) == 2
-    assert capsys.readouterr().err == "daisy make-corpus: error: --hours must be positive, got 0.0\n"
+    with pytest.raises(SystemExit) as exit_:  # argparse's own one line
+        main(["make-corpus", str(tmp_path / "c"), "--hours", "0"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "daisy make-corpus: error: argument --hours: must be > 0, got 0 (see daisy make-corpus --help)\n"
     assert main(["make-corpus", str(tmp_path / "c"), "--tasks", "asr,nope"]) == 2
     assert "unknown task" in capsys.readouterr().err
 

@@ -133,10 +133,10 @@ def test_cli_kmeans_options(write_checkpoint, audio_dir, tmp_path, capsys):
     ckpt = write_checkpoint(num_layers=2, branches=False)
     base = ["train-branches", "-k", str(ckpt), "--audio", str(audio_dir), "--out", str(tmp_path / "o.pt"),
             "--max-steps", "2", "--batch-seconds", "2", "--heldout-fraction", "0.2", "--no-progress"]
-    for extra, message in ((["--targets", "kmeans", "--clusters", "4"], "needs --kmeans-layer K and --clusters N"),
-                           (["--clusters", "4"], "go with --targets kmeans"),
+    for extra, message in ((["--targets", "kmeans", "--clusters", "4"], "needs kmeans_layer (the layer K) and clusters (N)"),
+                           (["--clusters", "4"], "go with targets 'kmeans'"),
                            (["--targets", "kmeans", "--kmeans-layer", "3", "--clusters", "4",
-                             "--kmeans-batch-frames", "40"], "--kmeans-layer must be in 1..2")):
+                             "--kmeans-batch-frames", "40"], "kmeans_layer must be in 1..2")):
         assert main(base + extra) == 2
         err = capsys.readouterr().err
         assert err.startswith("daisy train-branches: error: ") and message in err and len(err.splitlines()) == 1

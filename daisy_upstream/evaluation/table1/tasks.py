@@ -105,9 +105,9 @@ def prepare_task_config(task: str, base: Dict[str, Any], steps: Optional[int], s
     if steps is None:
         steps = SMALL_STEPS[task] if size == "small" else base.get("runner", {}).get("total_steps")
         if steps is None:
-            raise ValueError(f"the {task} config has no runner.total_steps; give --steps")
+            raise ValueError(f"the {task} config has no runner.total_steps; give the number of steps")
     if int(steps) < 1:
-        raise ValueError(f"--steps must be >= 1, got {steps}")
+        raise ValueError(f"steps must be >= 1, got {steps}")
     config = copy.deepcopy(base)
     if layout is not None:
         fill_data_paths(task, config, layout)

@@ -116,9 +116,9 @@ def make_corpus(out_dir: Path, hours: float = 0.5, seed: int = 0,
     if unknown:
         raise ValueError(f"unknown task(s) {sorted(unknown)}; choose from {list(TASKS)}")
     if not hours > 0:
-        raise ValueError(f"--hours must be positive, got {hours}")
+        raise ValueError(f"hours must be positive, got {hours}")
     if num_speakers < 0:
-        raise ValueError(f"--speakers must be >= 0, got {num_speakers}")
+        raise ValueError(f"num_speakers must be >= 0, got {num_speakers}")
     workers = workers or os.cpu_count() or 1
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")

@@ -83,7 +83,7 @@ def plan_corpus(hours: float, seed: int, variants: List[str], num_speakers: int 
         test_share: fraction of speakers in the test split (at least 2 speakers).
     """
     if not hours > 0:
-        raise ValueError(f"--hours must be positive, got {hours}")
+        raise ValueError(f"hours must be positive, got {hours}")
     n_spk = num_speakers or default_num_speakers(hours)
     if n_spk < 6:
         raise ValueError(f"need at least 6 speakers (2 per split), got {n_spk}")
