@@ -140,15 +140,15 @@ class Stage1Config:
 
     def fingerprint(self) -> Dict[str, Any]:
         """Settings a resumed run must share with the run that saved the state."""
-        made = {}
+        provenance = {}
         if self.targets == "kmeans":  # (absent for the model's head: older states resume)
-            made = {"targets": self.targets, "kmeans_layer": self.kmeans_layer, "clusters": self.clusters,
+            provenance = {"targets": self.targets, "kmeans_layer": self.kmeans_layer, "clusters": self.clusters,
                     "kmeans_batch_frames": self.kmeans_batch_frames, "kmeans_max_frames": self.kmeans_max_frames,
                     "kmeans_passes": self.kmeans_passes}
         if self.precision != "fp32":  # (absent for fp32: older states resume)
-            made["precision"] = self.precision
+            provenance["precision"] = self.precision
         return {
-            **made,
+            **provenance,
             "lr": self.lr,
             "weight_decay": self.weight_decay,
             "batch_seconds": self.batch_seconds,

@@ -67,9 +67,9 @@ def _claim_folder(out_dir: Path, settings: Dict) -> None:
             raise ValueError(f"{out_dir} already holds a corpus made with {before}; "
                              f"use another folder for {settings}")
     elif (out_dir / "corpus.json").exists():
-        made = json.loads((out_dir / "corpus.json").read_text())
-        before = {"format_version": made.get("format_version"), "seed": made.get("seed"),
-                  **{k: made.get("settings", {}).get(k) for k in ("hours", "flite")}}
+        existing = json.loads((out_dir / "corpus.json").read_text())
+        before = {"format_version": existing.get("format_version"), "seed": existing.get("seed"),
+                  **{k: existing.get("settings", {}).get(k) for k in ("hours", "flite")}}
         if any(before[k] != settings[k] for k in before):
             raise ValueError(f"{out_dir} already holds a corpus made with {before}; "
                              f"use another folder for {settings}")
