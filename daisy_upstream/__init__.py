@@ -3,7 +3,7 @@ data2vec, WavLM), as an s3prl upstream plugin.
 
 Importing this package registers ``daisy_hubert`` and ``daisy_<family>_local`` /
 ``daisy_<family>_custom`` for each family in ``s3prl.hub`` (now if s3prl.hub is imported, else when it is)
-and makes s3prl's runner use :class:`daisy_upstream.core.featurizer.DaisyFeaturizer`. It imports
+and makes s3prl's runner use :class:`daisy_upstream.core.featurizers.DaisyFeaturizer`. It imports
 neither torch nor s3prl itself.
 """
 from daisy_upstream.integration.plugin import install as _install

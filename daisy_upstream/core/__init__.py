@@ -5,7 +5,8 @@
 * :mod:`.early_exit`: HuBERT forward that stops each utterance at its exit layer;
 * :mod:`.checkpoint`: reading DAISY, authors'-layout and plain converted HuBERT checkpoints;
 * :mod:`.expert`: the s3prl ``UpstreamBase`` (``DaisyUpstream``);
-* :mod:`.featurizer`: LayerNorm + weighted sum over only the layers that ran.
+* :mod:`.featurizers`: LayerNorm + weighted sum over only the layers that ran, for s3prl's
+  runner and for ``s3prl.nn`` side by side.
 
 Modules here import torch and s3prl, never another sub-package of daisy_upstream.
 """

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 __all__ = ["BRANCH_INPUTS", "ExitBranches", "frame_entropy", "group_entropy", "mean_entropy", "valid_frame_mask"]
 
-#: what branch ``k`` reads (``ExitBranches.reads``); computed by ``EarlyExitModel``
+#: what branch ``k`` reads (``ExitBranches.branch_input``); computed by ``EarlyExitModel``
 BRANCH_INPUTS = {
     # ours: the hidden state s3prl's stock ``hubert`` upstream returns for layer k
     "hidden_states": "hidden_states[k]",
@@ -72,7 +72,7 @@ def mean_entropy(logits: Tensor, lengths: Optional[Tensor], groups: int = 1) -> 
 class ExitBranches(nn.ModuleList):
     """``L`` linear branches ``W^k: D -> G*C``; branch ``k`` (1-based) reads layer ``k``.
 
-    ``reads`` (a key of :data:`BRANCH_INPUTS`) names the tensor of layer ``k`` a branch
+    ``branch_input`` (a key of :data:`BRANCH_INPUTS`) names the tensor of layer ``k`` a branch
     takes: ``hidden_states[k]`` for branches trained by us, the FFN or layer output for the
     authors' heads. ``groups`` (``G``, default 1) output blocks of ``num_classes`` (``C``)
     classes each predict ``G`` targets per frame (wav2vec 2.0's codebook groups); the exit
@@ -82,17 +82,17 @@ class ExitBranches(nn.ModuleList):
     """
 
     def __init__(
-        self, num_layers: int, embed_dim: int, num_classes: int, reads: str = "hidden_states", groups: int = 1
+        self, num_layers: int, embed_dim: int, num_classes: int, branch_input: str = "hidden_states", groups: int = 1
     ) -> None:
         if num_layers < 1 or embed_dim < 1 or num_classes < 2 or groups < 1:
             raise ValueError(
                 f"ExitBranches needs num_layers >= 1, embed_dim >= 1, num_classes >= 2, groups >= 1; "
                 f"got {num_layers}, {embed_dim}, {num_classes}, {groups}"
             )
-        if reads not in BRANCH_INPUTS:
-            raise ValueError(f"branches cannot read {reads!r}; choose one of {', '.join(BRANCH_INPUTS)}")
+        if branch_input not in BRANCH_INPUTS:
+            raise ValueError(f"branches cannot read {branch_input!r}; choose one of {', '.join(BRANCH_INPUTS)}")
         super().__init__([nn.Linear(embed_dim, groups * num_classes) for _ in range(num_layers)])
-        self.reads = reads
+        self.branch_input = branch_input
         self.groups = groups
 
     @property
@@ -109,7 +109,7 @@ class ExitBranches(nn.ModuleList):
         return self[0].out_features // self.groups
 
     def extra_repr(self) -> str:
-        return f"reads={self.reads!r}" + (f", groups={self.groups}" if self.groups > 1 else "")
+        return f"branch_input={self.branch_input!r}" + (f", groups={self.groups}" if self.groups > 1 else "")
 
     def logits(self, layer: int, hidden: Tensor) -> Tensor:
         """Logits of branch ``layer`` (1-based) on ``hidden`` ``(..., D) -> (..., G*C)``."""
@@ -131,12 +131,12 @@ class ExitBranches(nn.ModuleList):
         state: Dict[str, Tensor],
         num_layers: int,
         embed_dim: Optional[int] = None,
-        reads: str = "hidden_states",
+        branch_input: str = "hidden_states",
         groups: int = 1,
     ) -> "ExitBranches":
         """Build branches from a ``{k-1}.weight/bias`` state dict, checking its shape.
 
-        The class count ``C`` is taken from the weights (rows / ``groups``); ``reads`` and
+        The class count ``C`` is taken from the weights (rows / ``groups``); ``branch_input`` and
         ``groups`` as in the constructor.
 
         Raises:
@@ -162,6 +162,6 @@ class ExitBranches(nn.ModuleList):
             )
         if groups < 1 or rows % groups:
             raise ValueError(f"branches have {rows} outputs, which is not {groups} equal output blocks (groups)")
-        branches = cls(num_layers, width, rows // groups, reads, groups)
+        branches = cls(num_layers, width, rows // groups, branch_input, groups)
         branches.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
         return branches

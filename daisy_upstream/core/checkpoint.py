@@ -46,7 +46,7 @@ and neither HuBERT's single ``final_proj`` nor ``label_embs_concat``; ``model_cf
 ``cls_pred_position``: ``'before-norm'`` (their class default, also when the key is absent),
 head ``i`` reads layer ``i+1``'s FFN output (fc2, before dropout, the residual add and any
 LayerNorm), or ``'after-norm'``, it reads the layer's output. Those heads become the
-branches with that reading; ``hidden_states`` stay s3prl's. Keys of ``model_cfg`` that s3prl's
+branches with that input; ``hidden_states`` stay s3prl's. Keys of ``model_cfg`` that s3prl's
 ``HubertConfig`` lacks are ignored when building the model (s3prl's ``merge_with_parent``).
 The HuBERT itself is always s3prl's own ``HubertModel``.
 """
@@ -72,7 +72,7 @@ __all__ = [
     "FAIRSEQ_SPECIALS",
     "REQUIRED_KEYS",
     "DaisyCheckpoint",
-    "authors_reading",
+    "authors_branch_input",
     "build_hubert",
     "checkpoint_record",
     "half_precision",
@@ -129,7 +129,7 @@ class DaisyCheckpoint:
         """One line: the layout and what the branches read."""
         if self.branches is None:
             return f"plain {self.family.name} checkpoint, no exit branches"
-        reading = f"branch k reads {BRANCH_INPUTS[self.branches.reads]}"
+        reading = f"branch k reads {BRANCH_INPUTS[self.branches.branch_input]}"
         if self.layout == "authors":
             return f"authors' layout, cls_pred_position {self.cls_pred_position!r}: {reading}"
         return f"DAISY {self.family.name} checkpoint: {reading}"
@@ -185,7 +185,7 @@ def split_authors_heads(weights: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], 
     return backbone, heads
 
 
-def authors_reading(model_cfg: Dict[str, Any], name: str) -> Tuple[str, str]:
+def authors_branch_input(model_cfg: Dict[str, Any], name: str) -> Tuple[str, str]:
     """``(cls_pred_position, BRANCH_INPUTS key)`` of an authors'-layout checkpoint."""
     position = model_cfg.get("cls_pred_position", AUTHORS_DEFAULT_POSITION)
     if position not in CLS_PRED_POSITIONS:
@@ -242,20 +242,20 @@ def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCh
         daisy = state["daisy"]
         if not isinstance(daisy, dict) or "branches" not in daisy:
             raise ValueError(f"{path}: the 'daisy' entry must be a dict with 'branches'")
-        reads = daisy.get("branch_input", "hidden_states")
-        if reads not in BRANCH_INPUTS:
-            raise ValueError(f"{path}: daisy.branch_input is {reads!r}, not one of {', '.join(BRANCH_INPUTS)}")
-        if reads == "ffn_output" and not family.exposes_ffn_output:
+        branch_input = daisy.get("branch_input", "hidden_states")
+        if branch_input not in BRANCH_INPUTS:
+            raise ValueError(f"{path}: daisy.branch_input is {branch_input!r}, not one of {', '.join(BRANCH_INPUTS)}")
+        if branch_input == "ffn_output" and not family.exposes_ffn_output:
             raise ValueError(f"{path}: daisy.branch_input 'ffn_output' is not available in {family.name} layers")
         groups = daisy.get("groups", 1)
         if not isinstance(groups, int) or groups < 1:
             raise ValueError(f"{path}: daisy.groups must be an int >= 1, got {groups!r}")
-        branches = ExitBranches.from_state_dict(daisy["branches"], num_layers, embed_dim, reads, groups)
+        branches = ExitBranches.from_state_dict(daisy["branches"], num_layers, embed_dim, branch_input, groups)
         calibration = daisy.get("calibration")
         layout = "daisy"
     elif authors_heads:
-        position, reads = authors_reading(state["model_cfg"], path)
-        branches = ExitBranches.from_state_dict(authors_heads, num_layers, embed_dim, reads)
+        position, branch_input = authors_branch_input(state["model_cfg"], path)
+        branches = ExitBranches.from_state_dict(authors_heads, num_layers, embed_dim, branch_input)
         layout = "authors"
     else:
         branches, layout = None, "plain"
@@ -311,7 +311,7 @@ def with_branches(
     out["daisy"] = {
         "branches": {k: v.detach().cpu().clone() for k, v in branches.state_dict().items()},
         "num_classes": branches.num_classes,
-        "branch_input": branches.reads,  # what branch k reads (ours: hidden_states[k])
+        "branch_input": branches.branch_input,  # what branch k reads (ours: hidden_states[k])
     }
     if branches.groups > 1:
         out["daisy"]["groups"] = branches.groups
@@ -382,9 +382,9 @@ def with_teacher(
         )
     backbone, authors_heads = split_authors_heads(weights)
     if authors_heads:
-        position, reads = authors_reading(state["model_cfg"], name)
+        position, branch_input = authors_branch_input(state["model_cfg"], name)
         log.info("%s: authors' layout, cls_pred_position %r: its heads read %s; replaced by the "
-                 "teacher's head", name, position, BRANCH_INPUTS[reads])
+                 "teacher's head", name, position, BRANCH_INPUTS[branch_input])
     model_cfg = {k: v for k, v in state["model_cfg"].items() if k != "cls_pred_position"}
     for key in ("final_dim", "untie_final_proj"):
         model_cfg.pop(key, None)

@@ -36,9 +36,9 @@ class EarlyExitOutput:
         lengths: ``(B,)`` valid frames per utterance.
         exit_layers: ``(B,)`` the layer (1..L) each utterance stopped at.
         entropies: ``(B, L)`` mean branch entropy per checked layer, NaN where unchecked.
-        branch_inputs: only when asked for (``forward(..., branch_reading=...)``): ``L``
+        branch_inputs: only when asked for (``forward(..., branch_input=...)``): ``L``
             tensors ``(B, T, D)``, ``branch_inputs[k-1]`` being what a branch with that
-            reading takes at layer ``k``; zeros past a row's exit layer.
+            input takes at layer ``k``; zeros past a row's exit layer.
         exit_hidden: ``(B, T, D)`` each row's hidden state at its exit layer, gathered as rows
             leave (None: :meth:`exit_states` picks it from ``hidden_states``).
     """
@@ -74,7 +74,7 @@ def _zero_frames(x: Tensor, padding: Tensor) -> Tensor:
 class EarlyExitModel(nn.Module):
     """Runs a frozen s3prl SSL model layer by layer; rows that exit leave the batch.
 
-    Branch ``k`` is evaluated on the tensor its ``branches.reads`` names: ``hidden_states[k]``,
+    Branch ``k`` is evaluated on the tensor its ``branches.branch_input`` names: ``hidden_states[k]``,
     layer ``k``'s output, or its FFN output (the output of ``fc2``, which s3prl's
     ``TransformerSentenceEncoderLayer`` also returns as ``layer_result``: nothing extra is
     computed for any reading; WavLM's layers do not return it).
@@ -122,7 +122,7 @@ class EarlyExitModel(nn.Module):
         self._cnn_per_row = self._cnn_has_groupnorm and not supports_padded_cnn(model.feature_extractor)
         if branches is not None and branches.num_layers != self.num_layers:
             raise ValueError(f"{branches.num_layers} branches for a {self.num_layers}-layer model")
-        if branches is not None and branches.reads == "ffn_output" and not self.family.exposes_ffn_output:
+        if branches is not None and branches.branch_input == "ffn_output" and not self.family.exposes_ffn_output:
             raise ValueError(f"branches read the FFN output, which {self.family.name} layers do not return")
 
     @property
@@ -224,7 +224,7 @@ class EarlyExitModel(nn.Module):
         return out.hidden_states[: deepest + 1], out.lengths
 
     def forward(
-        self, wavs: List[Tensor], plan: ExitPlan, per_batch: bool = False, branch_reading: Optional[str] = None
+        self, wavs: List[Tensor], plan: ExitPlan, per_batch: bool = False, branch_input: Optional[str] = None
     ) -> EarlyExitOutput:
         """Run the batch under ``plan``.
 
@@ -234,15 +234,15 @@ class EarlyExitModel(nn.Module):
             per_batch: the authors' release rule, for comparison only: one entropy averaged
                 over all valid frames of the batch decides for the whole batch, which runs
                 on until it exits together.
-            branch_reading: also return ``branch_inputs``, the tensors that branches with
+            branch_input: also return ``branch_inputs``, the tensors that branches with
                 this reading (a key of ``BRANCH_INPUTS``) take at every layer that ran.
         """
         first = next(self.model.parameters())
         wavs = prepare_waveforms(wavs, self.min_samples, first.dtype, first.device)  # core/waveforms.py
         with frozen_forward(self.precision, first.device):
-            return self._forward(wavs, plan, per_batch, branch_reading)
+            return self._forward(wavs, plan, per_batch, branch_input)
 
-    def _forward(self, wavs: List[Tensor], plan: ExitPlan, per_batch: bool, branch_reading: Optional[str]
+    def _forward(self, wavs: List[Tensor], plan: ExitPlan, per_batch: bool, branch_input: Optional[str]
                  ) -> EarlyExitOutput:
         inputs, dtype = wavs, wavs[0].dtype  # the model's dtype (prepare_waveforms): what leaves the forward
         num_layers = self.num_layers
@@ -283,12 +283,12 @@ class EarlyExitModel(nn.Module):
         last: Optional[Tensor] = None  # the running rows' state at the last layer run
         entropies = x.new_full((batch, num_layers), float("nan"))
         checks = set(plan.check_layers)
-        reads = self.branches.reads if self.branches is not None else "hidden_states"
-        if branch_reading is not None and branch_reading not in BRANCH_INPUTS:
-            raise ValueError(f"unknown branch reading {branch_reading!r}; one of {', '.join(BRANCH_INPUTS)}")
+        reads = self.branches.branch_input if self.branches is not None else "hidden_states"
+        if branch_input is not None and branch_input not in BRANCH_INPUTS:
+            raise ValueError(f"unknown branch input {branch_input!r}; one of {', '.join(BRANCH_INPUTS)}")
         kept: List[Optional[Tensor]] = [None] * (num_layers + 1)  # branch_inputs, 1-based
-        if "ffn_output" in (reads, branch_reading) and not family.exposes_ffn_output:
-            raise ValueError(f"{family.name} layers do not return their FFN output (branch reading 'ffn_output')")
+        if "ffn_output" in (reads, branch_input) and not family.exposes_ffn_output:
+            raise ValueError(f"{family.name} layers do not return their FFN output (branch input 'ffn_output')")
         carry = None  # what a layer passes on to the next (WavLM: the relative position bias)
 
         def scatter(state: Tensor) -> Tensor:  # (B_active, T_active, D) -> (B, T, D)
@@ -305,9 +305,9 @@ class EarlyExitModel(nn.Module):
             if k == num_layers and final_norm is not None:
                 state = last = final_norm(state)
             hidden[k] = scatter(state)
-            if branch_reading is not None:
-                kept[k] = hidden[k] if branch_reading == "hidden_states" else scatter(
-                    output if branch_reading == "layer_output" else ffn.transpose(0, 1)
+            if branch_input is not None:
+                kept[k] = hidden[k] if branch_input == "hidden_states" else scatter(
+                    output if branch_input == "layer_output" else ffn.transpose(0, 1)
                 )
             if k == plan.deepest or k not in checks:
                 continue
@@ -364,7 +364,7 @@ class EarlyExitModel(nn.Module):
             exit_hidden = outputs[plan.deepest]
         check_finite(inputs, outputs)  # the batch's one finiteness check: input and hidden states
         branch_inputs = None
-        if branch_reading is not None:
+        if branch_input is not None:
             branch_inputs = [h if h is not None else exit_hidden.new_zeros(batch, frames, exit_hidden.size(-1)) for h in kept[1:]]
         exit_layers = torch.tensor(exit_host, dtype=torch.long, device=device)
         return EarlyExitOutput(outputs, lengths, exit_layers, entropies, branch_inputs, exit_hidden)

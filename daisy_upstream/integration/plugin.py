@@ -58,7 +58,7 @@ def patch_runner(runner: types.ModuleType) -> None:
     """Swap the runner's Featurizer for :class:`DaisyFeaturizer`; apply the compat shims and
     the opt-in exact resume (:mod:`daisy_upstream.integration.exact_resume`)."""
     from daisy_upstream.integration import compat, exact_resume
-    from daisy_upstream.core.featurizer import DaisyFeaturizer
+    from daisy_upstream.core.featurizers import DaisyFeaturizer
 
     runner.Featurizer = DaisyFeaturizer
     compat.patch_runner_module(runner)

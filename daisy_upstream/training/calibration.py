@@ -2,7 +2,7 @@
 
 For every utterance and every layer ``k = 1..L`` the branch mean entropy ``E^k`` (nats, over
 the utterance's valid frames, :meth:`ExitBranches.entropy` on what branch ``k`` reads, layer
-``k``'s ``branches.reads`` tensor of a full forward) is computed by
+``k``'s ``branches.branch_input`` tensor of a full forward) is computed by
 :func:`utterance_entropies`, the one place that does it. The per-layer mean over utterances gives ``E_max``/``E_min`` and
 ``tau = (E_max + E_min) / 2 * rho`` (Eq. 3, :func:`daisy_upstream.core.policy.compute_tau`).
 
@@ -185,13 +185,13 @@ def utterance_entropies(backbone: EarlyExitModel, branches: ExitBranches, wavs: 
     """``(B, L)`` float64 on CPU: each waveform's mean branch entropy at every layer.
 
     A full forward of ``backbone`` (its own branches are not used); branch ``k`` reads layer
-    ``k``'s ``branches.reads`` tensor (``hidden_states[k]`` for ours, the FFN output or the
+    ``k``'s ``branches.branch_input`` tensor (``hidden_states[k]`` for ours, the FFN output or the
     layer output for the authors' heads), as it does when the upstream decides exits.
     """
     num_layers = backbone.num_layers
     if branches.num_layers != num_layers:
         raise ValueError(f"{branches.num_layers} branches for a {num_layers}-layer model")
-    out = backbone(list(wavs), make_plan([num_layers], None), branch_reading=branches.reads)
+    out = backbone(list(wavs), make_plan([num_layers], None), branch_input=branches.branch_input)
     per_layer = [
         branches.entropy(k, out.branch_inputs[k - 1], out.lengths).double() for k in range(1, num_layers + 1)
     ]
@@ -215,7 +215,7 @@ def layer_entropies(
 
     Args:
         backbone: the frozen model (its own branches are not used).
-        branches: ``L`` branches; branch ``k`` reads layer ``k``'s ``branches.reads`` tensor.
+        branches: ``L`` branches; branch ``k`` reads layer ``k``'s ``branches.branch_input`` tensor.
         corpus: the audio; files that fail to decode are skipped and counted in
             ``corpus.problems`` (of the rank that read them).
         batch_seconds: audio per forward (sum over the batch).

@@ -91,7 +91,7 @@ def test_loads_without_label_embs_concat(tmp_path):
         load_converted_model(str(path))
     loaded = load_daisy_checkpoint(path)
     assert loaded.layout == "authors" and loaded.cls_pred_position == "before-norm"
-    assert loaded.branches.num_layers == NUM_LAYERS and loaded.branches.reads == "ffn_output"
+    assert loaded.branches.num_layers == NUM_LAYERS and loaded.branches.branch_input == "ffn_output"
     assert loaded.branches.num_classes == 24  # from the heads' weights (the fixture's final_dim was 16)
     assert torch.equal(loaded.branches[2].weight, weights["final_proj.2.weight"])
     assert loaded.model.label_embs_concat is None and loaded.model.final_proj is None
@@ -109,7 +109,7 @@ def test_reading_follows_cls_pred_position_and_bad_values_are_named(tmp_path):
     for position, reads in (("after-norm", "layer_output"), (ABSENT, "ffn_output")):
         atomic_torch_save(authors_layout(plain, position), tmp_path / "a.pt")
         loaded = load_daisy_checkpoint(tmp_path / "a.pt")
-        assert loaded.branches.reads == reads
+        assert loaded.branches.branch_input == reads
         assert loaded.cls_pred_position == (position or "before-norm")  # the authors' class default
     atomic_torch_save(authors_layout(plain, "middle"), tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="cls_pred_position is 'middle'.*'before-norm' or 'after-norm'"):
@@ -231,7 +231,7 @@ def test_train_branches_replaces_the_heads_with_hidden_state_branches(tmp_path, 
     assert not any(k.startswith("final_proj.0") for k in written["model_weight"])
     teacher = read_checkpoint(plain)["model_weight"]
     loaded = load_daisy_checkpoint(tmp_path / "out.pt")
-    assert loaded.layout == "daisy" and loaded.branches.reads == "hidden_states"
+    assert loaded.layout == "daisy" and loaded.branches.branch_input == "hidden_states"
     assert loaded.branches.num_classes == 20  # the teacher's clusters, not the authors' 24 heads
     assert torch.equal(loaded.model.label_embs_concat, teacher["label_embs_concat"])
     assert torch.equal(loaded.model.encoder.layers[1].fc1.weight, teacher["encoder.layers.1.fc1.weight"])

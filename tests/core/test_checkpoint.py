@@ -40,7 +40,7 @@ def test_authors_layout_heads_become_branches(tmp_path):
     assert converted["daisy"]["branch_input"] == "ffn_output"
     atomic_torch_save(converted, tmp_path / "converted.pt")
     again = load_daisy_checkpoint(tmp_path / "converted.pt")
-    assert again.layout == "daisy" and again.branches.reads == "ffn_output"
+    assert again.layout == "daisy" and again.branches.branch_input == "ffn_output"
     batch = waves(8000, 12000, seed=3)
     with torch.no_grad():
         torch.testing.assert_close(
@@ -52,7 +52,7 @@ def test_authors_layout_heads_become_branches(tmp_path):
     ours = make_random_checkpoint(num_layers=2)
     del ours["daisy"]["branch_input"]
     atomic_torch_save(ours, tmp_path / "ours.pt")
-    assert load_daisy_checkpoint(tmp_path / "ours.pt").branches.reads == "hidden_states"
+    assert load_daisy_checkpoint(tmp_path / "ours.pt").branches.branch_input == "hidden_states"
     ours["daisy"]["branch_input"] = "attention"
     atomic_torch_save(ours, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="branch_input is 'attention'"):

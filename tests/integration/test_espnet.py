@@ -21,7 +21,7 @@ except ImportError as error:  # pragma: no cover - depends on the optional extra
         allow_module_level=True,
     )
 
-from daisy_upstream.core.featurizer import DaisyFeaturizer
+from daisy_upstream.core.featurizers import DaisyFeaturizer
 from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.testing import waves
 

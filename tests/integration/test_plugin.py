@@ -54,7 +54,7 @@ def test_hub_lists_and_resolves_the_daisy_entries():
 def test_runner_builds_the_daisy_featurizer():
     import s3prl.downstream.runner as runner
 
-    from daisy_upstream.core.featurizer import DaisyFeaturizer
+    from daisy_upstream.core.featurizers import DaisyFeaturizer
 
     plugin.install()
     assert runner.Featurizer is DaisyFeaturizer

@@ -19,7 +19,7 @@ import s3prl.nn.upstream
 from s3prl.nn import Featurizer, S3PRLUpstream
 
 from daisy_upstream.core.expert import read_exit_layers
-from daisy_upstream.core.featurizer import DaisyFeaturizer
+from daisy_upstream.core.featurizers import DaisyFeaturizer
 from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.testing import waves
 

@@ -124,7 +124,7 @@ def test_kmeans_needs_no_cluster_head(audio_dir, tmp_path, kmeans_config, fast_c
                             kmeans_config(max_steps=2, kmeans_layer=1), progress=False)
     loaded = load_daisy_checkpoint(tmp_path / "o.pt")
     assert result.finished and loaded.layout == "daisy" and loaded.branches.num_classes == 6
-    assert loaded.branches.reads == "hidden_states"  # the authors' heads were replaced
+    assert loaded.branches.branch_input == "hidden_states"  # the authors' heads were replaced
 
 
 def test_cli_kmeans_options(write_checkpoint, audio_dir, tmp_path, capsys):

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from s3prl.upstream.hubert.hubconf import hubert_local
 from s3prl.upstream.interfaces import Featurizer
 
-from daisy_upstream.core.featurizer import DaisyFeaturizer
+from daisy_upstream.core.featurizers import DaisyFeaturizer
 from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.testing import waves
 

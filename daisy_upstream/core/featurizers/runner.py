@@ -1,4 +1,5 @@
-"""The DAISY featurizer for s3prl's runner: a drop-in for its ``Featurizer`` that sums only the layers that ran.
+"""DAISY's featurizer for s3prl's runner (``run_downstream.py``): a drop-in for
+``s3prl.upstream.interfaces.Featurizer`` that sums only the layers that ran.
 
 For a DAISY upstream, per utterance with exit layer ``k_hat``::
 
@@ -9,8 +10,8 @@ With ``-l k`` (``layer_selection``) an utterance that exited before layer ``k`` 
 deepest computed layer at or below ``k``. It also owns the exit statistics: ``exit_counts``
 (``L`` longs, ``exit_counts[k-1]`` = utterances that exited at layer ``k``) counted per
 utterance in training mode, a buffer saved in every s3prl runner checkpoint; in eval mode
-the upstream's span comes from it. The arithmetic is :mod:`daisy_upstream.core.weighted_sum`,
-shared with the ``s3prl.nn`` featurizer. For any other upstream it behaves exactly like
+the upstream's span comes from it. The arithmetic is :mod:`.weighted_sum`, shared with
+its sibling for ``s3prl.nn`` (:mod:`.s3prl_nn`). For any other upstream it behaves exactly like
 s3prl's stock ``Featurizer``.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 from s3prl.upstream.interfaces import Featurizer
 
 from daisy_upstream.core.expert import DaisyUpstream
-from daisy_upstream.core.weighted_sum import ExitStatistics, deepest_computed, layer_weights, weighted_sum
+from daisy_upstream.core.featurizers.weighted_sum import ExitStatistics, deepest_computed, layer_weights, weighted_sum
 
 __all__ = ["DaisyFeaturizer"]
 
