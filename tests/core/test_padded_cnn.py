@@ -33,6 +33,7 @@ def test_masked_group_norm_equals_group_norm_on_the_valid_frames():
 def test_one_padded_pass_equals_the_cnn_run_row_by_row(write_checkpoint):
     ckpt = write_checkpoint(num_layers=2, layer_entropy=[3.0, 2.9], **BASE_LIKE)
     net = daisy_hubert_local(str(ckpt), model_config={"strategy": "full"}).eval().net
+    net.cnn_pass = "padded"  # the default on CPU is one call per length
     extractor = net.model.feature_extractor
     assert supports_padded_cnn(extractor)
     assert any(type(m).__name__ == "Fp32GroupNorm" for m in extractor.modules())
@@ -56,6 +57,26 @@ def test_one_padded_pass_equals_the_cnn_run_row_by_row(write_checkpoint):
         assert len(length_chunks(LENGTHS, 40000)) > 2
         chunked, _ = net.cnn_features(batch)
     torch.testing.assert_close(chunked, features, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cnn_pass,calls", [("auto", len(set(LENGTHS))), ("per-length", len(set(LENGTHS))), ("padded", 1)])
+def test_cnn_pass_on_cpu(write_checkpoint, cnn_pass, calls):
+    """On CPU ``auto`` runs the CNN once per distinct length (the padded pass only adds work on
+    the padding there); every pass gives the same features."""
+    ckpt = write_checkpoint(num_layers=2, layer_entropy=[3.0, 2.9], **BASE_LIKE)
+    net = daisy_hubert_local(str(ckpt), model_config={"strategy": "full"}).eval().net
+    batch = waves(*LENGTHS, seed=5)
+    with torch.no_grad():
+        net.cnn_pass = "padded"
+        reference, _ = net.cnn_features(batch)
+        net.cnn_pass = cnn_pass
+        seen = []
+        with pytest.MonkeyPatch.context() as patch:
+            original = net.family.cnn
+            patch.setattr(net.family, "cnn", lambda *a, **k: seen.append(1) or original(*a, **k))
+            features, _ = net.cnn_features(batch)
+    assert len(seen) == calls
+    torch.testing.assert_close(features, reference, atol=1e-5, rtol=0)
 
 
 def test_plain_batch_of_equal_lengths_is_the_stock_cnn(write_checkpoint):
