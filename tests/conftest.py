@@ -12,7 +12,7 @@ from typing import Callable
 import pytest
 
 from daisy_upstream.atomic import atomic_torch_save
-from daisy_upstream.testing import make_random_checkpoint, sharpen_branches
+from daisy_upstream.testing import make_random_checkpoint, make_random_family_checkpoint, sharpen_branches
 
 warnings.filterwarnings("ignore", message=".*weight_norm.*")
 
@@ -35,3 +35,18 @@ def write_checkpoint(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def tiny_ckpt(write_checkpoint) -> Path:
     return write_checkpoint(num_layers=4, layer_entropy=[2.9, 2.8, 2.7, 2.6], sharpen=4.0)
+
+
+@pytest.fixture
+def family_ckpt(tmp_path: Path) -> Callable[..., Path]:
+    """``family_ckpt(family, name="model.pt", sharpen=0.0, **make_random_family_checkpoint kwargs) -> path``."""
+
+    def write(family: str, name: str = "model.pt", sharpen: float = 0.0, **kwargs) -> Path:
+        state = make_random_family_checkpoint(family, **kwargs)
+        if sharpen and "daisy" in state:  # deeper branches sharper: exits spread over layers
+            sharpen_branches(state, sharpen)
+        path = tmp_path / name
+        atomic_torch_save(state, path)
+        return path
+
+    return write

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from daisy_upstream.core.branches import BRANCH_INPUTS, ExitBranches, valid_frame_mask
+from daisy_upstream.core.exit_rows import ExitRows
 from daisy_upstream.core.families import Family, family_of_model
 from daisy_upstream.core.padded_cnn import length_chunks, supports_padded_cnn
 from daisy_upstream.core.policy import ExitPlan, make_plan
@@ -281,20 +282,13 @@ class EarlyExitModel(nn.Module):
         x = family.front(model, features, padding, stock_batch=self.stock_padded_cnn).to(dtype)
         final_norm = family.final_norm(model)
 
-        # Host bookkeeping: which rows run (``active``, indices into the batch) and their
-        # lengths live on the host, so the only host sync of a checked layer is reading its
-        # exit decisions (one small copy); no boolean-mask indexing (a nonzero each).
+        # The running rows live on the host (core/exit_rows.py), so the only host sync of a
+        # checked layer is reading its exit decisions (one small copy).
         # hidden[k] is layer k's output; while every row is still running at full length it
         # is the layer's own output tensor (no copy), afterwards rows are scattered into zeros.
         hidden: List[Optional[Tensor]] = [x] + [None] * num_layers
         x = F.dropout(x, p=encoder.dropout, training=encoder.training).transpose(0, 1)  # (T, B, D)
-        active: List[int] = list(range(batch))
-        active_counts = list(counts)
-        rows = torch.arange(batch, device=device)
-        cur_lengths = lengths
-        cur_padding = padding if padded else None
-        exit_host = [plan.deepest] * batch
-        exit_hidden: Optional[Tensor] = None  # (B, T, D) states of rows that left, filled as they leave
+        running = ExitRows(counts, lengths, padding if padded else None, frames, plan.deepest)
         last: Optional[Tensor] = None  # the running rows' state at the last layer run
         entropies = x.new_full((batch, num_layers), float("nan"))
         checks = set(plan.check_layers)
@@ -305,23 +299,15 @@ class EarlyExitModel(nn.Module):
         if "ffn_output" in (reads, branch_input) and not family.exposes_ffn_output:
             raise ValueError(f"{family.name} layers do not return their FFN output (branch input 'ffn_output')")
         carry = None  # what a layer passes on to the next (WavLM: the relative position bias)
-
-        def scatter(state: Tensor) -> Tensor:  # (B_active, T_active, D) -> (B, T, D)
-            if len(active) == batch:
-                return state
-            full = state.new_zeros(batch, frames, state.size(-1))
-            full[:, : state.size(1)].index_copy_(0, rows, state)
-            return full
-
         for k in range(1, plan.deepest + 1):
-            x, ffn, carry = family.layer(model, k - 1, x, cur_padding, carry)  # (T, B, D)
+            x, ffn, carry = family.layer(model, k - 1, x, running.padding, carry)  # (T, B_a, D)
             x, ffn = x.to(dtype), ffn if ffn is None else ffn.to(dtype)  # no-ops unless autocast left them low
-            output = state = last = x.transpose(0, 1)  # (B_active, T_active, D)
+            output = state = last = x.transpose(0, 1)  # (B_a, T_a, D)
             if k == num_layers and final_norm is not None:
                 state = last = final_norm(state)
-            hidden[k] = scatter(state)
+            hidden[k] = running.scatter(state)
             if branch_input is not None:
-                kept[k] = hidden[k] if branch_input == "hidden_states" else scatter(
+                kept[k] = hidden[k] if branch_input == "hidden_states" else running.scatter(
                     output if branch_input == "layer_output" else ffn.transpose(0, 1)
                 )
             if k == plan.deepest or k not in checks:
@@ -329,41 +315,23 @@ class EarlyExitModel(nn.Module):
             if reads != "hidden_states":  # the authors' heads
                 state = output if reads == "layer_output" else ffn.transpose(0, 1)
             # rows without padding: every frame counts, no mask needed
-            entropy = self.branches.entropy(k, state, None if cur_padding is None else cur_lengths)
+            entropy = self.branches.entropy(k, state, None if running.padding is None else running.lengths)
             if per_batch:
-                frames_now = cur_lengths.to(entropy.dtype)
+                frames_now = running.lengths.to(entropy.dtype)
                 entropy = ((entropy * frames_now).sum() / frames_now.sum()).expand_as(entropy)
-            entropies[:, k - 1].index_copy_(0, rows, entropy.to(entropies.dtype))
+            entropies[:, k - 1].index_copy_(0, running.rows, entropy.to(entropies.dtype))
             stop = (entropy < plan.tau).to("cpu", copy=True).tolist()  # the one host sync of this layer
             if not any(stop):
                 continue
-            leaving = [i for i, s in enumerate(stop) if s]
-            staying = [i for i, s in enumerate(stop) if not s]
-            for i in leaving:
-                exit_host[active[i]] = k
-            if exit_hidden is None:
-                exit_hidden = last.new_zeros(batch, frames, last.size(-1))
-            gone = torch.tensor(leaving, device=device)
-            exit_hidden[:, : last.size(1)].index_copy_(0, rows.index_select(0, gone), last.index_select(0, gone))
-            last = None
-            if not staying:
+            left, last = running.leave(k, stop, last), None
+            if left is None:  # every row has left
                 break
-            before = len(active)
-            active = [active[i] for i in staying]
-            active_counts = [active_counts[i] for i in staying]
-            keep = torch.tensor(staying, device=device)
-            rows, cur_lengths = rows.index_select(0, keep), cur_lengths.index_select(0, keep)
-            longest = max(active_counts)
-            x = x[:longest].index_select(1, keep)
-            carry = family.keep_rows(carry, keep, before, longest)
-            if cur_padding is not None:
-                cur_padding = cur_padding[:, :longest].index_select(0, keep) if min(active_counts) < longest else None
+            keep, before, longest = left
+            x, carry = x[:longest].index_select(1, keep), family.keep_rows(carry, keep, before, longest)
 
-        if last is not None:  # rows that ran to plan.deepest
-            if exit_hidden is None:
-                exit_hidden = hidden[plan.deepest]
-            else:
-                exit_hidden[:, : last.size(1)].index_copy_(0, rows, last)
+        exit_hidden = running.finish(last)
+        if exit_hidden is None:  # no row left early
+            exit_hidden = hidden[plan.deepest]
         # layers no row reached are zeros; rows that stopped earlier are zeros already;
         # frames past a row's end (computed as padding) are zeroed here (in place under no_grad)
         outputs: List[Tensor] = []
@@ -381,7 +349,7 @@ class EarlyExitModel(nn.Module):
         branch_inputs = None
         if branch_input is not None:
             branch_inputs = [h if h is not None else exit_hidden.new_zeros(batch, frames, exit_hidden.size(-1)) for h in kept[1:]]
-        exit_layers = torch.tensor(exit_host, dtype=torch.long, device=device)
+        exit_layers = torch.tensor(running.exit_layers, dtype=torch.long, device=device)
         return EarlyExitOutput(outputs, lengths, exit_layers, entropies, branch_inputs, exit_hidden)
 
 

@@ -5,11 +5,12 @@ Tests import them from here, never from another test module; ``daisy bench`` tim
 Base of any family from :func:`make_random_family_checkpoint`.
 :mod:`daisy_upstream.testing.superb` is imported on its own (it is only for end-to-end runs).
 """
-from daisy_upstream.testing.audio import speechlike, waves, write_wav, write_wavs
+from daisy_upstream.testing.audio import speechlike, varied_waves, waves, write_wav, write_wavs
 from daisy_upstream.testing.checkpoints import ABSENT, authors_layout, make_random_checkpoint, sharpen_branches
-from daisy_upstream.testing.families import BASE_SIZES, make_random_family_checkpoint
+from daisy_upstream.testing.families import BASE_SIZES, FAMILY_VARIANTS, make_random_family_checkpoint
+from daisy_upstream.testing.syncs import HostSyncCounter
 
 __all__ = [
-    "ABSENT", "BASE_SIZES", "authors_layout", "make_random_checkpoint", "make_random_family_checkpoint",
-    "sharpen_branches", "speechlike", "waves", "write_wav", "write_wavs",
+    "ABSENT", "BASE_SIZES", "FAMILY_VARIANTS", "HostSyncCounter", "authors_layout", "make_random_checkpoint",
+    "make_random_family_checkpoint", "sharpen_branches", "speechlike", "varied_waves", "waves", "write_wav", "write_wavs",
 ]

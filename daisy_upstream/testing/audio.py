@@ -1,6 +1,7 @@
 """Generated audio for tests: random waveforms, tone files, speech-like signals."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -10,13 +11,28 @@ import torch
 
 from daisy_upstream.audio.io import SAMPLE_RATE
 
-__all__ = ["speechlike", "waves", "write_wav", "write_wavs"]
+__all__ = ["speechlike", "varied_waves", "waves", "write_wav", "write_wavs"]
 
 
 def waves(*lengths: int, seed: int = 0) -> List[torch.Tensor]:
     """One random waveform ``(n,)`` (std 0.1) per length in samples."""
     generator = torch.Generator().manual_seed(seed)
     return [0.1 * torch.randn(n, generator=generator) for n in lengths]
+
+
+def varied_waves(*lengths: int, seed: int = 3) -> List[torch.Tensor]:
+    """Noise of several levels, tones and random walks ``(n,)``: on random weights, white noise
+    of one level gives nearly equal entropies everywhere, these spread the exits over layers."""
+    generator, out = torch.Generator().manual_seed(seed), []
+    for i, n in enumerate(lengths):
+        kind, t = i % 3, torch.arange(n) / SAMPLE_RATE
+        if kind == 0:
+            out.append((0.02 + 0.3 * i / len(lengths)) * torch.randn(n, generator=generator))
+        elif kind == 1:
+            out.append(0.5 * torch.sin(2 * math.pi * (100 + 150 * i) * t))
+        else:
+            out.append(0.01 * torch.cumsum(torch.randn(n, generator=generator), 0))
+    return out
 
 
 def write_wavs(folder: Path, seconds: Sequence[float], rate: int = SAMPLE_RATE, fmt: str = "wav", seed: int = 0,

@@ -27,11 +27,24 @@ from daisy_upstream.audio.io import SAMPLE_RATE
 from daisy_upstream.core.families import get_family
 from daisy_upstream.testing.checkpoints import add_random_branches, cnn_320x, encoder_cfg, make_random_checkpoint
 
-__all__ = ["BASE_SIZES", "FAMILY_NAMES", "make_random_family_checkpoint"]
+__all__ = ["BASE_SIZES", "FAMILY_NAMES", "FAMILY_VARIANTS", "make_random_family_checkpoint"]
 
 FAMILY_NAMES = ("hubert", "wav2vec2", "data2vec", "wavlm")
 
 #: keyword arguments of :func:`make_random_family_checkpoint` that give each family's Base
+#: the architecture variants the family tests cover, ``name -> (family, make_random_family_checkpoint
+#: kwargs)``: what FAMILY_NOTES.md (s3prl 0.4.18) lists as differing between families: pre-LN
+#: (``layer_norm_first``), the layer-norm CNN, ``normalize``, data2vec's ``pos_conv_depth`` > 1
+#: and WavLM's gated relative position bias (computed by layer 0, passed on)
+FAMILY_VARIANTS: Dict[str, tuple] = {
+    "wav2vec2-base": ("wav2vec2", {}),
+    "wav2vec2-large": ("wav2vec2", dict(layer_norm_first=True, extractor_mode="layer_norm", normalize=True)),
+    "data2vec-base": ("data2vec", dict(extractor_mode="layer_norm", normalize=True, pos_conv_depth=3)),
+    "wavlm-base-plus": ("wavlm", {}),  # gated relative position bias
+    "wavlm-large": ("wavlm", dict(layer_norm_first=True, extractor_mode="layer_norm", normalize=True)),
+    "wavlm-no-relpos": ("wavlm", dict(relative_position_embedding=False)),
+    "hubert-base": ("hubert", {}),
+}
 BASE_SIZES: Dict[str, Dict[str, Any]] = {
     "hubert": dict(extractor_mode="default", conv_pos=128, conv_pos_groups=16),
     "wav2vec2": dict(extractor_mode="default", conv_pos=128, conv_pos_groups=16),

@@ -10,55 +10,14 @@ gated relative position bias (computed by layer 0, passed on).
 """
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 import s3prl.hub as hub
-from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.core.policy import make_plan
 from daisy_upstream.integration import hubconf
-from daisy_upstream.testing import make_random_family_checkpoint, sharpen_branches, waves
-
-VARIANTS = {
-    "wav2vec2-base": ("wav2vec2", {}),
-    "wav2vec2-large": ("wav2vec2", dict(layer_norm_first=True, extractor_mode="layer_norm", normalize=True)),
-    "data2vec-base": ("data2vec", dict(extractor_mode="layer_norm", normalize=True, pos_conv_depth=3)),
-    "wavlm-base-plus": ("wavlm", {}),  # gated relative position bias
-    "wavlm-large": ("wavlm", dict(layer_norm_first=True, extractor_mode="layer_norm", normalize=True)),
-    "wavlm-no-relpos": ("wavlm", dict(relative_position_embedding=False)),
-    "hubert-base": ("hubert", {}),
-}
-
-
-def varied_waves(*lengths: int, seed: int = 3) -> list:
-    """Noise of several levels, tones and random walks: on random weights, white noise of one
-    level gives nearly equal entropies everywhere, these spread the exits over layers."""
-    generator, out = torch.Generator().manual_seed(seed), []
-    for i, n in enumerate(lengths):
-        kind, t = i % 3, torch.arange(n) / 16000
-        if kind == 0:
-            out.append((0.02 + 0.3 * i / len(lengths)) * torch.randn(n, generator=generator))
-        elif kind == 1:
-            out.append(0.5 * torch.sin(2 * math.pi * (100 + 150 * i) * t))
-        else:
-            out.append(0.01 * torch.cumsum(torch.randn(n, generator=generator), 0))
-    return out
-
-
-@pytest.fixture
-def family_ckpt(tmp_path):
-    def write(family, name="model.pt", sharpen=0.0, **kwargs):
-        state = make_random_family_checkpoint(family, **kwargs)
-        if sharpen and "daisy" in state:  # deeper branches sharper: exits spread over layers
-            sharpen_branches(state, sharpen)
-        path = tmp_path / name
-        atomic_torch_save(state, path)
-        return path
-
-    return write
-
+from daisy_upstream.testing import FAMILY_VARIANTS as VARIANTS
+from daisy_upstream.testing import make_random_family_checkpoint, varied_waves, waves
 
 def _pair(path, family, config):
     stock = getattr(hub, f"{family}_local")(ckpt=str(path)).eval()

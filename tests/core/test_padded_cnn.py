@@ -3,13 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from daisy_upstream.core import early_exit
 from daisy_upstream.core.padded_cnn import length_chunks, masked_group_norm, padded_cnn, supports_padded_cnn
 from daisy_upstream.core.policy import make_plan
 from daisy_upstream.integration.hubconf import daisy_hubert_local
-from daisy_upstream.testing import waves
+from daisy_upstream.testing import HostSyncCounter, waves
 
 # HuBERT Base's front end: extractor_mode "default", Fp32GroupNorm(512, 512) in conv block 0
 # (s3prl wav2vec2/wav2vec2_model.py:2898-2904 and 2921)
@@ -87,25 +86,6 @@ def test_plain_batch_of_equal_lengths_is_the_stock_cnn(write_checkpoint):
         torch.testing.assert_close(padded_cnn(extractor, batch, [8000, 8000]), extractor(batch), atol=1e-5, rtol=0)
 
 
-class SyncCounter(TorchDispatchMode):
-    """Counts the ops that make the host wait for the device: scalar reads, nonzero, copies to the host."""
-
-    SYNCS = {"aten._local_scalar_dense.default", "aten.item.default", "aten.is_nonzero.default",
-             "aten.nonzero.default", "aten.equal.default"}
-
-    def __init__(self):
-        super().__init__()
-        self.counts = {}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = str(func)
-        to_host = name.startswith("aten._to_copy") and kwargs.get("device") == torch.device("cpu")
-        if name in self.SYNCS or to_host:
-            self.counts[name] = self.counts.get(name, 0) + 1
-        return func(*args, **kwargs)
-
-
 @pytest.mark.parametrize("size", [3, 12])
 def test_host_syncs_grow_with_checked_layers_not_with_the_batch(write_checkpoint, size):
     ckpt = write_checkpoint(num_layers=4, sharpen=4.0, layer_entropy=[3, 2, 1, 0.5], **BASE_LIKE)
@@ -115,7 +95,7 @@ def test_host_syncs_grow_with_checked_layers_not_with_the_batch(write_checkpoint
     with torch.no_grad():
         table = upstream.run(batch, make_plan(checked, 0.0)).entropies
         tau = float(table[:, 1].median())  # about half the rows leave at layer 2 or before
-        counter = SyncCounter()
+        counter = HostSyncCounter()
         with counter:
             out = upstream.run(batch, make_plan(checked, tau))
     assert 1 < len(set(out.exit_layers.tolist())), out.exit_layers
