@@ -37,10 +37,10 @@ SMALL_SIZES: Dict[str, Dict[str, Any]] = {
     "separation_stft": {"loaderrc": {"train_batchsize": 4, "num_workers": 1},
                         "modelrc": {"rnn_layers": 2, "hidden_size": 256}},
 }
-#: training steps per task at --size small. ASR: the CTC head leaves its all-blank phase after
-#: ~200 steps, then its CER falls by ~2.5 points per 100 steps (51% at 800 steps on a 3 h
-#: corpus); a WER below 80% needs a CER near 30%, so 2400 steps (trainings stopped earlier
-#: resume: docs/measurement.md)
+#: training steps per task at --size small. ASR: 2400 steps leave the full model near 96% WER on
+#: the default 1 h corpus, whose 40 voices the head learns and new ones it does not (the test CER
+#: stays near 55% from step 600 on); a bigger corpus and more steps are needed for a WER below 80%
+#: (docs/results/table1_embedded.md, learning curves). Trainings resume when the steps are raised.
 SMALL_STEPS: Dict[str, int] = {"asr": 2400, "voxceleb1": 300, "enhancement_stft": 150, "separation_stft": 100}
 #: a training saves a runner checkpoint (the point it resumes from) at least this often
 SAVE_EVERY = 100
