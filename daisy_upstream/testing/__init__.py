@@ -7,10 +7,12 @@ Base of any family from :func:`make_random_family_checkpoint`.
 """
 from daisy_upstream.testing.audio import speechlike, varied_waves, waves, write_wav, write_wavs
 from daisy_upstream.testing.checkpoints import ABSENT, authors_layout, make_random_checkpoint, sharpen_branches
+from daisy_upstream.testing.exits import assert_exits_independent_of_batch_mates, spread_plan
 from daisy_upstream.testing.families import BASE_SIZES, FAMILY_VARIANTS, make_random_family_checkpoint
 from daisy_upstream.testing.syncs import HostSyncCounter
 
 __all__ = [
-    "ABSENT", "BASE_SIZES", "FAMILY_VARIANTS", "HostSyncCounter", "authors_layout", "make_random_checkpoint",
+    "ABSENT", "BASE_SIZES", "FAMILY_VARIANTS", "HostSyncCounter", "assert_exits_independent_of_batch_mates",
+    "authors_layout", "make_random_checkpoint", "spread_plan",
     "make_random_family_checkpoint", "sharpen_branches", "speechlike", "varied_waves", "waves", "write_wav", "write_wavs",
 ]

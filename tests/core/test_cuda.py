@@ -19,7 +19,7 @@ from daisy_upstream.core import precision
 from daisy_upstream.core.policy import make_plan
 from daisy_upstream.integration import hubconf
 from daisy_upstream.testing import FAMILY_VARIANTS as VARIANTS
-from daisy_upstream.testing import HostSyncCounter, varied_waves, waves
+from daisy_upstream.testing import HostSyncCounter, assert_exits_independent_of_batch_mates, varied_waves, waves
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
@@ -75,25 +75,9 @@ def test_exits_independent_of_batch_mates_on_cuda(family_ckpt, variant):
     family, kwargs = VARIANTS[variant]
     path = family_ckpt(family, num_layers=4, sharpen=4.0, layer_entropy=[3, 2, 1, 0.5], **kwargs)
     upstream = _ours(path, family, {"strategy": "none", "tau": 1.0})
-    batch = [w.to(CUDA) for w in varied_waves(*LENGTHS)]
     with torch.no_grad(), strict_fp32():
-        table = upstream.run(batch, make_plan(range(1, 5), tau=0.0)).entropies[:, :-1]
-        best = max(table.flatten().tolist(), key=lambda tau: len(set(
-            upstream.run(batch, make_plan(range(1, 5), tau + 1e-6)).exit_layers.tolist())))
-        plan = make_plan(range(1, 5), best + 1e-6)
-        together = upstream.run(batch, plan)
-        assert len(set(together.exit_layers.tolist())) >= 3, together.exit_layers
-        assert together.exit_layers.device.type == "cuda"
-        order = [7, 0, 5, 2, 6, 1, 4, 3]
-        shuffled = upstream.run([batch[i] for i in order], plan)
-        for pos, i in enumerate(order):
-            alone = upstream.run([batch[i]], plan)
-            n = int(alone.lengths[0])
-            assert int(shuffled.exit_layers[pos]) == int(together.exit_layers[i]) == int(alone.exit_layers[0])
-            for k in range(5):
-                torch.testing.assert_close(shuffled.hidden_states[k][pos, :n], alone.hidden_states[k][0], atol=1e-5, rtol=0)
-                if k > int(alone.exit_layers[0]):
-                    assert not shuffled.hidden_states[k][pos].any()
+        batch = [w.to(CUDA) for w in varied_waves(*LENGTHS)]
+        assert_exits_independent_of_batch_mates(upstream, batch, order=[7, 0, 5, 2, 6, 1, 4, 3])
 
 
 @pytest.mark.parametrize("size", [3, 12])

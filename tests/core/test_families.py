@@ -14,10 +14,9 @@ import pytest
 import torch
 
 import s3prl.hub as hub
-from daisy_upstream.core.policy import make_plan
 from daisy_upstream.integration import hubconf
 from daisy_upstream.testing import FAMILY_VARIANTS as VARIANTS
-from daisy_upstream.testing import make_random_family_checkpoint, varied_waves, waves
+from daisy_upstream.testing import assert_exits_independent_of_batch_mates, make_random_family_checkpoint, varied_waves, waves
 
 def _pair(path, family, config):
     stock = getattr(hub, f"{family}_local")(ckpt=str(path)).eval()
@@ -67,25 +66,8 @@ def test_exits_independent_of_batch_mates(family_ckpt, variant):
     path = family_ckpt(family, num_layers=4, sharpen=4.0, layer_entropy=[3, 2, 1, 0.5], **kwargs)
     upstream = getattr(hubconf, f"daisy_{family}_local")(str(path), model_config={"strategy": "none", "tau": 1.0}).eval()
     lengths = (16000, 4000, 11111, 16000, 800, 9000, 13000, 6400)
-    batch = varied_waves(*lengths)
     with torch.no_grad():
-        table = upstream.run(batch, make_plan(range(1, 5), tau=0.0)).entropies[:, :-1]
-        # the threshold that spreads the utterances over the most exit layers
-        best = max(table.flatten().tolist(), key=lambda tau: len(set(
-            upstream.run(batch, make_plan(range(1, 5), tau + 1e-6)).exit_layers.tolist())))
-        plan = make_plan(range(1, 5), best + 1e-6)
-        together = upstream.run(batch, plan)
-        assert len(set(together.exit_layers.tolist())) >= 3, together.exit_layers
-        order = [7, 0, 5, 2, 6, 1, 4, 3]
-        shuffled = upstream.run([batch[i] for i in order], plan)
-        for pos, i in enumerate(order):
-            alone = upstream.run([batch[i]], plan)
-            n = int(alone.lengths[0])
-            assert int(shuffled.exit_layers[pos]) == int(together.exit_layers[i]) == int(alone.exit_layers[0])
-            for k in range(5):
-                torch.testing.assert_close(shuffled.hidden_states[k][pos, :n], alone.hidden_states[k][0], atol=1e-5, rtol=0)
-                if k > int(alone.exit_layers[0]):
-                    assert not shuffled.hidden_states[k][pos].any()
+        assert_exits_independent_of_batch_mates(upstream, varied_waves(*lengths), order=[7, 0, 5, 2, 6, 1, 4, 3])
 
 
 @pytest.mark.parametrize("family", ["wav2vec2", "data2vec", "wavlm"])
