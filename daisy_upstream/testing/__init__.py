@@ -9,10 +9,10 @@ from daisy_upstream.testing.audio import speechlike, varied_waves, waves, write_
 from daisy_upstream.testing.checkpoints import ABSENT, authors_layout, make_random_checkpoint, sharpen_branches
 from daisy_upstream.testing.exits import assert_exits_independent_of_batch_mates, spread_plan
 from daisy_upstream.testing.families import BASE_SIZES, FAMILY_VARIANTS, make_random_family_checkpoint
-from daisy_upstream.testing.syncs import HostSyncCounter
+from daisy_upstream.testing.syncs import HostSyncCounter, assert_one_host_read_per_checked_layer
 
 __all__ = [
-    "ABSENT", "BASE_SIZES", "FAMILY_VARIANTS", "HostSyncCounter", "assert_exits_independent_of_batch_mates",
+    "ABSENT", "BASE_SIZES", "FAMILY_VARIANTS", "HostSyncCounter", "assert_exits_independent_of_batch_mates", "assert_one_host_read_per_checked_layer",
     "authors_layout", "make_random_checkpoint", "spread_plan",
     "make_random_family_checkpoint", "sharpen_branches", "speechlike", "varied_waves", "waves", "write_wav", "write_wavs",
 ]

@@ -1,12 +1,15 @@
 """Counting the ops that make the host wait for the device (tests of the early-exit loop's syncs)."""
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, List, Sequence
 
 import torch
+from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["HostSyncCounter"]
+from daisy_upstream.core.policy import make_plan
+
+__all__ = ["HostSyncCounter", "assert_one_host_read_per_checked_layer"]
 
 
 class HostSyncCounter(TorchDispatchMode):
@@ -31,3 +34,17 @@ class HostSyncCounter(TorchDispatchMode):
         if name in self.SYNCS or to_host or copy_to_host:
             self.counts[name] = self.counts.get(name, 0) + 1
         return func(*args, **kwargs)
+
+
+def assert_one_host_read_per_checked_layer(upstream, batch: List[Tensor], checked: Sequence[int] = range(1, 5)) -> None:
+    """With about half the rows leaving at the second checked layer, a forward of ``upstream``
+    (an ``UpstreamExpert``) on ``batch`` reads the device at most once per checked layer before
+    the last (the last stops every row) plus the batch's one finiteness check, and never uses
+    boolean-mask indexing (a ``nonzero`` each). Call under ``torch.no_grad()``."""
+    table = upstream.run(batch, make_plan(checked, 0.0)).entropies
+    tau = float(table[:, checked[1] - 1].median())
+    with HostSyncCounter() as counter:
+        out = upstream.run(batch, make_plan(checked, tau))
+    assert 1 < len(set(out.exit_layers.tolist())), out.exit_layers
+    assert sum(counter.counts.values()) <= 1 + (len(checked) - 1), counter.counts
+    assert "aten.nonzero.default" not in counter.counts, counter.counts

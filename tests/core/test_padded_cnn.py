@@ -8,7 +8,7 @@ from daisy_upstream.core import early_exit
 from daisy_upstream.core.padded_cnn import length_chunks, masked_group_norm, padded_cnn, supports_padded_cnn
 from daisy_upstream.core.policy import make_plan
 from daisy_upstream.integration.hubconf import daisy_hubert_local
-from daisy_upstream.testing import HostSyncCounter, waves
+from daisy_upstream.testing import assert_one_host_read_per_checked_layer, waves
 
 # HuBERT Base's front end: extractor_mode "default", Fp32GroupNorm(512, 512) in conv block 0
 # (s3prl wav2vec2/wav2vec2_model.py:2898-2904 and 2921)
@@ -90,19 +90,8 @@ def test_plain_batch_of_equal_lengths_is_the_stock_cnn(write_checkpoint):
 def test_host_syncs_grow_with_checked_layers_not_with_the_batch(write_checkpoint, size):
     ckpt = write_checkpoint(num_layers=4, sharpen=4.0, layer_entropy=[3, 2, 1, 0.5], **BASE_LIKE)
     upstream = daisy_hubert_local(str(ckpt), model_config={"strategy": "none", "tau": 1.0}).eval()
-    batch = waves(*(LENGTHS * 2)[:size], seed=7)
-    checked = range(1, 5)
     with torch.no_grad():
-        table = upstream.run(batch, make_plan(checked, 0.0)).entropies
-        tau = float(table[:, 1].median())  # about half the rows leave at layer 2 or before
-        counter = HostSyncCounter()
-        with counter:
-            out = upstream.run(batch, make_plan(checked, tau))
-    assert 1 < len(set(out.exit_layers.tolist())), out.exit_layers
-    # one finiteness check for the batch, one read of the exit decisions per checked layer
-    # before the last (the last one stops every row), no boolean-mask indexing
-    assert sum(counter.counts.values()) <= 1 + (len(checked) - 1), counter.counts
-    assert "aten.nonzero.default" not in counter.counts, counter.counts
+        assert_one_host_read_per_checked_layer(upstream, waves(*(LENGTHS * 2)[:size], seed=7))
 
 
 def test_exit_states_gathered_as_rows_leave(tiny_ckpt):
