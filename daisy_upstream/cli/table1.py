@@ -1,5 +1,5 @@
 """``daisy table1``: the paper's Table 1 (four MiniSUPERB tasks, full / DAISY rho x span /
-fixed exit), resumable, on a ``daisy make-corpus`` corpus or your own task configs.
+fixed exit), resumable, on ``daisy make-corpus`` corpora or your own task configs.
 
 Per task: 4 downstream trainings (rho 1.0 and 0.7 with the plain threshold while training,
 the fixed exit layer, the full model), 8 evaluations (the six DAISY rows evaluate their
@@ -10,7 +10,6 @@ cell leaves a result file under ``--out``; running the same command again skips 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Dict, List
@@ -27,11 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", "--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
     parser.add_argument("--tasks", nargs="+", default=None,
                         help="subset of asr voxceleb1 enhancement_stft separation_stft (default: all four)")
-    parser.add_argument("--corpus", help="an existing 'daisy make-corpus' directory (holds corpus.json); "
-                        "default: make one in OUT/corpus")
+    parser.add_argument("--corpus", action="append", default=[], metavar="[TASK=]DIR",
+                        help="an existing 'daisy make-corpus' directory (holds corpus.json), for every task or, "
+                        "as TASK=DIR, for one (repeatable); default: make them in OUT/corpus and OUT/corpus_asr")
     parser.add_argument("--hours", type=types.positive_float, default=1.0,
-                        help="speech to synthesise when making the corpus (default 1.0: about 0.75 h of ASR "
-                        "training speech from ~50 voices; made in a few minutes)")
+                        help="speech to synthesise for the SID, SE and SS corpus (default 1.0: ~50 voices)")
+    parser.add_argument("--asr-hours", type=types.positive_float, default=4.0,
+                        help="speech to synthesise for the ASR corpus, which also holds Fig. 5's mixed-noise set "
+                        "(default 4.0: ~3 h of training speech from 80 voices; the ASR head needs more than "
+                        "the others; equal to --hours: one corpus)")
     parser.add_argument("--data-config", action="append", default=[], metavar="TASK=PATH",
                         help="your own s3prl task config with the data paths filled in (repeatable); "
                         "used instead of the corpus for that task")
@@ -71,8 +74,9 @@ def _parse_data_configs(items: List[str]) -> Dict[str, Path]:
 
 def run(args: argparse.Namespace) -> int:
     from daisy_upstream.core.checkpoint import load_daisy_checkpoint
-    from daisy_upstream.evaluation.table1 import (CORPUS_LAYOUT, TASKS, Table1, holds_table, prepare_task_config,
-                                                  read_task_config)
+    from daisy_upstream.evaluation.table1 import TASKS, Table1, holds_table, prepare_task_config, read_task_config
+    from daisy_upstream.evaluation.table1.corpora import (assign_corpora, has_mixed_set, make_missing_corpora,
+                                                          parse_corpus_args, task_layout)
     from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT
     from daisy_upstream.integration.plugin import s3prl_configs
     from daisy_upstream.outputs import claim_working_folder
@@ -98,29 +102,14 @@ def run(args: argparse.Namespace) -> int:
     bases = {task: read_task_config(task, own.get(task, s3prl_configs() / task / "config.yaml")) for task in tasks}
     configs = {task: prepare_task_config(task, bases[task], args.steps, args.size) for task in own}
     need_corpus = [t for t in tasks if t not in own]
-    if need_corpus and args.corpus and not (Path(args.corpus) / "corpus.json").is_file():
-        raise FileNotFoundError(f"--corpus {args.corpus}: no corpus.json there (make one with 'daisy make-corpus')")
+    given = parse_corpus_args(args.corpus)
     # a folder of the user's own files is refused before anything is written (outputs.py)
     out = claim_working_folder(args.out, "table1", made_before=holds_table).resolve()
-    mixed_corpus = None
-    if need_corpus:
-        corpus = Path(args.corpus).resolve() if args.corpus else out / "corpus"
-        if not (corpus / "corpus.json").is_file():
-            from daisy_upstream.factory.corpus.build import make_corpus
-
-            print(f"[table1] making a {args.hours} h corpus in {corpus}", flush=True)
-            make_corpus(corpus, hours=args.hours, seed=args.seed,
-                        tasks=[CORPUS_LAYOUT[t] for t in need_corpus] + ["noisy"],  # noisy: for noise-report
-                        workers=args.workers)
-        manifest = json.loads((corpus / "corpus.json").read_text())
-        for task in need_corpus:
-            layout = manifest["layouts"].get(CORPUS_LAYOUT[task])
-            if layout is None:
-                raise ValueError(f"{corpus} has no {CORPUS_LAYOUT[task]!r} layout for {task}; "
-                                 f"remake it with that task or give --data-config {task}=PATH")
-            configs[task] = prepare_task_config(task, bases[task], args.steps, args.size, layout)
-        if "asr" in need_corpus and "noisy" in manifest["layouts"]:
-            mixed_corpus = corpus  # Fig. 5 on its mixed-noise set
+    corpora = assign_corpora(need_corpus, given, out, args.hours, args.asr_hours)
+    make_missing_corpora(corpora, out, args.hours, args.asr_hours, args.seed, args.workers)
+    for task, corpus in corpora.items():
+        configs[task] = prepare_task_config(task, bases[task], args.steps, args.size, task_layout(task, corpus))
+    mixed_corpus = corpora["asr"] if "asr" in corpora and has_mixed_set(corpora["asr"]) else None  # Fig. 5
 
     table = Table1(out, ckpt, configs, fixed_layer=fixed_layer, seed=args.seed,
                    time_repeats=args.time_repeats, time_max_utterances=args.time_max_utterances,
