@@ -123,6 +123,9 @@ def bench(
     family_name = upstream.family.name
     record = {"name": f"random {family_name} Base", "seed": seed} if random_base else checkpoint_record(loaded.checkpoint)
     source = f"a random {family_name} Base" if random_base else str(loaded.checkpoint)
+    calibration = loaded.calibration
+    if calibration is not None:  # name the model as meta does, not by a (temporary) path on this machine
+        calibration = {**calibration, "checkpoint": record}
     say(f"{source} ({family_name}, {num_layers} layers) on {device} in {upstream.config.precision}, "
         f"tau={upstream.tau:.4f}{' (calibrated on the bench audio)' if calibrated_here else ''}, {len(wavs)} clips, "
         f"{seconds:.1f} s")
@@ -135,7 +138,7 @@ def bench(
         "checkpoint": record, "random_base": random_base, "family": family_name, "layers": num_layers,
         "tau": upstream.tau,
         "strategy": upstream.config.strategy, "fixed_layer": fixed_layer, "precision": upstream.config.precision,
-        "calibrated_on_bench_audio": calibrated_here, "calibration": loaded.calibration, "device": str(device),
+        "calibrated_on_bench_audio": calibrated_here, "calibration": calibration, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "no_exit": advice, "torch": torch.__version__, "threads": torch.get_num_threads(), "clips": len(wavs),
         "seconds": seconds, "snr_mix": [c.snr_db for c in clips], "repeats": repeats, "warmup": warmup,

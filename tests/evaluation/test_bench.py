@@ -34,6 +34,7 @@ def test_without_a_calibration_tau_comes_from_the_bench_audio(write_checkpoint, 
                    max_seconds=0.8, repeats=1, warmup=0)
     meta = result["meta"]
     assert meta["calibrated_on_bench_audio"] and meta["calibration"]["num_utterances"] == 1
+    assert meta["calibration"]["checkpoint"] == meta["checkpoint"]  # by name and content, as meta: no path here
     entropy = meta["calibration"]["layer_entropy"]
     assert meta["tau"] == pytest.approx((max(entropy) + min(entropy)) / 2)
 
