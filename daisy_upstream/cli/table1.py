@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="speech to synthesise for the SID, SE and SS corpus (default 1.0: ~50 voices)")
     parser.add_argument("--asr-hours", type=types.positive_float, default=4.0,
                         help="speech to synthesise for the ASR corpus, which also holds Fig. 5's mixed-noise set "
-                        "(default 4.0: ~3 h of training speech from 80 voices; the ASR head needs more than "
-                        "the others; equal to --hours: one corpus)")
+                        "(default 4.0: ~3 h of training speech from 160 voices, 50 voices an hour; the ASR head needs "
+                        "more than the others; equal to --hours: one corpus of make-corpus's default voices)")
     parser.add_argument("--data-config", action="append", default=[], metavar="TASK=PATH",
                         help="your own s3prl task config with the data paths filled in (repeatable); "
                         "used instead of the corpus for that task")

@@ -6,6 +6,8 @@
   lists the closest names.
 * :func:`patch_runner` makes s3prl's runner build :class:`DaisyFeaturizer` (which behaves
   exactly like the stock one for any other upstream) and applies :mod:`daisy_upstream.integration.compat`.
+* :mod:`daisy_upstream.integration.schedules` adds ``multistep_schedule`` to ``s3prl.schedulers``
+  (a decay at fixed steps, so that a training extended by resuming stays exact).
 * :mod:`daisy_upstream.integration.s3prl_nn` does the same for s3prl's newer API: the names
   ``s3prl.nn.Featurizer``, ``s3prl.nn.upstream.Featurizer`` and ``s3prl.problem.base.Featurizer``
   (problem recipes; ESPnet imports it from ``s3prl.nn``) become its DAISY-aware subclass.
@@ -69,6 +71,7 @@ def patch_runner(runner: types.ModuleType) -> None:
 _HOOKS: Dict[str, Tuple[str, str]] = {
     "s3prl.hub": (__name__, "register_hub"),
     "s3prl.downstream.runner": (__name__, "patch_runner"),
+    "s3prl.schedulers": ("daisy_upstream.integration.schedules", "register_schedules"),
     "s3prl.nn.upstream": ("daisy_upstream.integration.s3prl_nn", "patch_nn_upstream"),
     "s3prl.nn": ("daisy_upstream.integration.s3prl_nn", "patch_featurizer_name"),
     "s3prl.problem.base": ("daisy_upstream.integration.s3prl_nn", "patch_featurizer_name"),

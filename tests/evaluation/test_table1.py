@@ -231,6 +231,24 @@ def test_steps_default_per_task():
     assert set(t1.SMALL_STEPS) == set(t1.TASKS)
 
 
+def test_asr_at_size_small_drops_its_learning_rate_at_a_fixed_step():
+    """Size small: ASR's schedule is the fixed-step drop (before its last step), built by s3prl's
+    own get_scheduler; size paper keeps the shipped config's (none)."""
+    import yaml
+    from s3prl.schedulers import get_scheduler
+
+    from daisy_upstream.integration.plugin import s3prl_configs
+
+    base = yaml.safe_load((s3prl_configs() / "asr" / "config.yaml").read_text())
+    layout = {"libri_root": "/c/LibriSpeech", "bucket_file": "/c/len", "dict_path": "/c/char.dict"}
+    small = t1.prepare_task_config("asr", base, None, "small", layout)
+    assert small["scheduler"] == t1.SMALL_SCHEDULES["asr"] and small["scheduler"] is not t1.SMALL_SCHEDULES["asr"]
+    assert max(small["scheduler"]["milestones"]) < small["runner"]["total_steps"] == t1.SMALL_STEPS["asr"]
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=small["optimizer"]["lr"])
+    get_scheduler(optimizer, small["runner"]["total_steps"], small["scheduler"])
+    assert "scheduler" not in base and "scheduler" not in t1.prepare_task_config("asr", base, None, "paper", layout)
+
+
 def _write_scp(folder: Path, signals: dict) -> None:
     import soundfile as sf
 

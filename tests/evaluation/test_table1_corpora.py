@@ -71,6 +71,8 @@ def test_the_command_makes_two_corpora_and_points_each_task_and_fig5_at_its_own(
     (_, configs, kwargs), = Recorder.calls
     asr, sid = json.loads((out / "corpus_asr" / "corpus.json").read_text()), json.loads((out / "corpus" / "corpus.json").read_text())
     assert (asr["settings"]["hours"], sid["settings"]["hours"]) == (0.02, 0.01)
+    # ASR's: 50 voices an hour, at least 2 per split; the other: make-corpus's default, max(10, 50 x sqrt(h))
+    assert (asr["settings"]["num_speakers"], sid["settings"]["num_speakers"]) == (6, 10)
     assert set(asr["layouts"]) == {"asr", "noisy"} and set(sid["layouts"]) == {"asr", "sid", "noisy"}
     assert configs["asr"]["downstream_expert"]["datarc"]["libri_root"] == asr["layouts"]["asr"]["libri_root"]
     assert configs["voxceleb1"]["downstream_expert"]["datarc"]["file_path"] == sid["layouts"]["sid"]["file_path"]

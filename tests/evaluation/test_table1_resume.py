@@ -6,7 +6,8 @@ downstream on the tiny generated LibriSpeech layout of ``daisy_upstream.testing.
 trains 2 steps, is moved to another folder, is then asked for 6 and resumes from
 ``states-2.ckpt`` (whose recorded paths are the old folder's); a third is killed
 while it trains and run again. All three end with the same downstream weights, optimizer
-step, exit counts and test-set hypotheses.
+step, learning rate (the ASR schedule's drop, moved to step 3, falls after the resumes), exit
+counts and test-set hypotheses.
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def _config(layout: dict, steps: int) -> dict:
     config["downstream_expert"]["datarc"].update(batch_size=1, num_workers=0)
     config["downstream_expert"]["modelrc"].update(project_dim=16)
     config["downstream_expert"]["modelrc"]["RNNs"].update(dim=[16, 16], dropout=[0.1, 0.1])  # randomness in each step
+    config["scheduler"]["milestones"] = [3]  # the learning rate drops after the resumes at step 2
     return config
 
 
@@ -60,11 +62,12 @@ def _table(root: Path, ckpt: Path, layout: dict, name: str, steps: int) -> "t1.T
 def _final(table: "t1.Table1", steps: int) -> dict:
     state = load_runner_checkpoint(table.train_dir("asr", "full") / f"states-{steps}.ckpt")
     return {"step": state["Step"], "downstream": state["Downstream"], "counts": state["Featurizer"]["exit_counts"],
-            "adam_steps": [s["step"] for s in state["Optimizer"]["state"].values()]}
+            "adam_steps": [s["step"] for s in state["Optimizer"]["state"].values()],
+            "lr": state["Optimizer"]["param_groups"][0]["lr"]}
 
 
 def _assert_same(a: dict, b: dict) -> None:
-    assert a["step"] == b["step"] and torch.equal(a["counts"], b["counts"])
+    assert a["step"] == b["step"] and torch.equal(a["counts"], b["counts"]) and a["lr"] == b["lr"]
     assert [float(x) for x in a["adam_steps"]] == [float(x) for x in b["adam_steps"]]
     assert a["downstream"].keys() == b["downstream"].keys()
     for key in a["downstream"]:
@@ -77,7 +80,7 @@ def test_interrupted_and_extended_trainings_end_as_an_uninterrupted_one(setup):
     once.claim()
     once._train("asr", "full")
     reference = _final(once, 6)
-    assert reference["step"] == 6
+    assert reference["step"] == 6 and reference["lr"] == pytest.approx(t1.SMALL_LR["asr"] * t1.SMALL_SCHEDULES["asr"]["gamma"])  # the schedule ran
 
     # trained to 2 steps (mid-epoch), then asked for 6 in the same folder: resumed from states-2
     short = _table(root, ckpt, layout, "extended", 2)
