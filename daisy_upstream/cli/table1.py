@@ -103,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
     configs = {task: prepare_task_config(task, bases[task], args.steps, args.size) for task in own}
     need_corpus = [t for t in tasks if t not in own]
     given = parse_corpus_args(args.corpus)
+    unused = sorted(set(given) - {None} - set(need_corpus))
+    if unused:
+        raise ValueError(f"--corpus given for {unused}, which --tasks leaves out or --data-config replaces")
     # a folder of the user's own files is refused before anything is written (outputs.py)
     out = claim_working_folder(args.out, "table1", made_before=holds_table).resolve()
     corpora = assign_corpora(need_corpus, given, out, args.hours, args.asr_hours)

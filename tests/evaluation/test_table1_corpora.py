@@ -89,3 +89,10 @@ def test_a_named_asr_corpus_without_the_mixed_set_runs_without_fig5(tmp_path, mo
     assert kwargs["mixed_corpus"] is None and not (tmp_path / "t1" / "corpus_asr").exists()
     with pytest.raises(ValueError, match="no 'sid' layout for voxceleb1; remake it with that task, or give --corpus"):
         task_layout("voxceleb1", corpus)
+
+
+def test_a_corpus_for_a_task_not_run_is_refused_before_any_work(tmp_path, capsys):
+    corpus = make_corpus(tmp_path / "c", hours=0.01, seed=5, tasks=["asr"], workers=2, progress=False)
+    assert main(["table1", "--out", str(tmp_path / "t1"), "--tasks", "voxceleb1", "--corpus", f"asr={corpus}"]) == 2
+    assert "--corpus given for ['asr'], which --tasks leaves out" in capsys.readouterr().err
+    assert not (tmp_path / "t1").exists()

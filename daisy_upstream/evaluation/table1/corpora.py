@@ -3,8 +3,8 @@
 By default ``daisy table1`` makes two corpora in its working folder: ``corpus`` (``--hours``,
 1 h) for SID, SE and SS, and ``corpus_asr`` (``--asr-hours``, 4 h, 50 voices an hour) for ASR
 and Fig. 5, since the ASR head needs more speech and voices than the other heads to read voices
-it has not heard
-(docs/results/table1_embedded.md, learning curves). Equal hours make one corpus for all.
+it has not heard (docs/results/table1_embedded.md, learning curves). Equal hours make one
+corpus for all.
 A corpus the user names (``--corpus DIR`` for every task, ``--corpus TASK=DIR`` for one) is
 read, never written.
 """
@@ -16,7 +16,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from .plan import CORPUS_LAYOUT, TASKS
 
-__all__ = ["ASR_VOICES_PER_HOUR", "MADE_CORPORA", "assign_corpora", "has_mixed_set", "make_missing_corpora", "parse_corpus_args", "task_layout"]
+__all__ = ["ASR_VOICES_PER_HOUR", "MADE_CORPORA", "assign_corpora", "has_mixed_set", "make_missing_corpora",
+           "parse_corpus_args", "task_layout"]
 
 #: the corpora ``daisy table1`` makes in its working folder: ASR's own, and the one for the rest
 MADE_CORPORA = {"asr": "corpus_asr", "other": "corpus"}
