@@ -1,6 +1,7 @@
 """Process group and device for training under ``torchrun`` (one process: no torch.distributed)."""
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any, List, Tuple
 
@@ -19,7 +20,10 @@ def init_distributed(device: str) -> Tuple[int, int, int]:
     """``(rank, world_size, local_rank)``; initialises the process group when WORLD_SIZE > 1.
 
     The backend is NCCL for a CUDA ``device`` and gloo otherwise (``DAISY_DDP_BACKEND``
-    overrides it).
+    overrides it). A group made here is destroyed at interpreter exit (``atexit``), while
+    Python is still alive: left to finalization, gloo's worker threads abort the process now
+    and then ("terminate called without an active exception"). A group the caller made is
+    the caller's to destroy.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -30,7 +34,15 @@ def init_distributed(device: str) -> Tuple[int, int, int]:
     if not dist.is_initialized():
         backend = os.environ.get("DAISY_DDP_BACKEND") or ("nccl" if device.startswith("cuda") else "gloo")
         dist.init_process_group(backend)
+        atexit.register(_destroy_group)
     return dist.get_rank(), dist.get_world_size(), local_rank
+
+
+def _destroy_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def resolve_device(device: str, world: int = 1, local_rank: int = 0) -> torch.device:
