@@ -1,7 +1,8 @@
 """The arithmetic of the frozen model's forward: ``fp32``, ``bf16`` or ``fp16``.
 
 ``fp32`` runs the model in float32; on CUDA its matmuls and cuDNN convolutions may use TF32
-inside the forward (the flags are set for the forward and restored after it). ``bf16`` /
+inside the forward (the flags are set for the forward and restored after it, after the last
+one when forwards overlap in threads, as DataParallel's replicas do). ``bf16`` /
 ``fp16`` run the forward under ``torch.autocast`` (CUDA, and the CPU, where bf16 autocast
 works too). Whatever the precision, what leaves the forward is float32 and the exit
 branches and their entropies run in float32 outside autocast
@@ -16,7 +17,8 @@ forward runs (the CLI's parsers and the upstream config read :data:`PRECISIONS`)
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager, Iterator, List
+import threading
+from typing import Any, Callable, ContextManager, Iterator, List, Tuple
 
 __all__ = ["FORWARD_GUARDS", "PRECISIONS", "check_precision", "frozen_forward"]
 
@@ -34,17 +36,31 @@ def check_precision(precision: str) -> None:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
 
 
+_TF32_LOCK = threading.Lock()
+_tf32_users = 0  # forwards inside _tf32() now (DataParallel runs one per replica, in threads)
+_tf32_saved: Tuple[bool, bool] = (False, False)  # the flags before the first of them
+
+
 @contextlib.contextmanager
 def _tf32() -> Iterator[None]:
+    """TF32 on for the forward; the caller's flags back once the last overlapping forward ends
+    (a save / restore per thread would leave TF32 on when the threads' forwards interleave)."""
     import torch
 
+    global _tf32_users, _tf32_saved
     matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    saved = matmul.allow_tf32, cudnn.allow_tf32
-    matmul.allow_tf32 = cudnn.allow_tf32 = True
+    with _TF32_LOCK:
+        if _tf32_users == 0:
+            _tf32_saved = matmul.allow_tf32, cudnn.allow_tf32
+            matmul.allow_tf32 = cudnn.allow_tf32 = True
+        _tf32_users += 1
     try:
         yield
     finally:
-        matmul.allow_tf32, cudnn.allow_tf32 = saved
+        with _TF32_LOCK:
+            _tf32_users -= 1
+            if _tf32_users == 0:
+                matmul.allow_tf32, cudnn.allow_tf32 = _tf32_saved
 
 
 @contextlib.contextmanager

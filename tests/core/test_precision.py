@@ -58,6 +58,39 @@ def test_fp32_is_plain_autocast_otherwise_and_tf32_only_inside_a_cuda_forward():
             pass
 
 
+def test_tf32_flags_come_back_when_threads_forwards_interleave():
+    """DataParallel runs one forward per replica in threads. Interleaved as A enters, B enters, A
+    leaves, B leaves, a save / restore per forward would hand B's saved (True, True) back last."""
+    import threading
+
+    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # noqa: E731
+    saved = flags()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    inside = {}
+
+    def replica(name, before, then, after=None):
+        with frozen_forward("fp32", "cuda:0"):  # only sets flags: no GPU needed
+            before.set()
+            assert then.wait(10)
+            inside[name] = flags()
+        if after is not None:
+            after.set()
+
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        a = threading.Thread(target=replica, args=("a", a_in, b_in, a_out))
+        a.start()
+        assert a_in.wait(10)
+        b = threading.Thread(target=replica, args=("b", b_in, a_out))
+        b.start()
+        a.join(10)
+        b.join(10)
+        assert inside == {"a": (True, True), "b": (True, True)}  # TF32 in both, also after A left
+        assert flags() == (False, False)  # the caller's flags, once the last forward ended
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def test_the_upstream_config_validates_precision():
     assert DaisyConfig().precision == "fp32"
     with pytest.raises(ValueError, match=r"upstream config: precision='half' is unknown; choose one of fp32, bf16, fp16"):
