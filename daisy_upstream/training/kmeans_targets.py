@@ -28,6 +28,7 @@ from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.core.branches import valid_frame_mask
 from daisy_upstream.core.policy import make_plan
 
+from .batch_feed import PaddedBatches, batch_loader, unpad
 from .kmeans import DEFAULT_BATCH_FRAMES, fit_kmeans, assign
 from .stage1_state import epoch_order
 
@@ -72,21 +73,24 @@ class KMeansTargets(nn.Module):
 
 
 def layer_frames(backbone: nn.Module, corpus: AudioCorpus, layer: int, batch_seconds: float, seed: int,
-                 device: torch.device, passes: int = 1) -> Iterator[np.ndarray]:
+                 device: torch.device, passes: int = 1, workers: int = 0, prefetch: int = 2) -> Iterator[np.ndarray]:
     """Valid frames ``(n, D)`` float32 of ``hidden_states[layer]``, one batch at a time.
 
     Pass ``p`` (0-based) takes the batches in stage 1's epoch-``p`` order for ``seed``; the
-    forward stops at ``layer``.
+    forward stops at ``layer``. The audio is decoded by stage 1's loader (``workers``
+    processes, ``prefetch`` batches ahead each); the frames do not depend on ``workers``.
     """
     batches = corpus.batches(batch_seconds)
     plan = make_plan([layer], None)
-    order = [index for p in range(passes) for index in epoch_order(len(batches), seed, p)]
-    for index in order:
-        wavs, _ = corpus.load_batch(batches[index])
+    keys = [(p, position, index) for p in range(passes)
+            for position, index in enumerate(epoch_order(len(batches), seed, p))]
+    loader = batch_loader(PaddedBatches(corpus, batches), keys, workers, prefetch, pin_memory=device.type == "cuda")
+    for item in loader:
+        wavs = unpad(item, corpus, device)
         if not wavs:
             continue
         with torch.no_grad():
-            out = backbone([w.to(device) for w in wavs], plan)
+            out = backbone(wavs, plan)
             mask = valid_frame_mask(out.lengths, out.hidden_states[layer].size(1))
             yield out.hidden_states[layer][mask].float().cpu().numpy()
 
@@ -105,12 +109,15 @@ def load_or_fit_kmeans(
     max_frames: Optional[int] = None,
     passes: int = 1,
     fit: bool = True,
+    workers: int = 0,
+    prefetch: int = 2,
 ) -> KMeansTargets:
     """The k-means targets of a stage-1 run: read from ``work_dir/kmeans.pt`` or fitted now.
 
     ``fit=False`` (DDP ranks other than 0) only reads the file rank 0 wrote. The file is
     reused only if it was made with the same settings and audio; otherwise it is an error
-    (another ``--work-dir`` or the same settings).
+    (another ``--work-dir`` or the same settings). ``workers`` and ``prefetch``: the audio
+    loader's (:func:`layer_frames`), not settings (the centroids do not depend on them).
     """
     num_layers = backbone.num_layers
     if not 1 <= layer <= num_layers:
@@ -134,7 +141,7 @@ def load_or_fit_kmeans(
         raise ValueError(f"{path} is missing: rank 0 writes it before training")
     log.info("k-means: %d clusters of layer %d over %s (batches of %d frames, %d pass(es), seed %d)",
              clusters, layer, corpus.name, batch_frames, passes, seed)
-    result = fit_kmeans(layer_frames(backbone, corpus, layer, batch_seconds, seed, device, passes),
+    result = fit_kmeans(layer_frames(backbone, corpus, layer, batch_seconds, seed, device, passes, workers, prefetch),
                         clusters, seed, batch_frames, max_frames)
     record = {**result.provenance(), "audio": corpus.name, "audio_seconds": round(corpus.seconds, 3),
               "passes": passes}

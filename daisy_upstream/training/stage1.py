@@ -77,7 +77,8 @@ def _targets(kind: str, loaded: DaisyCheckpoint, raw_state: Dict[str, Any], chec
                     batch_seconds=config.batch_seconds, device=dev, batch_frames=config.kmeans_batch_frames,
                     max_frames=config.kmeans_max_frames, passes=config.kmeans_passes)
     if is_main:  # rank 0 clusters and writes work_dir/kmeans.pt; the other ranks read it
-        targets = load_or_fit_kmeans(work_dir, backbone, train_set, **settings)
+        targets = load_or_fit_kmeans(work_dir, backbone, train_set, workers=config.workers,
+                                     prefetch=config.prefetch, **settings)
     barrier(world)
     if not is_main:
         targets = load_or_fit_kmeans(work_dir, backbone, train_set, fit=False, **settings)

@@ -151,6 +151,18 @@ def test_cli_kmeans_options(write_checkpoint, audio_dir, tmp_path, capsys):
     assert facts["frames"] == 2 * one_pass
 
 
+def test_kmeans_frames_come_through_the_loader_the_same_with_workers(write_checkpoint, audio_dir):
+    """Two passes in epochs 0 and 1's batch orders: two decoding processes hand k-means the
+    same frames, in the same order, as decoding in this process."""
+    backbone = EarlyExitModel(load_daisy_checkpoint(write_checkpoint(num_layers=2, branches=False)).model, None)
+    corpus = AudioCorpus.from_source(audio_dir)
+    here, loaded = ([x for x in layer_frames(backbone, corpus, 2, 2.0, 3, torch.device("cpu"), passes=2,
+                                             workers=workers)] for workers in (0, 2))
+    assert len(here) == 2 * len(corpus.batches(2.0)) and len(here) == len(loaded)
+    assert all(np.array_equal(a, b) for a, b in zip(here, loaded))
+    assert not all(np.array_equal(a, b) for a, b in zip(here[:len(here) // 2], here[len(here) // 2:]))  # 2 orders
+
+
 # -- several output blocks (wav2vec 2.0's codebook groups) ------------------------------------
 
 def test_group_entropy_is_the_mean_of_each_blocks_entropy():
