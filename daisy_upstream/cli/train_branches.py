@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=types.device, default=None,
                         help="torch device: cpu, cuda, cuda:1 (default: cuda when a GPU is visible, else cpu)")
     types.add_precision(parser)
-    types.add_loader(parser, "decoding, noising and padding the training batches")
+    types.add_loader(parser, "decoding, noising and padding the training batches (and the k-means pass's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, split and batch order")
     parser.add_argument("--batch-seconds", type=types.positive_float, default=400.0,
                         help="audio seconds per batch, summed (paper: 32 LibriSpeech utterances ~ 400 s)")

@@ -31,9 +31,9 @@ class Stage1Config:
         stop_after: stop this call after so many steps (state saved; run again to go on).
         rhos: rho values whose tau is reported with the calibration.
         workers: DataLoader worker processes that decode, noise and pad the training
-            batches, and decode the held-out evaluation's and the calibration's (0: in the
-            training process, one batch at a time). The order and content of batches do not
-            depend on it.
+            batches, and decode the k-means pass's, the held-out evaluation's and the
+            calibration's (0: in the training process, one batch at a time). The order and
+            content of batches do not depend on it.
         prefetch: batches each worker loads ahead (with ``workers > 0``).
         noise_prob: share of training utterances mixed with sox noise (white, pink, brown) at
             an SNR drawn from ``noise_snr_db``; the targets come from the noisy audio itself,
