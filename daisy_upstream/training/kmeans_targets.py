@@ -15,6 +15,7 @@ run uses the same targets without clustering again.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
@@ -28,9 +29,8 @@ from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.core.branches import valid_frame_mask
 from daisy_upstream.core.policy import make_plan
 
-from .batch_feed import PaddedBatches, batch_loader, unpad
+from .batch_feed import EpochSampler, PaddedBatches, batch_loader, unpad
 from .kmeans import DEFAULT_BATCH_FRAMES, fit_kmeans, assign
-from .stage1_state import epoch_order
 
 __all__ = ["KMEANS_FILE", "KMeansTargets", "layer_frames", "load_or_fit_kmeans"]
 
@@ -82,8 +82,7 @@ def layer_frames(backbone: nn.Module, corpus: AudioCorpus, layer: int, batch_sec
     """
     batches = corpus.batches(batch_seconds)
     plan = make_plan([layer], None)
-    keys = [(p, position, index) for p in range(passes)
-            for position, index in enumerate(epoch_order(len(batches), seed, p))]
+    keys = itertools.islice(EpochSampler(len(batches), seed, rank=0, world=1), passes * len(batches))
     loader = batch_loader(PaddedBatches(corpus, batches), keys, workers, prefetch, pin_memory=device.type == "cuda")
     for item in loader:
         wavs = unpad(item, corpus, device)
