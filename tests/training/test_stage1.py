@@ -354,7 +354,7 @@ def test_heldout_evaluation_and_calibration_split_over_two_processes(write_check
         assert done.returncode == 0, done.stderr[-3000:]
         # a group left to interpreter finalization aborts gloo's threads now and then
         for rank in range(procs):
-            assert (tmp_path / f"r.{procs}.{rank}.exit").read_text() == "gone", done.stdout[-3000:]
+            assert (tmp_path / f"r.{procs}.{rank}.exit").read_text() == "gone", done.stderr[-3000:]
     one = torch.load(tmp_path / "r.1.0.pt", weights_only=True)
     assert one["metrics"]["utterances"] == 10 and one["entropies"].shape == (10, 2)
     for rank in (0, 1):
