@@ -31,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "as TASK=DIR, for one (repeatable); default: make them in OUT/corpus and OUT/corpus_asr")
     parser.add_argument("--hours", type=types.positive_float, default=1.0,
                         help="speech to synthesise for the SID, SE and SS corpus (default 1.0: ~50 voices)")
-    parser.add_argument("--asr-hours", type=types.positive_float, default=4.0,
+    parser.add_argument("--asr-hours", type=types.positive_float, default=8.0,
                         help="speech to synthesise for the ASR corpus, which also holds Fig. 5's mixed-noise set "
-                        "(default 4.0: ~3 h of training speech from 160 voices, 50 voices an hour; the ASR head needs "
+                        "(default 8.0: ~6 h of training speech from 320 voices, 50 voices an hour; the ASR head needs "
                         "more than the others; equal to --hours: one corpus of make-corpus's default voices)")
     parser.add_argument("--data-config", action="append", default=[], metavar="TASK=PATH",
                         help="your own s3prl task config with the data paths filled in (repeatable); "

@@ -1,7 +1,7 @@
 """Which ``daisy make-corpus`` corpus feeds which Table 1 task, and making the missing ones.
 
 By default ``daisy table1`` makes two corpora in its working folder: ``corpus`` (``--hours``,
-1 h) for SID, SE and SS, and ``corpus_asr`` (``--asr-hours``, 4 h, 50 voices an hour) for ASR
+1 h) for SID, SE and SS, and ``corpus_asr`` (``--asr-hours``, 8 h, 50 voices an hour) for ASR
 and Fig. 5, since the ASR head needs more speech and voices than the other heads to read voices
 it has not heard (docs/results/table1_embedded.md, learning curves). Equal hours make one
 corpus for all.
@@ -21,7 +21,7 @@ __all__ = ["ASR_VOICES_PER_HOUR", "MADE_CORPORA", "assign_corpora", "has_mixed_s
 
 #: the corpora ``daisy table1`` makes in its working folder: ASR's own, and the one for the rest
 MADE_CORPORA = {"asr": "corpus_asr", "other": "corpus"}
-#: voices per hour of ASR's own corpus (4 h: 200 voices, 160 of them training voices): the corpus
+#: voices per hour of ASR's own corpus (8 h: 400 voices, 320 of them training voices): the corpora
 #: of the learning curves in docs/results/table1_embedded.md (``make-corpus`` alone makes 50 x sqrt(hours))
 ASR_VOICES_PER_HOUR = 50
 

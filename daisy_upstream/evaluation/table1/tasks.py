@@ -38,10 +38,10 @@ SMALL_SIZES: Dict[str, Dict[str, Any]] = {
     "separation_stft": {"loaderrc": {"train_batchsize": 4, "num_workers": 1},
                         "modelrc": {"rnn_layers": 2, "hidden_size": 256}},
 }
-#: training steps per task at --size small. ASR: on its own 4 h corpus (160 training voices) the
-#: full model's unseen-voice WER falls to ~85% by step 2400 at lr 2e-3 and stays there; the drops of
-#: the lr at steps 2800 and 3200 (SMALL_SCHEDULES) take it below that (docs/results/table1_embedded.md,
-#: learning curves). Trainings resume when the steps are raised.
+#: training steps per task at --size small. ASR: on a 4 h corpus (160 training voices) the full
+#: model's unseen-voice WER falls to ~85% by step 2400 at lr 2e-3 and stays there (8 h: 85% at 2800);
+#: the drops of the lr at steps 2800 and 3200 (SMALL_SCHEDULES) take it to ~80%
+#: (docs/results/table1_embedded.md, learning curves). Trainings resume when the steps are raised.
 SMALL_STEPS: Dict[str, int] = {"asr": 3600, "voxceleb1": 300, "enhancement_stft": 150, "separation_stft": 100}
 #: a training saves a runner checkpoint (the point it resumes from) at least this often
 SAVE_EVERY = 100
