@@ -2,6 +2,7 @@
 entry points (``python -m s3prl.run_downstream -u daisy_hubert``) find the plugin; and a copy
 of the repository's ``s3prl_configs/`` inside the package (``daisy_upstream.plugin.s3prl_configs``
 finds it). Everything else is in setup.cfg."""
+
 from pathlib import Path
 
 from setuptools import setup
@@ -21,9 +22,11 @@ class build_py_with_pth(build_py):
 
     def get_outputs(self, include_bytecode=1):
         configs = [Path(self.build_lib) / "daisy_upstream" / p for p in CONFIGS.rglob("*") if p.is_file()]
-        return super().get_outputs(include_bytecode) + [str(Path(self.build_lib) / p.name) for p in TOP_LEVEL] + [
-            str(p) for p in configs
-        ]
+        return (
+            super().get_outputs(include_bytecode)
+            + [str(Path(self.build_lib) / p.name) for p in TOP_LEVEL]
+            + [str(p) for p in configs]
+        )
 
 
 setup(cmdclass={"build_py": build_py_with_pth})

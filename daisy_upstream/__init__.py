@@ -6,6 +6,7 @@ Importing this package registers ``daisy_hubert`` and ``daisy_<family>_local`` /
 and makes s3prl's runner use :class:`daisy_upstream.core.featurizers.DaisyFeaturizer`. It imports
 neither torch nor s3prl itself.
 """
+
 from daisy_upstream.integration.plugin import install as _install
 
 __version__ = "0.1.0"

@@ -5,6 +5,7 @@ Every file the package writes (checkpoints, configs, tables, plots, audio) goes 
 gets the usual mode of a new file (``0666 & ~umask``) and is renamed over the target; on
 any failure the temporary file is removed and the target is left as it was.
 """
+
 from __future__ import annotations
 
 import contextlib

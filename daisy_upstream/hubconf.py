@@ -2,6 +2,7 @@
 
 The entries live in :mod:`daisy_upstream.integration.hubconf`; this module only re-exports them.
 """
+
 from daisy_upstream.integration.hubconf import (  # noqa: F401
     DEFAULT_CHECKPOINT,
     daisy_data2vec_custom,
@@ -16,6 +17,14 @@ from daisy_upstream.integration.hubconf import (  # noqa: F401
 )
 
 __all__ = [
-    "DEFAULT_CHECKPOINT", "daisy_data2vec_custom", "daisy_data2vec_local", "daisy_hubert", "daisy_hubert_custom",
-    "daisy_hubert_local", "daisy_wav2vec2_custom", "daisy_wav2vec2_local", "daisy_wavlm_custom", "daisy_wavlm_local",
+    "DEFAULT_CHECKPOINT",
+    "daisy_data2vec_custom",
+    "daisy_data2vec_local",
+    "daisy_hubert",
+    "daisy_hubert_custom",
+    "daisy_hubert_local",
+    "daisy_wav2vec2_custom",
+    "daisy_wav2vec2_local",
+    "daisy_wavlm_custom",
+    "daisy_wavlm_local",
 ]

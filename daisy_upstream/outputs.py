@@ -27,6 +27,7 @@ in a folder that command claimed (``make-corpus`` keeps its own equivalent marke
 
 Refusals are :class:`OutputRefused` (a ``ValueError``: one line, exit 2 in the CLI).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,17 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
-__all__ = ["FOLDER_MANIFEST", "FILE_MANIFEST", "OutputRefused", "check_output_folder", "check_output_files",
-           "check_working_folder", "claim_working_folder", "output_folder", "output_files"]
+__all__ = [
+    "FOLDER_MANIFEST",
+    "FILE_MANIFEST",
+    "OutputRefused",
+    "check_output_folder",
+    "check_output_files",
+    "check_working_folder",
+    "claim_working_folder",
+    "output_folder",
+    "output_files",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 FOLDER_MANIFEST = ".daisy-output.json"
@@ -119,16 +129,18 @@ def _refuse_always(out: PathLike, inputs: Sequence[Optional[PathLike]]) -> Path:
         raise OutputRefused(f"--out {out} is a symbolic link; give a real folder path")
     where = out.resolve()
     if _inside(Path.cwd().resolve(), where):
-        raise OutputRefused(f"--out {out} is the current folder or one of its parents; give a new folder, "
-                            "e.g. --out runs/NAME")
+        raise OutputRefused(
+            f"--out {out} is the current folder or one of its parents; give a new folder, e.g. --out runs/NAME"
+        )
     for source in _resolved(inputs):
         if _inside(source, where):
             raise OutputRefused(f"--out {out} holds the input {source}; choose another --out")
     return out
 
 
-def check_output_folder(out: PathLike, tool: str, force: bool = False,
-                        inputs: Sequence[Optional[PathLike]] = ()) -> Path:
+def check_output_folder(
+    out: PathLike, tool: str, force: bool = False, inputs: Sequence[Optional[PathLike]] = ()
+) -> Path:
     """Refuse a folder output the policy forbids; returns ``out`` as a ``Path``.
 
     Raises:
@@ -143,8 +155,10 @@ def check_output_folder(out: PathLike, tool: str, force: bool = False,
     if not any(out.iterdir()):
         return out
     if not force:
-        raise OutputRefused(f"--out {out} exists and is not empty; pass --force to replace what {tool} "
-                            "wrote there, or choose another --out")
+        raise OutputRefused(
+            f"--out {out} exists and is not empty; pass --force to replace what {tool} "
+            "wrote there, or choose another --out"
+        )
     problem = _owned_folder_problem(out, tool)
     if problem:
         raise OutputRefused(f"--out {out} {problem}; not replacing it (choose another --out)")
@@ -168,8 +182,9 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def output_folder(out: PathLike, tool: str, force: bool = False,
-                  inputs: Sequence[Optional[PathLike]] = ()) -> Iterator[Path]:
+def output_folder(
+    out: PathLike, tool: str, force: bool = False, inputs: Sequence[Optional[PathLike]] = ()
+) -> Iterator[Path]:
     """Yield a temporary sibling of ``out`` to fill; on success it becomes ``out`` in one rename.
 
     Checks first (:func:`check_output_folder`), and again under a lock on the parent folder just
@@ -205,8 +220,12 @@ def output_folder(out: PathLike, tool: str, force: bool = False,
             shutil.rmtree(old, ignore_errors=True)
 
 
-def check_working_folder(out: PathLike, tool: str, inputs: Sequence[Optional[PathLike]] = (),
-                         made_before: Optional[Callable[[Path], bool]] = None) -> Path:
+def check_working_folder(
+    out: PathLike,
+    tool: str,
+    inputs: Sequence[Optional[PathLike]] = (),
+    made_before: Optional[Callable[[Path], bool]] = None,
+) -> Path:
     """Refuse ``out`` as ``tool``'s resumable working folder, writing nothing; returns it as a ``Path``.
 
     A new or empty folder, or one that ``tool`` claimed before (:func:`claim_working_folder`),
@@ -230,13 +249,18 @@ def check_working_folder(out: PathLike, tool: str, inputs: Sequence[Optional[Pat
             return out  # continue there
         if record is None and made_before is not None and made_before(out):
             return out
-        raise OutputRefused(f"--out {out} is not empty and is not a working folder of {tool}; "
-                            "choose a new or empty folder")
+        raise OutputRefused(
+            f"--out {out} is not empty and is not a working folder of {tool}; choose a new or empty folder"
+        )
     return out
 
 
-def claim_working_folder(out: PathLike, tool: str, inputs: Sequence[Optional[PathLike]] = (),
-                         made_before: Optional[Callable[[Path], bool]] = None) -> Path:
+def claim_working_folder(
+    out: PathLike,
+    tool: str,
+    inputs: Sequence[Optional[PathLike]] = (),
+    made_before: Optional[Callable[[Path], bool]] = None,
+) -> Path:
     """Claim ``out`` as ``tool``'s resumable working folder: :func:`check_working_folder`, then
     create it and mark it with a manifest, so that a later run continues only there.
 
@@ -260,8 +284,9 @@ def _file_manifest(folder: Path) -> Dict[str, Dict[str, str]]:
         return {}
 
 
-def check_output_files(paths: Sequence[PathLike], tool: str, force: bool = False,
-                       inputs: Sequence[Optional[PathLike]] = ()) -> List[Path]:
+def check_output_files(
+    paths: Sequence[PathLike], tool: str, force: bool = False, inputs: Sequence[Optional[PathLike]] = ()
+) -> List[Path]:
     """Refuse file outputs the policy forbids; returns them as ``Path`` objects.
 
     Raises:
@@ -280,8 +305,9 @@ def check_output_files(paths: Sequence[PathLike], tool: str, force: bool = False
             raise OutputRefused(f"{path} is a folder; give a file path")
         if path.exists():
             if not force:
-                raise OutputRefused(f"{path} exists; pass --force to replace a file {tool} wrote, "
-                                    "or choose another name")
+                raise OutputRefused(
+                    f"{path} exists; pass --force to replace a file {tool} wrote, or choose another name"
+                )
             record = _file_manifest(path.parent).get(path.name, {})
             if record.get("tool") != tool or record.get("sha256") != _sha256(path):
                 raise OutputRefused(f"{path} was not written by {tool} (or changed since); not replacing it")
@@ -292,8 +318,9 @@ def check_output_files(paths: Sequence[PathLike], tool: str, force: bool = False
 
 
 @contextlib.contextmanager
-def output_files(paths: Sequence[PathLike], tool: str, force: bool = False,
-                 inputs: Sequence[Optional[PathLike]] = ()) -> Iterator[List[Path]]:
+def output_files(
+    paths: Sequence[PathLike], tool: str, force: bool = False, inputs: Sequence[Optional[PathLike]] = ()
+) -> Iterator[List[Path]]:
     """Yield one temporary path beside each of ``paths`` (same suffix) to write.
 
     On success each is renamed to its name after a second check under a lock on its folder,
@@ -306,8 +333,9 @@ def output_files(paths: Sequence[PathLike], tool: str, force: bool = False,
     try:
         for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.daisy-partial-",
-                                        suffix=target.suffix)
+            fd, name = tempfile.mkstemp(
+                dir=target.parent, prefix=f".{target.name}.daisy-partial-", suffix=target.suffix
+            )
             os.close(fd)
             temps.append(Path(name))
         yield list(temps)

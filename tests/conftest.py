@@ -3,6 +3,7 @@
 The makers themselves live in the package (:mod:`daisy_upstream.testing`), as lhotse keeps
 its own; tests import them from there, never from another test module.
 """
+
 from __future__ import annotations
 
 import warnings

@@ -1,4 +1,5 @@
 """Atomic writing: the target appears complete or not at all, with normal permissions."""
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ names, and tests take their data makers from ``daisy_upstream.testing``.
 * ``daisy_upstream.core`` imports nothing else of ours (what ``-u daisy_hubert`` needs);
 * no test module imports another test module (``tests.*``).
 """
+
 from __future__ import annotations
 
 import ast
@@ -53,8 +54,15 @@ def test_no_private_name_crosses_subpackages():
 
 
 def test_core_imports_nothing_else_of_ours():
-    assert offending(PACKAGE / "core", lambda path, module, name: module.startswith("daisy_upstream.")
-                     and not module.startswith("daisy_upstream.core")) == []
+    assert (
+        offending(
+            PACKAGE / "core",
+            lambda path, module, name: (
+                module.startswith("daisy_upstream.") and not module.startswith("daisy_upstream.core")
+            ),
+        )
+        == []
+    )
 
 
 def test_no_test_imports_another_test_module():

@@ -1,5 +1,6 @@
 """The output policy (daisy_upstream.outputs): complete or absent, --force replaces only the
 same tool's own output, inputs / the current folder / foreign files never touched."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,14 @@ import threading
 
 import pytest
 
-from daisy_upstream.outputs import (FILE_MANIFEST, FOLDER_MANIFEST, OutputRefused, claim_working_folder,
-                                    output_files, output_folder)
+from daisy_upstream.outputs import (
+    FILE_MANIFEST,
+    FOLDER_MANIFEST,
+    OutputRefused,
+    claim_working_folder,
+    output_files,
+    output_folder,
+)
 
 
 def _snapshot(root):

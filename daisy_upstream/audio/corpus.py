@@ -1,10 +1,10 @@
 """Audio sets for the DAISY tools: deterministic held-out splits, batching by duration,
 :class:`AudioCorpus` (lazy loading, problems counted), and the audio of an s3prl task config."""
+
 from __future__ import annotations
 
 import hashlib
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -21,6 +21,7 @@ from daisy_upstream.audio.io import (
     find_audio,
     load_audio,
 )
+
 
 def _resampled_length(frames: int, rate: int) -> int:
     if rate == SAMPLE_RATE:
@@ -177,9 +178,7 @@ class AudioCorpus:
         return cls(items, name, problems, resample)
 
     @classmethod
-    def from_source(
-        cls, source: Union[str, Path], *, resample: bool = True, min_samples: int = 400
-    ) -> "AudioCorpus":
+    def from_source(cls, source: Union[str, Path], *, resample: bool = True, min_samples: int = 400) -> "AudioCorpus":
         """A corpus from a directory tree, list file or LibriSpeech root (see module doc)."""
         problems = AudioProblems()
         files, kind, root = find_audio(source, problems)

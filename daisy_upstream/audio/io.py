@@ -23,6 +23,7 @@ Example::
     for batch in train.batches(max_seconds=100.0):
         wavs = [train.load(i) for i in batch]   # None where a file failed to decode
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -139,7 +140,6 @@ def read_scp(path: Union[str, Path]) -> Dict[str, Path]:
     return out
 
 
-
 # -- finding files ----------------------------------------------------------------------------
 def _is_audio(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_SUFFIXES and path.is_file()
@@ -178,9 +178,7 @@ def _list_file(path: Path, problems: AudioProblems) -> List[Path]:
     return files
 
 
-def find_audio(
-    source: Union[str, Path], problems: Optional[AudioProblems] = None
-) -> Tuple[List[Path], str, Path]:
+def find_audio(source: Union[str, Path], problems: Optional[AudioProblems] = None) -> Tuple[List[Path], str, Path]:
     """The audio files of ``source`` (sorted, de-duplicated), its kind and its root.
 
     Args:

@@ -6,6 +6,7 @@ chapter (``<utterance id> <TRANSCRIPT>`` lines, sorted) and one
 (``file_path`` below the LibriSpeech root, ``length`` in samples, longest first), the columns
 of s3prl's ``preprocess/generate_len_for_bucket.py``. The audio itself is the caller's.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +28,9 @@ class LibriUtterance(NamedTuple):
     transcript: str
 
 
-def write_librispeech_text(root: Path, utterances: Iterable[LibriUtterance], splits: Iterable[str] = ()) -> Dict[str, str]:
+def write_librispeech_text(
+    root: Path, utterances: Iterable[LibriUtterance], splits: Iterable[str] = ()
+) -> Dict[str, str]:
     """Write the transcripts and bucket CSVs of ``utterances`` below ``root`` (atomically).
 
     ``splits``: split folders that get a CSV even without utterances.
@@ -53,6 +56,9 @@ def write_librispeech_text(root: Path, utterances: Iterable[LibriUtterance], spl
         atomic_write_text(libri / split / spk / ch / f"{spk}-{ch}.trans.txt", lines)
     for split, us in by_split.items():
         rows = sorted(us, key=lambda u: -u.num_samples)
-        atomic_write_text(buckets / f"{split}.csv", "idx,file_path,length,label\n" + "".join(
-            f"{i},{u.rel_path},{u.num_samples},{u.transcript}\n" for i, u in enumerate(rows)))
+        atomic_write_text(
+            buckets / f"{split}.csv",
+            "idx,file_path,length,label\n"
+            + "".join(f"{i},{u.rel_path},{u.num_samples},{u.transcript}\n" for i, u in enumerate(rows)),
+        )
     return {"libri_root": str(libri), "bucket_file": str(buckets)}

@@ -5,6 +5,7 @@ a sum of several sentences spoken by voices held out from every speaker set. Mix
 in numpy, so the signal-to-noise ratio of the result is exactly the requested one (up to
 float rounding): ``10*log10(sum(clean**2) / sum(scaled_noise**2)) == snr_db``.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -50,8 +51,7 @@ def fit_length(noise: np.ndarray, length: int, offset: int = 0) -> np.ndarray:
     return noise[idx]
 
 
-def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float,
-               peak: Optional[float] = None) -> np.ndarray:
+def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float, peak: Optional[float] = None) -> np.ndarray:
     """Add ``noise`` to ``clean`` scaled so that the mixture's SNR is exactly ``snr_db``.
 
     Args:
@@ -70,8 +70,7 @@ def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float,
     clean = np.asarray(clean, dtype=np.float64)
     noise = np.asarray(noise, dtype=np.float64)
     if clean.shape != noise.shape or clean.ndim != 1:
-        raise ValueError(f"clean and noise must be 1-D of equal length, got {clean.shape} "
-                         f"and {noise.shape}")
+        raise ValueError(f"clean and noise must be 1-D of equal length, got {clean.shape} and {noise.shape}")
     if not np.isfinite(snr_db):
         raise ValueError(f"snr_db must be finite, got {snr_db}")
     pc, pn = _power(clean), _power(noise)
@@ -94,14 +93,33 @@ def sox_noise(colour: str, seconds: float, seed: int, sample_rate: int = SAMPLE_
         raise ValueError(f"noise colour must be one of {NOISE_COLOURS}, got {colour!r}")
     if shutil.which("sox") is None:
         raise FileNotFoundError("sox is not installed; run `apt-get install sox`")
-    cmd = ["sox", "-R", "-n", "-r", str(sample_rate), "-c", "1", "-b", "16", "-t", "raw", "-e",
-           "signed-integer", "-", "synth", f"{seconds:.3f}", f"{colour}noise", "vol", "0.5"]
+    cmd = [
+        "sox",
+        "-R",
+        "-n",
+        "-r",
+        str(sample_rate),
+        "-c",
+        "1",
+        "-b",
+        "16",
+        "-t",
+        "raw",
+        "-e",
+        "signed-integer",
+        "-",
+        "synth",
+        f"{seconds:.3f}",
+        f"{colour}noise",
+        "vol",
+        "0.5",
+    ]
     # sox -R seeds its RNG with a fixed value; vary the noise by the seed via a circular offset
     raw = subprocess.run(cmd, capture_output=True, check=True).stdout
     x = np.frombuffer(raw, dtype="<i2").astype(np.float64) / 32768.0
     x = np.roll(x, int(np.random.default_rng(seed).integers(0, max(1, x.size))))
     x -= x.mean()
-    rms = np.sqrt(np.mean(x ** 2))
+    rms = np.sqrt(np.mean(x**2))
     if rms == 0:
         raise RuntimeError(f"sox produced silent {colour} noise")
     return (x / rms).astype(np.float32)
@@ -118,9 +136,9 @@ def babble(sources: Sequence[np.ndarray], length: int, seed: int) -> np.ndarray:
     out = np.zeros(length, dtype=np.float64)
     for s in sources:
         s = np.asarray(s, dtype=np.float64)
-        s = s / (np.sqrt(np.mean(s ** 2)) + 1e-12)
+        s = s / (np.sqrt(np.mean(s**2)) + 1e-12)
         out += fit_length(s, length, int(rng.integers(0, s.size)))
-    out /= np.sqrt(np.mean(out ** 2)) + 1e-12
+    out /= np.sqrt(np.mean(out**2)) + 1e-12
     return out.astype(np.float32)
 
 
@@ -134,8 +152,9 @@ class NoiseAugment:
         seed: seed of the noise bank.
     """
 
-    def __init__(self, prob: float, snr_db: Sequence[float] = (0.0, 20.0), seconds: float = 60.0,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, prob: float, snr_db: Sequence[float] = (0.0, 20.0), seconds: float = 60.0, seed: int = 0
+    ) -> None:
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"noise probability must be in [0, 1], got {prob}")
         low, high = (float(v) for v in snr_db)

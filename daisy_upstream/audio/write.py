@@ -1,4 +1,5 @@
 """Atomic audio writing (16-bit PCM FLAC / WAV); reading is :func:`daisy_upstream.audio.io.read_audio`."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,7 @@ PathLike = Union[str, os.PathLike]
 
 def to_pcm16(wav: np.ndarray) -> np.ndarray:
     """Round float samples to the values a 16-bit file stores (as float32)."""
-    return (np.clip(np.round(np.asarray(wav, dtype=np.float64) * 32768.0), -32768, 32767)
-            / 32768.0).astype(np.float32)
+    return (np.clip(np.round(np.asarray(wav, dtype=np.float64) * 32768.0), -32768, 32767) / 32768.0).astype(np.float32)
 
 
 def write_audio(path: PathLike, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:

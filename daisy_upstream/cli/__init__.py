@@ -11,6 +11,7 @@ A user error (``ValueError``, ``OSError`` such as a missing or existing file, a 
 the tail of its log. A ``--device`` this machine lacks is such a user error, found by
 argparse before any work (:func:`daisy_upstream.cli.args.device`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,11 @@ SUBCOMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="daisy", description=__doc__.splitlines()[0],
-                                     epilog="--debug (or DAISY_DEBUG=1): show the traceback of an error")
+    parser = argparse.ArgumentParser(
+        prog="daisy",
+        description=__doc__.splitlines()[0],
+        epilog="--debug (or DAISY_DEBUG=1): show the traceback of an error",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():

@@ -13,6 +13,7 @@ Everything else, our own warnings included, still shows.
 * s3prl's "ESPnet is not installed, cannot use espnet_hubert upstream" (a logger warning of
   ``s3prl.upstream.espnet_hubert.expert`` at import; that upstream is not ours to use).
 """
+
 from __future__ import annotations
 
 import logging

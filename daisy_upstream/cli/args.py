@@ -1,14 +1,24 @@
 """Argument types shared by the subcommands: one ``type=`` per kind of value, so that every
 command checks ``--threads``, rho, counts and sizes alike (argparse then answers a bad value
 with one line and exit 2, before any work)."""
+
 from __future__ import annotations
 
 import argparse
 from typing import Callable, Optional
 
 __all__ = [
-    "add_loader", "add_precision", "at_least_2", "device", "non_negative_int", "positive_float", "positive_int", "rho",
-    "set_threads", "threads", "unit_interval",
+    "add_loader",
+    "add_precision",
+    "at_least_2",
+    "device",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
+    "rho",
+    "set_threads",
+    "threads",
+    "unit_interval",
 ]
 
 
@@ -56,7 +66,9 @@ def device(name: str) -> str:
             raise argparse.ArgumentTypeError(f"{name}: CUDA is not available on this machine; use --device cpu")
         count = torch.cuda.device_count()
         if parsed.index is not None and parsed.index >= count:
-            raise argparse.ArgumentTypeError(f"{name}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+            raise argparse.ArgumentTypeError(
+                f"{name}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}"
+            )
     elif parsed.type == "mps":
         if not torch.backends.mps.is_available():
             raise argparse.ArgumentTypeError(f"{name}: MPS is not available on this machine; use --device cpu")
@@ -69,19 +81,25 @@ def add_precision(parser: argparse.ArgumentParser, default: Optional[str] = "fp3
     """``--precision fp32|bf16|fp16``: the frozen model's forward (daisy_upstream.core.precision)."""
     from daisy_upstream.core.precision import PRECISIONS
 
-    parser.add_argument("--precision", choices=PRECISIONS, default=default,
-                        help="the frozen model's forward: fp32 (TF32 matmuls on CUDA), bf16 or fp16 autocast; "
-                             "branches, entropies and targets stay fp32 (default: %s)" % (default or "the config's"))
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=default,
+        help="the frozen model's forward: fp32 (TF32 matmuls on CUDA), bf16 or fp16 autocast; "
+        "branches, entropies and targets stay fp32 (default: %s)" % (default or "the config's"),
+    )
 
 
 def add_loader(parser: argparse.ArgumentParser, work: str) -> None:
     """``--workers N`` and ``--prefetch N``: the DataLoader that reads the audio
     (daisy_upstream.training.batch_feed); ``work`` says what the workers do."""
-    parser.add_argument("--workers", type=non_negative_int, default=0,
-                        help=f"DataLoader processes {work} (default 0: in this process, one batch at a time; "
-                             "on a GPU use several)")
-    parser.add_argument("--prefetch", type=positive_int, default=2,
-                        help="batches each worker loads ahead (default 2)")
+    parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=0,
+        help=f"DataLoader processes {work} (default 0: in this process, one batch at a time; on a GPU use several)",
+    )
+    parser.add_argument("--prefetch", type=positive_int, default=2, help="batches each worker loads ahead (default 2)")
 
 
 def set_threads(count: Optional[int]) -> None:

@@ -3,6 +3,7 @@
 Writes a calibration YAML (the upstream config's ``calibration:`` reads it), a PNG plot of
 mean entropy vs layer (the paper's Fig. 2) and prints a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,32 +15,57 @@ from daisy_upstream.cli import args as types
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``daisy calibrate``."""
-    parser.add_argument("-k", "--ckpt", "--checkpoint", dest="ckpt", type=Path, required=True,
-                        help="DAISY checkpoint (with branches)")
+    parser.add_argument(
+        "-k", "--ckpt", "--checkpoint", dest="ckpt", type=Path, required=True, help="DAISY checkpoint (with branches)"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--audio", type=Path,
-                        help="a directory tree of wav/flac, a list file or a LibriSpeech-layout root")
-    source.add_argument("--s3prl-config", type=Path,
-                        help="an s3prl downstream config whose data paths to read (with --split)")
-    parser.add_argument("--task", choices=["asr", "voxceleb1"], default=None,
-                        help="task of --s3prl-config (default: the config's folder name)")
-    parser.add_argument("--split", default=None,
-                        help="split of --s3prl-config: asr train/dev-clean/test-clean..., voxceleb1 train/dev/test")
-    parser.add_argument("--rho", type=types.rho, nargs="+", default=[0.7, 0.76, 1.0],
-                        help="rho values to compute tau for (default 0.7 0.76 1.0)")
+    source.add_argument(
+        "--audio", type=Path, help="a directory tree of wav/flac, a list file or a LibriSpeech-layout root"
+    )
+    source.add_argument(
+        "--s3prl-config", type=Path, help="an s3prl downstream config whose data paths to read (with --split)"
+    )
+    parser.add_argument(
+        "--task",
+        choices=["asr", "voxceleb1"],
+        default=None,
+        help="task of --s3prl-config (default: the config's folder name)",
+    )
+    parser.add_argument(
+        "--split",
+        default=None,
+        help="split of --s3prl-config: asr train/dev-clean/test-clean..., voxceleb1 train/dev/test",
+    )
+    parser.add_argument(
+        "--rho",
+        type=types.rho,
+        nargs="+",
+        default=[0.7, 0.76, 1.0],
+        help="rho values to compute tau for (default 0.7 0.76 1.0)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="calibration YAML to write")
     parser.add_argument("--plot", type=Path, default=None, help="PNG plot (default: OUT with .png)")
     parser.add_argument("--force", action="store_true", help="replace output files that calibrate wrote before")
     parser.add_argument("--batch-seconds", type=types.positive_float, default=60.0, help="audio seconds per forward")
-    parser.add_argument("--max-utterances", type=types.positive_int, default=None,
-                        help="use a deterministic subset of this many utterances")
-    parser.add_argument("--device", type=types.device, default=None,
-                        help="torch device (default: cuda when a GPU is visible, else cpu)")
+    parser.add_argument(
+        "--max-utterances",
+        type=types.positive_int,
+        default=None,
+        help="use a deterministic subset of this many utterances",
+    )
+    parser.add_argument(
+        "--device", type=types.device, default=None, help="torch device (default: cuda when a GPU is visible, else cpu)"
+    )
     types.add_precision(parser)
     types.add_loader(parser, "decoding and padding the batches")
-    parser.add_argument("--threads", type=types.threads, default=None, help="torch CPU threads (0 or none: torch's default)")
-    parser.add_argument("--reject-resample", action="store_true",
-                        help="reject audio not at 16 kHz instead of resampling it with a warning")
+    parser.add_argument(
+        "--threads", type=types.threads, default=None, help="torch CPU threads (0 or none: torch's default)"
+    )
+    parser.add_argument(
+        "--reject-resample",
+        action="store_true",
+        help="reject audio not at 16 kHz instead of resampling it with a warning",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -49,7 +75,10 @@ def run(args: argparse.Namespace) -> int:
     from daisy_upstream.audio.corpus import AudioCorpus, files_from_s3prl_config, split_heldout
     from daisy_upstream.audio.io import AudioProblems
     from daisy_upstream.training.calibration import (
-        calibrate_checkpoint, format_table, plot_calibration, write_calibration_yaml,
+        calibrate_checkpoint,
+        format_table,
+        plot_calibration,
+        write_calibration_yaml,
     )
 
     types.set_threads(args.threads)
@@ -64,19 +93,31 @@ def run(args: argparse.Namespace) -> int:
     else:
         task = args.task or args.s3prl_config.resolve().parent.name
         if args.split is None:
-            raise ValueError("--s3prl-config needs --split (asr: train, dev-clean, test-clean; voxceleb1: train, dev, test)")
+            raise ValueError(
+                "--s3prl-config needs --split (asr: train, dev-clean, test-clean; voxceleb1: train, dev, test)"
+            )
         problems = AudioProblems()
         files, name, root = files_from_s3prl_config(args.s3prl_config, task, args.split, problems)
         corpus = AudioCorpus.from_files(files, name, root, resample=resample, problems=problems)
     if args.max_utterances is not None:
         if args.max_utterances < len(corpus):
             _, chosen = split_heldout(corpus.keys, args.max_utterances / len(corpus), seed=0)
-            corpus = corpus.subset(chosen[: args.max_utterances], f"{len(chosen[:args.max_utterances])} of {corpus.name}")
+            corpus = corpus.subset(
+                chosen[: args.max_utterances], f"{len(chosen[: args.max_utterances])} of {corpus.name}"
+            )
     from daisy_upstream.training.distributed import default_device
 
-    result = calibrate_checkpoint(args.ckpt, corpus, args.rho, args.batch_seconds, args.device or default_device(),
-                                  progress=not args.no_progress, precision=args.precision,
-                                  workers=args.workers, prefetch=args.prefetch)
+    result = calibrate_checkpoint(
+        args.ckpt,
+        corpus,
+        args.rho,
+        args.batch_seconds,
+        args.device or default_device(),
+        progress=not args.no_progress,
+        precision=args.precision,
+        workers=args.workers,
+        prefetch=args.prefetch,
+    )
     with output_files([args.out, plot], "calibrate", args.force, inputs) as (yaml_tmp, plot_tmp):
         write_calibration_yaml(result, yaml_tmp, force=True)
         plot_calibration(result, plot_tmp, force=True)

@@ -6,6 +6,7 @@
 3. evaluate the test split with ``-m evaluate -e`` (the span comes from the saved counts);
 4. print a summary: accuracy, exit-layer histograms, upstream time saved vs the full model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,20 +28,31 @@ REPEATS = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="where the corpus and the experiment go: a new or "
-                        "empty folder, or one an earlier demo made (it continues there)")
+    parser.add_argument(
+        "--out",
+        default="runs/demo",
+        help="where the corpus and the experiment go: a new or "
+        "empty folder, or one an earlier demo made (it continues there)",
+    )
     parser.add_argument("-k", "--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
     parser.add_argument("--hours", type=types.positive_float, default=0.4, help="synthetic speech to make")
     parser.add_argument("--steps", type=types.positive_int, default=300, help="downstream training steps")
     parser.add_argument("--rho", type=types.rho, default=1.0)
     parser.add_argument("--strategy", default="threshold")
-    parser.add_argument("--task-config", default=None,
-                        help="s3prl voxceleb1 task config to start from (data paths are filled in; "
-                             "default: the shipped s3prl_configs/voxceleb1/config.yaml)")
+    parser.add_argument(
+        "--task-config",
+        default=None,
+        help="s3prl voxceleb1 task config to start from (data paths are filled in; "
+        "default: the shipped s3prl_configs/voxceleb1/config.yaml)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=types.positive_int, default=os.cpu_count() or 1)
-    parser.add_argument("--threads", type=types.threads, help="torch threads in every step (0 or none: torch's default)")
-    parser.add_argument("--device", type=types.device, default="cpu", help="torch device of training, evaluation and timing")
+    parser.add_argument(
+        "--threads", type=types.threads, help="torch threads in every step (0 or none: torch's default)"
+    )
+    parser.add_argument(
+        "--device", type=types.device, default="cpu", help="torch device of training, evaluation and timing"
+    )
 
 
 def _say(message: str) -> None:
@@ -56,8 +68,9 @@ def _read_task_config(path: Optional[str]) -> Dict[str, Any]:
         config = yaml.safe_load(f)
     datarc = config.get("downstream_expert", {}).get("datarc") if isinstance(config, dict) else None
     if not isinstance(datarc, dict) or not all(isinstance(config.get(k), dict) for k in ("runner", "optimizer")):
-        raise ValueError(f"--task-config {path}: expected an s3prl voxceleb1 config (downstream_expert.datarc, "
-                         "runner, optimizer)")
+        raise ValueError(
+            f"--task-config {path}: expected an s3prl voxceleb1 config (downstream_expert.datarc, runner, optimizer)"
+        )
     return config
 
 
@@ -68,11 +81,18 @@ def _task_config(args: argparse.Namespace, corpus: Path) -> Dict[str, Any]:
 
     config = _read_task_config(args.task_config)
     datarc = config["downstream_expert"]["datarc"]
-    datarc.update(file_path=sid["file_path"], meta_data=sid["meta_data"], num_workers=1,
-                  train_batch_size=8, max_timestep=64000)
-    config["runner"].update(total_steps=args.steps, gradient_accumulate_steps=1,
-                            log_step=max(1, args.steps // 6), eval_step=args.steps,
-                            save_step=args.steps, max_keep=1, eval_dataloaders=["dev"])
+    datarc.update(
+        file_path=sid["file_path"], meta_data=sid["meta_data"], num_workers=1, train_batch_size=8, max_timestep=64000
+    )
+    config["runner"].update(
+        total_steps=args.steps,
+        gradient_accumulate_steps=1,
+        log_step=max(1, args.steps // 6),
+        eval_step=args.steps,
+        save_step=args.steps,
+        max_keep=1,
+        eval_dataloaders=["dev"],
+    )
     config["optimizer"]["lr"] = 1.0e-2  # the paper's 1e-1 is for 1,251 speakers and 200k steps
     return config
 
@@ -81,8 +101,8 @@ def _summary(args: argparse.Namespace, config: Dict[str, Any], exp: Path, ckpt: 
     from daisy_upstream.audio.io import load_audio
     from daisy_upstream.core.policy import make_plan
     from daisy_upstream.evaluation.benchmark import Mode, run_benchmark
-    from daisy_upstream.evaluation.table1.tasks import test_audio_files
     from daisy_upstream.evaluation.loading import load_upstream
+    from daisy_upstream.evaluation.table1.tasks import test_audio_files
     from daisy_upstream.integration.runner_io import sid_accuracy
 
     loaded = load_upstream(ckpt, upstream_cfg, stats=exp / f"states-{args.steps}.ckpt", device=args.device)
@@ -146,15 +166,41 @@ def run(args: argparse.Namespace) -> int:
     device = ["--device", args.device]
     if not final.is_file():
         _say(f"2/4 training the voxceleb1 downstream for {args.steps} steps (s3prl's runner)")
-        subprocess_runner(runner_command([
-            "-m", "train", "-d", "voxceleb1", "-c", str(task_cfg), "-g", str(upstream_cfg), "-p", str(exp),
-            "--seed", str(args.seed), "-u", "daisy_hubert_local", "-k", ckpt, *device,
-        ]), log, threads=args.threads, echo=True)
+        subprocess_runner(
+            runner_command(
+                [
+                    "-m",
+                    "train",
+                    "-d",
+                    "voxceleb1",
+                    "-c",
+                    str(task_cfg),
+                    "-g",
+                    str(upstream_cfg),
+                    "-p",
+                    str(exp),
+                    "--seed",
+                    str(args.seed),
+                    "-u",
+                    "daisy_hubert_local",
+                    "-k",
+                    ckpt,
+                    *device,
+                ]
+            ),
+            log,
+            threads=args.threads,
+            echo=True,
+        )
     else:
         _say(f"2/4 {final} exists: training skipped")
     _say("3/4 evaluating the test split with -m evaluate -e (span from the saved exit counts)")
-    subprocess_runner(runner_command(["-m", "evaluate", "-t", "test", "-e", str(final), *device]), log,
-                      threads=args.threads, echo=True)
+    subprocess_runner(
+        runner_command(["-m", "evaluate", "-t", "test", "-e", str(final), *device]),
+        log,
+        threads=args.threads,
+        echo=True,
+    )
     _say("4/4 timing the upstream on the test audio (full vs DAISY)")
     summary = _summary(args, config, exp, ckpt, upstream_cfg)
     print(summary)

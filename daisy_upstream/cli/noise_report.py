@@ -5,6 +5,7 @@ mixed-noise set (the paper's Fig. 5).
 Arguments in, calls out: the work is in :mod:`daisy_upstream.evaluation.noise_report` (the
 sweep) and :mod:`daisy_upstream.evaluation.mixed_set` (Fig. 5).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,18 +24,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-g", "--config", help="upstream config YAML (rho, tau, strategy, ...)")
     parser.add_argument("--rho", type=types.rho)
     parser.add_argument("--tau", type=float)
-    parser.add_argument("--clean", help="clean speech: a directory of wav/flac or a list file "
-                        "(default: pocketsphinx-testdata's real recordings cut into 2-6 s clips)")
+    parser.add_argument(
+        "--clean",
+        help="clean speech: a directory of wav/flac or a list file "
+        "(default: pocketsphinx-testdata's real recordings cut into 2-6 s clips)",
+    )
     parser.add_argument("--noise", nargs="*", help="noise files (default: sox white/pink/brown noise)")
     parser.add_argument("--snrs", nargs="+", default=list(DEFAULT_SNRS), help="'clean' or dB values")
     parser.add_argument("--max-clips", type=types.positive_int, default=200)
     parser.add_argument("--batch-size", type=types.positive_int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", type=types.device, default="cpu", help="torch device (cpu, cuda)")
-    parser.add_argument("--threads", type=types.threads, default=1,
-                        help="torch / OpenMP threads here and in s3prl's runner (default 1; 0 = torch's default)")
-    parser.add_argument("--out", default="runs/noise_report", help="folder for the report (written aside, "
-                        "renamed into place when everything is done)")
+    parser.add_argument(
+        "--threads",
+        type=types.threads,
+        default=1,
+        help="torch / OpenMP threads here and in s3prl's runner (default 1; 0 = torch's default)",
+    )
+    parser.add_argument(
+        "--out",
+        default="runs/noise_report",
+        help="folder for the report (written aside, renamed into place when everything is done)",
+    )
     parser.add_argument("--force", action="store_true", help="replace an --out that noise-report wrote before")
     mixed = parser.add_argument_group(
         "DAISY vs a fixed exit on the mixed-noise set (Fig. 5; ASR only)",
@@ -44,12 +55,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Both evaluations run s3prl's runner (-m evaluate -e CKPT) on the same downstream checkpoint "
         "with the upstream config replaced (-o args.upstream_model_config=...); the fixed exit thus "
         "reuses the DAISY-trained head unless --fixed-downstream-ckpt gives one trained with that "
-        "fixed exit.")
-    mixed.add_argument("--downstream-ckpt", help="s3prl runner checkpoint of an ASR downstream trained "
-                       "with -u daisy_hubert* (e.g. from 'daisy table1': runs/asr/train_rho1.0/states-N.ckpt)")
+        "fixed exit.",
+    )
+    mixed.add_argument(
+        "--downstream-ckpt",
+        help="s3prl runner checkpoint of an ASR downstream trained "
+        "with -u daisy_hubert* (e.g. from 'daisy table1': runs/asr/train_rho1.0/states-N.ckpt)",
+    )
     mixed.add_argument("--corpus", help="a 'daisy make-corpus' directory with the 'noisy' layout")
-    mixed.add_argument("--daisy-config", help="upstream config of the DAISY evaluation (default: the one the "
-                       "downstream was trained with, from its checkpoint)")
+    mixed.add_argument(
+        "--daisy-config",
+        help="upstream config of the DAISY evaluation (default: the one the "
+        "downstream was trained with, from its checkpoint)",
+    )
     mixed.add_argument("--fixed-downstream-ckpt", help="a downstream trained with the fixed exit (optional)")
     mixed.add_argument("--no-sweep", action="store_true", help="skip the per-SNR exit sweep (Fig. 4)")
 
@@ -61,8 +79,16 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--downstream-ckpt needs --corpus (a 'daisy make-corpus' directory with the mixed set)")
     from daisy_upstream.outputs import check_output_folder, output_folder
 
-    inputs = (args.ckpt, args.config, args.clean, *(args.noise or ()), args.downstream_ckpt, args.corpus,
-              args.daisy_config, args.fixed_downstream_ckpt)
+    inputs = (
+        args.ckpt,
+        args.config,
+        args.clean,
+        *(args.noise or ()),
+        args.downstream_ckpt,
+        args.corpus,
+        args.daisy_config,
+        args.fixed_downstream_ckpt,
+    )
     out = check_output_folder(args.out, "noise-report", args.force, inputs)  # before any work
     types.set_threads(args.threads)
     with output_folder(out, "noise-report", args.force, inputs) as tmp:
@@ -71,12 +97,20 @@ def run(args: argparse.Namespace) -> int:
         if args.downstream_ckpt is not None:
             from daisy_upstream.evaluation.mixed_set import mixed_set_comparison
 
-            result = mixed_set_comparison(tmp, args.corpus, args.downstream_ckpt, daisy_config=args.daisy_config,
-                                          fixed_downstream_ckpt=args.fixed_downstream_ckpt, device=args.device,
-                                          threads=args.threads or None)
+            result = mixed_set_comparison(
+                tmp,
+                args.corpus,
+                args.downstream_ckpt,
+                daisy_config=args.daisy_config,
+                fixed_downstream_ckpt=args.fixed_downstream_ckpt,
+                device=args.device,
+                threads=args.threads or None,
+            )
             print(result["table"])
     if not args.no_sweep:
-        print(f"[noise-report] wrote {out}/noise_report.json, noise_report.txt, exit_layers_by_snr.png", file=sys.stderr)
+        print(
+            f"[noise-report] wrote {out}/noise_report.json, noise_report.txt, exit_layers_by_snr.png", file=sys.stderr
+        )
     if args.downstream_ckpt is not None:
         print(f"[noise-report] wrote {out}/mixed_set/mixed_set.json, mixed_set.txt, wer_by_snr.png", file=sys.stderr)
     return 0

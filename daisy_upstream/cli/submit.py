@@ -1,4 +1,5 @@
 """``daisy submit``: the SUPERB public-set predict.zip from s3prl runner experiment directories."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from daisy_upstream.leaderboard.submit import parse_pairs, write_predict_zip
-
     from daisy_upstream.outputs import check_output_files
 
     tasks = parse_pairs(args.pairs)

@@ -1,4 +1,5 @@
 """``daisy superb-score``: the SUPERB score and Score-P, per task and overall, from leaderboard metrics."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,12 +9,23 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("metrics", type=Path, help="YAML or JSON: leaderboard metric name -> value, e.g. "
-                        "'SID_acc: 80.5' (percent metrics in percent; a '_public' suffix is allowed)")
-    parser.add_argument("--subset", choices=("public", "paper"), default="public",
-                        help="the leaderboard subset whose tasks enter the overall score (default public)")
-    parser.add_argument("--params", help="shared parameters for Score-P: millions (94.7), a count "
-                        "(94700000; any value above 10,000 is a count), 94.7M, or a 'daisy profile' profile.json")
+    parser.add_argument(
+        "metrics",
+        type=Path,
+        help="YAML or JSON: leaderboard metric name -> value, e.g. "
+        "'SID_acc: 80.5' (percent metrics in percent; a '_public' suffix is allowed)",
+    )
+    parser.add_argument(
+        "--subset",
+        choices=("public", "paper"),
+        default="public",
+        help="the leaderboard subset whose tasks enter the overall score (default public)",
+    )
+    parser.add_argument(
+        "--params",
+        help="shared parameters for Score-P: millions (94.7), a count "
+        "(94700000; any value above 10,000 is a count), 94.7M, or a 'daisy profile' profile.json",
+    )
     parser.add_argument("--json", type=Path, help="also write the scores to this JSON file")
     parser.add_argument("--force", action="store_true", help="replace a --json file that superb-score wrote before")
 

@@ -7,6 +7,7 @@ rho's checkpoint with the span's upstream config; fixed; full) and one timing of
 upstream on the task's test audio (every row beside the full model, batch 1). Each finished
 cell leaves a result file under ``--out``; running the same command again skips them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,37 +22,81 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.split("\n\n")[0].replace("\n", " ")
-    parser.add_argument("--out", default="runs/table1", help="working folder (a new or empty one, or one an earlier "
-                        "table1 made: it continues there); table1.md and table1.json go here")
+    parser.add_argument(
+        "--out",
+        default="runs/table1",
+        help="working folder (a new or empty one, or one an earlier "
+        "table1 made: it continues there); table1.md and table1.json go here",
+    )
     parser.add_argument("-k", "--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
-    parser.add_argument("--tasks", nargs="+", default=None,
-                        help="subset of asr voxceleb1 enhancement_stft separation_stft (default: all four)")
-    parser.add_argument("--corpus", action="append", default=[], metavar="[TASK=]DIR",
-                        help="an existing 'daisy make-corpus' directory (holds corpus.json), for every task or, "
-                        "as TASK=DIR, for one (repeatable); default: make them in OUT/corpus and OUT/corpus_asr")
-    parser.add_argument("--hours", type=types.positive_float, default=1.0,
-                        help="speech to synthesise for the SID, SE and SS corpus (default 1.0: ~50 voices)")
-    parser.add_argument("--asr-hours", type=types.positive_float, default=8.0,
-                        help="speech to synthesise for the ASR corpus, which also holds Fig. 5's mixed-noise set "
-                        "(default 8.0: ~6 h of training speech from 320 voices, 50 voices an hour; the ASR head needs "
-                        "more than the others; equal to --hours: one corpus of make-corpus's default voices)")
-    parser.add_argument("--data-config", action="append", default=[], metavar="TASK=PATH",
-                        help="your own s3prl task config with the data paths filled in (repeatable); "
-                        "used instead of the corpus for that task")
-    parser.add_argument("--steps", type=types.positive_int, default=None,
-                        help="downstream training steps of every training (default: per task, "
-                        "evaluation.table1.tasks.SMALL_STEPS at --size small, the config's own at --size paper)")
-    parser.add_argument("--fixed-layer", type=int, default=None,
-                        help="exit layer of the fixed-exit row (default: half the model's layers; the paper: 6 of 12)")
-    parser.add_argument("--size", choices=("small", "paper"), default="small",
-                        help="downstream heads and batches: 'small' (CPU-sized, SID lr 1e-2) or 'paper' "
-                        "(the shipped configs and the paper's learning rates)")
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=None,
+        help="subset of asr voxceleb1 enhancement_stft separation_stft (default: all four)",
+    )
+    parser.add_argument(
+        "--corpus",
+        action="append",
+        default=[],
+        metavar="[TASK=]DIR",
+        help="an existing 'daisy make-corpus' directory (holds corpus.json), for every task or, "
+        "as TASK=DIR, for one (repeatable); default: make them in OUT/corpus and OUT/corpus_asr",
+    )
+    parser.add_argument(
+        "--hours",
+        type=types.positive_float,
+        default=1.0,
+        help="speech to synthesise for the SID, SE and SS corpus (default 1.0: ~50 voices)",
+    )
+    parser.add_argument(
+        "--asr-hours",
+        type=types.positive_float,
+        default=8.0,
+        help="speech to synthesise for the ASR corpus, which also holds Fig. 5's mixed-noise set "
+        "(default 8.0: ~6 h of training speech from 320 voices, 50 voices an hour; the ASR head needs "
+        "more than the others; equal to --hours: one corpus of make-corpus's default voices)",
+    )
+    parser.add_argument(
+        "--data-config",
+        action="append",
+        default=[],
+        metavar="TASK=PATH",
+        help="your own s3prl task config with the data paths filled in (repeatable); "
+        "used instead of the corpus for that task",
+    )
+    parser.add_argument(
+        "--steps",
+        type=types.positive_int,
+        default=None,
+        help="downstream training steps of every training (default: per task, "
+        "evaluation.table1.tasks.SMALL_STEPS at --size small, the config's own at --size paper)",
+    )
+    parser.add_argument(
+        "--fixed-layer",
+        type=int,
+        default=None,
+        help="exit layer of the fixed-exit row (default: half the model's layers; the paper: 6 of 12)",
+    )
+    parser.add_argument(
+        "--size",
+        choices=("small", "paper"),
+        default="small",
+        help="downstream heads and batches: 'small' (CPU-sized, SID lr 1e-2) or 'paper' "
+        "(the shipped configs and the paper's learning rates)",
+    )
     parser.add_argument("--time-repeats", type=int, default=5, help="timing repeats (median)")
     parser.add_argument("--time-max-utterances", type=int, default=50, help="test utterances timed per task")
-    parser.add_argument("--threads", type=types.threads, default=1,
-                        help="torch/OpenMP threads for training, evaluation and timing (default 1: honest "
-                        "batch-1 timings on a shared machine; 0 = torch's default)")
-    parser.add_argument("--device", type=types.device, default="cpu", help="torch device of the trainings, evaluations and timing")
+    parser.add_argument(
+        "--threads",
+        type=types.threads,
+        default=1,
+        help="torch/OpenMP threads for training, evaluation and timing (default 1: honest "
+        "batch-1 timings on a shared machine; 0 = torch's default)",
+    )
+    parser.add_argument(
+        "--device", type=types.device, default="cpu", help="torch device of the trainings, evaluations and timing"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for making the corpus")
 
@@ -75,8 +120,13 @@ def _parse_data_configs(items: List[str]) -> Dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     from daisy_upstream.core.checkpoint import load_daisy_checkpoint
     from daisy_upstream.evaluation.table1 import TASKS, Table1, holds_table, prepare_task_config, read_task_config
-    from daisy_upstream.evaluation.table1.corpora import (assign_corpora, has_mixed_set, make_missing_corpora,
-                                                          parse_corpus_args, task_layout)
+    from daisy_upstream.evaluation.table1.corpora import (
+        assign_corpora,
+        has_mixed_set,
+        make_missing_corpora,
+        parse_corpus_args,
+        task_layout,
+    )
     from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT
     from daisy_upstream.integration.plugin import s3prl_configs
     from daisy_upstream.outputs import claim_working_folder
@@ -87,8 +137,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--tasks: unknown {unknown}; choose from {', '.join(TASKS)}")
     ckpt = Path(args.ckpt).resolve() if args.ckpt else DEFAULT_CHECKPOINT
     if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} does not exist (-k/--ckpt; the embedded one is made by "
-                                "'daisy pretrain-tiny' + 'daisy train-branches')")
+        raise FileNotFoundError(
+            f"checkpoint {ckpt} does not exist (-k/--ckpt; the embedded one is made by "
+            "'daisy pretrain-tiny' + 'daisy train-branches')"
+        )
     num_layers = load_daisy_checkpoint(ckpt).num_layers
     fixed_layer = args.fixed_layer if args.fixed_layer is not None else max(1, num_layers // 2)
     if not 1 <= fixed_layer <= num_layers:
@@ -114,9 +166,18 @@ def run(args: argparse.Namespace) -> int:
         configs[task] = prepare_task_config(task, bases[task], args.steps, args.size, task_layout(task, corpus))
     mixed_corpus = corpora["asr"] if "asr" in corpora and has_mixed_set(corpora["asr"]) else None  # Fig. 5
 
-    table = Table1(out, ckpt, configs, fixed_layer=fixed_layer, seed=args.seed,
-                   time_repeats=args.time_repeats, time_max_utterances=args.time_max_utterances,
-                   threads=args.threads or None, device=args.device, mixed_corpus=mixed_corpus)
+    table = Table1(
+        out,
+        ckpt,
+        configs,
+        fixed_layer=fixed_layer,
+        seed=args.seed,
+        time_repeats=args.time_repeats,
+        time_max_utterances=args.time_max_utterances,
+        threads=args.threads or None,
+        device=args.device,
+        mixed_corpus=mixed_corpus,
+    )
     table.run()
     print((out / "table1.md").read_text())
     return 0

@@ -1,4 +1,5 @@
 """Early-exit branches (one linear classifier per transformer layer) and their entropy."""
+
 from __future__ import annotations
 
 from typing import Dict, Optional
@@ -157,9 +158,7 @@ class ExitBranches(nn.ModuleList):
             )
         rows, width = state["0.weight"].shape
         if embed_dim is not None and width != embed_dim:
-            raise ValueError(
-                f"branches take {width}-dim input but the model's hidden size is {embed_dim}"
-            )
+            raise ValueError(f"branches take {width}-dim input but the model's hidden size is {embed_dim}")
         if groups < 1 or rows % groups:
             raise ValueError(f"branches have {rows} outputs, which is not {groups} equal output blocks (groups)")
         branches = cls(num_layers, width, rows // groups, branch_input, groups)

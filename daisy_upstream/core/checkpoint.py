@@ -50,6 +50,7 @@ branches with that input; ``hidden_states`` stay s3prl's. Keys of ``model_cfg`` 
 ``HubertConfig`` lacks are ignored when building the model (s3prl's ``merge_with_parent``).
 The HuBERT itself is always s3prl's own ``HubertModel``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -227,10 +228,14 @@ def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCh
 
     path = name
     family = family_of_state(state, path)
-    where = check_structure(state, family.weights(state), name)  # types, finiteness, branch shapes: one line naming the key
+    where = check_structure(
+        state, family.weights(state), name
+    )  # types, finiteness, branch shapes: one line naming the key
     model, task_cfg = family.build(state)
     family.check_supported(model, path)
-    weights = {k: (v.float() if v.is_floating_point() else v) for k, v in family.loadable(family.weights(state)).items()}
+    weights = {
+        k: (v.float() if v.is_floating_point() else v) for k, v in family.loadable(family.weights(state)).items()
+    }
     check_weights_fit(model, weights, name, where)
     weights, authors_heads = split_authors_heads(weights)
     if authors_heads and family is not HUBERT_FAMILY:
@@ -275,9 +280,7 @@ def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCh
     if calibration is not None:
         entropy = calibration.get("layer_entropy") if isinstance(calibration, dict) else None
         if not isinstance(entropy, (list, tuple)) or len(entropy) != num_layers:
-            raise ValueError(
-                f"{path}: daisy.calibration.layer_entropy must list {num_layers} floats, got {entropy!r}"
-            )
+            raise ValueError(f"{path}: daisy.calibration.layer_entropy must list {num_layers} floats, got {entropy!r}")
     model.feature_grad_mult = 0.0
     model.encoder.layerdrop = 0.0
     model.eval()
@@ -373,8 +376,10 @@ def with_teacher(
     if missing:
         raise ValueError(f"{teacher_name} has no {missing}")
     probe = next((k for k in weights if k.startswith("encoder.layers.") and k in teacher_weights), None)
-    if probe is None or weights[probe].shape != teacher_weights[probe].shape or not torch.equal(
-        weights[probe].float(), teacher_weights[probe].float()
+    if (
+        probe is None
+        or weights[probe].shape != teacher_weights[probe].shape
+        or not torch.equal(weights[probe].float(), teacher_weights[probe].float())
     ):
         raise ValueError(
             f"{teacher_name} is not the same backbone as {name} (encoder weights differ at "
@@ -383,8 +388,12 @@ def with_teacher(
     backbone, authors_heads = split_authors_heads(weights)
     if authors_heads:
         position, branch_input = authors_branch_input(state["model_cfg"], name)
-        log.info("%s: authors' layout, cls_pred_position %r: its heads read %s; replaced by the "
-                 "teacher's head", name, position, BRANCH_INPUTS[branch_input])
+        log.info(
+            "%s: authors' layout, cls_pred_position %r: its heads read %s; replaced by the teacher's head",
+            name,
+            position,
+            BRANCH_INPUTS[branch_input],
+        )
     model_cfg = {k: v for k, v in state["model_cfg"].items() if k != "cls_pred_position"}
     for key in ("final_dim", "untie_final_proj"):
         model_cfg.pop(key, None)

@@ -14,6 +14,7 @@ Branch shapes against the model (count, width, per-layer class count) are checke
 :meth:`daisy_upstream.core.branches.ExitBranches.from_state_dict` and here (each weight / bias
 against branch 0's).
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Mapping
@@ -35,8 +36,10 @@ def _check_tensors(tensors: Any, where: str, name: str) -> None:
             raise ValueError(f"{name}: {where}[{key!r}] must be a tensor, got {type(value).__name__}")
         if value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
-            raise ValueError(f"{name}: {where}[{key!r}] holds {bad} NaN/inf of {value.numel()} values; expected "
-                             "finite weights (the file is damaged: re-download, re-convert or re-train it)")
+            raise ValueError(
+                f"{name}: {where}[{key!r}] holds {bad} NaN/inf of {value.numel()} values; expected "
+                "finite weights (the file is damaged: re-download, re-convert or re-train it)"
+            )
 
 
 def check_structure(state: Mapping[str, Any], weights: Any, name: str = "checkpoint") -> str:
@@ -71,24 +74,35 @@ def check_structure(state: Mapping[str, Any], weights: Any, name: str = "checkpo
             part = key.split(".", 1)[-1]
             expected = first.get(part)
             if expected is not None and value.shape != expected.shape:
-                raise ValueError(f"{name}: daisy.branches[{key!r}] has shape {tuple(value.shape)}; expected "
-                                 f"{tuple(expected.shape)} like branch 0 (one (C, D) weight and (C,) bias per layer)")
+                raise ValueError(
+                    f"{name}: daisy.branches[{key!r}] has shape {tuple(value.shape)}; expected "
+                    f"{tuple(expected.shape)} like branch 0 (one (C, D) weight and (C,) bias per layer)"
+                )
         weight, bias = first["weight"], first["bias"]
         if weight is not None and (weight.dim() != 2 or bias is None or tuple(bias.shape) != (weight.shape[0],)):
-            raise ValueError(f"{name}: daisy.branches['0.weight'] / ['0.bias'] have shapes "
-                             f"{tuple(weight.shape)} / {None if bias is None else tuple(bias.shape)}; expected (C, D) / (C,)")
+            raise ValueError(
+                f"{name}: daisy.branches['0.weight'] / ['0.bias'] have shapes "
+                f"{tuple(weight.shape)} / {None if bias is None else tuple(bias.shape)}; expected (C, D) / (C,)"
+            )
         calibration = daisy.get("calibration")
         entropy = calibration.get("layer_entropy") if isinstance(calibration, Mapping) else None
         if isinstance(entropy, (list, tuple)):
             for k, value in enumerate(entropy):
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value \
-                        or value in (float("inf"), float("-inf")):
-                    raise ValueError(f"{name}: daisy.calibration.layer_entropy[{k}] is {value!r}; expected a finite number")
+                if (
+                    not isinstance(value, (int, float))
+                    or isinstance(value, bool)
+                    or value != value
+                    or value in (float("inf"), float("-inf"))
+                ):
+                    raise ValueError(
+                        f"{name}: daisy.calibration.layer_entropy[{k}] is {value!r}; expected a finite number"
+                    )
     return where
 
 
-def check_weights_fit(model: torch.nn.Module, weights: Dict[str, Tensor], name: str = "checkpoint",
-                      where: str = "model_weight") -> None:
+def check_weights_fit(
+    model: torch.nn.Module, weights: Dict[str, Tensor], name: str = "checkpoint", where: str = "model_weight"
+) -> None:
     """Every tensor of ``weights`` the model has must have the model's shape (from ``model_cfg``).
 
     Raises:
@@ -97,5 +111,7 @@ def check_weights_fit(model: torch.nn.Module, weights: Dict[str, Tensor], name: 
     own = model.state_dict()
     for key, value in weights.items():
         if key in own and tuple(value.shape) != tuple(own[key].shape):
-            raise ValueError(f"{name}: {where}[{key!r}] has shape {tuple(value.shape)}; the config gives "
-                             f"{tuple(own[key].shape)} (weights and config of different models?)")
+            raise ValueError(
+                f"{name}: {where}[{key!r}] has shape {tuple(value.shape)}; the config gives "
+                f"{tuple(own[key].shape)} (weights and config of different models?)"
+            )

@@ -5,6 +5,7 @@ is asked of the family's adapter (:mod:`daisy_upstream.core.families`).
 
 Shapes: ``B`` utterances, ``T`` frames (50 Hz), ``D`` model width, ``L`` transformer layers.
 """
+
 from __future__ import annotations
 
 import math
@@ -187,7 +188,8 @@ class EarlyExitModel(nn.Module):
         family, model = self.family, self.model
         sizes = [len(w) for w in wavs]
         per_length = self._cnn_per_row or (
-            self._cnn_has_groupnorm and not self.stock_padded_cnn
+            self._cnn_has_groupnorm
+            and not self.stock_padded_cnn
             and (self.cnn_pass == "per-length" or (self.cnn_pass == "auto" and wavs[0].device.type == "cpu"))
         )
         if per_length:  # equal lengths batched, one call per distinct length
@@ -258,8 +260,9 @@ class EarlyExitModel(nn.Module):
         with frozen_forward(self.precision, first.device):
             return self._forward(wavs, plan, per_batch, branch_input)
 
-    def _forward(self, wavs: List[Tensor], plan: ExitPlan, per_batch: bool, branch_input: Optional[str]
-                 ) -> EarlyExitOutput:
+    def _forward(
+        self, wavs: List[Tensor], plan: ExitPlan, per_batch: bool, branch_input: Optional[str]
+    ) -> EarlyExitOutput:
         inputs, dtype = wavs, wavs[0].dtype  # the model's dtype (prepare_waveforms): what leaves the forward
         num_layers = self.num_layers
         if not 1 <= plan.deepest <= num_layers:
@@ -307,8 +310,10 @@ class EarlyExitModel(nn.Module):
                 state = last = final_norm(state)
             hidden[k] = running.scatter(state)
             if branch_input is not None:
-                kept[k] = hidden[k] if branch_input == "hidden_states" else running.scatter(
-                    output if branch_input == "layer_output" else ffn.transpose(0, 1)
+                kept[k] = (
+                    hidden[k]
+                    if branch_input == "hidden_states"
+                    else running.scatter(output if branch_input == "layer_output" else ffn.transpose(0, 1))
                 )
             if k == plan.deepest or k not in checks:
                 continue
@@ -348,7 +353,9 @@ class EarlyExitModel(nn.Module):
         check_finite(inputs, outputs)  # the batch's one finiteness check: input and hidden states
         branch_inputs = None
         if branch_input is not None:
-            branch_inputs = [h if h is not None else exit_hidden.new_zeros(batch, frames, exit_hidden.size(-1)) for h in kept[1:]]
+            branch_inputs = [
+                h if h is not None else exit_hidden.new_zeros(batch, frames, exit_hidden.size(-1)) for h in kept[1:]
+            ]
         exit_layers = torch.tensor(running.exit_layers, dtype=torch.long, device=device)
         return EarlyExitOutput(outputs, lengths, exit_layers, entropies, branch_inputs, exit_hidden)
 

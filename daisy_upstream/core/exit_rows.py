@@ -6,6 +6,7 @@ and gathers each row's state at its exit layer as it leaves.
 
 Shapes: ``B`` utterances, ``B_a`` rows still running, ``T`` frames, ``D`` model width.
 """
+
 from __future__ import annotations
 
 from typing import List, Optional, Tuple
@@ -27,7 +28,9 @@ class ExitRows:
         deepest: the layer every row stops at unless it exits earlier.
     """
 
-    def __init__(self, counts: List[int], lengths: Tensor, padding: Optional[Tensor], frames: int, deepest: int) -> None:
+    def __init__(
+        self, counts: List[int], lengths: Tensor, padding: Optional[Tensor], frames: int, deepest: int
+    ) -> None:
         self.batch, self.frames = len(counts), frames
         self.active: List[int] = list(range(self.batch))  # batch index of each running row
         self.counts: List[int] = list(counts)  # valid frames of each running row
@@ -59,7 +62,9 @@ class ExitRows:
         if self.exit_hidden is None:
             self.exit_hidden = state.new_zeros(self.batch, self.frames, state.size(-1))
         gone = torch.tensor(leaving, device=self.rows.device)
-        self.exit_hidden[:, : state.size(1)].index_copy_(0, self.rows.index_select(0, gone), state.index_select(0, gone))
+        self.exit_hidden[:, : state.size(1)].index_copy_(
+            0, self.rows.index_select(0, gone), state.index_select(0, gone)
+        )
         if not staying:
             return None
         before = len(self.active)

@@ -1,4 +1,5 @@
 """The DAISY upstream: an s3prl ``UpstreamBase`` around :class:`EarlyExitModel` (every family)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,8 +10,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
-from torch import Tensor
 from s3prl.upstream.interfaces import UpstreamBase
+from torch import Tensor
 
 from daisy_upstream.core.checkpoint import load_daisy_checkpoint
 from daisy_upstream.core.early_exit import EarlyExitModel, EarlyExitOutput
@@ -116,9 +117,11 @@ class DaisyUpstream(UpstreamBase):
         config_keys = {k: kwargs.pop(k) for k in list(kwargs) if k in DaisyConfig.keys()}
         unknown = sorted(set(kwargs) - set(_UPSTREAM_BASE_KEYS))
         if unknown:  # UpstreamBase would swallow them: a misspelled key must not pass silently
-            raise ValueError(f"unknown upstream keyword(s) {unknown} (hub keyword arguments, S3PRLUpstream "
-                             f"extra_conf); known: the upstream config's keys {DaisyConfig.keys()}, "
-                             f"model_config, and s3prl's {list(_UPSTREAM_BASE_KEYS)}")
+            raise ValueError(
+                f"unknown upstream keyword(s) {unknown} (hub keyword arguments, S3PRLUpstream "
+                f"extra_conf); known: the upstream config's keys {DaisyConfig.keys()}, "
+                f"model_config, and s3prl's {list(_UPSTREAM_BASE_KEYS)}"
+            )
         super().__init__(**kwargs)
         self.config = load_config(model_config, **config_keys)
         loaded = load_daisy_checkpoint(ckpt, family)

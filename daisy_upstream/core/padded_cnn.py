@@ -18,6 +18,7 @@ CNN row by row: a feature extractor that is not this plain stack of blocks (WavL
 ``conv_type`` ``conv2d`` / ``custom``, a conv with padding or dilation, any module in a block
 other than Conv1d, Dropout, GELU, GroupNorm and a per-frame LayerNorm).
 """
+
 from __future__ import annotations
 
 from typing import List, Optional, Sequence
@@ -88,7 +89,7 @@ def masked_group_norm(norm: nn.GroupNorm, x: Tensor, lengths: Tensor, chunk: int
         mean = (y * valid).sum(dim=(2, 3), keepdim=True) / count
         centred = y - mean
         var = (centred.square() * valid).sum(dim=(2, 3), keepdim=True) / count
-        normed = (centred.mul_(torch.rsqrt(var + norm.eps)) if in_place else centred * torch.rsqrt(var + norm.eps))
+        normed = centred.mul_(torch.rsqrt(var + norm.eps)) if in_place else centred * torch.rsqrt(var + norm.eps)
         normed = normed.view(batch, hi - lo, frames)
         if weight is not None:
             normed = normed * weight[lo:hi] + bias[lo:hi]

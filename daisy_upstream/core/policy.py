@@ -4,10 +4,11 @@ Layers are numbered as in ``hidden_states``: layer ``k`` (1..L) is the output of
 ``k``-th transformer layer. An *exit histogram* ``counts`` has ``L`` entries, ``counts[k-1]``
 being how many training utterances exited at layer ``k``.
 """
+
 from __future__ import annotations
 
-import math
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union

@@ -14,6 +14,7 @@ convolution there when this module is imported (the plugin's import hooks), so t
 module, like all of ``core``, imports nothing else of ours. It imports torch only when a
 forward runs (the CLI's parsers and the upstream config read :data:`PRECISIONS`).
 """
+
 from __future__ import annotations
 
 import contextlib

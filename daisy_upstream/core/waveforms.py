@@ -13,6 +13,7 @@
   sync per batch, after the forward (:func:`check_finite`): a forward costs one sync for this
   plus one per checked layer, whatever the batch size.
 """
+
 from __future__ import annotations
 
 from typing import List, Sequence
@@ -27,8 +28,9 @@ __all__ = ["check_finite", "prepare_waveforms"]
 _SAMPLE_RATE = 16000
 
 
-def prepare_waveforms(wavs: Sequence[Tensor], min_samples: int, dtype: torch.dtype,
-                      device: torch.device) -> List[Tensor]:
+def prepare_waveforms(
+    wavs: Sequence[Tensor], min_samples: int, dtype: torch.dtype, device: torch.device
+) -> List[Tensor]:
     """The batch checked (no host sync) and converted to the model's ``dtype``.
 
     Raises:
@@ -41,18 +43,23 @@ def prepare_waveforms(wavs: Sequence[Tensor], min_samples: int, dtype: torch.dty
         if not isinstance(wav, Tensor):
             raise ValueError(f"utterance {i} is a {type(wav).__name__}, expected a torch.Tensor")
         if wav.dim() != 1:
-            raise ValueError(f"utterance {i} has shape {tuple(wav.shape)}; expected a 1-D mono waveform "
-                             "(mix or pick a channel first; a batch is a list of 1-D tensors)")
+            raise ValueError(
+                f"utterance {i} has shape {tuple(wav.shape)}; expected a 1-D mono waveform "
+                "(mix or pick a channel first; a batch is a list of 1-D tensors)"
+            )
         if not wav.is_floating_point():
             raise ValueError(f"utterance {i} has dtype {wav.dtype}; expected float samples in [-1, 1]")
         if wav.device.type == "meta":
             raise ValueError(f"utterance {i} is on the meta device (no samples); expected real samples")
         if wav.device != device:
-            raise ValueError(f"utterance {i} is on {wav.device} but the model is on {device}; "
-                             f"move it with .to('{device}')")
+            raise ValueError(
+                f"utterance {i} is on {wav.device} but the model is on {device}; move it with .to('{device}')"
+            )
         if wav.numel() < min_samples:
-            raise ValueError(f"utterance {i} has {wav.numel()} samples; the model needs at least {min_samples} "
-                             f"({1000 * min_samples / _SAMPLE_RATE:.0f} ms at 16 kHz) to produce one frame")
+            raise ValueError(
+                f"utterance {i} has {wav.numel()} samples; the model needs at least {min_samples} "
+                f"({1000 * min_samples / _SAMPLE_RATE:.0f} ms at 16 kHz) to produce one frame"
+            )
         prepared.append(wav.to(dtype))
     return prepared
 
@@ -74,5 +81,7 @@ def check_finite(wavs: Sequence[Tensor], hidden_states: Sequence[Tensor]) -> Non
     if where == 0 or bool(bad_input[row]):
         raise ValueError(f"utterance {row} contains NaN or infinite samples")
     peak = float(wavs[row].abs().max())
-    raise ValueError(f"utterance {row}: hidden state {where - 1} holds NaN/inf (peak input amplitude {peak:.3g}; "
-                     "expected samples in [-1, 1]: scale the waveform)")
+    raise ValueError(
+        f"utterance {row}: hidden state {where - 1} holds NaN/inf (peak input amplitude {peak:.3g}; "
+        "expected samples in [-1, 1]: scale the waveform)"
+    )

@@ -1,6 +1,7 @@
 """``daisy bench`` as a library: the bench audio, the upstream (a random HuBERT Base for timing
 only), the five modes measured side by side (:func:`~daisy_upstream.evaluation.benchmark.run_benchmark`),
 the targets, and ``bench.json`` / ``bench.txt`` / ``bench.png``."""
+
 from __future__ import annotations
 
 import platform
@@ -101,8 +102,9 @@ def bench(
     net, num_layers = upstream.net, upstream.num_layers
     daisy_plan = upstream.current_plan()
     if not daisy_plan.check_layers:
-        raise ValueError(f"strategy {upstream.config.strategy!r} checks no branch: nothing to compare; "
-                         "use an early-exit strategy")
+        raise ValueError(
+            f"strategy {upstream.config.strategy!r} checks no branch: nothing to compare; use an early-exit strategy"
+        )
     with torch.no_grad():  # each clip alone: exits and entropies do not depend on batch-mates
         alone = [net([w], daisy_plan) for w in wavs]
     exits = [int(out.exit_layers[0]) for out in alone]
@@ -121,27 +123,46 @@ def bench(
     from daisy_upstream.core.checkpoint import checkpoint_record
 
     family_name = upstream.family.name
-    record = {"name": f"random {family_name} Base", "seed": seed} if random_base else checkpoint_record(loaded.checkpoint)
+    record = (
+        {"name": f"random {family_name} Base", "seed": seed} if random_base else checkpoint_record(loaded.checkpoint)
+    )
     source = f"a random {family_name} Base" if random_base else str(loaded.checkpoint)
     calibration = loaded.calibration
     if calibration is not None:  # name the model as meta does, not by a (temporary) path on this machine
         calibration = {**calibration, "checkpoint": record}
-    say(f"{source} ({family_name}, {num_layers} layers) on {device} in {upstream.config.precision}, "
+    say(
+        f"{source} ({family_name}, {num_layers} layers) on {device} in {upstream.config.precision}, "
         f"tau={upstream.tau:.4f}{' (calibrated on the bench audio)' if calibrated_here else ''}, {len(wavs)} clips, "
-        f"{seconds:.1f} s")
+        f"{seconds:.1f} s"
+    )
     if advice is not None:
         say(advice["message"])
     results = run_benchmark(net, wavs, modes, batch_sizes, repeats, warmup, progress=say)
     checks = targets(results)
     table = format_table(results, checks, [advice["message"]] if advice else [])
     meta = {
-        "checkpoint": record, "random_base": random_base, "family": family_name, "layers": num_layers,
+        "checkpoint": record,
+        "random_base": random_base,
+        "family": family_name,
+        "layers": num_layers,
         "tau": upstream.tau,
-        "strategy": upstream.config.strategy, "fixed_layer": fixed_layer, "precision": upstream.config.precision,
-        "calibrated_on_bench_audio": calibrated_here, "calibration": calibration, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "no_exit": advice, "torch": torch.__version__, "threads": torch.get_num_threads(), "clips": len(wavs),
-        "seconds": seconds, "snr_mix": [c.snr_db for c in clips], "repeats": repeats, "warmup": warmup,
+        "strategy": upstream.config.strategy,
+        "fixed_layer": fixed_layer,
+        "precision": upstream.config.precision,
+        "calibrated_on_bench_audio": calibrated_here,
+        "calibration": calibration,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "no_exit": advice,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "clips": len(wavs),
+        "seconds": seconds,
+        "snr_mix": [c.snr_db for c in clips],
+        "repeats": repeats,
+        "warmup": warmup,
     }
     payload = {"meta": meta, "results": [r.to_dict() for r in results], "targets": checks}
     with output_folder(out, "bench", force, inputs) as tmp:
@@ -151,8 +172,9 @@ def bench(
     return {**payload, "table": table}
 
 
-def no_exit_advice(exits: Sequence[int], entropies, plan, tau_per_rho: Optional[float] = None
-                   ) -> Optional[Dict[str, Any]]:
+def no_exit_advice(
+    exits: Sequence[int], entropies, plan, tau_per_rho: Optional[float] = None
+) -> Optional[Dict[str, Any]]:
     """None when some clip exits before ``plan.deepest``; else what to change, in one line.
 
     Args:
@@ -173,9 +195,11 @@ def no_exit_advice(exits: Sequence[int], entropies, plan, tau_per_rho: Optional[
     rho_needed = suggested / tau_per_rho if tau_per_rho else None
     rho_needed = rho_needed if rho_needed is not None and rho_needed <= 1 else None
     change = f"--rho {rho_needed:.3f} or --tau {suggested:.4f}" if rho_needed else f"--tau {suggested:.4f}"
-    message = (f"no utterance exits: all {len(exits)} clips ran to layer {plan.deepest}, since tau {plan.tau:.4f} is "
-               f"below every checked branch entropy (each clip's lowest: {float(lowest.min()):.4f} to "
-               f"{float(lowest.max()):.4f}); pass {change} for about half of them to exit")
+    message = (
+        f"no utterance exits: all {len(exits)} clips ran to layer {plan.deepest}, since tau {plan.tau:.4f} is "
+        f"below every checked branch entropy (each clip's lowest: {float(lowest.min()):.4f} to "
+        f"{float(lowest.max()):.4f}); pass {change} for about half of them to exit"
+    )
     return {"message": message, "tau": suggested, "rho": rho_needed}
 
 
@@ -197,17 +221,20 @@ def targets(results: Sequence[ModeResult]) -> List[Dict[str, Any]]:
         if r is not None:
             add(f"overhead with exits impossible <= 5% at batch {batch}", -r.saved, -r.saved <= 0.05)
     if ("daisy", 8) in by and ("per-batch", 8) in by:
-        add("per-utterance saves more than per-batch at batch 8",
+        add(
+            "per-utterance saves more than per-batch at batch 8",
             by[("daisy", 8)].saved - by[("per-batch", 8)].saved,
-            by[("daisy", 8)].saved > by[("per-batch", 8)].saved)
+            by[("daisy", 8)].saved > by[("per-batch", 8)].saved,
+        )
     return checks
 
 
-def format_table(results: Sequence[ModeResult], checks: Sequence[Dict[str, Any]], notes: Sequence[str] = ()
-                 ) -> str:
+def format_table(results: Sequence[ModeResult], checks: Sequence[Dict[str, Any]], notes: Sequence[str] = ()) -> str:
     """The bench table, the notes and the targets, one screen."""
-    lines = [f"{'batch':>5} {'mode':<13} {'median s':>9} {'IQR s':>7} {'saved':>7} {'ideal':>7} "
-             f"{'depth':>7} {'effic.':>6} {'mean exit':>9} {'peak MB':>8}  exit histogram (layers 1..L)"]
+    lines = [
+        f"{'batch':>5} {'mode':<13} {'median s':>9} {'IQR s':>7} {'saved':>7} {'ideal':>7} "
+        f"{'depth':>7} {'effic.':>6} {'mean exit':>9} {'peak MB':>8}  exit histogram (layers 1..L)"
+    ]
     for r in results:
         eff = "-" if r.efficiency is None else f"{r.efficiency:.2f}"
         depth = "-" if r.depth_saved is None else f"{100 * r.depth_saved:.1f}%"
@@ -216,8 +243,13 @@ def format_table(results: Sequence[ModeResult], checks: Sequence[Dict[str, Any]]
             f"{100 * r.ideal_saved:>6.1f}% {depth:>7} {eff:>6} {r.mean_exit_layer:>9.2f} "
             f"{r.peak_memory_mb:>8.1f}  {r.exit_histogram}"
         )
-    lines += ["", "saved: measured vs full; ideal: what the exits imply (frames x layer costs); "
-              "depth: a fixed-depth model at the mean exit layer, same batch size (measured)", *notes, ""]
+    lines += [
+        "",
+        "saved: measured vs full; ideal: what the exits imply (frames x layer costs); "
+        "depth: a fixed-depth model at the mean exit layer, same batch size (measured)",
+        *notes,
+        "",
+    ]
     for c in checks:
         value = "n/a" if c["value"] is None else f"{c['value']:.3f}"
         lines.append(f"{'PASS' if c['pass'] else 'FAIL'}  {c['target']}: {value}")
@@ -239,12 +271,24 @@ def plot_bench(results: Sequence[ModeResult], path: Path) -> None:
         rows = [next(r for r in results if r.mode == mode and r.batch_size == b) for b in batches]
         xs = [j + i * width for j in range(len(batches))]
         axes[0].bar(xs, [100 * r.saved for r in rows], width, label=f"{mode} (measured)")
-        axes[0].scatter(xs, [100 * r.ideal_saved for r in rows], marker="_", s=300, color="black",
-                        label="ideal" if i == 0 else None, zorder=3)
+        axes[0].scatter(
+            xs,
+            [100 * r.ideal_saved for r in rows],
+            marker="_",
+            s=300,
+            color="black",
+            label="ideal" if i == 0 else None,
+            zorder=3,
+        )
         twins = [(x, r.depth_saved) for x, r in zip(xs, rows) if r.depth_saved is not None]
         if twins:
-            axes[0].scatter(*zip(*[(x, 100 * d) for x, d in twins]), marker="x", color="red", zorder=3,
-                            label="fixed depth at the mean exit layer")
+            axes[0].scatter(
+                *zip(*[(x, 100 * d) for x, d in twins]),
+                marker="x",
+                color="red",
+                zorder=3,
+                label="fixed depth at the mean exit layer",
+            )
     axes[0].set_xticks([j + width * (len(modes) - 1) / 2 for j in range(len(batches))])
     axes[0].set_xticklabels([f"batch {b}" for b in batches])
     axes[0].axhline(0, color="gray", lw=0.8)
@@ -254,8 +298,9 @@ def plot_bench(results: Sequence[ModeResult], path: Path) -> None:
         for b in batches:
             r = next((r for r in results if r.mode == mode and r.batch_size == b), None)
             if r is not None:
-                axes[1].plot(range(1, len(r.exit_histogram) + 1), r.exit_histogram, marker="o",
-                             label=f"{mode}, batch {b}")
+                axes[1].plot(
+                    range(1, len(r.exit_histogram) + 1), r.exit_histogram, marker="o", label=f"{mode}, batch {b}"
+                )
     axes[1].set_xlabel("exit layer")
     axes[1].set_ylabel("utterances")
     axes[1].legend(fontsize=8)

@@ -23,6 +23,7 @@ savings interpolated linearly to ``m``. On a CPU the two are about equal; where 
 does not run proportionally faster (a GPU at batch 8 or 32), the per-utterance exits save less
 than the same mean depth does, and this column shows how much less.
 """
+
 from __future__ import annotations
 
 import math
@@ -117,12 +118,14 @@ def measure_layer_costs(net: EarlyExitModel, batch: List[Tensor], repeats: int =
         def hook(module, args):
             _sync(device)
             stamps[k] = [time.perf_counter()]
+
         return hook
 
     def post(k):
         def hook(module, args, out):
             _sync(device)
             stamps[k].append(time.perf_counter())
+
         return hook
 
     handles = []
@@ -255,8 +258,11 @@ def run_benchmark(
                     exits[mode.name].append(out.exit_layers.tolist())
                     if mode is modes[0]:
                         frames.append(out.lengths.tolist())
-        twins = {mode.name: fixed_depth_weights(_mean([e for b in exits[mode.name] for e in b]))
-                 for mode in modes if mode.depth_twin}
+        twins = {
+            mode.name: fixed_depth_weights(_mean([e for b in exits[mode.name] for e in b]))
+            for mode in modes
+            if mode.depth_twin
+        }
         depth_of: Dict[int, str] = {}  # fixed depth -> the (first) mode that runs it
         for m in modes:
             if not m.plan.check_layers and not m.per_batch:
@@ -269,7 +275,11 @@ def run_benchmark(
         with torch.no_grad():
             for repeat in range(warmup + repeats):
                 if progress:
-                    progress(f"batch {batch_size}: repeat {repeat + 1 - warmup}/{repeats}" if repeat >= warmup else f"batch {batch_size}: warm-up")
+                    progress(
+                        f"batch {batch_size}: repeat {repeat + 1 - warmup}/{repeats}"
+                        if repeat >= warmup
+                        else f"batch {batch_size}: warm-up"
+                    )
                 totals = {mode.name: 0.0 for mode in timed}
                 for index, batch in enumerate(batches):
                     shift = (repeat + index) % len(timed)  # rotate: no mode always runs first
@@ -294,8 +304,10 @@ def run_benchmark(
             ideal_saved = saving(ideal, full_ideal)
             depth_saved = None
             if mode.name in twins:  # interpolated between the fixed depths around its mean exit layer
-                depth_saved = sum(weight * paired_saving(times[depth_of[depth]], times[modes[0].name])
-                                  for depth, weight in twins[mode.name])
+                depth_saved = sum(
+                    weight * paired_saving(times[depth_of[depth]], times[modes[0].name])
+                    for depth, weight in twins[mode.name]
+                )
             results.append(
                 ModeResult(
                     mode=mode.name,

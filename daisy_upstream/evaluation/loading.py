@@ -1,6 +1,7 @@
 """The one way to build a DAISY upstream for our tools: checkpoint + upstream config + the exit
 statistics of a trained s3prl runner (bench, demo, noise-report, the mixed set, Table 1's
 timing, the leaderboard's profile and export)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,7 +40,9 @@ def read_exit_counts(runner_ckpt: PathLike) -> List[int]:
     return exit_counts(runner_ckpt)
 
 
-def config_values(config: Union[None, PathLike, Mapping[str, Any]], overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+def config_values(
+    config: Union[None, PathLike, Mapping[str, Any]], overrides: Optional[Mapping[str, Any]] = None
+) -> Dict[str, Any]:
     """The upstream config (a YAML path, a mapping, or None for the defaults) with the
     ``overrides`` that are not None, as a plain dict; a bad key or value fails here."""
     from daisy_upstream.core.expert import load_config
@@ -57,8 +60,13 @@ def evaluation_span(config: Union[None, PathLike, Mapping[str, Any]], counts: Se
 
     values = load_config(config)
     counts = [int(c) for c in counts]
-    return exit_span(values.strategy, len(counts), counts if values.needs_statistics() else None,
-                     values.span_threshold, values.fixed_layer)
+    return exit_span(
+        values.strategy,
+        len(counts),
+        counts if values.needs_statistics() else None,
+        values.span_threshold,
+        values.fixed_layer,
+    )
 
 
 def load_upstream(
@@ -124,8 +132,9 @@ def _calibrated_here(path: Path, values: Dict[str, Any], wavs: Sequence[Any], fa
     with torch.no_grad():
         entropies = utterance_entropies(probe.net, probe.net.branches, wavs)
     seconds = sum(len(w) for w in wavs) / SAMPLE_RATE  # every family's models take 16 kHz
-    result = CalibrationResult(entropies, [str(i) for i in range(len(wavs))], "the audio at hand", seconds,
-                               (float(values["rho"]),), str(path))
+    result = CalibrationResult(
+        entropies, [str(i) for i in range(len(wavs))], "the audio at hand", seconds, (float(values["rho"]),), str(path)
+    )
     with tempfile.TemporaryDirectory() as tmp:  # the upstream reads it once, when built
         yaml_path = write_calibration_yaml(result, Path(tmp) / "calibration.yaml")
         upstream = daisy_local(str(path), model_config={**values, "calibration": str(yaml_path)}, family=family)

@@ -8,6 +8,7 @@ is for ASR (``-d asr``): WER per SNR group and overall. The fixed layer is
 (``-m evaluate -e CKPT``) with the upstream config replaced
 (``-o args.upstream_model_config=...``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -68,8 +69,9 @@ def read_mixed_set(noisy_root: Path) -> List[Dict[str, str]]:
         utt = row["utt"]
         if utt not in paths:
             raise ValueError(f"{meta} lists {utt}, which {scp} does not")
-        items.append({"utt": utt, "condition": row["condition"], "path": str(paths[utt]),
-                      "transcript": row["transcript"]})
+        items.append(
+            {"utt": utt, "condition": row["condition"], "path": str(paths[utt]), "transcript": row["transcript"]}
+        )
     if not items:
         raise ValueError(f"{meta} lists no utterances")
     return items
@@ -98,7 +100,9 @@ def write_asr_layout(items: List[Dict[str, str]], out: Path, split: str = "test-
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(Path(item["path"]).resolve())
-        utterances.append(LibriUtterance(split, item["utt"], rel, sf.info(str(link)).frames, item["transcript"].upper()))
+        utterances.append(
+            LibriUtterance(split, item["utt"], rel, sf.info(str(link)).frames, item["transcript"].upper())
+        )
     return write_librispeech_text(Path(out), utterances)
 
 
@@ -132,16 +136,19 @@ def _check_downstream(ckpt: Path) -> Dict[str, Any]:
     state = load_runner_checkpoint(ckpt)
     args = runner_args(state)
     if args.get("downstream") != "asr":
-        raise ValueError(f"{ckpt} is a {args.get('downstream')!r} downstream; the mixed-set comparison needs "
-                         "an ASR one (-d asr): the mixed set is the ASR test split with transcripts")
+        raise ValueError(
+            f"{ckpt} is a {args.get('downstream')!r} downstream; the mixed-set comparison needs "
+            "an ASR one (-d asr): the mixed set is the ASR test split with transcripts"
+        )
     if not str(args.get("upstream", "")).startswith("daisy_hubert"):
         raise ValueError(f"{ckpt} was trained with -u {args.get('upstream')}, not a daisy_hubert upstream")
     counts = exit_counts(state) if "exit_counts" in (state.get("Featurizer") or {}) else None
     return {"args": args, "exit_counts": counts}
 
 
-def _daisy_exit_layers(upstream_ckpt: str, config: Dict[str, Any], counts: Optional[List[int]],
-                       files: List[str], device: str = "cpu") -> List[int]:
+def _daisy_exit_layers(
+    upstream_ckpt: str, config: Dict[str, Any], counts: Optional[List[int]], files: List[str], device: str = "cpu"
+) -> List[int]:
     import torch
 
     from daisy_upstream.audio.io import load_audio
@@ -155,8 +162,9 @@ def _daisy_exit_layers(upstream_ckpt: str, config: Dict[str, Any], counts: Optio
     return exits
 
 
-def mixed_set_exits(corpus: PathLike, downstream_ckpt: PathLike, daisy_config: Optional[PathLike] = None,
-                    device: str = "cpu") -> Dict[str, Any]:
+def mixed_set_exits(
+    corpus: PathLike, downstream_ckpt: PathLike, daisy_config: Optional[PathLike] = None, device: str = "cpu"
+) -> Dict[str, Any]:
     """DAISY's exit layer on each utterance of the mixed set, and the fixed layer of equal compute.
 
     Args:
@@ -182,16 +190,24 @@ def mixed_set_exits(corpus: PathLike, downstream_ckpt: PathLike, daisy_config: O
     upstream_ckpt = trained["args"].get("upstream_ckpt") or str(DEFAULT_CHECKPOINT)
     daisy_config_path = daisy_config or trained["args"].get("upstream_model_config")
     if not daisy_config_path or not Path(daisy_config_path).is_file():
-        raise FileNotFoundError(f"the DAISY upstream config {daisy_config_path!r} (from {ckpt}) is not there; "
-                                "give the DAISY upstream config")
+        raise FileNotFoundError(
+            f"the DAISY upstream config {daisy_config_path!r} (from {ckpt}) is not there; "
+            "give the DAISY upstream config"
+        )
     daisy_values = yaml.safe_load(Path(daisy_config_path).read_text()) or {}
     if daisy_values.get("strategy") in ("fixed", "full"):
-        raise ValueError(f"{daisy_config_path} has strategy {daisy_values['strategy']!r}: the DAISY side needs "
-                         "an early-exit strategy (give another DAISY upstream config)")
-    exits = _daisy_exit_layers(upstream_ckpt, daisy_values, trained["exit_counts"], [i["path"] for i in items],
-                               device)
-    return {"items": items, "exits": exits, "fixed_layer": fixed_layer_of_equal_compute(exits),
-            "daisy_config": daisy_values, "upstream_ckpt": upstream_ckpt}
+        raise ValueError(
+            f"{daisy_config_path} has strategy {daisy_values['strategy']!r}: the DAISY side needs "
+            "an early-exit strategy (give another DAISY upstream config)"
+        )
+    exits = _daisy_exit_layers(upstream_ckpt, daisy_values, trained["exit_counts"], [i["path"] for i in items], device)
+    return {
+        "items": items,
+        "exits": exits,
+        "fixed_layer": fixed_layer_of_equal_compute(exits),
+        "daisy_config": daisy_values,
+        "upstream_ckpt": upstream_ckpt,
+    }
 
 
 def _check_fixed_downstream(ckpt: Path, fixed_layer: int) -> None:
@@ -200,8 +216,10 @@ def _check_fixed_downstream(ckpt: Path, fixed_layer: int) -> None:
     config_path = args.get("upstream_model_config")
     values = yaml.safe_load(Path(config_path).read_text()) if config_path and Path(config_path).is_file() else None
     if not values or values.get("strategy") != "fixed" or int(values.get("fixed_layer", -1)) != fixed_layer:
-        raise ValueError(f"{ckpt} was not trained with the fixed exit at layer {fixed_layer} (upstream config "
-                         f"{config_path!r}: {values}); train one with strategy 'fixed', fixed_layer {fixed_layer}")
+        raise ValueError(
+            f"{ckpt} was not trained with the fixed exit at layer {fixed_layer} (upstream config "
+            f"{config_path!r}: {values}); train one with strategy 'fixed', fixed_layer {fixed_layer}"
+        )
 
 
 def _fig5_plot(results: Dict[str, Dict[str, Dict[str, float]]], path: Path, title: str) -> None:
@@ -279,46 +297,72 @@ def mixed_set_comparison(
     configs = {"daisy": out / "daisy_upstream.yaml", "fixed": out / "fixed_upstream.yaml"}
     atomic_write_text(configs["daisy"], yaml.safe_dump(daisy_values, sort_keys=False))
     atomic_write_text(configs["fixed"], yaml.safe_dump(fixed_config, sort_keys=False))
-    label = {"daisy": f"DAISY ({daisy_values.get('strategy', 'none')}, mean exit {sum(exits) / len(exits):.2f})",
-             "fixed": f"fixed exit at layer {fixed_layer}"}
+    label = {
+        "daisy": f"DAISY ({daisy_values.get('strategy', 'none')}, mean exit {sum(exits) / len(exits):.2f})",
+        "fixed": f"fixed exit at layer {fixed_layer}",
+    }
     results = {}
     for name in ("daisy", "fixed"):
         expdir = out / f"eval_{name}"
         expdir.mkdir(parents=True, exist_ok=True)
         used = Path(fixed_downstream_ckpt).resolve() if name == "fixed" and fixed_downstream_ckpt else ckpt
-        override = ",,".join([
-            f"args.upstream_model_config={configs[name]}", f"args.expdir={expdir}",
-            f"config.downstream_expert.datarc.libri_root={layout['libri_root']}",
-            f"config.downstream_expert.datarc.bucket_file={layout['bucket_file']}",
-            "config.downstream_expert.datarc.test-clean=['test-clean']",
-            "config.downstream_expert.datarc.eval_batch_size=1",
-        ])
+        override = ",,".join(
+            [
+                f"args.upstream_model_config={configs[name]}",
+                f"args.expdir={expdir}",
+                f"config.downstream_expert.datarc.libri_root={layout['libri_root']}",
+                f"config.downstream_expert.datarc.bucket_file={layout['bucket_file']}",
+                "config.downstream_expert.datarc.test-clean=['test-clean']",
+                "config.downstream_expert.datarc.eval_batch_size=1",
+            ]
+        )
         log = out / f"eval_{name}.log"
         log.unlink(missing_ok=True)
         print(f"[noise-report] evaluating {used.name} on the mixed set: {label[name]}", file=sys.stderr, flush=True)
-        runner(runner_command(["-m", "evaluate", "-e", str(used), "-t", "test-clean", "--device", device,
-                               "-o", override]), log)
-        results[label[name]] = wer_by_condition(expdir / "test-clean-noLM-hyp.ark",
-                                                expdir / "test-clean-noLM-ref.ark", condition_of)
+        runner(
+            runner_command(["-m", "evaluate", "-e", str(used), "-t", "test-clean", "--device", device, "-o", override]),
+            log,
+        )
+        results[label[name]] = wer_by_condition(
+            expdir / "test-clean-noLM-hyp.ark", expdir / "test-clean-noLM-ref.ark", condition_of
+        )
     exits_by_condition = {c: [e for e, i in zip(exits, items) if i["condition"] == c] for c in CONDITION_ORDER}
-    lines = [f"{'method':<44} " + " ".join(f"{CONDITION_LABELS.get(g, g):>10}" for g in list(CONDITION_ORDER) + ["overall"])]
+    lines = [
+        f"{'method':<44} " + " ".join(f"{CONDITION_LABELS.get(g, g):>10}" for g in list(CONDITION_ORDER) + ["overall"])
+    ]
     for name, by in results.items():
-        lines.append(f"{name:<44} " + " ".join(
-            f"{by[g]['wer']:>9.2f}%" if g in by else f"{'-':>10}" for g in list(CONDITION_ORDER) + ["overall"]))
-    lines.append(f"{'DAISY mean exit layer':<44} " + " ".join(
-        f"{sum(v) / len(v):>10.2f}" if v else f"{'-':>10}" for v in list(exits_by_condition.values()) + [exits]))
+        lines.append(
+            f"{name:<44} "
+            + " ".join(
+                f"{by[g]['wer']:>9.2f}%" if g in by else f"{'-':>10}" for g in list(CONDITION_ORDER) + ["overall"]
+            )
+        )
+    lines.append(
+        f"{'DAISY mean exit layer':<44} "
+        + " ".join(
+            f"{sum(v) / len(v):>10.2f}" if v else f"{'-':>10}" for v in list(exits_by_condition.values()) + [exits]
+        )
+    )
     counts = {c: sum(1 for i in items if i["condition"] == c) for c in CONDITION_ORDER}
     lines.append(f"{'utterances':<44} " + " ".join(f"{counts[c]:>10}" for c in CONDITION_ORDER) + f" {len(items):>10}")
     table = "\n".join(lines)
     from daisy_upstream.core.checkpoint import checkpoint_record
 
-    payload = {"downstream_ckpt": checkpoint_record(ckpt),
-               "fixed_downstream_ckpt": None if fixed_downstream_ckpt is None else checkpoint_record(fixed_downstream_ckpt),
-               "upstream_ckpt": checkpoint_record(upstream_ckpt), "daisy_config": daisy_values, "fixed_layer": fixed_layer,
-               "daisy_exit_layers": dict(zip([i["utt"] for i in items], exits)),
-               "conditions": condition_of, "wer": results}
+    payload = {
+        "downstream_ckpt": checkpoint_record(ckpt),
+        "fixed_downstream_ckpt": None if fixed_downstream_ckpt is None else checkpoint_record(fixed_downstream_ckpt),
+        "upstream_ckpt": checkpoint_record(upstream_ckpt),
+        "daisy_config": daisy_values,
+        "fixed_layer": fixed_layer,
+        "daisy_exit_layers": dict(zip([i["utt"] for i in items], exits)),
+        "conditions": condition_of,
+        "wer": results,
+    }
     atomic_write_json(out / "mixed_set.json", payload)
     atomic_write_text(out / "mixed_set.txt", table + "\n")
-    _fig5_plot(results, out / "wer_by_snr.png",
-               f"ASR WER on the mixed set ({len(items)} utt.): DAISY vs fixed exit of equal average compute")
+    _fig5_plot(
+        results,
+        out / "wer_by_snr.png",
+        f"ASR WER on the mixed set ({len(items)} utt.): DAISY vs fixed exit of equal average compute",
+    )
     return {**payload, "table": table, "out": str(out)}

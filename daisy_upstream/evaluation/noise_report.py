@@ -4,6 +4,7 @@ same noise at each SNR, run through the DAISY upstream; a table, a JSON report a
 The noise is mixed in numpy at an exact SNR (:func:`daisy_upstream.audio.noise.mix_at_snr`) and
 the measured SNR is reported beside the target.
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,8 +16,15 @@ import numpy as np
 from daisy_upstream.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
 from daisy_upstream.audio.io import SAMPLE_RATE
 
-__all__ = ["DEFAULT_SNRS", "clean_clips", "exit_layers_by_snr", "format_report", "noise_signals", "parse_snrs",
-           "snr_sweep"]
+__all__ = [
+    "DEFAULT_SNRS",
+    "clean_clips",
+    "exit_layers_by_snr",
+    "format_report",
+    "noise_signals",
+    "parse_snrs",
+    "snr_sweep",
+]
 
 #: the conditions of the sweep: ``clean`` or an SNR in dB
 DEFAULT_SNRS = ("clean", "10", "5", "0")
@@ -88,14 +96,23 @@ def noise_signals(paths: Optional[Sequence[Union[str, Path]]], seconds: float, s
         noises = [read_audio(p) for p in paths]
         for path, noise in zip(paths, noises):
             if not np.isfinite(noise).all() or not np.any(noise):
-                raise ValueError(f"noise file {path} is silent or holds NaN/inf samples; give noise with "
-                                 "finite, non-zero energy (--noise)")
+                raise ValueError(
+                    f"noise file {path} is silent or holds NaN/inf samples; give noise with "
+                    "finite, non-zero energy (--noise)"
+                )
         return noises
     return [sox_noise(colour, seconds, seed=seed + i) for i, colour in enumerate(NOISE_COLOURS)]
 
 
-def exit_layers_by_snr(upstream, clean: List, noises: List, snrs: List[Optional[float]],
-                       batch_size: int = 8, seed: int = 0, device: str = "cpu") -> Dict[str, Dict]:
+def exit_layers_by_snr(
+    upstream,
+    clean: List,
+    noises: List,
+    snrs: List[Optional[float]],
+    batch_size: int = 8,
+    seed: int = 0,
+    device: str = "cpu",
+) -> Dict[str, Dict]:
     """Exit layers and per-layer entropies of every clip at every SNR (same clips, same noise)."""
     import numpy as np
     import torch
@@ -139,7 +156,9 @@ def format_report(report: Dict[str, Dict[str, Any]]) -> str:
     lines = [f"{'condition':<10} {'clips':>5} {'measured SNR':>12} {'mean exit':>9} {'min':>4} {'max':>4}"]
     for key, r in report.items():
         measured = "-" if r["measured_snr_db"] is None else f"{r['measured_snr_db']:.2f} dB"
-        lines.append(f"{key:<10} {len(r['exit_layers']):>5} {measured:>12} {r['mean']:>9.2f} {r['min']:>4} {r['max']:>4}")
+        lines.append(
+            f"{key:<10} {len(r['exit_layers']):>5} {measured:>12} {r['mean']:>9.2f} {r['min']:>4} {r['max']:>4}"
+        )
     return "\n".join(lines)
 
 
@@ -153,8 +172,7 @@ def _violin(report: Dict[str, Dict[str, Any]], num_layers: int, path: Path) -> N
     fig, ax = plt.subplots(figsize=(1.6 * len(keys) + 2, 4))
     data = [report[k]["exit_layers"] for k in keys]
     # a violin needs spread: jitter-free fallback to a flat line when every clip exits at one layer
-    parts = ax.violinplot([d if len(set(d)) > 1 else d + [d[0] + 1e-3] for d in data],
-                          showmeans=True, showextrema=True)
+    parts = ax.violinplot([d if len(set(d)) > 1 else d + [d[0] + 1e-3] for d in data], showmeans=True, showextrema=True)
     for body in parts["bodies"]:
         body.set_alpha(0.5)
     ax.set_xticks(range(1, len(keys) + 1))
@@ -166,8 +184,17 @@ def _violin(report: Dict[str, Dict[str, Any]], num_layers: int, path: Path) -> N
     atomic_save_figure(fig, path)
 
 
-def snr_sweep(upstream, ckpt: str, clean: List[np.ndarray], noises: List[np.ndarray], snrs: List[Optional[float]],
-              out: Path, batch_size: int = 8, seed: int = 0, device: str = "cpu") -> Dict[str, Any]:
+def snr_sweep(
+    upstream,
+    ckpt: str,
+    clean: List[np.ndarray],
+    noises: List[np.ndarray],
+    snrs: List[Optional[float]],
+    out: Path,
+    batch_size: int = 8,
+    seed: int = 0,
+    device: str = "cpu",
+) -> Dict[str, Any]:
     """Run :func:`exit_layers_by_snr` and write ``noise_report.{json,txt}`` and ``exit_layers_by_snr.png``.
 
     Returns the JSON payload (``checkpoint`` by name and sha256, ``tau``, ``strategy``, ``report``, ``table``).
@@ -177,7 +204,12 @@ def snr_sweep(upstream, ckpt: str, clean: List[np.ndarray], noises: List[np.ndar
     report = exit_layers_by_snr(upstream, clean, noises, snrs, batch_size, seed, device)
     out = Path(out)
     table = format_report(report)
-    payload = {"checkpoint": checkpoint_record(ckpt), "tau": upstream.tau, "strategy": upstream.config.strategy, "report": report}
+    payload = {
+        "checkpoint": checkpoint_record(ckpt),
+        "tau": upstream.tau,
+        "strategy": upstream.config.strategy,
+        "report": report,
+    }
     atomic_write_json(out / "noise_report.json", payload)
     atomic_write_text(out / "noise_report.txt", table + "\n")
     _violin(report, upstream.num_layers, out / "exit_layers_by_snr.png")

@@ -4,6 +4,7 @@ The real recordings are LibriVox utterances (public domain) and short "cards" ut
 from Debian's ``pocketsphinx-testdata`` package (installed by the set-up, never committed).
 Noisy copies are mixed at an exact SNR with sox-made coloured noise.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

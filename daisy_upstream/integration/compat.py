@@ -5,6 +5,7 @@ Each is idempotent; :mod:`daisy_upstream.integration.plugin` applies them when t
 fix is imported (an s3prl module, or :mod:`daisy_upstream.core.precision` for torch's CPU bf16
 convolution; never at interpreter start-up).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,13 @@ from pathlib import Path
 from typing import List, Optional
 
 __all__ = [
-    "allow_namespace_in_checkpoints", "cpu_bf16_conv_guard", "guard_frozen_forward", "key_voxceleb1_cache_by_dataset",
-    "local_rank_from_torchrun", "patch_runner_module", "voxceleb1_cache_dir",
+    "allow_namespace_in_checkpoints",
+    "cpu_bf16_conv_guard",
+    "guard_frozen_forward",
+    "key_voxceleb1_cache_by_dataset",
+    "local_rank_from_torchrun",
+    "patch_runner_module",
+    "voxceleb1_cache_dir",
 ]
 
 

@@ -24,6 +24,7 @@ The data order differs from stock s3prl's for the same seed (equally random). Un
 ``torch.distributed`` the loader is left as it is (s3prl's DistributedSampler has its own
 epoch seeding; exact resume is single-process only).
 """
+
 from __future__ import annotations
 
 import functools
@@ -87,8 +88,9 @@ def _batches_to_skip(step: int, epoch: int, accumulate: int, per_epoch: int) -> 
     return skip if 0 <= skip <= per_epoch else None
 
 
-def _seeded_loaders(real: Callable[..., Any], train_split: str, seed: int, step: int, start_epoch: int,
-                    accumulate: int) -> Callable[..., Any]:
+def _seeded_loaders(
+    real: Callable[..., Any], train_split: str, seed: int, step: int, start_epoch: int, accumulate: int
+) -> Callable[..., Any]:
     def get_dataloader(split: str, *args: Any, epoch: Optional[int] = None, **kwargs: Any) -> Any:
         loader = real(split, *args, **kwargs)
         if split != train_split or epoch is None:
@@ -97,9 +99,12 @@ def _seeded_loaders(real: Callable[..., Any], train_split: str, seed: int, step:
         if step and epoch == start_epoch:
             found = _batches_to_skip(step, start_epoch, accumulate, len(loader))
             if found is None:
-                warnings.warn(f"exact resume: step {step} of epoch {start_epoch} does not fall inside that epoch "
-                              f"({len(loader)} batches); resuming from the epoch's start (was the run started "
-                              f"without runner.{CONFIG_KEY}?)", stacklevel=2)
+                warnings.warn(
+                    f"exact resume: step {step} of epoch {start_epoch} does not fall inside that epoch "
+                    f"({len(loader)} batches); resuming from the epoch's start (was the run started "
+                    f"without runner.{CONFIG_KEY}?)",
+                    stacklevel=2,
+                )
             else:
                 skip = found
         return EpochBatches(loader, seed, epoch, skip)
@@ -124,9 +129,13 @@ def patch_runner_train(runner: types.ModuleType) -> None:
         had_own = "get_dataloader" in vars(expert)
         real = expert.get_dataloader
         expert.get_dataloader = _seeded_loaders(
-            real, settings.get("train_dataloader", "train"), seed=int(self.args.seed),
-            step=int(self.init_ckpt.get("Step") or 0), start_epoch=int(self.init_ckpt.get("Epoch", 0) or 0),
-            accumulate=int(settings.get("gradient_accumulate_steps") or 1))
+            real,
+            settings.get("train_dataloader", "train"),
+            seed=int(self.args.seed),
+            step=int(self.init_ckpt.get("Step") or 0),
+            start_epoch=int(self.init_ckpt.get("Epoch", 0) or 0),
+            accumulate=int(settings.get("gradient_accumulate_steps") or 1),
+        )
         try:
             return original(self)
         finally:

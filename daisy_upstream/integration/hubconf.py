@@ -6,6 +6,7 @@ twin ``daisy_F_custom`` take a local checkpoint in the format s3prl's own ``F_lo
 with the upstream that takes it. ``daisy_hubert`` without ``-k`` is the embedded tiny model.
 :func:`daisy_local` takes a checkpoint of any family (for the tools, not registered).
 """
+
 from __future__ import annotations
 
 import os
@@ -15,17 +16,26 @@ from typing import Any, Optional
 from daisy_upstream.core.expert import DaisyUpstream
 
 __all__ = [
-    "DEFAULT_CHECKPOINT", "daisy_data2vec_custom", "daisy_data2vec_local", "daisy_hubert",
-    "daisy_hubert_custom", "daisy_hubert_local", "daisy_local", "daisy_wav2vec2_custom", "daisy_wav2vec2_local",
-    "daisy_wavlm_custom", "daisy_wavlm_local",
+    "DEFAULT_CHECKPOINT",
+    "daisy_data2vec_custom",
+    "daisy_data2vec_local",
+    "daisy_hubert",
+    "daisy_hubert_custom",
+    "daisy_hubert_local",
+    "daisy_local",
+    "daisy_wav2vec2_custom",
+    "daisy_wav2vec2_local",
+    "daisy_wavlm_custom",
+    "daisy_wavlm_local",
 ]
 
 #: the embedded tiny DAISY HuBERT shipped inside the package
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "resources" / "daisy_tiny_hubert.pt"
 
 
-def daisy_local(ckpt: Optional[str] = None, model_config: Any = None, refresh: bool = False,
-                family: Optional[str] = None, **kwargs) -> DaisyUpstream:
+def daisy_local(
+    ckpt: Optional[str] = None, model_config: Any = None, refresh: bool = False, family: Optional[str] = None, **kwargs
+) -> DaisyUpstream:
     """DAISY upstream from a local checkpoint path of ``family`` (None: the file's own family).
 
     No downloads: a URL is refused.
@@ -46,8 +56,9 @@ def _entry(family: str, twin: str):
         return daisy_local(ckpt, model_config=model_config, refresh=refresh, family=family, **kwargs)
 
     entry.__name__ = entry.__qualname__ = f"daisy_{family}_{twin}"
-    entry.__doc__ = (f"DAISY {family} upstream from a local checkpoint in the format of s3prl's "
-                     f"``{family}_local`` (``-k PATH``).")
+    entry.__doc__ = (
+        f"DAISY {family} upstream from a local checkpoint in the format of s3prl's ``{family}_local`` (``-k PATH``)."
+    )
     return entry
 
 
@@ -61,7 +72,9 @@ daisy_wavlm_custom = _entry("wavlm", "custom")
 daisy_wavlm_local = _entry("wavlm", "local")
 
 
-def daisy_hubert(ckpt: Optional[str] = None, model_config: Any = None, refresh: bool = False, **kwargs) -> DaisyUpstream:
+def daisy_hubert(
+    ckpt: Optional[str] = None, model_config: Any = None, refresh: bool = False, **kwargs
+) -> DaisyUpstream:
     """DAISY upstream; without ``ckpt`` the embedded tiny HuBERT shipped with the package."""
     if ckpt is None:
         if not DEFAULT_CHECKPOINT.is_file():

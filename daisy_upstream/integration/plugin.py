@@ -18,6 +18,7 @@
 * :func:`run_downstream` is the ``daisy-run-downstream`` console script: s3prl's own
   ``run_downstream.py`` run as ``__main__`` with exactly its arguments.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -59,8 +60,8 @@ def register_hub(hub: types.ModuleType) -> None:
 def patch_runner(runner: types.ModuleType) -> None:
     """Swap the runner's Featurizer for :class:`DaisyFeaturizer`; apply the compat shims and
     the opt-in exact resume (:mod:`daisy_upstream.integration.exact_resume`)."""
-    from daisy_upstream.integration import compat, exact_resume
     from daisy_upstream.core.featurizers import DaisyFeaturizer
+    from daisy_upstream.integration import compat, exact_resume
 
     runner.Featurizer = DaisyFeaturizer
     compat.patch_runner_module(runner)

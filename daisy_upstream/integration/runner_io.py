@@ -13,6 +13,7 @@ The one place every tool (``daisy table1``, ``daisy demo``, ``daisy noise-report
   SID ``log.log`` (``test at step N: acc``), SE / SS ``<split>_metrics.txt`` (``pesq``,
   ``stoi``, ``si_sdr``; SS's ``si_sdr`` is the improvement over the mixture, SI-SDRi);
 """
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,10 @@ TASKS = ("asr", "voxceleb1", "enhancement_stft", "separation_stft")
 TEST_SPLIT = {"asr": "test-clean", "voxceleb1": "test", "enhancement_stft": "test", "separation_stft": "test"}
 #: ``python -c`` code of the runner: s3prl's run_downstream with the plugin installed, without
 #: the third-party warnings the ``daisy`` commands filter (:mod:`daisy_upstream.cli._quiet`)
-RUNNER_CODE = ("import sys; from daisy_upstream.cli._quiet import quiet_third_party; quiet_third_party(); "
-               "from daisy_upstream.integration.plugin import run_downstream; sys.exit(run_downstream())")
+RUNNER_CODE = (
+    "import sys; from daisy_upstream.cli._quiet import quiet_third_party; quiet_third_party(); "
+    "from daisy_upstream.integration.plugin import run_downstream; sys.exit(run_downstream())"
+)
 
 #: runs one runner command line, its output going to the log file
 Runner = Callable[[List[str], Path], None]
@@ -83,8 +86,9 @@ def subprocess_runner(cmd: List[str], log: Path, threads: Optional[int] = 1, ech
         f.write(f"$ {' '.join(cmd)}\n")
         f.flush()
         if echo:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-                                    bufsize=1)
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, bufsize=1
+            )
             assert proc.stdout is not None
             for line in proc.stdout:
                 sys.stdout.write(line)
@@ -119,8 +123,10 @@ def load_runner_checkpoint(path: PathLike) -> Dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - a truncated or foreign file: named, one line
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ValueError(f"{path} is not an s3prl runner checkpoint (states-N.ckpt) readable with "
-                         f"weights_only=True ({type(error).__name__}: {first[:200]})") from None
+        raise ValueError(
+            f"{path} is not an s3prl runner checkpoint (states-N.ckpt) readable with "
+            f"weights_only=True ({type(error).__name__}: {first[:200]})"
+        ) from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not an s3prl runner checkpoint (states-N.ckpt)")
     return state
@@ -160,8 +166,9 @@ def read_ark(path: Path) -> Dict[str, List[str]]:
     return out
 
 
-def word_errors(hyp_ark: Path, ref_ark: Path, keys: Optional[Sequence[str]] = None,
-                chars: bool = False) -> Tuple[int, int]:
+def word_errors(
+    hyp_ark: Path, ref_ark: Path, keys: Optional[Sequence[str]] = None, chars: bool = False
+) -> Tuple[int, int]:
     """(edits, reference units) over the utterances of two s3prl ``.ark`` files.
 
     Units are words, or with ``chars`` the characters of the space-joined words (as s3prl's
@@ -173,7 +180,7 @@ def word_errors(hyp_ark: Path, ref_ark: Path, keys: Optional[Sequence[str]] = No
     if set(hyp) != set(ref):
         raise ValueError(f"{hyp_ark} and {ref_ark} list different utterances")
     errors = units = 0
-    for key in (ref if keys is None else keys):
+    for key in ref if keys is None else keys:
         h, r = (" ".join(hyp[key]), " ".join(ref[key])) if chars else (hyp[key], ref[key])
         errors += editdistance.eval(h, r)
         units += len(r)

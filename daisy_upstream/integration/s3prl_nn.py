@@ -16,6 +16,7 @@ No global state and no tensor attributes: it travels with the rows through S3PRL
 trimming and ``normalize``, DataParallel's scatter/gather and DDP, and two DAISY upstreams in
 one process cannot mix. See docs/s3prl_nn.md.
 """
+
 from __future__ import annotations
 
 import functools

@@ -16,6 +16,7 @@ s3prl config may::
       milestones: [2800]
       gamma: 0.25
 """
+
 from __future__ import annotations
 
 import types
@@ -30,9 +31,12 @@ def get_multistep_schedule(optimizer, num_training_steps: int, milestones: Seque
     import torch
 
     if not milestones or any(int(m) < 1 for m in milestones) or not 0 < float(gamma) <= 1:
-        raise ValueError(f"multistep_schedule needs milestones >= 1 and 0 < gamma <= 1, got {list(milestones)}, {gamma}")
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=sorted(int(m) for m in milestones),
-                                                gamma=float(gamma))
+        raise ValueError(
+            f"multistep_schedule needs milestones >= 1 and 0 < gamma <= 1, got {list(milestones)}, {gamma}"
+        )
+    return torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=sorted(int(m) for m in milestones), gamma=float(gamma)
+    )
 
 
 def register_schedules(schedulers: types.ModuleType) -> None:

@@ -6,6 +6,7 @@ sum of MACs over all 32 and over four buckets of 8 by length (short, medium, lon
 For any other audio the buckets are the length quartiles of the clips (by rank), which for
 the challenge's 32 clips are exactly its buckets of 8.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

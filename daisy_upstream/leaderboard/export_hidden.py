@@ -11,6 +11,7 @@ The folder is built beside ``out`` under a temporary name, checked in a fresh in
 renamed to ``out`` (:func:`daisy_upstream.outputs.output_folder`): an export that fails the
 checks leaves nothing behind, and ``--force`` replaces only a folder a previous export wrote.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,9 @@ def requirements() -> List[str]:
         pins = [r for r in (requires("daisy_upstream") or []) if "extra ==" not in r]
         own = f"daisy_upstream=={version('daisy_upstream')}"
     except PackageNotFoundError as error:
-        raise FileNotFoundError("daisy_upstream is not installed (its pins come from the installed "
-                                "metadata); run 'make install' first") from error
+        raise FileNotFoundError(
+            "daisy_upstream is not installed (its pins come from the installed metadata); run 'make install' first"
+        ) from error
     return [own, *pins]
 
 
@@ -57,9 +59,15 @@ def run_checks(folder: PathLike, timeout: float = 600.0) -> Dict[str, Any]:
     package_root = str(Path(daisy_upstream.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("OMP_NUM_THREADS", "1")
-    proc = subprocess.run([sys.executable, "-m", "daisy_upstream.leaderboard.hidden_checks"], cwd=folder,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "daisy_upstream.leaderboard.hidden_checks"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     report = json.loads(lines[-1]) if lines else None
     if proc.returncode != 0 or report is None or not report.get("ok"):
         detail = "; ".join(report["problems"]) if report else (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -69,21 +77,23 @@ def run_checks(folder: PathLike, timeout: float = 600.0) -> Dict[str, Any]:
 
 def _readme(values: Dict[str, Any], counts: Optional[List[int]], source: Path, report: Dict[str, Any]) -> str:
     stats = f"exit statistics {counts}" if counts else "no exit statistics (strategy 'none' needs none)"
-    return "\n".join([
-        "# DAISY early-exit SSL model: SUPERB hidden-set submission",
-        "",
-        f"Exported by `daisy export-hidden` from `{source.name}`: `expert.py` (`UpstreamExpert(ckpt=\"model.pt\")`),",
-        "`model.pt` (the model in its s3prl format + DAISY exit branches, read with `torch.load(weights_only=True)`),",
-        "`requirements.txt` (install daisy_upstream itself from its wheel or source).",
-        "",
-        f"Upstream config baked into model.pt: `{json.dumps(values)}`; {stats}.",
-        "`layers_past_exit: copy`: hidden states past an utterance's exit layer repeat its exit state, so a",
-        "stock weighted-sum featurizer gives the exit layer the weight of the layers it skipped.",
-        "",
-        f"Template checks passed (random 2, 1.8, 3.7 s waveforms): shapes {report['shapes']}, "
-        f"downsample rates {report['rates']}.",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# DAISY early-exit SSL model: SUPERB hidden-set submission",
+            "",
+            f'Exported by `daisy export-hidden` from `{source.name}`: `expert.py` (`UpstreamExpert(ckpt="model.pt")`),',
+            "`model.pt` (the model in its s3prl format + DAISY exit branches, read with `torch.load(weights_only=True)`),",
+            "`requirements.txt` (install daisy_upstream itself from its wheel or source).",
+            "",
+            f"Upstream config baked into model.pt: `{json.dumps(values)}`; {stats}.",
+            "`layers_past_exit: copy`: hidden states past an utterance's exit layer repeat its exit state, so a",
+            "stock weighted-sum featurizer gives the exit layer the weight of the layers it skipped.",
+            "",
+            f"Template checks passed (random 2, 1.8, 3.7 s waveforms): shapes {report['shapes']}, "
+            f"downsample rates {report['rates']}.",
+            "",
+        ]
+    )
 
 
 def export_hidden(
@@ -123,7 +133,11 @@ def export_hidden(
             values = {**values, "calibration": None}
         else:  # authors' layout: no daisy entry to carry it, the threshold it gives is baked in
             values = {**values, "calibration": None, "tau": upstream.tau}
-    state[EXPORT_KEY] = {"upstream_config": values, "exit_counts": counts, "source_checkpoint": checkpoint_record(source)}
+    state[EXPORT_KEY] = {
+        "upstream_config": values,
+        "exit_counts": counts,
+        "source_checkpoint": checkpoint_record(source),
+    }
     with output_folder(out, TOOL, force, inputs) as tmp:
         atomic_torch_save(state, tmp / "model.pt")
         atomic_write_text(tmp / "expert.py", EXPERT_PY)
@@ -131,4 +145,3 @@ def export_hidden(
         report = run_checks(tmp)
         atomic_write_text(tmp / "README.md", _readme(values, counts, source, report))
     return {"out": str(out), "upstream_config": values, "exit_counts": counts, "policy": note, "checks": report}
-

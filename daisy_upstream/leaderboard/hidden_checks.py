@@ -7,6 +7,7 @@ PR, SID, ER, ASR, ASV, SD, QbE, ST, SS, SE, secret) is a list of ``(B, T, D)`` t
 shape, that ``get_downsample_rates(key)`` is an int and ``|round(max_len / rate) - T| < 5``.
 Prints one JSON line ``{"ok", "problems", "shapes", "rates"}``; exit status 1 on a problem.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,10 @@ def check_upstream(model: Any, seed: int = 0) -> Dict[str, Any]:
             problems.append(f"{key}: get_downsample_rates returned {rate!r}, expected an int")
             continue
         if abs(round(max_len / rate) - shape[1]) >= TOLERANCE:
-            problems.append(f"{key}: {shape[1]} frames for {max_len} samples at rate {rate} "
-                            f"(expected about {round(max_len / rate)})")
+            problems.append(
+                f"{key}: {shape[1]} frames for {max_len} samples at rate {rate} "
+                f"(expected about {round(max_len / rate)})"
+            )
     return {"ok": not problems, "problems": problems, "shapes": shapes, "rates": rates}
 
 

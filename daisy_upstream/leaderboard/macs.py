@@ -16,6 +16,7 @@ warm-up forwards on ``randn(160000)``. A count is a property of the ops executed
 warm-up is run here. On a HuBERT both count the same convolutions, linear layers and attention
 products; for an early-exit model both count only what the forward actually executed.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Tuple

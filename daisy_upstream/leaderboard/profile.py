@@ -13,6 +13,7 @@ Output (``profile.json``)::
                                "mean_exit_layer": float}}
     buckets  {name: {"clips", "min_seconds", "max_seconds"}}
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -113,8 +114,14 @@ def profile_upstream(upstream: Any, clips: Sequence[Clip], device: str = "cpu") 
             counted = _count(upstream, wav, span)
             for op, value in counted["ops"].items():
                 ops[op] = ops.get(op, 0) + value
-            rows[model].append({"path": clip.path, "seconds": round(clip.seconds, 4),
-                                "exit_layer": counted["exit_layer"], "macs": counted["macs"]})
+            rows[model].append(
+                {
+                    "path": clip.path,
+                    "seconds": round(clip.seconds, 4),
+                    "exit_layer": counted["exit_layer"],
+                    "macs": counted["macs"],
+                }
+            )
     branches = upstream.net.branches
     ranges = bucket_ranges([c.seconds for c in clips], buckets)
     return {
@@ -137,17 +144,25 @@ def format_table(profile: Dict[str, Any]) -> str:
     for row, name in zip(full["utterances"], _labels(profile)):
         seconds[name] = seconds.get(name, 0.0) + row["seconds"]
     seconds["all"] = sum(seconds.values())
-    lines = [f"{'bucket':<7} {'clips':>5} {'seconds':>8} {'full GMACs':>11} {'DAISY GMACs':>12} "
-             f"{'saved':>6} {'mean exit':>9}"]
+    lines = [
+        f"{'bucket':<7} {'clips':>5} {'seconds':>8} {'full GMACs':>11} {'DAISY GMACs':>12} "
+        f"{'saved':>6} {'mean exit':>9}"
+    ]
     for name in ("all",) + BUCKETS:
         f, d = full["macs"][name], daisy["macs"][name]
-        clips = sum(b["clips"] for b in profile["buckets"].values()) if name == "all" else profile["buckets"][name]["clips"]
+        clips = (
+            sum(b["clips"] for b in profile["buckets"].values()) if name == "all" else profile["buckets"][name]["clips"]
+        )
         exit_ = daisy["mean_exit_layer"] if name == "all" else daisy["mean_exit_layer_per_bucket"][name]
         saved = f"{100 * (1 - d / f):5.1f}%" if f else "    -"
-        lines.append(f"{name:<7} {clips:>5} {seconds.get(name, 0):>8.2f} {f / 1e9:>11.3f} {d / 1e9:>12.3f} "
-                     f"{saved:>6} {exit_:>9.2f}")
-    lines.append(f"full model: every clip runs all {profile['num_layers']} layers; params {profile['params']['upstream']:,} "
-                 f"(branches {profile['params']['branches']:,})")
+        lines.append(
+            f"{name:<7} {clips:>5} {seconds.get(name, 0):>8.2f} {f / 1e9:>11.3f} {d / 1e9:>12.3f} "
+            f"{saved:>6} {exit_:>9.2f}"
+        )
+    lines.append(
+        f"full model: every clip runs all {profile['num_layers']} layers; params {profile['params']['upstream']:,} "
+        f"(branches {profile['params']['branches']:,})"
+    )
     return "\n".join(lines)
 
 
@@ -167,8 +182,13 @@ def plot_profile(profile: Dict[str, Any], path: Path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for name, style in (("full", "s-"), ("daisy", "o-")):
         rows = sorted(profile["models"][name]["utterances"], key=lambda r: r["seconds"])
-        ax.plot([r["seconds"] for r in rows], [r["macs"] / r["seconds"] / 1e9 for r in rows], style,
-                label={"full": "full model", "daisy": "DAISY"}[name], markersize=4)
+        ax.plot(
+            [r["seconds"] for r in rows],
+            [r["macs"] / r["seconds"] / 1e9 for r in rows],
+            style,
+            label={"full": "full model", "daisy": "DAISY"}[name],
+            markersize=4,
+        )
     ax.set_xlabel("clip length (s)")
     ax.set_ylabel("GMACs per audio second")
     ax.set_title(title or "upstream MACs per second of audio (batch 1)")
@@ -187,15 +207,18 @@ def choose_clips(audio: Optional[str] = None, librispeech: Optional[str] = None)
         raise ValueError("give either --audio or --librispeech, not both")
     if librispeech:
         return load_clips(librispeech_challenge_sample(librispeech)), (
-            f"the SUPERB challenge's 32 LibriSpeech test-clean utterances of {librispeech}")
+            f"the SUPERB challenge's 32 LibriSpeech test-clean utterances of {librispeech}"
+        )
     if audio:
         from daisy_upstream.audio.io import find_audio
 
         files, kind, _ = find_audio(audio)
         return load_clips(files), f"{len(files)} clips of {audio} ({kind}); buckets are length quartiles"
     paths = bundled_clip_paths()
-    return load_clips(paths), (f"the {len(paths)} bundled real recordings (pocketsphinx-testdata LibriVox + cards); "
-                               "buckets are length quartiles")
+    return load_clips(paths), (
+        f"the {len(paths)} bundled real recordings (pocketsphinx-testdata LibriVox + cards); "
+        "buckets are length quartiles"
+    )
 
 
 def run_profile(
@@ -241,19 +264,26 @@ def run_profile(
         "upstream_config": values,
         "exit_statistics": counts,
         "policy": note,
-        "audio": {"source": source, "clips": len(clips), "seconds": round(sum(c.seconds for c in clips), 3),
-                  "snr_db": snr, "buckets": describe(ranges)},
+        "audio": {
+            "source": source,
+            "clips": len(clips),
+            "seconds": round(sum(c.seconds for c in clips), 3),
+            "snr_db": snr,
+            "buckets": describe(ranges),
+        },
         **profile,
     }
-    table = "\n".join([
-        f"checkpoint: {path.name}",
-        f"audio: {source}",
-        f"buckets: {describe(ranges)}",
-        f"DAISY: {note}",
-        format_table(profile),
-        f"counted ops (MACs, both models): {profile['counted_ops']}",
-        COUNTER_NOTE,
-    ])
+    table = "\n".join(
+        [
+            f"checkpoint: {path.name}",
+            f"audio: {source}",
+            f"buckets: {describe(ranges)}",
+            f"DAISY: {note}",
+            format_table(profile),
+            f"counted ops (MACs, both models): {profile['counted_ops']}",
+            COUNTER_NOTE,
+        ]
+    )
     snr_text = "clean" if snr is None else f"{snr:g} dB SNR"
     with output_folder(out, "profile", force, inputs) as tmp:
         atomic_write_json(tmp / "profile.json", profile)

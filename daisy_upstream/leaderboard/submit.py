@@ -27,6 +27,7 @@ ER is scored only when all five folds are submitted. The zip is written to a tem
 beside the target and renamed (:func:`daisy_upstream.atomic.atomic_path`): a refused
 submission leaves no zip.
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -104,28 +105,35 @@ def plan_submission(tasks: Mapping[str, Union[str, Path]]) -> Tuple[List[Tuple[P
         if spec.folder:
             files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else []
             if not files:
-                raise SubmissionError(f"{name}: {source} is missing or holds no prediction files "
-                                      "(run the runner's test split with save_predictions on)")
+                raise SubmissionError(
+                    f"{name}: {source} is missing or holds no prediction files "
+                    "(run the runner's test split with save_predictions on)"
+                )
             entries += [(p, f"predict/{spec.member}/{p.relative_to(source).as_posix()}") for p in files]
             frame_shift = Path(expdir) / "frame_shift"
             if frame_shift.is_file():
                 entries.append((frame_shift, f"predict/{spec.member.split('/')[0]}/frame_shift"))
             continue
         if not source.is_file():
-            raise SubmissionError(f"{name}: {source} not found (run the s3prl runner with -m evaluate on the test split)")
+            raise SubmissionError(
+                f"{name}: {source} not found (run the s3prl runner with -m evaluate on the test split)"
+            )
         if source.stat().st_size == 0 or not source.read_bytes().strip():
             raise SubmissionError(f"{name}: {source} is empty (or only whitespace): no predictions")
         entries.append((source, f"predict/{spec.member}"))
     warnings = []
     folds = [t for t in ER_FOLDS if t in tasks]
     if folds and len(folds) < len(ER_FOLDS):
-        warnings.append(f"ER: only {len(folds)} of 5 folds ({', '.join(folds)}); ER will NOT be scored "
-                        "unless all five folds are submitted")
+        warnings.append(
+            f"ER: only {len(folds)} of 5 folds ({', '.join(folds)}); ER will NOT be scored "
+            "unless all five folds are submitted"
+        )
     return entries, warnings
 
 
-def write_predict_zip(tasks: Mapping[str, Union[str, Path]], out: Union[str, Path],
-                      force: bool = False) -> Tuple[List[str], List[str]]:
+def write_predict_zip(
+    tasks: Mapping[str, Union[str, Path]], out: Union[str, Path], force: bool = False
+) -> Tuple[List[str], List[str]]:
     """Write ``out`` (the public-set ``predict.zip``) atomically (:func:`daisy_upstream.outputs.output_files`:
     an existing ``out`` only with ``force`` and only if ``daisy submit`` wrote it; never an input file).
 

@@ -13,6 +13,7 @@ As the leaderboard website computes them (superbbenchmark/website-react ``overal
 Values are as the leaderboard shows them, percent metrics in percent (``SID_acc: 90.3``,
 ``SE_stoi: 94.2``, ``QbE_mtwv: 7.36``). Names may carry the website's ``_public`` suffix.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,16 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
-__all__ = ["REFERENCE_POINTS", "SUBSETS", "VALUE_RANGES", "check_metric_value", "parse_params", "read_metrics", "superb_score", "format_score"]
+__all__ = [
+    "REFERENCE_POINTS",
+    "SUBSETS",
+    "VALUE_RANGES",
+    "check_metric_value",
+    "parse_params",
+    "read_metrics",
+    "superb_score",
+    "format_score",
+]
 
 #: metric -> (baseline = FBANK, topline), public set (SUPERB_SUBMISSION.md, from Data.js)
 REFERENCE_POINTS: Dict[str, tuple] = {
@@ -42,10 +52,32 @@ REFERENCE_POINTS: Dict[str, tuple] = {
 }
 #: the website's subsets: metrics that enter the overall score
 SUBSETS: Dict[str, tuple] = {
-    "paper": ("PR_per", "SID_acc", "KS_acc", "QbE_mtwv", "IC_acc", "ASR_wer", "SV_eer", "ER_acc", "SD_der",
-              "SF_f1", "SF_cer"),
-    "public": ("PR_per", "SID_acc", "QbE_mtwv", "ASR_wer", "SV_eer", "ER_acc", "SD_der", "ST_bleu", "SE_pesq",
-               "SE_stoi", "SS_sisdri"),
+    "paper": (
+        "PR_per",
+        "SID_acc",
+        "KS_acc",
+        "QbE_mtwv",
+        "IC_acc",
+        "ASR_wer",
+        "SV_eer",
+        "ER_acc",
+        "SD_der",
+        "SF_f1",
+        "SF_cer",
+    ),
+    "public": (
+        "PR_per",
+        "SID_acc",
+        "QbE_mtwv",
+        "ASR_wer",
+        "SV_eer",
+        "ER_acc",
+        "SD_der",
+        "ST_bleu",
+        "SE_pesq",
+        "SE_stoi",
+        "SS_sisdri",
+    ),
 }
 #: leaderboard columns that never enter the score (per-fold ER, ASR with LM)
 NOT_SCORED_PREFIXES = ("ERfold", "ASR_LM")
@@ -71,14 +103,17 @@ def parse_params(text: Union[str, float, int, None]) -> Optional[float]:
             try:
                 return float(json.loads(path.read_text())["params"]["upstream"]) / 1e6
             except (ValueError, KeyError, TypeError) as error:
-                raise ValueError(f"--params {path}: not a 'daisy profile' profile.json with params.upstream "
-                                 f"({type(error).__name__}: {error})") from None
+                raise ValueError(
+                    f"--params {path}: not a 'daisy profile' profile.json with params.upstream "
+                    f"({type(error).__name__}: {error})"
+                ) from None
         scale = {"k": 1e-3, "m": 1.0, "g": 1e3}.get(text[-1:].lower())
         try:
             value = float(text[:-1] if scale else text)
         except ValueError:
-            raise ValueError(f"--params {text!r}: give millions (94.7), a count (94700000), 94.7M, "
-                             "or a profile.json") from None
+            raise ValueError(
+                f"--params {text!r}: give millions (94.7), a count (94700000), 94.7M, or a profile.json"
+            ) from None
         if scale:
             return value * scale
     if not value > 0:
@@ -109,9 +144,19 @@ def read_metrics(path: Union[str, Path]) -> Dict[str, float]:
 
 #: metric kind (the name's part after the first '_') -> (lowest, highest) value as the leaderboard shows it
 #: (percent metrics in percent; error rates may pass 100 with insertions; PESQ's scale is -0.5..4.5)
-VALUE_RANGES = {"acc": (0.0, 100.0), "f1": (0.0, 100.0), "stoi": (0.0, 100.0), "bleu": (0.0, 100.0),
-                "per": (0.0, math.inf), "wer": (0.0, math.inf), "cer": (0.0, math.inf), "eer": (0.0, 100.0),
-                "der": (0.0, math.inf), "pesq": (-0.5, 4.5), "mtwv": (-math.inf, 100.0)}
+VALUE_RANGES = {
+    "acc": (0.0, 100.0),
+    "f1": (0.0, 100.0),
+    "stoi": (0.0, 100.0),
+    "bleu": (0.0, 100.0),
+    "per": (0.0, math.inf),
+    "wer": (0.0, math.inf),
+    "cer": (0.0, math.inf),
+    "eer": (0.0, 100.0),
+    "der": (0.0, math.inf),
+    "pesq": (-0.5, 4.5),
+    "mtwv": (-math.inf, 100.0),
+}
 
 
 def check_metric_value(name: str, value: float, source: str = "metrics") -> None:
@@ -120,12 +165,15 @@ def check_metric_value(name: str, value: float, source: str = "metrics") -> None
         raise ValueError(f"{source}: {name} is {value}; expected a finite number")
     low, high = VALUE_RANGES.get(name.split("_", 1)[-1], (-math.inf, math.inf))
     if not low <= value <= high:
-        raise ValueError(f"{source}: {name} = {value:g} is outside {low:g}..{high:g} "
-                         "(percent metrics are given in percent, e.g. 'SID_acc: 80.5')")
+        raise ValueError(
+            f"{source}: {name} = {value:g} is outside {low:g}..{high:g} "
+            "(percent metrics are given in percent, e.g. 'SID_acc: 80.5')"
+        )
 
 
-def superb_score(metrics: Mapping[str, float], subset: str = "public",
-                 params_millions: Optional[float] = None) -> Dict[str, Any]:
+def superb_score(
+    metrics: Mapping[str, float], subset: str = "public", params_millions: Optional[float] = None
+) -> Dict[str, Any]:
     """Scores per metric and task, and overall for ``subset``.
 
     Returns:
@@ -155,8 +203,10 @@ def superb_score(metrics: Mapping[str, float], subset: str = "public",
             continue
         baseline, topline = REFERENCE_POINTS[name]
         if 0 < value < 1 < max(baseline, topline):
-            warnings.append(f"{name} {value:g} looks like a fraction; the reference points are in percent "
-                            f"({baseline:g} .. {topline:g}): multiply by 100")
+            warnings.append(
+                f"{name} {value:g} looks like a fraction; the reference points are in percent "
+                f"({baseline:g} .. {topline:g}): multiply by 100"
+            )
         s = 1000.0 * (value - baseline) / (topline - baseline)
         s_p = None if divisor is None else (s / divisor if s > 0 else s)
         scored[name] = {"value": value, "score": s, "score_p": s_p}
@@ -175,13 +225,25 @@ def superb_score(metrics: Mapping[str, float], subset: str = "public",
     missing = [m for m in wanted if m not in scored]
     subset_tasks = [t for t, v in tasks.items() if v["in_subset"]]
     overall = None if missing else sum(tasks[t]["score"] for t in subset_tasks) / len(subset_tasks)
-    overall_p = None if missing or divisor is None else sum(tasks[t]["score_p"] for t in subset_tasks) / len(subset_tasks)
-    return {"subset": subset, "params_millions": params_millions, "metrics": scored, "tasks": tasks,
-            "score": overall, "score_p": overall_p, "missing": missing, "ignored": ignored, "warnings": warnings}
+    overall_p = (
+        None if missing or divisor is None else sum(tasks[t]["score_p"] for t in subset_tasks) / len(subset_tasks)
+    )
+    return {
+        "subset": subset,
+        "params_millions": params_millions,
+        "metrics": scored,
+        "tasks": tasks,
+        "score": overall,
+        "score_p": overall_p,
+        "missing": missing,
+        "ignored": ignored,
+        "warnings": warnings,
+    }
 
 
 def format_score(result: Dict[str, Any]) -> str:
     """A per-task table and the overall line (rounded as the website shows them)."""
+
     def num(x: Optional[float]) -> str:
         return "-" if x is None else f"{x:.2f}"
 
@@ -189,8 +251,10 @@ def format_score(result: Dict[str, Any]) -> str:
     for task, info in result["tasks"].items():
         for name in info["metrics"]:
             m = result["metrics"].get(name)
-            lines.append(f"{task:<5} {name:<10} {num(m and m['value']):>9} {num(m and m['score']):>9} "
-                         f"{num(m and m['score_p']):>9}  {'yes' if info['in_subset'] else 'no'}")
+            lines.append(
+                f"{task:<5} {name:<10} {num(m and m['value']):>9} {num(m and m['score']):>9} "
+                f"{num(m and m['score_p']):>9}  {'yes' if info['in_subset'] else 'no'}"
+            )
         if len(info["metrics"]) > 1:
             lines.append(f"{task:<5} {'(task)':<10} {'':>9} {num(info['score']):>9} {num(info['score_p']):>9}")
     subset = result["subset"]
@@ -199,8 +263,10 @@ def format_score(result: Dict[str, Any]) -> str:
     else:
         p = result["params_millions"]
         lines.append(f"SUPERB score ({subset}): {round(result['score'])}  ({result['score']:.2f})")
-        lines.append(f"Score-P ({subset}): " + ("- (give --params)" if result["score_p"] is None
-                                               else f"{result['score_p']:.2f}  (params {p:.2f} M)"))
+        lines.append(
+            f"Score-P ({subset}): "
+            + ("- (give --params)" if result["score_p"] is None else f"{result['score_p']:.2f}  (params {p:.2f} M)")
+        )
     if result["ignored"]:
         lines.append(f"not scored by the leaderboard: {', '.join(result['ignored'])}")
     lines += [f"warning: {w}" for w in result["warnings"]]

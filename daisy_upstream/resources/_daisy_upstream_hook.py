@@ -4,6 +4,7 @@ It imports nothing at start-up. The first time any program imports ``s3prl``, it
 ``daisy_upstream``, whose post-import hooks then register the DAISY upstreams in ``s3prl.hub``
 and the DAISY featurizer in s3prl's runner. Off with ``DAISY_UPSTREAM_AUTOLOAD=0``.
 """
+
 import os
 import sys
 

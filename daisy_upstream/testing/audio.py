@@ -1,4 +1,5 @@
 """Generated audio for tests: random waveforms, tone files, speech-like signals."""
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,9 @@ def varied_waves(*lengths: int, seed: int = 3) -> List[torch.Tensor]:
     return out
 
 
-def write_wavs(folder: Path, seconds: Sequence[float], rate: int = SAMPLE_RATE, fmt: str = "wav", seed: int = 0,
-               prefix: str = "u") -> Dict[str, Path]:
+def write_wavs(
+    folder: Path, seconds: Sequence[float], rate: int = SAMPLE_RATE, fmt: str = "wav", seed: int = 0, prefix: str = "u"
+) -> Dict[str, Path]:
     """Tiny synthetic utterances (tones + noise), ``folder/{prefix}{i}.{fmt}`` -> ``{stem: path}``."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -1,6 +1,7 @@
 """Checkpoints for tests and timing: random HuBERT-architecture checkpoints in s3prl's
 converted format (any size, HuBERT Base for timing), branches sharpened with depth, and the
 layout of the authors' release."""
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
@@ -12,7 +13,12 @@ from daisy_upstream.core.branches import ExitBranches
 from daisy_upstream.core.checkpoint import FAIRSEQ_SPECIALS, TEACHER_KEYS, build_hubert, with_branches
 
 __all__ = [
-    "ABSENT", "add_random_branches", "authors_layout", "cnn_320x", "encoder_cfg", "make_random_checkpoint",
+    "ABSENT",
+    "add_random_branches",
+    "authors_layout",
+    "cnn_320x",
+    "encoder_cfg",
+    "make_random_checkpoint",
     "sharpen_branches",
 ]
 
@@ -50,9 +56,17 @@ def make_random_checkpoint(
         conv_layers = cnn_320x(conv_channels)
     model_cfg = {
         "label_rate": 50,
-        **encoder_cfg(num_layers=num_layers, embed_dim=embed_dim, ffn_dim=ffn_dim, num_heads=num_heads,
-                      conv_layers=conv_layers, extractor_mode=extractor_mode, layer_norm_first=layer_norm_first,
-                      conv_pos=conv_pos, conv_pos_groups=conv_pos_groups),
+        **encoder_cfg(
+            num_layers=num_layers,
+            embed_dim=embed_dim,
+            ffn_dim=ffn_dim,
+            num_heads=num_heads,
+            conv_layers=conv_layers,
+            extractor_mode=extractor_mode,
+            layer_norm_first=layer_norm_first,
+            conv_pos=conv_pos,
+            conv_pos_groups=conv_pos_groups,
+        ),
         "final_dim": final_dim,
         "logit_temp": 0.1,
     }

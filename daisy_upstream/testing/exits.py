@@ -1,4 +1,5 @@
 """A check shared by the CPU and CUDA tests: per-utterance exits do not depend on batch-mates."""
+
 from __future__ import annotations
 
 from typing import List, Sequence
@@ -16,13 +17,16 @@ def spread_plan(upstream, batch: List[Tensor]) -> ExitPlan:
     ``batch`` over the most exit layers. ``upstream``: an ``UpstreamExpert`` (its ``run``)."""
     checked = range(1, upstream.num_layers + 1)
     table = upstream.run(batch, make_plan(checked, tau=0.0)).entropies[:, :-1]
-    best = max(table.flatten().tolist(), key=lambda tau: len(set(
-        upstream.run(batch, make_plan(checked, tau + 1e-6)).exit_layers.tolist())))
+    best = max(
+        table.flatten().tolist(),
+        key=lambda tau: len(set(upstream.run(batch, make_plan(checked, tau + 1e-6)).exit_layers.tolist())),
+    )
     return make_plan(checked, best + 1e-6)
 
 
-def assert_exits_independent_of_batch_mates(upstream, batch: List[Tensor], order: Sequence[int],
-                                            min_layers: int = 3) -> None:
+def assert_exits_independent_of_batch_mates(
+    upstream, batch: List[Tensor], order: Sequence[int], min_layers: int = 3
+) -> None:
     """Under :func:`spread_plan`, the batch, the batch in ``order`` and each utterance alone give
     every utterance the same exit layer and the same hidden states (<= 1e-5), zeros past its
     exit; the exits spread over at least ``min_layers`` layers. Call under ``torch.no_grad()``."""

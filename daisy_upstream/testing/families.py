@@ -17,6 +17,7 @@ CNN, conv_pos 128/16, 2 codebooks x 320 codes, final_dim 256), data2vec Base (la
 ``normalize``, conv_pos 95/16 with ``pos_conv_depth`` 5), WavLM Base+ (group-norm CNN,
 gated relative position bias, 320 buckets, max distance 800).
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
@@ -90,35 +91,69 @@ def make_random_family_checkpoint(
     get_family(family)  # a bad name fails with the known ones
     if base:
         sizes = {**BASE_SIZE, **BASE_SIZES[family]}
-        return make_random_family_checkpoint(family, **{**sizes, "num_classes": num_classes, "branches": branches,
-                                                         "layer_entropy": layer_entropy, "seed": seed})
+        return make_random_family_checkpoint(
+            family,
+            **{**sizes, "num_classes": num_classes, "branches": branches, "layer_entropy": layer_entropy, "seed": seed},
+        )
     if family == "hubert":
         return make_random_checkpoint(
-            num_layers=num_layers, embed_dim=embed_dim, ffn_dim=ffn_dim, num_heads=num_heads,
-            conv_channels=conv_channels, extractor_mode=extractor_mode, layer_norm_first=layer_norm_first,
-            conv_pos=conv_pos, conv_pos_groups=conv_pos_groups, normalize=normalize, num_clusters=num_classes,
+            num_layers=num_layers,
+            embed_dim=embed_dim,
+            ffn_dim=ffn_dim,
+            num_heads=num_heads,
+            conv_channels=conv_channels,
+            extractor_mode=extractor_mode,
+            layer_norm_first=layer_norm_first,
+            conv_pos=conv_pos,
+            conv_pos_groups=conv_pos_groups,
+            normalize=normalize,
+            num_clusters=num_classes,
             final_dim=16 if embed_dim < 256 else 256,
-            branches=branches, layer_entropy=layer_entropy, seed=seed,
+            branches=branches,
+            layer_entropy=layer_entropy,
+            seed=seed,
         )
     model_cfg: Dict[str, Any] = encoder_cfg(
-        num_layers=num_layers, embed_dim=embed_dim, ffn_dim=ffn_dim, num_heads=num_heads,
-        conv_layers=cnn_320x(conv_channels), extractor_mode=extractor_mode, layer_norm_first=layer_norm_first,
-        conv_pos=conv_pos, conv_pos_groups=conv_pos_groups)
+        num_layers=num_layers,
+        embed_dim=embed_dim,
+        ffn_dim=ffn_dim,
+        num_heads=num_heads,
+        conv_layers=cnn_320x(conv_channels),
+        extractor_mode=extractor_mode,
+        layer_norm_first=layer_norm_first,
+        conv_pos=conv_pos,
+        conv_pos_groups=conv_pos_groups,
+    )
     if family == "wavlm":
-        model_cfg.update(relative_position_embedding=relative_position_embedding, gru_rel_pos=gru_rel_pos,
-                         num_buckets=num_buckets, max_distance=max_distance, normalize=normalize)
+        model_cfg.update(
+            relative_position_embedding=relative_position_embedding,
+            gru_rel_pos=gru_rel_pos,
+            num_buckets=num_buckets,
+            max_distance=max_distance,
+            normalize=normalize,
+        )
         state: Dict[str, Any] = {"cfg": model_cfg}
     else:
-        model_cfg.update(_name="wav2vec2" if family == "wav2vec2" else "data2vec_audio", pos_conv_depth=pos_conv_depth,
-                         layer_type=layer_type)
+        model_cfg.update(
+            _name="wav2vec2" if family == "wav2vec2" else "data2vec_audio",
+            pos_conv_depth=pos_conv_depth,
+            layer_type=layer_type,
+        )
         if family == "wav2vec2":  # Base: 2 codebooks x 320 codes, final_dim 256 (tiny: 2 x 8, 16)
             small = embed_dim < 256
-            model_cfg.update(quantize_targets=True, latent_vars=8 if small else 320, latent_groups=2,
-                             final_dim=16 if small else 256, logit_temp=0.1)
+            model_cfg.update(
+                quantize_targets=True,
+                latent_vars=8 if small else 320,
+                latent_groups=2,
+                final_dim=16 if small else 256,
+                logit_temp=0.1,
+            )
         else:
             model_cfg.update(average_top_k_layers=min(8, num_layers), ema_decay=0.999)
-        state = {"task_cfg": {"_name": "audio_pretraining", "sample_rate": SAMPLE_RATE, "normalize": normalize},
-                 "model_cfg": model_cfg}
+        state = {
+            "task_cfg": {"_name": "audio_pretraining", "sample_rate": SAMPLE_RATE, "normalize": normalize},
+            "model_cfg": model_cfg,
+        }
     fam = get_family(family)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -3,6 +3,7 @@
 Each ``make_*`` writes a few generated utterances in the layout s3prl's downstream reads
 (``s3prl/downstream/<task>/dataset.py``) and returns the number of utterances per split.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -20,8 +21,15 @@ from daisy_upstream.testing.audio import speechlike, write_wav
 from daisy_upstream.testing.checkpoints import make_random_checkpoint, sharpen_branches
 
 __all__ = [
-    "BIN", "LAYER_ENTROPY", "NUM_LAYERS", "Workspace", "make_librimix", "make_librispeech", "make_voicebank",
-    "make_voxceleb1", "spans_logged",
+    "BIN",
+    "LAYER_ENTROPY",
+    "NUM_LAYERS",
+    "Workspace",
+    "make_librimix",
+    "make_librispeech",
+    "make_voicebank",
+    "make_voxceleb1",
+    "spans_logged",
 ]
 
 NUM_LAYERS = 3
@@ -181,11 +189,26 @@ class Workspace:
             )
         return ",,".join([lr, runner, data])
 
-    def train_args(self, task: str, expdir: Path, steps: int, upstream: str = "daisy_hubert_local", extra: Sequence[str] = ()) -> List[str]:
+    def train_args(
+        self, task: str, expdir: Path, steps: int, upstream: str = "daisy_hubert_local", extra: Sequence[str] = ()
+    ) -> List[str]:
         args = [
-            "-m", "train", "-d", task, "-c", str(self.configs / task / "config.yaml"),
-            "-u", upstream, "-k", str(self.ckpt),
-            "-p", str(expdir), "-o", self.task_overrides(task, steps), "--device", "cpu",
+            "-m",
+            "train",
+            "-d",
+            task,
+            "-c",
+            str(self.configs / task / "config.yaml"),
+            "-u",
+            upstream,
+            "-k",
+            str(self.ckpt),
+            "-p",
+            str(expdir),
+            "-o",
+            self.task_overrides(task, steps),
+            "--device",
+            "cpu",
         ]
         if upstream.startswith("daisy"):
             args += ["-g", self.upstream_config.format(task=task)]
@@ -219,5 +242,3 @@ class Workspace:
 def spans_logged(stderr: str) -> List[str]:
     """What follows ``DAISY exit span`` on each line of a runner's stderr that logs it."""
     return [line.split("DAISY exit span", 1)[1].strip() for line in stderr.splitlines() if "DAISY exit span" in line]
-
-

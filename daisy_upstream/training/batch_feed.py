@@ -15,6 +15,7 @@ order lives in the sampler and a resumed run starts it at the saved ``(epoch, po
 :func:`shard_keys` is one pass over this rank's share (batches ``rank, rank + world, ...``),
 the calibration's and the held-out evaluation's order.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -65,8 +66,14 @@ class PaddedBatches(Dataset):
     (whose copy of the corpus the main process does not see).
     """
 
-    def __init__(self, corpus: AudioCorpus, batches: List[List[int]], seed: int = 0, rank: int = 0,
-                 augment: Optional[NoiseAugment] = None) -> None:
+    def __init__(
+        self,
+        corpus: AudioCorpus,
+        batches: List[List[int]],
+        seed: int = 0,
+        rank: int = 0,
+        augment: Optional[NoiseAugment] = None,
+    ) -> None:
         self.corpus, self.batches, self.seed, self.rank, self.augment = corpus, batches, seed, rank, augment
 
     def __len__(self) -> int:
@@ -85,20 +92,35 @@ class PaddedBatches(Dataset):
         for row, wav in enumerate(wavs):
             audio[row, : len(wav)] = wav
         in_worker = get_worker_info() is not None
-        return {"epoch": epoch, "position": position, "index": index, "kept": kept, "audio": audio,
-                "lengths": lengths, "skipped": problems.skipped[skipped:] if in_worker else [],
-                "resampled": dict(problems.resampled - resampled) if in_worker else {}}
+        return {
+            "epoch": epoch,
+            "position": position,
+            "index": index,
+            "kept": kept,
+            "audio": audio,
+            "lengths": lengths,
+            "skipped": problems.skipped[skipped:] if in_worker else [],
+            "resampled": dict(problems.resampled - resampled) if in_worker else {},
+        }
 
 
 def _as_is(item: Any) -> Any:
     return item
 
 
-def batch_loader(dataset: PaddedBatches, sampler: Iterable[Key], workers: int = 0, prefetch: int = 2,
-                 pin_memory: bool = False) -> DataLoader:
+def batch_loader(
+    dataset: PaddedBatches, sampler: Iterable[Key], workers: int = 0, prefetch: int = 2, pin_memory: bool = False
+) -> DataLoader:
     """The DataLoader over ``dataset``: one sampler key per item, no collation (items are batches)."""
-    return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=workers, collate_fn=_as_is,
-                      pin_memory=pin_memory, prefetch_factor=prefetch if workers else None)
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=_as_is,
+        pin_memory=pin_memory,
+        prefetch_factor=prefetch if workers else None,
+    )
 
 
 def unpad(item: Dict[str, Any], corpus: AudioCorpus, device: torch.device) -> List[torch.Tensor]:

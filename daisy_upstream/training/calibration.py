@@ -25,6 +25,7 @@ the upstream config key ``calibration:`` accepts (it needs ``layer_entropy``; ev
     layer_q25 / layer_median / layer_q75: [L floats]
     linear_fit: {slope: float, intercept: float, r2: float}   # mean entropy vs layer
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -192,9 +193,7 @@ def utterance_entropies(backbone: EarlyExitModel, branches: ExitBranches, wavs: 
     if branches.num_layers != num_layers:
         raise ValueError(f"{branches.num_layers} branches for a {num_layers}-layer model")
     out = backbone(list(wavs), make_plan([num_layers], None), branch_input=branches.branch_input)
-    per_layer = [
-        branches.entropy(k, out.branch_inputs[k - 1], out.lengths).double() for k in range(1, num_layers + 1)
-    ]
+    per_layer = [branches.entropy(k, out.branch_inputs[k - 1], out.lengths).double() for k in range(1, num_layers + 1)]
     return torch.stack(per_layer, dim=1).cpu()
 
 
@@ -253,15 +252,20 @@ def layer_entropies(
             bar.update(1)
         if not wavs:
             continue
-        done.append((item["index"], utterance_entropies(backbone, branches, wavs),
-                     [corpus.items[i].key for i in item["kept"]], int(item["lengths"].sum()) / SAMPLE_RATE))
+        done.append(
+            (
+                item["index"],
+                utterance_entropies(backbone, branches, wavs),
+                [corpus.items[i].key for i in item["kept"]],
+                int(item["lengths"].sum()) / SAMPLE_RATE,
+            )
+        )
     if bar is not None:
         bar.close()
     done = sorted((d for part in all_gather_objects(done, world) for d in part), key=lambda d: d[0])
     if not done:
         raise ValueError(f"no utterance of {corpus.name} could be loaded ({corpus.problems.summary()})")
-    return (torch.cat([d[1] for d in done], dim=0), [key for d in done for key in d[2]],
-            sum(d[3] for d in done))
+    return (torch.cat([d[1] for d in done], dim=0), [key for d in done for key in d[2]], sum(d[3] for d in done))
 
 
 def calibrate_checkpoint(
@@ -295,15 +299,15 @@ def calibrate_checkpoint(
             f"{checkpoint} is a plain {loaded.family.name} checkpoint without exit branches: nothing to calibrate; "
             "train them first with 'daisy train-branches'"
         )
-    backbone = EarlyExitModel(loaded.model, None, normalize_waveform=bool(loaded.task_cfg.normalize),
-                              precision=precision)
+    backbone = EarlyExitModel(
+        loaded.model, None, normalize_waveform=bool(loaded.task_cfg.normalize), precision=precision
+    )
     backbone.to(device).eval()
     branches = loaded.branches.to(device).eval()
-    entropies, keys, seconds = layer_entropies(backbone, branches, corpus, batch_seconds, device, progress,
-                                               workers=workers, prefetch=prefetch)
-    return CalibrationResult(
-        entropies, keys, corpus.name, seconds, tuple(float(r) for r in rhos), str(checkpoint)
+    entropies, keys, seconds = layer_entropies(
+        backbone, branches, corpus, batch_seconds, device, progress, workers=workers, prefetch=prefetch
     )
+    return CalibrationResult(entropies, keys, corpus.name, seconds, tuple(float(r) for r in rhos), str(checkpoint))
 
 
 def summarize(
@@ -347,13 +351,18 @@ def plot_calibration(result: CalibrationResult, path: Union[str, Path], force: b
     q25, q75 = result.layer_quantile(0.25), result.layer_quantile(0.75)
     slope, intercept, r2 = result.fit
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    ax.fill_between(layers, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                    color="tab:blue", alpha=0.15, label="mean ± 1 std")
+    ax.fill_between(
+        layers,
+        [m - s for m, s in zip(mean, std)],
+        [m + s for m, s in zip(mean, std)],
+        color="tab:blue",
+        alpha=0.15,
+        label="mean ± 1 std",
+    )
     ax.vlines(layers, q25, q75, color="tab:gray", linewidth=5, alpha=0.45, label="interquartile range")
     ax.plot(layers, result.layer_quantile(0.5), "_", color="k", markersize=12, label="median")
     ax.plot(layers, mean, "o-", color="tab:blue", label="mean over utterances")
-    ax.plot(layers, [slope * k + intercept for k in layers], "--", color="tab:red",
-            label=f"linear fit, R² = {r2:.3f}")
+    ax.plot(layers, [slope * k + intercept for k in layers], "--", color="tab:red", label=f"linear fit, R² = {r2:.3f}")
     ax.set_xlabel("layer")
     ax.set_ylabel("branch mean entropy (nats)")
     ax.set_xticks(layers)
@@ -378,10 +387,11 @@ def format_table(result: CalibrationResult) -> str:
         mark = " max" if k + 1 == result.e_max_layer else (" min" if k + 1 == result.e_min_layer else "")
         lines.append(f"{k + 1:>5} {mean[k]:9.4f} {std[k]:8.4f} {q25[k]:8.4f} {q50[k]:8.4f} {q75[k]:8.4f}{mark}")
     slope, intercept, r2 = result.fit
-    lines.append(f"E_max = {result.e_max:.6f} (layer {result.e_max_layer}), "
-                 f"E_min = {result.e_min:.6f} (layer {result.e_min_layer})")
+    lines.append(
+        f"E_max = {result.e_max:.6f} (layer {result.e_max_layer}), "
+        f"E_min = {result.e_min:.6f} (layer {result.e_min_layer})"
+    )
     lines.append(f"linear fit: entropy = {slope:.4f} * layer + {intercept:.4f}, R^2 = {r2:.4f}")
     for rho in result.rhos:
         lines.append(f"rho = {rho:g}: tau = {result.tau(rho):.6f}")
     return "\n".join(lines)
-

@@ -1,4 +1,5 @@
 """Process group and device for training under ``torchrun`` (one process: no torch.distributed)."""
+
 from __future__ import annotations
 
 import atexit
@@ -7,8 +8,7 @@ from typing import Any, List, Tuple
 
 import torch
 
-__all__ = ["all_gather_objects", "all_reduce_sum", "barrier", "default_device", "init_distributed",
-           "resolve_device"]
+__all__ = ["all_gather_objects", "all_reduce_sum", "barrier", "default_device", "init_distributed", "resolve_device"]
 
 
 def default_device() -> str:

@@ -16,6 +16,7 @@ nearest centroid right after that batch's update (what ``MiniBatchKMeans`` itsel
 per batch); ``inertia_per_frame`` divides it by the frames seen. A full second pass would
 cost another forward over the training audio.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -87,13 +88,16 @@ class StreamedKMeans:
         if clusters < 2:
             raise ValueError(f"k-means needs at least 2 clusters, got {clusters}")
         if batch_frames < clusters:
-            raise ValueError(f"k-means batches of {batch_frames} frames cannot seed {clusters} clusters; "
-                             "use at least as many frames per batch as clusters")
+            raise ValueError(
+                f"k-means batches of {batch_frames} frames cannot seed {clusters} clusters; "
+                "use at least as many frames per batch as clusters"
+            )
         from sklearn.cluster import MiniBatchKMeans
 
         self.clusters, self.seed, self.batch_frames = clusters, seed, batch_frames
-        self._kmeans = MiniBatchKMeans(n_clusters=clusters, random_state=seed, batch_size=batch_frames,
-                                       n_init=1, compute_labels=True)
+        self._kmeans = MiniBatchKMeans(
+            n_clusters=clusters, random_state=seed, batch_size=batch_frames, n_init=1, compute_labels=True
+        )
         self._pending: list = []
         self._pending_rows = 0
         self.frames = self.batches = self.peak_buffered = 0
@@ -112,7 +116,7 @@ class StreamedKMeans:
         while self._pending_rows >= self.batch_frames:
             stacked = np.concatenate(self._pending)
             self._fit(stacked[: self.batch_frames])
-            rest = stacked[self.batch_frames:]
+            rest = stacked[self.batch_frames :]
             self._pending, self._pending_rows = ([rest] if len(rest) else []), len(rest)
 
     def _fit(self, batch: np.ndarray) -> None:
@@ -131,8 +135,9 @@ class StreamedKMeans:
             rest = np.concatenate(self._pending)
             self._pending, self._pending_rows = [], 0
             if self.batches == 0 and len(rest) < self.clusters:
-                raise ValueError(f"only {len(rest)} frames for {self.clusters} k-means clusters: "
-                                 "use more audio or fewer --clusters")
+                raise ValueError(
+                    f"only {len(rest)} frames for {self.clusters} k-means clusters: use more audio or fewer --clusters"
+                )
             self._fit(rest)
         if self.batches == 0:
             raise ValueError("no frames for k-means: the audio gave none")
@@ -140,8 +145,13 @@ class StreamedKMeans:
         return KMeansFit(centroids, self.inertia, self.frames, self.batches, self.seed, self.batch_frames)
 
 
-def fit_kmeans(chunks: Iterable[np.ndarray], clusters: int, seed: int,
-               batch_frames: int = DEFAULT_BATCH_FRAMES, max_frames: Optional[int] = None) -> KMeansFit:
+def fit_kmeans(
+    chunks: Iterable[np.ndarray],
+    clusters: int,
+    seed: int,
+    batch_frames: int = DEFAULT_BATCH_FRAMES,
+    max_frames: Optional[int] = None,
+) -> KMeansFit:
     """Stream ``chunks`` of ``(n, D)`` frames into k-means; stop after ``max_frames`` if given."""
     kmeans = StreamedKMeans(clusters, seed, batch_frames)
     taken = 0
@@ -164,7 +174,7 @@ def assign(frames: Tensor, centroids: Tensor, chunk: int = 65536) -> Tensor:
     c_sq = (centroids * centroids).sum(dim=1)
     out = []
     for start in range(0, frames.size(0), chunk):
-        x = frames[start:start + chunk].float()
+        x = frames[start : start + chunk].float()
         # ||c||^2 - 2 x.c (||x||^2 is the same for every centroid of a row)
         out.append((c_sq.unsqueeze(0) - 2.0 * x @ centroids.t()).argmin(dim=1))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=frames.device)

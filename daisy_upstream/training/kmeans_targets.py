@@ -13,6 +13,7 @@ The centroids and their provenance are stored in the output checkpoint under
 ``seed``, ``inertia``, ...) and, while training, in ``<work_dir>/kmeans.pt`` so that a resumed
 run uses the same targets without clustering again.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -30,7 +31,7 @@ from daisy_upstream.core.branches import valid_frame_mask
 from daisy_upstream.core.policy import make_plan
 
 from .batch_feed import EpochSampler, PaddedBatches, batch_loader, unpad
-from .kmeans import DEFAULT_BATCH_FRAMES, fit_kmeans, assign
+from .kmeans import DEFAULT_BATCH_FRAMES, assign, fit_kmeans
 
 __all__ = ["KMEANS_FILE", "KMeansTargets", "layer_frames", "load_or_fit_kmeans"]
 
@@ -72,8 +73,17 @@ class KMeansTargets(nn.Module):
         return {"kind": self.kind, "layer": self.layer, **self.facts, "centroids": self.centroids.detach().cpu()}
 
 
-def layer_frames(backbone: nn.Module, corpus: AudioCorpus, layer: int, batch_seconds: float, seed: int,
-                 device: torch.device, passes: int = 1, workers: int = 0, prefetch: int = 2) -> Iterator[np.ndarray]:
+def layer_frames(
+    backbone: nn.Module,
+    corpus: AudioCorpus,
+    layer: int,
+    batch_seconds: float,
+    seed: int,
+    device: torch.device,
+    passes: int = 1,
+    workers: int = 0,
+    prefetch: int = 2,
+) -> Iterator[np.ndarray]:
     """Valid frames ``(n, D)`` float32 of ``hidden_states[layer]``, one batch at a time.
 
     Pass ``p`` (0-based) takes the batches in stage 1's epoch-``p`` order for ``seed``; the
@@ -121,9 +131,16 @@ def load_or_fit_kmeans(
     num_layers = backbone.num_layers
     if not 1 <= layer <= num_layers:
         raise ValueError(f"kmeans_layer must be in 1..{num_layers} for this {num_layers}-layer model, got {layer}")
-    settings = {"layer": layer, "clusters": clusters, "seed": seed, "batch_frames": batch_frames,
-                "max_frames": max_frames, "passes": passes, "batch_seconds": batch_seconds,
-                "audio_fingerprint": corpus.fingerprint()}
+    settings = {
+        "layer": layer,
+        "clusters": clusters,
+        "seed": seed,
+        "batch_frames": batch_frames,
+        "max_frames": max_frames,
+        "passes": passes,
+        "batch_seconds": batch_seconds,
+        "audio_fingerprint": corpus.fingerprint(),
+    }
     precision = getattr(backbone, "precision", "fp32")
     if precision != "fp32":  # the frames come from a lower-precision forward (absent for fp32: older files)
         settings["precision"] = precision
@@ -132,20 +149,37 @@ def load_or_fit_kmeans(
         saved = torch.load(path, map_location="cpu", weights_only=True)
         differ = sorted(k for k in settings if saved.get("settings", {}).get(k) != settings[k])
         if differ:
-            raise ValueError(f"{path} holds k-means made with other settings or audio ({', '.join(differ)}); "
-                             "use another --work-dir, or the same settings to resume")
+            raise ValueError(
+                f"{path} holds k-means made with other settings or audio ({', '.join(differ)}); "
+                "use another --work-dir, or the same settings to resume"
+            )
         log.info("k-means targets from %s", path)
         return KMeansTargets(saved["centroids"], layer, saved["record"])
     if not fit:
         raise ValueError(f"{path} is missing: rank 0 writes it before training")
-    log.info("k-means: %d clusters of layer %d over %s (batches of %d frames, %d pass(es), seed %d)",
-             clusters, layer, corpus.name, batch_frames, passes, seed)
-    result = fit_kmeans(layer_frames(backbone, corpus, layer, batch_seconds, seed, device, passes, workers, prefetch),
-                        clusters, seed, batch_frames, max_frames)
-    record = {**result.provenance(), "audio": corpus.name, "audio_seconds": round(corpus.seconds, 3),
-              "passes": passes}
-    log.info("k-means done: %d frames, %d partial_fit calls, inertia per frame %.4g",
-             result.frames, result.batches, record["inertia_per_frame"])
+    log.info(
+        "k-means: %d clusters of layer %d over %s (batches of %d frames, %d pass(es), seed %d)",
+        clusters,
+        layer,
+        corpus.name,
+        batch_frames,
+        passes,
+        seed,
+    )
+    result = fit_kmeans(
+        layer_frames(backbone, corpus, layer, batch_seconds, seed, device, passes, workers, prefetch),
+        clusters,
+        seed,
+        batch_frames,
+        max_frames,
+    )
+    record = {**result.provenance(), "audio": corpus.name, "audio_seconds": round(corpus.seconds, 3), "passes": passes}
+    log.info(
+        "k-means done: %d frames, %d partial_fit calls, inertia per frame %.4g",
+        result.frames,
+        result.batches,
+        record["inertia_per_frame"],
+    )
     centroids = torch.from_numpy(result.centroids)
     atomic_torch_save({"settings": settings, "centroids": centroids, "record": record}, path)
     return KMeansTargets(centroids, layer, record)

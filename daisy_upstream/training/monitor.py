@@ -1,4 +1,5 @@
 """Stage 1's progress report: a tqdm bar, TensorBoard scalars and the held-out log line."""
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,17 @@ class TrainingMonitor:
     ``speed/audio_seconds_per_second``.
     """
 
-    def __init__(self, work_dir: Path, num_layers: int, step: int, total_steps: int, *,
-                 tensorboard: bool, progress: bool, log_every: int) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        num_layers: int,
+        step: int,
+        total_steps: int,
+        *,
+        tensorboard: bool,
+        progress: bool,
+        log_every: int,
+    ) -> None:
         self.num_layers, self.log_every = num_layers, log_every
         self.writer = None
         if tensorboard:

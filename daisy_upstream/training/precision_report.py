@@ -8,6 +8,7 @@ difference of a per-utterance layer entropy, and per rho the share of utterances
 layer (the first layer ``k < L`` with mean entropy ``< tau``, as :class:`ExitPlan` decides)
 differs, with the mean exit layer of both.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,13 +74,17 @@ def main(argv: Sequence[str] = None) -> int:
             run = runs[precision]
             flips = float((run["labels"] != ref["labels"]).float().mean())
             delta = float((run["entropies"] - ref["entropies"]).abs().max())
-            line = [f"  {precision} vs fp32: targets differ on {100 * flips:.2f}% of frames; "
-                    f"entropy max |diff| {delta:.4f} nats"]
+            line = [
+                f"  {precision} vs fp32: targets differ on {100 * flips:.2f}% of frames; "
+                f"entropy max |diff| {delta:.4f} nats"
+            ]
             for rho in args.rho:
                 tau = compute_tau(calibration, rho)
                 a, b = exit_layers(ref["entropies"], tau), exit_layers(run["entropies"], tau)
-                line.append(f"rho {rho:g}: exit layer differs for {100 * float((a != b).float().mean()):.1f}% "
-                            f"(mean {float(a.float().mean()):.2f} fp32, {float(b.float().mean()):.2f} {precision})")
+                line.append(
+                    f"rho {rho:g}: exit layer differs for {100 * float((a != b).float().mean()):.1f}% "
+                    f"(mean {float(a.float().mean()):.2f} fp32, {float(b.float().mean()):.2f} {precision})"
+                )
             print("; ".join(line))
     return 0
 

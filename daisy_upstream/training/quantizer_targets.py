@@ -12,6 +12,7 @@ A branch then has ``G`` output blocks of ``V`` classes (``ExitBranches(groups=G)
 with the mean of the ``G`` cross-entropies; its exit entropy is the mean over groups of each
 block's entropy (:func:`daisy_upstream.core.branches.group_entropy`).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -41,8 +42,10 @@ class QuantizerTargets(nn.Module):
         super().__init__()
         quantizer = getattr(model, "quantizer", None)
         if quantizer is None:
-            raise ValueError("this wav2vec 2.0 checkpoint has no quantizer (quantize_targets off, or fine-tuned): "
-                             "use --targets kmeans --kmeans-layer K --clusters N")
+            raise ValueError(
+                "this wav2vec 2.0 checkpoint has no quantizer (quantize_targets off, or fine-tuned): "
+                "use --targets kmeans --kmeans-layer K --clusters N"
+            )
         self._model = [model]  # not a submodule: its parameters stay out of this module's
         self.groups = int(quantizer.groups)
         self.num_classes = int(quantizer.num_vars)
@@ -72,12 +75,17 @@ class QuantizerTargets(nn.Module):
         rows = []
         for codes, n in zip(self.codes(wavs), lengths.tolist()):
             if codes.size(0) < n:
-                raise ValueError(f"the quantizer gave {codes.size(0)} frames for an utterance with {n} "
-                                 "valid hidden-state frames")
+                raise ValueError(
+                    f"the quantizer gave {codes.size(0)} frames for an utterance with {n} valid hidden-state frames"
+                )
             rows.append(codes[:n])
         return torch.cat(rows).to(features.device)
 
     def record(self) -> Dict[str, Any]:
         """``daisy.targets`` for these branches."""
-        return {"kind": self.kind, "source": "wav2vec 2.0 quantizer code per codebook group (unmasked input)",
-                "groups": self.groups, "codes_per_group": self.num_classes}
+        return {
+            "kind": self.kind,
+            "source": "wav2vec 2.0 quantizer code per codebook group (unmasked input)",
+            "groups": self.groups,
+            "codes_per_group": self.num_classes,
+        }

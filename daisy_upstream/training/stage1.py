@@ -9,6 +9,7 @@ each rank takes every ``world_size``-th batch of the epoch order; the held-out e
 the final calibration are split over the ranks the same way (sums all-reduced, entropies
 gathered), and rank 0 logs and writes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _split(corpus: AudioCorpus, heldout: Optional[AudioCorpus], config: Stage1Config
-           ) -> Tuple[AudioCorpus, AudioCorpus]:
+def _split(
+    corpus: AudioCorpus, heldout: Optional[AudioCorpus], config: Stage1Config
+) -> Tuple[AudioCorpus, AudioCorpus]:
     if heldout is None:
         return corpus.split(config.heldout_fraction, config.seed)
     if config.heldout_fraction:
@@ -65,20 +67,38 @@ def _split(corpus: AudioCorpus, heldout: Optional[AudioCorpus], config: Stage1Co
     return corpus, heldout
 
 
-def _targets(kind: str, loaded: DaisyCheckpoint, raw_state: Dict[str, Any], checkpoint: Union[str, Path],
-             backbone: EarlyExitModel, train_set: AudioCorpus, config: Stage1Config, work_dir: Path,
-             dev: torch.device, is_main: bool, world: int) -> nn.Module:
+def _targets(
+    kind: str,
+    loaded: DaisyCheckpoint,
+    raw_state: Dict[str, Any],
+    checkpoint: Union[str, Path],
+    backbone: EarlyExitModel,
+    train_set: AudioCorpus,
+    config: Stage1Config,
+    work_dir: Path,
+    dev: torch.device,
+    is_main: bool,
+    world: int,
+) -> nn.Module:
     """The target source for ``--targets`` (see :mod:`~daisy_upstream.training.targets`)."""
     if kind == "model":
         return model_targets(loaded, raw_state, str(checkpoint))
     from .kmeans_targets import load_or_fit_kmeans
 
-    settings = dict(layer=config.kmeans_layer, clusters=config.clusters, seed=config.seed,
-                    batch_seconds=config.batch_seconds, device=dev, batch_frames=config.kmeans_batch_frames,
-                    max_frames=config.kmeans_max_frames, passes=config.kmeans_passes)
+    settings = dict(
+        layer=config.kmeans_layer,
+        clusters=config.clusters,
+        seed=config.seed,
+        batch_seconds=config.batch_seconds,
+        device=dev,
+        batch_frames=config.kmeans_batch_frames,
+        max_frames=config.kmeans_max_frames,
+        passes=config.kmeans_passes,
+    )
     if is_main:  # rank 0 clusters and writes work_dir/kmeans.pt; the other ranks read it
-        targets = load_or_fit_kmeans(work_dir, backbone, train_set, workers=config.workers,
-                                     prefetch=config.prefetch, **settings)
+        targets = load_or_fit_kmeans(
+            work_dir, backbone, train_set, workers=config.workers, prefetch=config.prefetch, **settings
+        )
     barrier(world)
     if not is_main:
         targets = load_or_fit_kmeans(work_dir, backbone, train_set, fit=False, **settings)
@@ -86,10 +106,22 @@ def _targets(kind: str, loaded: DaisyCheckpoint, raw_state: Dict[str, Any], chec
 
 
 def _write_output(
-    out: Path, checkpoint: Union[str, Path], raw_state: Dict[str, Any], backbone: EarlyExitModel,
-    branches: ExitBranches, train_set: AudioCorpus, heldout_set: AudioCorpus, config: Stage1Config,
-    step: int, dev: torch.device, half: bool, provenance: Optional[Dict[str, Any]],
-    targets_record: Optional[Dict[str, Any]] = None, rank: int = 0, world: int = 1, force: bool = False,
+    out: Path,
+    checkpoint: Union[str, Path],
+    raw_state: Dict[str, Any],
+    backbone: EarlyExitModel,
+    branches: ExitBranches,
+    train_set: AudioCorpus,
+    heldout_set: AudioCorpus,
+    config: Stage1Config,
+    step: int,
+    dev: torch.device,
+    half: bool,
+    provenance: Optional[Dict[str, Any]],
+    targets_record: Optional[Dict[str, Any]] = None,
+    rank: int = 0,
+    world: int = 1,
+    force: bool = False,
 ) -> Dict[str, Any]:
     """Calibrate on the held-out audio (every rank a share) and write the DAISY checkpoint (rank
     0); returns the calibration."""
@@ -99,19 +131,33 @@ def _write_output(
     if not len(heldout_set) and rank == 0:
         log.warning("no held-out audio (held-out fraction 0): the calibration uses the training audio")
     branches.eval()
-    entropies, keys, seconds = layer_entropies(backbone, branches, calib_set, config.batch_seconds, dev,
-                                               rank=rank, world=world, workers=config.workers,
-                                               prefetch=config.prefetch)
-    calibration = CalibrationResult(entropies, keys, calib_set.name, seconds, tuple(config.rhos), str(checkpoint),
-                                    extra={"stage1_steps": step}).to_dict()
+    entropies, keys, seconds = layer_entropies(
+        backbone,
+        branches,
+        calib_set,
+        config.batch_seconds,
+        dev,
+        rank=rank,
+        world=world,
+        workers=config.workers,
+        prefetch=config.prefetch,
+    )
+    calibration = CalibrationResult(
+        entropies, keys, calib_set.name, seconds, tuple(config.rhos), str(checkpoint), extra={"stage1_steps": step}
+    ).to_dict()
     if rank != 0:
         return calibration
-    branches_cpu = ExitBranches(branches.num_layers, branches.embed_dim, branches.num_classes,
-                                groups=branches.groups)
+    branches_cpu = ExitBranches(branches.num_layers, branches.embed_dim, branches.num_classes, groups=branches.groups)
     branches_cpu.load_state_dict({k: v.detach().cpu() for k, v in branches.state_dict().items()})
-    record = {"stage1": {"steps": step, "config": config.as_dict(),
-                         "train_audio": train_set.name, "heldout_audio": heldout_set.name},
-              **(provenance or {})}
+    record = {
+        "stage1": {
+            "steps": step,
+            "config": config.as_dict(),
+            "train_audio": train_set.name,
+            "heldout_audio": heldout_set.name,
+        },
+        **(provenance or {}),
+    }
     written_state = with_branches(raw_state, branches_cpu, calibration, record, targets_record)
     from daisy_upstream.outputs import output_files
 
@@ -174,19 +220,22 @@ def train_branches(
     dev = resolve_device(device, world, local_rank)
     is_main = rank == 0
     if world > 1 and dev.type == "cpu" and is_main:
-        log.warning("%d processes train on the CPU (gloo)%s", world,
-                    ": pass --device cuda for the GPUs" if torch.cuda.is_available() else "")
+        log.warning(
+            "%d processes train on the CPU (gloo)%s",
+            world,
+            ": pass --device cuda for the GPUs" if torch.cuda.is_available() else "",
+        )
 
     kind = config.targets or "model"
     loaded, raw_state = load_frozen_model(checkpoint, teacher, need_head=kind == "model")
     model = loaded.model.to(dev).eval()
-    backbone = EarlyExitModel(model, None, normalize_waveform=bool(loaded.task_cfg.normalize),
-                              precision=config.precision).eval()
+    backbone = EarlyExitModel(
+        model, None, normalize_waveform=bool(loaded.task_cfg.normalize), precision=config.precision
+    ).eval()
     num_layers, embed_dim = backbone.num_layers, backbone.embed_dim
 
     train_set, heldout_set = _split(corpus, heldout, config)
-    targets = _targets(kind, loaded, raw_state, checkpoint, backbone, train_set, config, work_dir, dev, is_main,
-                       world)
+    targets = _targets(kind, loaded, raw_state, checkpoint, backbone, train_set, config, work_dir, dev, is_main, world)
     batches = train_set.batches(config.batch_seconds)
     if len(batches) < world:
         raise ValueError(f"{len(batches)} training batch(es) for {world} processes: use fewer batch seconds")
@@ -200,7 +249,8 @@ def train_branches(
     loss_module = BranchLoss(branches)
     optimizer = torch.optim.AdamW(  # one group per branch; "base_lr": its rate before the schedule
         [{"params": list(branch.parameters()), "base_lr": config.lr} for branch in branches],
-        lr=config.lr, weight_decay=config.weight_decay,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
     )
     fingerprint = {
         **config.fingerprint(),
@@ -214,8 +264,9 @@ def train_branches(
     done = load_state(state_path, fingerprint, branches, optimizer)
     if done is not None:
         if is_main:
-            log.info("resuming from %s at step %d (epoch %d, batch %d)", state_path, done.step, done.epoch,
-                     done.position)
+            log.info(
+                "resuming from %s at step %d (epoch %d, batch %d)", state_path, done.step, done.epoch, done.position
+            )
     elif config.balance_lr:  # the same batch on every rank: the first of the unsharded order
         wavs, _ = train_set.load_batch(batches[epoch_order(len(batches), config.seed, 0)[0]])
         if not wavs:
@@ -226,8 +277,11 @@ def train_branches(
         del features
     done = done or Progress()
     if is_main:
-        log.info("learning rate per branch: %s (%s schedule)",
-                 " ".join(f"{g['base_lr']:.3g}" for g in optimizer.param_groups), config.lr_schedule)
+        log.info(
+            "learning rate per branch: %s (%s schedule)",
+            " ".join(f"{g['base_lr']:.3g}" for g in optimizer.param_groups),
+            config.lr_schedule,
+        )
 
     train_module: nn.Module = loss_module
     if world > 1:
@@ -239,15 +293,32 @@ def train_branches(
         if is_main:
             save_state(state_path, fingerprint, done, branches, optimizer, config)
 
-    monitor = TrainingMonitor(work_dir, num_layers, done.step, total_steps, tensorboard=is_main and tensorboard,
-                       progress=is_main and progress, log_every=config.log_every)
+    monitor = TrainingMonitor(
+        work_dir,
+        num_layers,
+        done.step,
+        total_steps,
+        tensorboard=is_main and tensorboard,
+        progress=is_main and progress,
+        log_every=config.log_every,
+    )
 
     def evaluate() -> Optional[Dict[str, Any]]:
         if len(heldout_set) == 0:
             return None
         branches.eval()  # every rank evaluates its share of the batches
-        metrics = evaluate_branches(backbone, targets, branches, heldout_set, config.batch_seconds, dev,
-                                    rank, world, config.workers, config.prefetch)
+        metrics = evaluate_branches(
+            backbone,
+            targets,
+            branches,
+            heldout_set,
+            config.batch_seconds,
+            dev,
+            rank,
+            world,
+            config.workers,
+            config.prefetch,
+        )
         branches.train()
         metrics["step"] = done.step
         done.history.append(metrics)
@@ -263,8 +334,13 @@ def train_branches(
     branches.train()
     augment = NoiseAugment(config.noise_prob, config.noise_snr_db, seed=config.seed)
     sampler = EpochSampler(len(batches), config.seed, rank, world, done.epoch, done.position)
-    loader = batch_loader(PaddedBatches(train_set, batches, config.seed, rank, augment), sampler,
-                          config.workers, config.prefetch, pin_memory=dev.type == "cuda")
+    loader = batch_loader(
+        PaddedBatches(train_set, batches, config.seed, rank, augment),
+        sampler,
+        config.workers,
+        config.prefetch,
+        pin_memory=dev.type == "cuda",
+    )
     feed = iter(loader)
     try:
         while done.step < total_steps:
@@ -291,8 +367,7 @@ def train_branches(
             done.step += 1
             done.position += 1  # only now: an interrupt before this point redoes the batch
             audio_seconds += sum(len(w) for w in wavs) / SAMPLE_RATE
-            monitor.train(done.step, ce, hits, labels.numel(),
-                          audio_seconds / max(time.perf_counter() - started, 1e-9))
+            monitor.train(done.step, ce, hits, labels.numel(), audio_seconds / max(time.perf_counter() - started, 1e-9))
             if config.eval_every and done.step % config.eval_every == 0 and done.step < total_steps:
                 evaluate()
             if config.save_every and done.step % config.save_every == 0:
@@ -314,8 +389,24 @@ def train_branches(
     written: Optional[Path] = None
     if finished:
         final_heldout = evaluate()
-        calibration = _write_output(out, checkpoint, raw_state, backbone, branches, train_set, heldout_set,
-                                    config, done.step, dev, half, provenance, targets.record(), rank, world, force)
+        calibration = _write_output(
+            out,
+            checkpoint,
+            raw_state,
+            backbone,
+            branches,
+            train_set,
+            heldout_set,
+            config,
+            done.step,
+            dev,
+            half,
+            provenance,
+            targets.record(),
+            rank,
+            world,
+            force,
+        )
         written = out if is_main else None
     monitor.close()
     barrier(world)

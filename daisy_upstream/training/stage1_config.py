@@ -1,4 +1,5 @@
 """Stage-1 settings (:class:`Stage1Config`) and outcome (:class:`Stage1Result`)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -101,8 +102,10 @@ class Stage1Config:
             if self.clusters < 2:
                 raise ValueError(f"clusters must be >= 2, got {self.clusters}")
             if self.kmeans_batch_frames < self.clusters:
-                raise ValueError(f"kmeans_batch_frames ({self.kmeans_batch_frames}) must be >= clusters "
-                                 f"({self.clusters}): the first batch seeds the centroids")
+                raise ValueError(
+                    f"kmeans_batch_frames ({self.kmeans_batch_frames}) must be >= clusters "
+                    f"({self.clusters}): the first batch seeds the centroids"
+                )
             if self.kmeans_passes < 1:
                 raise ValueError(f"kmeans_passes must be >= 1, got {self.kmeans_passes}")
             if self.kmeans_max_frames is not None and self.kmeans_max_frames < self.clusters:
@@ -142,9 +145,14 @@ class Stage1Config:
         """Settings a resumed run must share with the run that saved the state."""
         provenance = {}
         if self.targets == "kmeans":  # (absent for the model's head: older states resume)
-            provenance = {"targets": self.targets, "kmeans_layer": self.kmeans_layer, "clusters": self.clusters,
-                    "kmeans_batch_frames": self.kmeans_batch_frames, "kmeans_max_frames": self.kmeans_max_frames,
-                    "kmeans_passes": self.kmeans_passes}
+            provenance = {
+                "targets": self.targets,
+                "kmeans_layer": self.kmeans_layer,
+                "clusters": self.clusters,
+                "kmeans_batch_frames": self.kmeans_batch_frames,
+                "kmeans_max_frames": self.kmeans_max_frames,
+                "kmeans_passes": self.kmeans_passes,
+            }
         if self.precision != "fp32":  # (absent for fp32: older states resume)
             provenance["precision"] = self.precision
         return {

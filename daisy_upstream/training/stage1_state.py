@@ -10,6 +10,7 @@ permutation seeded by ``(seed, e)``, so a run stopped at step N and resumed ends
 the same weights as an uninterrupted one. A state is only resumed by a run whose
 *fingerprint* (the settings and data that shape training) is the same.
 """
+
 from __future__ import annotations
 
 import random
@@ -106,8 +107,7 @@ def load_state(
     branches.load_state_dict(saved["branches"])
     optimizer.load_state_dict(saved["optimizer"])
     _set_rng_state(saved["rng"])
-    return Progress(int(saved["step"]), int(saved["epoch"]), int(saved["position"]),
-                    list(saved.get("history", [])))
+    return Progress(int(saved["step"]), int(saved["epoch"]), int(saved["position"]), list(saved.get("history", [])))
 
 
 def _rng_state() -> Dict[str, Any]:

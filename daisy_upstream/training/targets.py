@@ -17,6 +17,7 @@ Branch ``k`` (1-based) is a linear classifier on ``hidden_states[k]``, trained w
 cross-entropy over valid frames (and over the ``G`` blocks); the loss is the sum over layers.
 The backbone runs under ``torch.no_grad``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,11 @@ from torch import Tensor, nn
 from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.core.branches import BRANCH_INPUTS, ExitBranches, valid_frame_mask
 from daisy_upstream.core.checkpoint import (
-    FAIRSEQ_SPECIALS, DaisyCheckpoint, load_daisy_state, read_checkpoint, split_authors_heads,
+    FAIRSEQ_SPECIALS,
+    DaisyCheckpoint,
+    load_daisy_state,
+    read_checkpoint,
+    split_authors_heads,
     with_teacher,
 )
 from daisy_upstream.core.early_exit import EarlyExitModel
@@ -99,7 +104,7 @@ class ClusterTargets(nn.Module):
         embs = model.label_embs_concat[: int(model.num_classes[0])]
         if self.target_glu is not None:
             embs = self.target_glu(embs)
-        return embs[self.num_special:]
+        return embs[self.num_special :]
 
     def logits(self, hidden: Tensor) -> Tensor:
         """``(..., D)`` last-layer states -> ``(..., C)`` cosine logits / ``logit_temp``."""
@@ -120,8 +125,11 @@ class ClusterTargets(nn.Module):
 
     def record(self) -> Dict[str, Any]:
         """``daisy.targets`` for these branches."""
-        return {"kind": self.kind, "source": "HuBERT cluster assignment at the last layer "
-                "(final_proj vs label_embs_concat)", "clusters": self.num_classes}
+        return {
+            "kind": self.kind,
+            "source": "HuBERT cluster assignment at the last layer (final_proj vs label_embs_concat)",
+            "clusters": self.num_classes,
+        }
 
 
 class BranchLoss(nn.Module):
@@ -173,8 +181,9 @@ def load_frozen_model(
     family = family_of_state(state, str(checkpoint))
     if family.name != "hubert":  # no cluster head, no authors' layout: the file as its upstream loads it
         if teacher is not None:
-            raise ValueError(f"--teacher is for the authors' HuBERT layout; {checkpoint} is a "
-                             f"{FAMILY_NAMES[family.name]} checkpoint")
+            raise ValueError(
+                f"--teacher is for the authors' HuBERT layout; {checkpoint} is a {FAMILY_NAMES[family.name]} checkpoint"
+            )
         loaded = load_daisy_state(state, str(checkpoint))
         for p in loaded.model.parameters():
             p.requires_grad_(False)
@@ -218,8 +227,10 @@ def model_targets(loaded: DaisyCheckpoint, state: Dict[str, Any], name: str) -> 
         from .quantizer_targets import QuantizerTargets
 
         return QuantizerTargets(loaded.model, bool(loaded.task_cfg.normalize))
-    raise ValueError(f"{name} is a {FAMILY_NAMES[family]} model, which has no pretraining head to take "
-                     "stage-1 targets from: pass --targets kmeans --kmeans-layer K --clusters N")
+    raise ValueError(
+        f"{name} is a {FAMILY_NAMES[family]} model, which has no pretraining head to take "
+        "stage-1 targets from: pass --targets kmeans --kmeans-layer K --clusters N"
+    )
 
 
 def batch_features(backbone: EarlyExitModel, targets: nn.Module, wavs: List[Tensor]) -> Tuple[Tensor, Tensor]:
@@ -246,7 +257,9 @@ def balanced_layer_lrs(features: Tensor, lr: float) -> List[float]:
         raise ValueError(f"need features (L, N>0, D) to balance learning rates, got {tuple(features.shape)}")
     norms = features.float().norm(dim=-1).mean(dim=1)
     if not bool((norms > 0).all()):
-        raise ValueError(f"a layer's features are all zero (mean norms {norms.tolist()}); cannot balance learning rates")
+        raise ValueError(
+            f"a layer's features are all zero (mean norms {norms.tolist()}); cannot balance learning rates"
+        )
     return [lr * float(v) for v in norms.max() / norms]
 
 
@@ -279,8 +292,13 @@ def evaluate_branches(
     # [CE x frames per layer (L), correct per layer (L), frames, (frame, block) pairs, utterances]
     sums = torch.zeros(2 * num_layers + 3, dtype=torch.float64, device=device)
     batches = corpus.batches(batch_seconds)
-    loader = batch_loader(PaddedBatches(corpus, batches), shard_keys(len(batches), rank, world), workers, prefetch,
-                          pin_memory=torch.device(device).type == "cuda")
+    loader = batch_loader(
+        PaddedBatches(corpus, batches),
+        shard_keys(len(batches), rank, world),
+        workers,
+        prefetch,
+        pin_memory=torch.device(device).type == "cuda",
+    )
     for item in loader:
         wavs = unpad(item, corpus, device)
         if not wavs:
@@ -290,16 +308,17 @@ def evaluate_branches(
             continue
         ce, hits = loss(features, labels)
         sums[:num_layers] += ce.double() * labels.size(0)
-        sums[num_layers:2 * num_layers] += hits.double()
-        sums[2 * num_layers:] += torch.tensor([labels.size(0), labels.numel(), len(wavs)], dtype=torch.float64,
-                                              device=device)
+        sums[num_layers : 2 * num_layers] += hits.double()
+        sums[2 * num_layers :] += torch.tensor(
+            [labels.size(0), labels.numel(), len(wavs)], dtype=torch.float64, device=device
+        )
     sums = all_reduce_sum(sums, world).cpu()
-    frames, pairs, utterances = (int(v) for v in sums[2 * num_layers:])
+    frames, pairs, utterances = (int(v) for v in sums[2 * num_layers :])
     if frames == 0:
         raise ValueError(f"no frame could be evaluated in {corpus.name} ({corpus.problems.summary()})")
     return {
         "ce": [float(v) for v in sums[:num_layers] / frames],
-        "accuracy": [float(v) for v in sums[num_layers:2 * num_layers] / pairs],
+        "accuracy": [float(v) for v in sums[num_layers : 2 * num_layers] / pairs],
         "frames": frames,
         "utterances": utterances,
     }

@@ -1,7 +1,6 @@
 """Unlabeled audio input: finding files, loading, skipping, resampling, splitting, batching."""
-from __future__ import annotations
 
-from pathlib import Path
+from __future__ import annotations
 
 import numpy as np
 import pytest
@@ -38,9 +37,7 @@ def test_librispeech_layout_uses_transcripts(tmp_path):
     chapter = tmp_path / "LibriSpeech" / "dev-clean" / "84" / "121123"
     write_wavs(chapter, [0.3, 0.3], fmt="flac", prefix="84-121123-000")
     write_wavs(chapter, [0.3], fmt="flac", prefix="extra")  # not in the transcript: not used
-    (chapter / "84-121123.trans.txt").write_text(
-        "84-121123-0000 HELLO\n84-121123-0001 WORLD\n84-121123-0002 MISSING\n"
-    )
+    (chapter / "84-121123.trans.txt").write_text("84-121123-0000 HELLO\n84-121123-0001 WORLD\n84-121123-0002 MISSING\n")
     files, kind, _ = find_audio(tmp_path / "LibriSpeech")
     assert kind == "librispeech" and [f.name for f in files] == ["84-121123-0000.flac", "84-121123-0001.flac"]
     corpus = AudioCorpus.from_source(tmp_path / "LibriSpeech")
@@ -139,7 +136,9 @@ def test_s3prl_configs_voxceleb1_and_asr(tmp_path):
     meta.write_text("1 id10001/vidA/00000.wav\n2 id10001/vidA/00001.wav\n3 id10002/vidB/00000.wav\n")
     config = tmp_path / "voxceleb1" / "config.yaml"
     config.parent.mkdir()
-    config.write_text(yaml.safe_dump({"downstream_expert": {"datarc": {"file_path": str(vox), "meta_data": str(meta)}}}))
+    config.write_text(
+        yaml.safe_dump({"downstream_expert": {"datarc": {"file_path": str(vox), "meta_data": str(meta)}}})
+    )
     files, _, _ = files_from_s3prl_config(config, "voxceleb1", "train")
     assert [f.parts[-3:] for f in files] == [("id10001", "vidA", "00000.wav")]
     assert len(files_from_s3prl_config(config, "voxceleb1", "test")[0]) == 1
@@ -151,8 +150,15 @@ def test_s3prl_configs_voxceleb1_and_asr(tmp_path):
     write_wavs(chapter, [0.3], fmt="flac", prefix="1-2-000")
     (chapter / "1-2.trans.txt").write_text("1-2-0000 HI\n")
     asr = tmp_path / "asr.yaml"
-    asr.write_text(yaml.safe_dump({"downstream_expert": {"datarc": {
-        "train": ["train-clean-100"], "dev-clean": ["dev-clean"], "libri_root": str(libri)}}}))
+    asr.write_text(
+        yaml.safe_dump(
+            {
+                "downstream_expert": {
+                    "datarc": {"train": ["train-clean-100"], "dev-clean": ["dev-clean"], "libri_root": str(libri)}
+                }
+            }
+        )
+    )
     files, _, _ = files_from_s3prl_config(asr, "asr", "dev-clean")
     assert [f.name for f in files] == ["1-2-0000.flac"]
     with pytest.raises(NoAudioError, match="train-clean-100"):

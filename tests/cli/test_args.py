@@ -1,5 +1,6 @@
 """One argparse type per kind of value: every subcommand answers a bad ``--threads`` or rho
 alike, with one line and exit 2, before any work."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,11 +28,14 @@ def test_the_repeated_options_share_one_type():
         assert options(command)["--rho"].type is types.rho, command
 
 
-@pytest.mark.parametrize("flag, value, message", [
-    ("--threads", "-1", "argument --threads: must be >= 0, got -1"),
-    ("--threads", "two", "argument --threads: 'two' is not an integer"),
-    ("--rho", "1.5", "argument --rho: must be in [0, 1], got 1.5"),
-])
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--threads", "-1", "argument --threads: must be >= 0, got -1"),
+        ("--threads", "two", "argument --threads: 'two' is not an integer"),
+        ("--rho", "1.5", "argument --rho: must be in [0, 1], got 1.5"),
+    ],
+)
 def test_a_bad_value_is_one_line_and_exit_2(flag, value, message, capsys):
     for command in WITH[flag]:  # the parser main() uses (never the command itself)
         with pytest.raises(SystemExit) as exit_:

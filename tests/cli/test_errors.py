@@ -4,6 +4,7 @@ Each case runs ``python -m daisy_upstream <command> ...`` in a fresh interpreter
 user meets it) and makes an error that the command finds before loading a model, so the
 whole file takes seconds per command. ``--debug`` / ``DAISY_DEBUG=1`` show the traceback.
 """
+
 from __future__ import annotations
 
 import os
@@ -69,9 +70,17 @@ EXPECT = {
 def _daisy(args: List[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k != "DAISY_DEBUG"}
     environ.update(OMP_NUM_THREADS="1", **env)
-    environ["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    return subprocess.run([sys.executable, "-m", "daisy_upstream", *args], cwd=cwd, env=environ,
-                          capture_output=True, text=True, timeout=300)
+    environ["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "daisy_upstream", *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_every_subcommand_has_a_case():
@@ -95,7 +104,6 @@ def test_user_error_is_one_line_and_exit_2(command, tmp_path):
 def test_debug_shows_the_traceback(how, tmp_path):
     _files(tmp_path)
     args = ["make-corpus", str(tmp_path / "corpus"), "--tasks", "asr,nope"]
-    proc = (_daisy(["--debug", *args], tmp_path) if how == "flag"
-            else _daisy(args, tmp_path, DAISY_DEBUG="1"))
+    proc = _daisy(["--debug", *args], tmp_path) if how == "flag" else _daisy(args, tmp_path, DAISY_DEBUG="1")
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "ValueError: unknown task(s)" in proc.stderr

@@ -6,6 +6,7 @@ s3prl's "ESPnet is not installed" log line) and builds s3prl's HuBERT positional
 datasets do (torchaudio's TorchCodec notice), once as it is and once after
 :func:`quiet_third_party`; warnings of our own kind still show.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,16 +28,21 @@ import torchaudio
 torchaudio.load(sys.argv[2])  # as s3prl's datasets read audio
 warnings.warn("a warning of our own about torchaudio", UserWarning)
 """
-NOISE = ("set_audio_backend has been deprecated", "ESPnet is not installed", "weight_norm` is deprecated",
-         "load_with_torchcodec")
+NOISE = (
+    "set_audio_backend has been deprecated",
+    "ESPnet is not installed",
+    "weight_norm` is deprecated",
+    "load_with_torchcodec",
+)
 CLIP = REPO / "tests" / "data" / "heldout_clips" / "100-1000-0000.wav"
 
 
 def _stderr(mode: str) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DAISY_UPSTREAM_AUTOLOAD": "0"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    proc = subprocess.run([sys.executable, "-c", CODE, mode, str(CLIP)], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", CODE, mode, str(CLIP)], env=env, capture_output=True, text=True, timeout=300, cwd=REPO
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stderr
 

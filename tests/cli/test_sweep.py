@@ -9,6 +9,7 @@ case would take minutes; ``tests/cli/test_errors.py`` runs one case per command 
 user meets it (``python -m daisy_upstream``). ``None`` marks a case a command has no input
 for (say which in the comment); every command has the cases it can have.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -48,14 +49,18 @@ def _setup(tmp: Path, ckpt: Path) -> None:
 # command -> case -> arguments (None: the command has no input of that kind)
 ARGS: Dict[str, Dict[str, Optional[List[str]]]] = {
     "make-corpus": {  # no input files: only the output folder can be wrong
-        "missing": None, "empty": None, "truncated": None, "bad_yaml": None,
+        "missing": None,
+        "empty": None,
+        "truncated": None,
+        "bad_yaml": None,
         "exists": ["mine", "--hours", "0.01"],
         "force_foreign": [".", "--hours", "0.01"],  # no --force: the current folder instead
     },
     "pretrain-tiny": {  # a resumable working folder; its inputs are a corpus and its own state
         "missing": ["--plot", "p.png", "--state-dir", "missing"],
         "empty": ["--plot", "p.png", "--state-dir", "empty"],
-        "truncated": None, "bad_yaml": None,
+        "truncated": None,
+        "bad_yaml": None,
         "exists": ["--plot", "mine.pt", "--state-dir", "mine"],
         "force_foreign": None,
     },
@@ -118,7 +123,8 @@ ARGS: Dict[str, Dict[str, Optional[List[str]]]] = {
     "submit": {  # inputs: runner experiment folders
         "missing": ["asr=missing", "--out", "p.zip"],
         "empty": ["asr=empty", "--out", "p.zip"],
-        "truncated": None, "bad_yaml": None,
+        "truncated": None,
+        "bad_yaml": None,
         "exists": ["asr=empty", "--out", "mine.zip"],
         "force_foreign": ["asr=empty", "--out", "mine.zip", "--force"],
     },
@@ -197,8 +203,10 @@ def test_an_unavailable_device_is_one_line_exit_2(command, device, tmp_path, mon
 
 
 #: the required arguments of commands with --device (the device is checked before they are used)
-REQUIRED = {"train-branches": ["-k", "m.pt", "--audio", "a", "--out", "o.pt"],
-            "calibrate": ["-k", "m.pt", "--audio", "a", "--out", "c.yaml"]}
+REQUIRED = {
+    "train-branches": ["-k", "m.pt", "--audio", "a", "--out", "o.pt"],
+    "calibrate": ["-k", "m.pt", "--audio", "a", "--out", "c.yaml"],
+}
 
 
 def test_device_commands_are_found():

@@ -1,6 +1,7 @@
 """``daisy table1 --out``: a working folder claimed like demo's (daisy_upstream/outputs.py), and
 every task config read before any work (issue 18). Table1 itself is replaced by a recorder:
 what is tested is which folders the command accepts and what it writes before the table runs."""
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,9 @@ def test_new_claimed_and_earlier_table_folders_are_continued(table1, tmp_path):
     assert table1("t1") == 0  # claimed before: continued
     earlier = tmp_path / "earlier"  # a table made before the manifest existed: its settings.json
     (earlier / "runs").mkdir(parents=True)
-    (earlier / "settings.json").write_text(json.dumps({"ckpt": "m.pt", "fixed_layer": 2, "seed": 0, "task_configs": {}}))
+    (earlier / "settings.json").write_text(
+        json.dumps({"ckpt": "m.pt", "fixed_layer": 2, "seed": 0, "task_configs": {}})
+    )
     assert table1("earlier") == 0
     assert Recorder.runs == [(tmp_path / "t1").resolve()] * 2 + [earlier.resolve()]
 

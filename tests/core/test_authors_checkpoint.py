@@ -8,6 +8,7 @@ independently of daisy_upstream's code: the same backbone weights are loaded by 
 layer's fc2 output and each layer's output, the heads are applied with ``F.linear``, and the
 entropy and the first layer below tau are computed in the test.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,8 +53,10 @@ def reference_entropies(plain: Path, authors: Dict, wavs: List[torch.Tensor]) ->
     for layer in stock.model.encoder.layers:
         layer.fc2.register_forward_hook(lambda m, i, out: captured["ffn"].append(out))
         layer.register_forward_hook(lambda m, i, out: captured["layer"].append(out[0]))
-    heads = [(authors["model_weight"][f"final_proj.{i}.weight"], authors["model_weight"][f"final_proj.{i}.bias"])
-             for i in range(NUM_LAYERS)]
+    heads = [
+        (authors["model_weight"][f"final_proj.{i}.weight"], authors["model_weight"][f"final_proj.{i}.bias"])
+        for i in range(NUM_LAYERS)
+    ]
     table = {"ffn": [], "layer": []}
     with torch.no_grad():
         for wav in wavs:
@@ -134,8 +137,9 @@ def test_exits_equal_heads_on_s3prl_hooks(tmp_path, arch, position):
     assert not torch.allclose(expected, other, atol=1e-2)  # the reading matters here
     # the tau (between two reference entropies) that spreads the utterances over most layers
     candidates = sorted(expected[:, :-1].flatten().tolist())
-    tau = max(((a + b) / 2 for a, b in zip(candidates, candidates[1:])),
-              key=lambda t: len(set(first_below(expected, t))))
+    tau = max(
+        ((a + b) / 2 for a, b in zip(candidates, candidates[1:])), key=lambda t: len(set(first_below(expected, t)))
+    )
     want = first_below(expected, tau)
     assert len(set(want)) >= 2, want
 
@@ -166,8 +170,8 @@ def test_hidden_states_equal_stock_hubert_local(tmp_path, arch):
 @pytest.mark.parametrize("position", ["before-norm", "after-norm"])
 def test_calibrate_uses_the_heads_reading(tmp_path, arch, position, caplog):
     from daisy_upstream.audio.corpus import AudioCorpus
-    from daisy_upstream.training.calibration import calibrate_checkpoint
     from daisy_upstream.testing import write_wavs
+    from daisy_upstream.training.calibration import calibrate_checkpoint
 
     path, plain, authors = write_pair(tmp_path, position, arch)
     write_wavs(tmp_path / "audio", [0.5, 0.8, 0.3, 1.1])
@@ -198,8 +202,9 @@ def test_calibration_on_the_audio_at_hand_uses_the_heads_reading(tmp_path, posit
         load_upstream(path, {"rho": 1.0})
     loaded = load_upstream(path, {"rho": 1.0}, calibrate_on=wavs)
     expected = reference_entropies(plain, authors, wavs)["layer" if position == "after-norm" else "ffn"].mean(0)
-    torch.testing.assert_close(torch.tensor(loaded.calibration["layer_entropy"], dtype=torch.float64), expected,
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.tensor(loaded.calibration["layer_entropy"], dtype=torch.float64), expected, atol=1e-4, rtol=1e-4
+    )
     assert loaded.upstream.tau == pytest.approx(compute_tau(expected.tolist(), 1.0), abs=1e-4)
     assert loaded.calibration["num_utterances"] == 3 and loaded.calibration["linear_fit"]["r2"] <= 1.0
 
@@ -210,19 +215,21 @@ def test_train_branches_replaces_the_heads_with_hidden_state_branches(tmp_path, 
     that read hidden_states, and a written checkpoint that says so."""
     from daisy_upstream.audio.corpus import AudioCorpus
     from daisy_upstream.core.checkpoint import read_checkpoint
-    from daisy_upstream.training.stage1 import Stage1Config, train_branches
     from daisy_upstream.testing import write_wavs
+    from daisy_upstream.training.stage1 import Stage1Config, train_branches
 
     path, plain, authors = write_pair(tmp_path, "before-norm")
     write_wavs(tmp_path / "audio", [0.5, 0.6, 0.7, 0.8, 0.55, 0.65])
     corpus = AudioCorpus.from_source(tmp_path / "audio")
-    config = Stage1Config(lr=1e-2, batch_seconds=2.0, max_steps=2, heldout_fraction=0.3, eval_every=0,
-                          save_every=0, log_every=5)
+    config = Stage1Config(
+        lr=1e-2, batch_seconds=2.0, max_steps=2, heldout_fraction=0.3, eval_every=0, save_every=0, log_every=5
+    )
     with pytest.raises(ValueError, match="authors' layout.*give as teacher"):
         train_branches(path, corpus, tmp_path / "x.pt", tmp_path / "w0", config, progress=False, tensorboard=False)
     with caplog.at_level(logging.INFO):
-        train_branches(path, corpus, tmp_path / "out.pt", tmp_path / "w1", config, teacher=plain,
-                       progress=False, tensorboard=False)
+        train_branches(
+            path, corpus, tmp_path / "out.pt", tmp_path / "w1", config, teacher=plain, progress=False, tensorboard=False
+        )
     assert "cls_pred_position 'before-norm': its heads read layer k's FFN output" in caplog.text
     assert "branches trained here read hidden_states[k]" in caplog.text
     written = read_checkpoint(tmp_path / "out.pt")

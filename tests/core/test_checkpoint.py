@@ -3,12 +3,9 @@ import torch
 from s3prl.upstream.hubert.convert import load_converted_model
 
 from daisy_upstream.atomic import atomic_torch_save
-from daisy_upstream.core.checkpoint import load_daisy_checkpoint, read_checkpoint
-from daisy_upstream.testing import make_random_checkpoint
-from daisy_upstream.core.checkpoint import with_branches
+from daisy_upstream.core.checkpoint import load_daisy_checkpoint, read_checkpoint, with_branches
 from daisy_upstream.integration.hubconf import daisy_hubert_local
-from daisy_upstream.testing import waves
-from daisy_upstream.testing import authors_layout
+from daisy_upstream.testing import authors_layout, make_random_checkpoint, waves
 
 
 def test_daisy_checkpoint_round_trip_and_stock_loader(write_checkpoint):
@@ -71,7 +68,10 @@ def test_plain_checkpoint_only_without_branches_strategies(write_checkpoint):
 
 def test_fp16_storage_loads_as_fp32(tmp_path):
     state = make_random_checkpoint(num_layers=2)
-    half = {**state, "model_weight": {k: v.half() if v.is_floating_point() else v for k, v in state["model_weight"].items()}}
+    half = {
+        **state,
+        "model_weight": {k: v.half() if v.is_floating_point() else v for k, v in state["model_weight"].items()},
+    }
     half["daisy"] = {**state["daisy"], "branches": {k: v.half() for k, v in state["daisy"]["branches"].items()}}
     atomic_torch_save(half, tmp_path / "half.pt")
     loaded = load_daisy_checkpoint(tmp_path / "half.pt")

@@ -1,6 +1,7 @@
 """Checkpoints are validated when loaded (issue 18): NaN / inf weights, wrongly shaped model or
 branch weights and malformed entries are one ValueError naming the key and what was expected,
 whichever route loads the file (the reader, the s3prl upstream, the CLI)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,25 +30,40 @@ def _set(entry, key, value):
     def damage(state):
         target = state["daisy"]["branches"] if entry == "branches" else state["model_weight"]
         target[key] = value(target[key]) if callable(value) else value
+
     return damage
 
 
 DAMAGES = {
-    "nan branch": (_set("branches", "1.weight", lambda w: w.index_fill(1, torch.tensor([0]), float("nan"))),
-                   r"daisy.branches\['1.weight'\] holds \d+ NaN/inf"),
-    "inf bias": (_set("branches", "0.bias", lambda b: b.index_fill(0, torch.tensor([3]), float("inf"))),
-                 r"daisy.branches\['0.bias'\] holds 1 NaN/inf"),
-    "nan model weight": (_set("model", "encoder.layers.1.fc1.weight", lambda w: w * float("nan")),
-                         r"model_weight\['encoder.layers.1.fc1.weight'\] holds \d+ NaN/inf"),
-    "model weight shape": (_set("model", "encoder.layers.0.fc1.weight", lambda w: w[:, :-1]),
-                           r"model_weight\['encoder.layers.0.fc1.weight'\] has shape \(64, 31\); the config gives \(64, 32\)"),
-    "branch shape": (_set("branches", "1.weight", lambda w: w[:-2]),
-                     r"daisy.branches\['1.weight'\] has shape \(18, 32\); expected \(20, 32\)"),
-    "not a tensor": (_set("model", "encoder.layers.0.fc1.bias", [0.0] * 64),
-                     r"model_weight\['encoder.layers.0.fc1.bias'\] must be a tensor, got list"),
+    "nan branch": (
+        _set("branches", "1.weight", lambda w: w.index_fill(1, torch.tensor([0]), float("nan"))),
+        r"daisy.branches\['1.weight'\] holds \d+ NaN/inf",
+    ),
+    "inf bias": (
+        _set("branches", "0.bias", lambda b: b.index_fill(0, torch.tensor([3]), float("inf"))),
+        r"daisy.branches\['0.bias'\] holds 1 NaN/inf",
+    ),
+    "nan model weight": (
+        _set("model", "encoder.layers.1.fc1.weight", lambda w: w * float("nan")),
+        r"model_weight\['encoder.layers.1.fc1.weight'\] holds \d+ NaN/inf",
+    ),
+    "model weight shape": (
+        _set("model", "encoder.layers.0.fc1.weight", lambda w: w[:, :-1]),
+        r"model_weight\['encoder.layers.0.fc1.weight'\] has shape \(64, 31\); the config gives \(64, 32\)",
+    ),
+    "branch shape": (
+        _set("branches", "1.weight", lambda w: w[:-2]),
+        r"daisy.branches\['1.weight'\] has shape \(18, 32\); expected \(20, 32\)",
+    ),
+    "not a tensor": (
+        _set("model", "encoder.layers.0.fc1.bias", [0.0] * 64),
+        r"model_weight\['encoder.layers.0.fc1.bias'\] must be a tensor, got list",
+    ),
     "config not a mapping": (lambda s: s.__setitem__("model_cfg", [1, 2]), r"model_cfg must be a mapping"),
-    "nan calibration": (lambda s: s["daisy"]["calibration"]["layer_entropy"].__setitem__(1, float("nan")),
-                        r"daisy.calibration.layer_entropy\[1\] is nan; expected a finite number"),
+    "nan calibration": (
+        lambda s: s["daisy"]["calibration"]["layer_entropy"].__setitem__(1, float("nan")),
+        r"daisy.calibration.layer_entropy\[1\] is nan; expected a finite number",
+    ),
 }
 
 
@@ -66,8 +82,11 @@ def test_damaged_checkpoint_is_one_line_naming_the_key(damage, tmp_path):
 def test_cli_refuses_nan_branches_with_exit_2(command, tmp_path, capsys, monkeypatch):
     path = _damaged(tmp_path, DAMAGES["nan branch"][0])
     monkeypatch.chdir(tmp_path)
-    args = {"profile": ["--out", "p"], "export-hidden": ["--out", "e"],
-            "calibrate": ["--audio", str(HELDOUT), "--out", "c.yaml"]}[command]
+    args = {
+        "profile": ["--out", "p"],
+        "export-hidden": ["--out", "e"],
+        "calibrate": ["--audio", str(HELDOUT), "--out", "c.yaml"],
+    }[command]
     before = sorted(tmp_path.iterdir())
     assert main([command, "-k", str(path), *args]) == 2
     err = capsys.readouterr().err.splitlines()
@@ -78,8 +97,7 @@ def test_cli_refuses_nan_branches_with_exit_2(command, tmp_path, capsys, monkeyp
 # every family's file as its stock s3prl loader reads it (daisy_upstream/testing/families.py:
 # wav2vec2 and data2vec {task_cfg, model_cfg, model_weight}, data2vec's EMA teacher nested under
 # model_weight['_ema'] (s3prl data2vec/convert.py:43); WavLM {cfg, model} (wavlm/expert.py:37-40))
-FAMILY_WEIGHTS = {"hubert": "model_weight", "wav2vec2": "model_weight", "data2vec": "model_weight",
-                  "wavlm": "model"}
+FAMILY_WEIGHTS = {"hubert": "model_weight", "wav2vec2": "model_weight", "data2vec": "model_weight", "wavlm": "model"}
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_WEIGHTS))
@@ -103,8 +121,10 @@ def test_every_family_passes_and_its_damage_is_named(family, tmp_path):
     with pytest.raises(ValueError, match=rf"{where}\['{key}'\] has shape \(64, 31\); the config gives \(64, 32\)"):
         load_daisy_checkpoint(write(lambda w: w.__setitem__(key, w[key][:, :-1])))
     if family == "data2vec":  # inside the nested EMA state: checked, named with its path
+
         def nan_ema(weights):
             first = next(iter(weights["_ema"]))
             weights["_ema"][first] = weights["_ema"][first] * float("nan")
+
         with pytest.raises(ValueError, match=r"model_weight\['_ema'\]\['[^']+'\] holds \d+ NaN/inf"):
             load_daisy_checkpoint(write(nan_ema))

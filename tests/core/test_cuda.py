@@ -7,18 +7,24 @@ without a GPU (CI has none); run on one with ``pytest tests/core/test_cuda.py``.
 (:func:`daisy_upstream.testing.make_random_family_checkpoint`), in the format each stock
 upstream loads.
 """
+
 from __future__ import annotations
 
 import contextlib
 
 import pytest
+import s3prl.hub as hub
 import torch
 
-import s3prl.hub as hub
 from daisy_upstream.core import precision
 from daisy_upstream.integration import hubconf
 from daisy_upstream.testing import FAMILY_VARIANTS as VARIANTS
-from daisy_upstream.testing import assert_exits_independent_of_batch_mates, assert_one_host_read_per_checked_layer, varied_waves, waves
+from daisy_upstream.testing import (
+    assert_exits_independent_of_batch_mates,
+    assert_one_host_read_per_checked_layer,
+    varied_waves,
+    waves,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")

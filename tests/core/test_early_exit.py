@@ -4,8 +4,8 @@ import pytest
 import torch
 from s3prl.upstream.hubert.hubconf import hubert_local
 
-from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.core.policy import make_plan
+from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.testing import waves
 
 ARCHS = {
@@ -62,7 +62,9 @@ def test_batch_invariance_with_mixed_lengths_and_exits(write_checkpoint, arch):
                 assert int(shuffled.exit_layers[pos]) == int(together.exit_layers[i]) == int(alone.exit_layers[0])
                 assert int(shuffled.lengths[pos]) == n
                 for k in range(5):
-                    torch.testing.assert_close(shuffled.hidden_states[k][pos, :n], alone.hidden_states[k][0], atol=1e-5, rtol=0)
+                    torch.testing.assert_close(
+                        shuffled.hidden_states[k][pos, :n], alone.hidden_states[k][0], atol=1e-5, rtol=0
+                    )
                     # padding frames and layers past the exit hold zeros
                     assert not shuffled.hidden_states[k][pos, n:].any()
                     if k > int(alone.exit_layers[0]):

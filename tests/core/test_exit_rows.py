@@ -1,4 +1,5 @@
 """Rows leaving the batch (core/exit_rows.py); the loop's use of it: tests/core/test_families.py."""
+
 from __future__ import annotations
 
 import torch

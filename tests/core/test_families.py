@@ -8,15 +8,22 @@ lists as differing between families: pre-LN (``layer_norm_first``: final LN on t
 state only), the layer-norm CNN, ``normalize``, data2vec's ``pos_conv_depth`` > 1 and WavLM's
 gated relative position bias (computed by layer 0, passed on).
 """
+
 from __future__ import annotations
 
 import pytest
+import s3prl.hub as hub
 import torch
 
-import s3prl.hub as hub
 from daisy_upstream.integration import hubconf
 from daisy_upstream.testing import FAMILY_VARIANTS as VARIANTS
-from daisy_upstream.testing import assert_exits_independent_of_batch_mates, make_random_family_checkpoint, varied_waves, waves
+from daisy_upstream.testing import (
+    assert_exits_independent_of_batch_mates,
+    make_random_family_checkpoint,
+    varied_waves,
+    waves,
+)
+
 
 def _pair(path, family, config):
     stock = getattr(hub, f"{family}_local")(ckpt=str(path)).eval()
@@ -64,7 +71,9 @@ def test_stock_padded_cnn_follows_each_familys_padding_rule(family_ckpt, variant
 def test_exits_independent_of_batch_mates(family_ckpt, variant):
     family, kwargs = VARIANTS[variant]
     path = family_ckpt(family, num_layers=4, sharpen=4.0, layer_entropy=[3, 2, 1, 0.5], **kwargs)
-    upstream = getattr(hubconf, f"daisy_{family}_local")(str(path), model_config={"strategy": "none", "tau": 1.0}).eval()
+    upstream = getattr(hubconf, f"daisy_{family}_local")(
+        str(path), model_config={"strategy": "none", "tau": 1.0}
+    ).eval()
     lengths = (16000, 4000, 11111, 16000, 800, 9000, 13000, 6400)
     with torch.no_grad():
         assert_exits_independent_of_batch_mates(upstream, varied_waves(*lengths), order=[7, 0, 5, 2, 6, 1, 4, 3])
@@ -75,7 +84,9 @@ def test_plain_checkpoint_runs_full_and_fixed_only(family_ckpt, family):
     path = family_ckpt(family, num_layers=2, branches=False)
     entry = getattr(hubconf, f"daisy_{family}_local")
     with torch.no_grad():
-        assert entry(str(path), model_config={"strategy": "fixed", "fixed_layer": 1}).eval()(waves(4000))["exit_layers"].tolist() == [1]
+        assert entry(str(path), model_config={"strategy": "fixed", "fixed_layer": 1}).eval()(waves(4000))[
+            "exit_layers"
+        ].tolist() == [1]
     with pytest.raises(ValueError, match=f"plain {family} checkpoint without exit branches"):
         entry(str(path), model_config={"strategy": "none", "rho": 1.0})
 

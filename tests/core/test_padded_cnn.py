@@ -48,7 +48,9 @@ def test_one_padded_pass_equals_the_cnn_run_row_by_row(write_checkpoint):
             torch.testing.assert_close(padded[b : b + 1, :, :n], alone, atol=1e-5, rtol=0)
             # batch-mates and their order do not matter
             torch.testing.assert_close(reordered[len(batch) - 1 - b, :, :n], padded[b, :, :n], atol=1e-5, rtol=0)
-            torch.testing.assert_close(features[b, :n], net.model.layer_norm(alone.transpose(1, 2))[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(
+                features[b, :n], net.model.layer_norm(alone.transpose(1, 2))[0], atol=1e-5, rtol=0
+            )
             assert not features[b, n:].any()
     assert lengths.tolist() == counts
     with torch.no_grad(), pytest.MonkeyPatch.context() as patch:  # passes of <= 40000 padded samples on CPU
@@ -58,7 +60,9 @@ def test_one_padded_pass_equals_the_cnn_run_row_by_row(write_checkpoint):
     torch.testing.assert_close(chunked, features, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("cnn_pass,calls", [("auto", len(set(LENGTHS))), ("per-length", len(set(LENGTHS))), ("padded", 1)])
+@pytest.mark.parametrize(
+    "cnn_pass,calls", [("auto", len(set(LENGTHS))), ("per-length", len(set(LENGTHS))), ("padded", 1)]
+)
 def test_cnn_pass_on_cpu(write_checkpoint, cnn_pass, calls):
     """On CPU ``auto`` runs the CNN once per distinct length (the padded pass only adds work on
     the padding there); every pass gives the same features."""

@@ -83,8 +83,14 @@ def test_plan_never_checks_the_deepest_layer():
 def test_config_validation(tmp_path):
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['roh'\]"):
         DaisyConfig.from_mapping({"roh": 0.5})
-    for bad in ({"rho": 2}, {"rho": "high"}, {"tau": -1}, {"span_threshold": 1.5},
-                {"strategy": "fixed"}, {"featurize_layer0": "yes"}):
+    for bad in (
+        {"rho": 2},
+        {"rho": "high"},
+        {"tau": -1},
+        {"span_threshold": 1.5},
+        {"strategy": "fixed"},
+        {"featurize_layer0": "yes"},
+    ):
         with pytest.raises(ValueError, match="upstream config"):
             DaisyConfig.from_mapping(bad)
     path = tmp_path / "up.yaml"

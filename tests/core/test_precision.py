@@ -1,5 +1,6 @@
 """The frozen forward's precision: autocast inside, float32 out, TF32 only for fp32 on CUDA, the
 CPU bf16 guard from the compat module, and ``precision`` in the upstream config of every family."""
+
 from __future__ import annotations
 
 import pytest
@@ -93,7 +94,9 @@ def test_tf32_flags_come_back_when_threads_forwards_interleave():
 
 def test_the_upstream_config_validates_precision():
     assert DaisyConfig().precision == "fp32"
-    with pytest.raises(ValueError, match=r"upstream config: precision='half' is unknown; choose one of fp32, bf16, fp16"):
+    with pytest.raises(
+        ValueError, match=r"upstream config: precision='half' is unknown; choose one of fp32, bf16, fp16"
+    ):
         DaisyConfig.from_mapping({"precision": "half"})
 
 

@@ -1,6 +1,7 @@
 """The waveform policy (issue 18, daisy_upstream/core/waveforms.py): floats of any precision are
 converted to the model's dtype, anything else is a ValueError naming the utterance, and
 non-finite hidden states are a ValueError naming the utterance, never returned."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,15 +31,18 @@ def test_any_float_precision_is_converted_to_the_model_dtype(upstream, dtype):
             torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (lambda w: (w * 32767).to(torch.int16), r"utterance 1 has dtype torch.int16; expected float"),
-    (lambda w: w.to(torch.complex64), r"utterance 1 has dtype torch.complex64"),
-    (lambda w: torch.empty(w.shape, device="meta"), r"utterance 1 is on the meta device"),
-    (lambda w: w.unsqueeze(0), r"utterance 1 has shape \(1, 12000\); expected a 1-D"),
-    (lambda w: w[:100], r"utterance 1 has 100 samples; the model needs at least"),
-    (lambda w: w.index_fill(0, torch.tensor([5]), float("nan")), r"utterance 1 contains NaN or infinite"),
-    (lambda w: w.tolist(), r"utterance 1 is a list, expected a torch.Tensor"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda w: (w * 32767).to(torch.int16), r"utterance 1 has dtype torch.int16; expected float"),
+        (lambda w: w.to(torch.complex64), r"utterance 1 has dtype torch.complex64"),
+        (lambda w: torch.empty(w.shape, device="meta"), r"utterance 1 is on the meta device"),
+        (lambda w: w.unsqueeze(0), r"utterance 1 has shape \(1, 12000\); expected a 1-D"),
+        (lambda w: w[:100], r"utterance 1 has 100 samples; the model needs at least"),
+        (lambda w: w.index_fill(0, torch.tensor([5]), float("nan")), r"utterance 1 contains NaN or infinite"),
+        (lambda w: w.tolist(), r"utterance 1 is a list, expected a torch.Tensor"),
+    ],
+)
 def test_anything_else_names_the_utterance(upstream, bad, message):
     wavs = waves(8000, 12000, seed=3)
     with pytest.raises(ValueError, match=message), torch.no_grad():

@@ -1,5 +1,6 @@
 """``daisy bench`` as a library: the five modes side by side on the bench audio, the targets,
 and the three files; the calibration it makes when the checkpoint has none is recorded."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,8 +12,17 @@ from daisy_upstream.evaluation.bench import SNR_MIX, bench
 
 
 def test_bench_writes_every_mode_and_target(tiny_ckpt, tmp_path):
-    result = bench(tmp_path / "b", tiny_ckpt, {"rho": 1.0}, batch_sizes=(1, 2), utterances=2, min_seconds=0.5,
-                   max_seconds=1.0, repeats=1, warmup=0)
+    result = bench(
+        tmp_path / "b",
+        tiny_ckpt,
+        {"rho": 1.0},
+        batch_sizes=(1, 2),
+        utterances=2,
+        min_seconds=0.5,
+        max_seconds=1.0,
+        repeats=1,
+        warmup=0,
+    )
     saved = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert saved == {k: v for k, v in result.items() if k != "table"}
     assert (tmp_path / "b" / "bench.png").stat().st_size > 0
@@ -20,18 +30,34 @@ def test_bench_writes_every_mode_and_target(tiny_ckpt, tmp_path):
     modes = [(r["mode"], r["batch_size"]) for r in saved["results"]]
     assert modes == [(m, b) for b in (1, 2) for m in ("full", "daisy", "per-batch", "fixed", "daisy-noexit")]
     meta = saved["meta"]
-    assert meta["clips"] == 2 and meta["snr_mix"] == list(SNR_MIX[:2]) and meta["layers"] == 4 and not meta["calibrated_on_bench_audio"]
+    assert (
+        meta["clips"] == 2
+        and meta["snr_mix"] == list(SNR_MIX[:2])
+        and meta["layers"] == 4
+        and not meta["calibrated_on_bench_audio"]
+    )
     assert 1 <= meta["fixed_layer"] <= 4 and meta["calibration"] is None
     # the checkpoint by name and content, not by a path on this machine
     assert meta["checkpoint"] == {"name": tiny_ckpt.name, "sha256": hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest()}
-    assert {t["target"] for t in saved["targets"]} >= {"efficiency >= 0.9 at batch 1",
-                                                       "overhead with exits impossible <= 5% at batch 2"}
+    assert {t["target"] for t in saved["targets"]} >= {
+        "efficiency >= 0.9 at batch 1",
+        "overhead with exits impossible <= 5% at batch 2",
+    }
 
 
 def test_without_a_calibration_tau_comes_from_the_bench_audio(write_checkpoint, tmp_path):
     ckpt = write_checkpoint(num_layers=3, sharpen=4.0)  # branches, no calibration of its own
-    result = bench(tmp_path / "b", ckpt, {"rho": 1.0}, batch_sizes=(1,), utterances=1, min_seconds=0.5,
-                   max_seconds=0.8, repeats=1, warmup=0)
+    result = bench(
+        tmp_path / "b",
+        ckpt,
+        {"rho": 1.0},
+        batch_sizes=(1,),
+        utterances=1,
+        min_seconds=0.5,
+        max_seconds=0.8,
+        repeats=1,
+        warmup=0,
+    )
     meta = result["meta"]
     assert meta["calibrated_on_bench_audio"] and meta["calibration"]["num_utterances"] == 1
     assert meta["calibration"]["checkpoint"] == meta["checkpoint"]  # by name and content, as meta: no path here
@@ -49,8 +75,17 @@ def test_every_family_is_calibrated_on_the_bench_audio(family, tmp_path):
 
     ckpt = tmp_path / f"{family}.pt"
     torch.save(make_random_family_checkpoint(family, num_layers=2), ckpt)
-    result = bench(tmp_path / "b", ckpt, {"rho": 1.0}, batch_sizes=(1,), utterances=1, min_seconds=0.5,
-                   max_seconds=0.8, repeats=1, warmup=0)
+    result = bench(
+        tmp_path / "b",
+        ckpt,
+        {"rho": 1.0},
+        batch_sizes=(1,),
+        utterances=1,
+        min_seconds=0.5,
+        max_seconds=0.8,
+        repeats=1,
+        warmup=0,
+    )
     meta = result["meta"]
     assert meta["family"] == family and meta["calibrated_on_bench_audio"]
     assert meta["calibration"]["audio_seconds"] == pytest.approx(meta["seconds"], abs=1e-3)
@@ -80,19 +115,46 @@ def test_no_exit_is_said_in_one_line_with_what_to_change(tiny_ckpt, tmp_path):
 
 
 def test_with_an_explicit_tau_only_a_tau_is_suggested(tiny_ckpt, tmp_path):
-    result = bench(tmp_path / "a", tiny_ckpt, {"tau": 0.0}, batch_sizes=(1,), utterances=2, min_seconds=0.5,
-                   max_seconds=1.0, repeats=1, warmup=0)
+    result = bench(
+        tmp_path / "a",
+        tiny_ckpt,
+        {"tau": 0.0},
+        batch_sizes=(1,),
+        utterances=2,
+        min_seconds=0.5,
+        max_seconds=1.0,
+        repeats=1,
+        warmup=0,
+    )
     advice = result["meta"]["no_exit"]
     assert advice["rho"] is None and "--rho" not in advice["message"]
     assert advice["message"].endswith(f"pass --tau {advice['tau']:.4f} for about half of them to exit")
-    with_exits = bench(tmp_path / "b", tiny_ckpt, {"tau": advice["tau"]}, batch_sizes=(1,), utterances=2,
-                       min_seconds=0.5, max_seconds=1.0, repeats=1, warmup=0)
+    with_exits = bench(
+        tmp_path / "b",
+        tiny_ckpt,
+        {"tau": advice["tau"]},
+        batch_sizes=(1,),
+        utterances=2,
+        min_seconds=0.5,
+        max_seconds=1.0,
+        repeats=1,
+        warmup=0,
+    )
     assert with_exits["meta"]["no_exit"] is None
 
 
 def test_the_daisy_row_reports_a_fixed_depth_model_at_its_mean_exit_layer(tiny_ckpt, tmp_path):
-    result = bench(tmp_path / "b", tiny_ckpt, {"rho": 1.0}, batch_sizes=(1, 2), utterances=2, min_seconds=0.5,
-                   max_seconds=1.0, repeats=1, warmup=0)
+    result = bench(
+        tmp_path / "b",
+        tiny_ckpt,
+        {"rho": 1.0},
+        batch_sizes=(1, 2),
+        utterances=2,
+        min_seconds=0.5,
+        max_seconds=1.0,
+        repeats=1,
+        warmup=0,
+    )
     for row in result["results"]:
         assert (row["depth_saved"] is not None) == (row["mode"] == "daisy")
     assert "depth: a fixed-depth model at the mean exit layer" in result["table"]

@@ -1,11 +1,18 @@
 import pytest
 import torch
 
+from daisy_upstream.core.policy import make_plan
 from daisy_upstream.evaluation.benchmark import (
-    LayerCosts, Mode, efficiency, fixed_depth_weights, ideal_time, paired_saving, run_benchmark, saving,
+    LayerCosts,
+    Mode,
+    efficiency,
+    fixed_depth_weights,
+    ideal_time,
+    paired_saving,
+    run_benchmark,
+    saving,
 )
 from daisy_upstream.integration.hubconf import daisy_hubert_local
-from daisy_upstream.core.policy import make_plan
 from daisy_upstream.testing import waves
 
 
@@ -41,8 +48,11 @@ def test_paired_saving_cancels_noise_shared_by_a_repeat():
 def test_run_benchmark_reports_every_mode_and_histograms(tiny_ckpt):
     upstream = daisy_hubert_local(str(tiny_ckpt), model_config={"strategy": "none", "tau": 10.0}).eval()
     wavs = waves(8000, 4000, 6000, seed=1)
-    modes = [Mode("full", make_plan([4], None)), Mode("daisy", make_plan(range(1, 5), 10.0), depth_twin=True),
-             Mode("fixed", make_plan([2], None))]
+    modes = [
+        Mode("full", make_plan([4], None)),
+        Mode("daisy", make_plan(range(1, 5), 10.0), depth_twin=True),
+        Mode("fixed", make_plan([2], None)),
+    ]
     results = run_benchmark(upstream.net, wavs, modes, batch_sizes=(1, 2), repeats=2, warmup=0)
     assert [(r.batch_size, r.mode) for r in results] == [(b, m.name) for b in (1, 2) for m in modes]
     by = {(r.mode, r.batch_size): r for r in results}

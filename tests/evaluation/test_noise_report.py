@@ -32,8 +32,12 @@ import torch  # noqa: E402
 
 from daisy_upstream.evaluation import mixed_set as nr  # noqa: E402
 
-MIXED = [("100-1000-0000", "clean", "A B C"), ("100-1000-0001", "snr10", "D E"),
-         ("101-1001-0000", "snr5", "F G H I"), ("101-1001-0001", "snr0", "J")]
+MIXED = [
+    ("100-1000-0000", "clean", "A B C"),
+    ("100-1000-0001", "snr10", "D E"),
+    ("101-1001-0000", "snr5", "F G H I"),
+    ("101-1001-0001", "snr0", "J"),
+]
 
 
 def _mixed_corpus(root: Path) -> Path:
@@ -86,9 +90,18 @@ def test_mixed_set_comparison_evaluates_daisy_and_the_equal_compute_fixed_exit(t
     config = tmp_path / "daisy.yaml"
     config.write_text("rho: 1.0\nstrategy: none\n")
     ckpt = tmp_path / "states-5.ckpt"
-    torch.save({"Args": argparse.Namespace(downstream="asr", upstream="daisy_hubert_local", upstream_ckpt=str(tiny_ckpt),
-                                           upstream_model_config=str(config)),
-                "Featurizer": {"exit_counts": torch.tensor([1, 1, 1, 1])}}, ckpt)
+    torch.save(
+        {
+            "Args": argparse.Namespace(
+                downstream="asr",
+                upstream="daisy_hubert_local",
+                upstream_ckpt=str(tiny_ckpt),
+                upstream_model_config=str(config),
+            ),
+            "Featurizer": {"exit_counts": torch.tensor([1, 1, 1, 1])},
+        },
+        ckpt,
+    )
     calls = []
 
     def fake_runner(cmd, log):
@@ -115,7 +128,12 @@ def test_mixed_set_comparison_evaluates_daisy_and_the_equal_compute_fixed_exit(t
 def test_mixed_set_refuses_a_non_asr_downstream(tmp_path, tiny_ckpt):
     corpus = _mixed_corpus(tmp_path / "corpus")
     ckpt = tmp_path / "sid.ckpt"
-    torch.save({"Args": argparse.Namespace(downstream="voxceleb1", upstream="daisy_hubert_local"),
-                "Featurizer": {"exit_counts": torch.tensor([1, 1, 1, 1])}}, ckpt)
+    torch.save(
+        {
+            "Args": argparse.Namespace(downstream="voxceleb1", upstream="daisy_hubert_local"),
+            "Featurizer": {"exit_counts": torch.tensor([1, 1, 1, 1])},
+        },
+        ckpt,
+    )
     with pytest.raises(ValueError, match="needs an ASR one"):
         nr.mixed_set_comparison(tmp_path / "out", corpus, ckpt, runner=lambda cmd, log: None)

@@ -3,6 +3,7 @@
 The runner outputs under ``tests/data/table1_runner_outputs/`` were written by s3prl 0.4.18's
 downstream experts in a real tiny ``daisy table1`` run (one evaluation per task).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -66,14 +67,29 @@ def test_word_errors_by_subset(tmp_path):
 # ---------------------------------------------------------------------------------------
 def test_markdown_layout_rows_columns_and_missing_cells():
     rows = t1.default_rows(fixed_layer=6)
-    assert [r.key for r in rows] == ["rho1.0-mean", "rho1.0-threshold", "rho1.0-min-max",
-                                     "rho0.7-mean", "rho0.7-threshold", "rho0.7-min-max", "fixed", "full"]
+    assert [r.key for r in rows] == [
+        "rho1.0-mean",
+        "rho1.0-threshold",
+        "rho1.0-min-max",
+        "rho0.7-mean",
+        "rho0.7-threshold",
+        "rho0.7-min-max",
+        "fixed",
+        "full",
+    ]
     cells = {
-        "asr": {"rho1.0-threshold": {"metric": {"wer": 15.453}, "saved": 0.31541, "span": [4, 5, 6],
-                                     "mean_exit_layer": 5.2},
-                "full": {"metric": {"wer": 6.42}, "saved": 0.001}},
-        "enhancement_stft": {"fixed": {"metric": {"pesq": 2.6, "stoi": 94.04, "si_sdr": 9.0}, "saved": 0.5,
-                                       "span": [6]}},
+        "asr": {
+            "rho1.0-threshold": {
+                "metric": {"wer": 15.453},
+                "saved": 0.31541,
+                "span": [4, 5, 6],
+                "mean_exit_layer": 5.2,
+            },
+            "full": {"metric": {"wer": 6.42}, "saved": 0.001},
+        },
+        "enhancement_stft": {
+            "fixed": {"metric": {"pesq": 2.6, "stoi": 94.04, "si_sdr": 9.0}, "saved": 0.5, "span": [6]}
+        },
     }
     text = t1.format_markdown(cells, rows, ["asr", "enhancement_stft"])
     lines = text.splitlines()
@@ -89,8 +105,12 @@ def test_markdown_layout_rows_columns_and_missing_cells():
 
 def test_training_runs_strategy_none_for_daisy():
     runs = t1.training_configs(t1.default_rows(3))
-    assert runs == {"rho1.0": {"rho": 1.0, "strategy": "none"}, "rho0.7": {"rho": 0.7, "strategy": "none"},
-                    "fixed": {"strategy": "fixed", "fixed_layer": 3}, "full": {"strategy": "full"}}
+    assert runs == {
+        "rho1.0": {"rho": 1.0, "strategy": "none"},
+        "rho0.7": {"rho": 0.7, "strategy": "none"},
+        "fixed": {"strategy": "fixed", "fixed_layer": 3},
+        "full": {"strategy": "full"},
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -121,15 +141,28 @@ class FakeRunner:
 def _table(tmp_path, runner, monkeypatch, timings=None):
     def fake_time(ckpt, rows, counts, files, repeats=3, threads=1, device="cpu"):
         timings.append(sorted(counts)) if timings is not None else None
-        return {"modes": {r.key: {"saved": 0.1, "ideal_saved": 0.2, "mean_exit_layer": 2.0,
-                                  "exit_histogram": [0, 1, 0], "median": 1.0} for r in rows}}
+        return {
+            "modes": {
+                r.key: {
+                    "saved": 0.1,
+                    "ideal_saved": 0.2,
+                    "mean_exit_layer": 2.0,
+                    "exit_histogram": [0, 1, 0],
+                    "median": 1.0,
+                }
+                for r in rows
+            }
+        }
 
     monkeypatch.setattr(t1_table, "time_rows", fake_time)
     monkeypatch.setattr(t1_table, "test_audio_files", lambda task, config: [Path("a.wav")])
-    config = {"runner": {"total_steps": 7},
-              "downstream_expert": {"datarc": {"file_path": "/data", "meta_data": "/data/m.txt"}}}
-    return t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": config}, fixed_layer=2,
-                     runner=runner, log=lambda m: None)
+    config = {
+        "runner": {"total_steps": 7},
+        "downstream_expert": {"datarc": {"file_path": "/data", "meta_data": "/data/m.txt"}},
+    }
+    return t1.Table1(
+        tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": config}, fixed_layer=2, runner=runner, log=lambda m: None
+    )
 
 
 def test_resume_skips_finished_cells(tmp_path, monkeypatch):
@@ -178,28 +211,50 @@ def test_failed_cell_raises_and_leaves_no_result(tmp_path, monkeypatch):
 
 def test_other_settings_in_the_same_folder_are_refused(tmp_path, monkeypatch):
     _table(tmp_path, FakeRunner(), monkeypatch).run()
-    config = {"runner": {"total_steps": 7}, "optimizer": {"lr": 1.0},
-              "downstream_expert": {"datarc": {"file_path": "/data", "meta_data": "/data/m.txt"}}}
-    other = t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": config}, fixed_layer=2,
-                      runner=FakeRunner(), log=lambda m: None)
+    config = {
+        "runner": {"total_steps": 7},
+        "optimizer": {"lr": 1.0},
+        "downstream_expert": {"datarc": {"file_path": "/data", "meta_data": "/data/m.txt"}},
+    }
+    other = t1.Table1(
+        tmp_path / "out",
+        tmp_path / "model.pt",
+        {"voxceleb1": config},
+        fixed_layer=2,
+        runner=FakeRunner(),
+        log=lambda m: None,
+    )
     with pytest.raises(ValueError, match="voxceleb1 config differs from this one .other than in its steps"):
         other.run()
     # more steps are not another table: the trainings resume from their last checkpoint
     runner = FakeRunner()
     more = {"runner": {"total_steps": 9}, "downstream_expert": config["downstream_expert"]}
-    t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": more}, fixed_layer=2,
-              runner=runner, log=lambda m: None).run()
+    t1.Table1(
+        tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": more}, fixed_layer=2, runner=runner, log=lambda m: None
+    ).run()
     resumed = [c for c in runner.calls if "train" in c]
     assert len(resumed) == 4 and all(c[c.index("-e") + 1].endswith("states-7.ckpt") for c in resumed)
-    moved = t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"voxceleb1": {**more, "runner": {"total_steps": 7}}},
-                      fixed_layer=3, runner=FakeRunner(), log=lambda m: None)
+    moved = t1.Table1(
+        tmp_path / "out",
+        tmp_path / "model.pt",
+        {"voxceleb1": {**more, "runner": {"total_steps": 7}}},
+        fixed_layer=3,
+        runner=FakeRunner(),
+        log=lambda m: None,
+    )
     with pytest.raises(ValueError, match="fixed_layer=2"):
         moved.run()
 
 
 def test_prepare_task_config_fills_paths_and_refuses_placeholders():
-    base = {"runner": {}, "optimizer": {"lr": 1}, "downstream_expert": {
-        "datarc": {"file_path": "/path/to/VoxCeleb1", "meta_data": "/path/to/iden_split.txt"}, "modelrc": {}}}
+    base = {
+        "runner": {},
+        "optimizer": {"lr": 1},
+        "downstream_expert": {
+            "datarc": {"file_path": "/path/to/VoxCeleb1", "meta_data": "/path/to/iden_split.txt"},
+            "modelrc": {},
+        },
+    }
     with pytest.raises(ValueError, match="placeholder data paths: downstream_expert.datarc.file_path"):
         t1.prepare_task_config("voxceleb1", base, 10, "small")
     config = t1.prepare_task_config("voxceleb1", base, 10, "small", {"file_path": "/c/sid", "meta_data": "/c/m.txt"})
@@ -207,18 +262,33 @@ def test_prepare_task_config_fills_paths_and_refuses_placeholders():
     assert config["runner"]["total_steps"] == 10 and config["runner"]["save_step"] == 10
     assert config["runner"]["exact_resume"] is True and config["runner"]["max_keep"] == 2
     # a checkpoint at least every SAVE_EVERY steps and at the last one
-    assert t1.prepare_task_config("voxceleb1", base, 2400, "small", {"file_path": "/c", "meta_data": "/m"})[
-        "runner"]["save_step"] == 100
-    assert 2450 % t1.prepare_task_config("voxceleb1", base, 2450, "small", {"file_path": "/c", "meta_data": "/m"})[
-        "runner"]["save_step"] == 0
+    assert (
+        t1.prepare_task_config("voxceleb1", base, 2400, "small", {"file_path": "/c", "meta_data": "/m"})["runner"][
+            "save_step"
+        ]
+        == 100
+    )
+    assert (
+        2450
+        % t1.prepare_task_config("voxceleb1", base, 2450, "small", {"file_path": "/c", "meta_data": "/m"})["runner"][
+            "save_step"
+        ]
+        == 0
+    )
     assert base["downstream_expert"]["datarc"]["file_path"].startswith("/path/to/")  # input untouched
 
 
 def test_steps_default_per_task():
     """No --steps: each task trains its own SMALL_STEPS (size small) or its config's total_steps (paper)."""
     layout = {"file_path": "/c/sid", "meta_data": "/c/m.txt"}
-    base = {"runner": {"total_steps": 200000}, "optimizer": {"lr": 1}, "downstream_expert": {
-        "datarc": {"file_path": "/path/to/VoxCeleb1", "meta_data": "/path/to/iden_split.txt"}, "modelrc": {}}}
+    base = {
+        "runner": {"total_steps": 200000},
+        "optimizer": {"lr": 1},
+        "downstream_expert": {
+            "datarc": {"file_path": "/path/to/VoxCeleb1", "meta_data": "/path/to/iden_split.txt"},
+            "modelrc": {},
+        },
+    }
     small = t1.prepare_task_config("voxceleb1", base, None, "small", layout)
     assert small["runner"]["total_steps"] == t1.SMALL_STEPS["voxceleb1"]
     assert small["runner"]["total_steps"] % small["runner"]["save_step"] == 0  # the last step is saved
@@ -306,8 +376,15 @@ def test_fig5_cell_trains_the_fixed_exit_of_equal_compute(tmp_path, monkeypatch)
     monkeypatch.setattr(t1_table, "test_audio_files", lambda task, config: [Path("a.wav")])
     runner = FakeRunner()
     config = {"runner": {"total_steps": 7}, "downstream_expert": {"datarc": {}}}
-    table = t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"asr": config}, fixed_layer=2, runner=runner,
-                      mixed_corpus=tmp_path / "corpus", log=lambda m: None)
+    table = t1.Table1(
+        tmp_path / "out",
+        tmp_path / "model.pt",
+        {"asr": config},
+        fixed_layer=2,
+        runner=runner,
+        mixed_corpus=tmp_path / "corpus",
+        log=lambda m: None,
+    )
     monkeypatch.setattr(t1_table, "parse_metric", lambda task, expdir: {"wer": 10.0})
     payload = table.run()
     trained = [c[c.index("-p") + 1] for c in runner.calls if "train" in c]
@@ -319,8 +396,15 @@ def test_fig5_cell_trains_the_fixed_exit_of_equal_compute(tmp_path, monkeypatch)
     assert payload["mixed"]["fixed_layer"] == 3 and "Fig. 5" in (table.out / "table1.md").read_text()
     # resumed: nothing runs again
     runner2 = FakeRunner()
-    t1.Table1(tmp_path / "out", tmp_path / "model.pt", {"asr": config}, fixed_layer=2, runner=runner2,
-              mixed_corpus=tmp_path / "corpus", log=lambda m: None).run()
+    t1.Table1(
+        tmp_path / "out",
+        tmp_path / "model.pt",
+        {"asr": config},
+        fixed_layer=2,
+        runner=runner2,
+        mixed_corpus=tmp_path / "corpus",
+        log=lambda m: None,
+    ).run()
     assert runner2.calls == []
 
 

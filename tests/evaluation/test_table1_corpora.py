@@ -1,4 +1,5 @@
 """Which corpus feeds which Table 1 task (issue 19: ASR gets its own, bigger corpus by default)."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,12 @@ TASKS = ["asr", "voxceleb1", "enhancement_stft", "separation_stft"]
 
 def test_asr_gets_its_own_corpus_unless_the_hours_are_equal(tmp_path):
     two = assign_corpora(TASKS, {}, tmp_path, hours=1.0, asr_hours=4.0)
-    assert two == {"asr": tmp_path / "corpus_asr", "voxceleb1": tmp_path / "corpus",
-                   "enhancement_stft": tmp_path / "corpus", "separation_stft": tmp_path / "corpus"}
+    assert two == {
+        "asr": tmp_path / "corpus_asr",
+        "voxceleb1": tmp_path / "corpus",
+        "enhancement_stft": tmp_path / "corpus",
+        "separation_stft": tmp_path / "corpus",
+    }
     assert set(assign_corpora(TASKS, {}, tmp_path, hours=2.0, asr_hours=2.0).values()) == {tmp_path / "corpus"}
 
 
@@ -31,11 +36,14 @@ def test_named_corpora_per_task_then_for_every_task(tmp_path):
     assert only_asr == {"asr": (tmp_path / "big").resolve(), "voxceleb1": tmp_path / "out" / "corpus"}
 
 
-@pytest.mark.parametrize("items, message", [
-    (["tts=somewhere"], "unknown task 'tts'"),
-    (["nowhere"], "no corpus.json in nowhere"),
-    (["asr=nowhere"], "no corpus.json in nowhere"),
-])
+@pytest.mark.parametrize(
+    "items, message",
+    [
+        (["tts=somewhere"], "unknown task 'tts'"),
+        (["nowhere"], "no corpus.json in nowhere"),
+        (["asr=nowhere"], "no corpus.json in nowhere"),
+    ],
+)
 def test_bad_corpus_arguments_say_what_is_wrong(tmp_path, monkeypatch, items, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises((ValueError, FileNotFoundError), match=message):
@@ -66,10 +74,30 @@ def test_the_command_makes_two_corpora_and_points_each_task_and_fig5_at_its_own(
     monkeypatch.setattr("daisy_upstream.evaluation.table1.Table1", Recorder)
     Recorder.calls = []
     out = tmp_path / "t1"
-    assert main(["table1", "--out", str(out), "--tasks", "asr", "voxceleb1", "--hours", "0.01",
-                 "--asr-hours", "0.02", "--workers", "2"]) == 0
-    (_, configs, kwargs), = Recorder.calls
-    asr, sid = json.loads((out / "corpus_asr" / "corpus.json").read_text()), json.loads((out / "corpus" / "corpus.json").read_text())
+    assert (
+        main(
+            [
+                "table1",
+                "--out",
+                str(out),
+                "--tasks",
+                "asr",
+                "voxceleb1",
+                "--hours",
+                "0.01",
+                "--asr-hours",
+                "0.02",
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
+    ((_, configs, kwargs),) = Recorder.calls
+    asr, sid = (
+        json.loads((out / "corpus_asr" / "corpus.json").read_text()),
+        json.loads((out / "corpus" / "corpus.json").read_text()),
+    )
     assert (asr["settings"]["hours"], sid["settings"]["hours"]) == (0.02, 0.01)
     # ASR's: 50 voices an hour, at least 2 per split; the other: make-corpus's default, max(10, 50 x sqrt(h))
     assert (asr["settings"]["num_speakers"], sid["settings"]["num_speakers"]) == (6, 10)
@@ -84,7 +112,7 @@ def test_a_named_asr_corpus_without_the_mixed_set_runs_without_fig5(tmp_path, mo
     Recorder.calls = []
     corpus = make_corpus(tmp_path / "c", hours=0.01, seed=5, tasks=["asr"], workers=2, progress=False)
     assert main(["table1", "--out", str(tmp_path / "t1"), "--tasks", "asr", "--corpus", f"asr={corpus}"]) == 0
-    (_, configs, kwargs), = Recorder.calls
+    ((_, configs, kwargs),) = Recorder.calls
     assert configs["asr"]["downstream_expert"]["datarc"]["libri_root"] == task_layout("asr", corpus)["libri_root"]
     assert kwargs["mixed_corpus"] is None and not (tmp_path / "t1" / "corpus_asr").exists()
     with pytest.raises(ValueError, match="no 'sid' layout for voxceleb1; remake it with that task, or give --corpus"):

@@ -9,6 +9,7 @@ while it trains and run again. All three end with the same downstream weights, o
 step, learning rate (the ASR schedule's drop, moved to step 3, falls after the resumes), exit
 counts and test-set hypotheses.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,15 +33,17 @@ from daisy_upstream.testing import make_random_checkpoint
 from daisy_upstream.testing.superb import make_librispeech
 
 
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     ckpt = root / "tiny.pt"
     atomic_torch_save(make_random_checkpoint(num_layers=2, layer_entropy=[2.0, 1.0]), ckpt)
     assert make_librispeech(root / "asr")["train-clean-100"] == 4  # 4 batches of 1: step 2 is mid-epoch
-    layout = {"libri_root": str(root / "asr" / "LibriSpeech"), "bucket_file": str(root / "asr" / "len_for_bucket"),
-              "dict_path": str(s3prl_configs() / "asr" / "char.dict")}
+    layout = {
+        "libri_root": str(root / "asr" / "LibriSpeech"),
+        "bucket_file": str(root / "asr" / "len_for_bucket"),
+        "dict_path": str(s3prl_configs() / "asr" / "char.dict"),
+    }
     return root, ckpt, layout
 
 
@@ -61,9 +64,13 @@ def _table(root: Path, ckpt: Path, layout: dict, name: str, steps: int) -> "t1.T
 
 def _final(table: "t1.Table1", steps: int) -> dict:
     state = load_runner_checkpoint(table.train_dir("asr", "full") / f"states-{steps}.ckpt")
-    return {"step": state["Step"], "downstream": state["Downstream"], "counts": state["Featurizer"]["exit_counts"],
-            "adam_steps": [s["step"] for s in state["Optimizer"]["state"].values()],
-            "lr": state["Optimizer"]["param_groups"][0]["lr"]}
+    return {
+        "step": state["Step"],
+        "downstream": state["Downstream"],
+        "counts": state["Featurizer"]["exit_counts"],
+        "adam_steps": [s["step"] for s in state["Optimizer"]["state"].values()],
+        "lr": state["Optimizer"]["param_groups"][0]["lr"],
+    }
 
 
 def _assert_same(a: dict, b: dict) -> None:
@@ -80,7 +87,9 @@ def test_interrupted_and_extended_trainings_end_as_an_uninterrupted_one(setup):
     once.claim()
     once._train("asr", "full")
     reference = _final(once, 6)
-    assert reference["step"] == 6 and reference["lr"] == pytest.approx(t1.SMALL_LR["asr"] * t1.SMALL_SCHEDULES["asr"]["gamma"])  # the schedule ran
+    assert reference["step"] == 6 and reference["lr"] == pytest.approx(
+        t1.SMALL_LR["asr"] * t1.SMALL_SCHEDULES["asr"]["gamma"]
+    )  # the schedule ran
 
     # trained to 2 steps (mid-epoch), then asked for 6 in the same folder: resumed from states-2
     short = _table(root, ckpt, layout, "extended", 2)
@@ -101,13 +110,18 @@ def test_interrupted_and_extended_trainings_end_as_an_uninterrupted_one(setup):
     killed = _table(root, ckpt, layout, "killed", 6)
     killed.claim()
     expdir = killed.train_dir("asr", "full")
-    code = ("import sys, json; from pathlib import Path; from daisy_upstream.evaluation.table1 import Table1; "
-            "Table1(Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3]), fixed_layer=1, "
-            "log=lambda m: None)._train('asr', 'full')")
+    code = (
+        "import sys, json; from pathlib import Path; from daisy_upstream.evaluation.table1 import Table1; "
+        "Table1(Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3]), fixed_layer=1, "
+        "log=lambda m: None)._train('asr', 'full')"
+    )
     repo = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", code, str(killed.out), str(ckpt), json.dumps({"asr": _config(layout, 6)})],
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(killed.out), str(ckpt), json.dumps({"asr": _config(layout, 6)})],
+        env=env,
+        start_new_session=True,
+    )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if newest_checkpoint(expdir) is not None and not (expdir / "states-6.ckpt").exists():
@@ -133,15 +147,22 @@ def test_finished_cells_rerun_only_what_more_steps_change(setup, monkeypatch):
     monkeypatch.setattr(t1_table, "exit_counts", lambda ckpt: [0, 1])
     monkeypatch.setattr(t1_table, "parse_metric", lambda task, expdir: {"wer": 1.0})
     monkeypatch.setattr(t1_table.Table1, "_evaluate", lambda self, task, row: calls.append(row.key) or {"metric": {}})
-    monkeypatch.setattr(t1_table.Table1, "_train", lambda self, task, run: calls.append(f"train {run} {self.steps[task]}")
-                        or {"checkpoint": str(self.final_checkpoint(task, run))})
+    monkeypatch.setattr(
+        t1_table.Table1,
+        "_train",
+        lambda self, task, run: (
+            calls.append(f"train {run} {self.steps[task]}") or {"checkpoint": str(self.final_checkpoint(task, run))}
+        ),
+    )
     _table(root, ckpt, layout, "cells", 2).run()
     assert calls.count("time") == 1 and sum(c.startswith("train") for c in calls) == 4 and len(calls) == 13
     calls.clear()
     _table(root, ckpt, layout, "cells", 2).run()
     assert calls == []
     _table(root, ckpt, layout, "cells", 4).run()
-    assert sorted(c for c in calls if c.startswith("train")) == [f"train {r} 4" for r in ("fixed", "full", "rho0.7", "rho1.0")]
+    assert sorted(c for c in calls if c.startswith("train")) == [
+        f"train {r} 4" for r in ("fixed", "full", "rho0.7", "rho1.0")
+    ]
     assert len(calls) == 13
     settings = json.loads((root / "cells" / "settings.json").read_text())
     assert settings["task_configs"]["asr"]["runner"]["total_steps"] == 4
@@ -158,8 +179,10 @@ def test_a_cell_is_run_by_one_process(tmp_path):
         import shutil
 
         shutil.rmtree(result.parent)  # what a fresh training does to its folder
-        code = ("import sys; from daisy_upstream.evaluation.table1.lock import CellLock; "
-                "c = CellLock(sys.argv[1]); sys.exit(0 if (c.__enter__() is False and CellLock.held_elsewhere(sys.argv[1])) else 1)")
+        code = (
+            "import sys; from daisy_upstream.evaluation.table1.lock import CellLock; "
+            "c = CellLock(sys.argv[1]); sys.exit(0 if (c.__enter__() is False and CellLock.held_elsewhere(sys.argv[1])) else 1)"
+        )
         assert subprocess.run([sys.executable, "-c", code, str(result)]).returncode == 0
     assert not CellLock.lock_path(result).exists()
     # a lock left by a process that died is stale

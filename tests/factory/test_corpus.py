@@ -1,5 +1,6 @@
 """The synthetic corpus generator: text, exact-SNR mixing, and the four s3prl layouts,
 each parsed by s3prl's own dataset classes."""
+
 from __future__ import annotations
 
 import json
@@ -10,21 +11,22 @@ import numpy as np
 import pytest
 
 from daisy_upstream.audio import noise
-from daisy_upstream.factory.corpus import text, tts
 from daisy_upstream.audio.io import read_audio
 from daisy_upstream.audio.write import to_pcm16
+from daisy_upstream.factory.corpus import text, tts
 from daisy_upstream.factory.corpus.build import make_corpus
 from daisy_upstream.factory.corpus.plan import plan_corpus
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
-                                reason="needs espeak-ng and sox (apt-get install espeak-ng sox)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("sox") is None,
+    reason="needs espeak-ng and sox (apt-get install espeak-ng sox)",
+)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     # 6 speakers (2 per split), ~3-4 utterances each: a few seconds to make
-    return make_corpus(tmp_path_factory.mktemp("corpus"), hours=0.03, seed=3, workers=2,
-                       num_speakers=6, progress=False)
+    return make_corpus(tmp_path_factory.mktemp("corpus"), hours=0.03, seed=3, workers=2, num_speakers=6, progress=False)
 
 
 def test_sentences_distinct_deterministic():
@@ -106,8 +108,14 @@ def test_asr_layout_parses(corpus):
     root = corpus / "asr"
     d = Dictionary.load(str(root / "char.dict"))
     assert len(d.symbols) - d.nspecial == 28
-    ds = SequenceDataset("test", 2, d, libri_root=str(root / "LibriSpeech"),
-                         bucket_file=str(root / "len_for_bucket"), test=["test-clean"])
+    ds = SequenceDataset(
+        "test",
+        2,
+        d,
+        libri_root=str(root / "LibriSpeech"),
+        bucket_file=str(root / "len_for_bucket"),
+        test=["test-clean"],
+    )
     wavs, labels, names = ds[0]
     trans = {}
     for f in (root / "LibriSpeech" / "test-clean").rglob("*.trans.txt"):
@@ -127,8 +135,9 @@ def test_sid_layout_parses(corpus, tmp_path, monkeypatch):
     # s3prl caches the file lists in its package folder keyed only by split: use a fresh one
     monkeypatch.setattr(vox, "CACHE_PATH", str(tmp_path) + "/")
     root = corpus / "sid"
-    sets = {mode: vox.SpeakerClassifiDataset(mode, root, str(root / "iden_split.txt"))
-            for mode in ("train", "dev", "test")}
+    sets = {
+        mode: vox.SpeakerClassifiDataset(mode, root, str(root / "iden_split.txt")) for mode in ("train", "dev", "test")
+    }
     assert all(len(s) > 0 for s in sets.values())
     assert set(sets["test"].label) <= set(sets["train"].label) == set(range(6))
     wav, label, name = sets["dev"][0]
@@ -139,8 +148,7 @@ def test_se_layout_parses(corpus):
     pytest.importorskip("librosa")
     from s3prl.downstream.enhancement_stft.dataset import SeparationDataset
 
-    ds = SeparationDataset(str(corpus / "se" / "test"), src=["noisy"], tgt=["clean"],
-                           hop_length=320)
+    ds = SeparationDataset(str(corpus / "se" / "test"), src=["noisy"], tgt=["clean"], hop_length=320)
     reco, src, src_feat, tgt_samps, tgt_feats = ds[0]
     assert src.shape == tgt_samps[0].shape and src_feat.shape[1] == 257
     meta = (corpus / "se" / "train" / "meta.tsv").read_text().splitlines()[1:]
@@ -153,8 +161,7 @@ def test_ss_layout_parses(corpus):
     pytest.importorskip("librosa")
     from s3prl.downstream.separation_stft.dataset import SeparationDataset
 
-    ds = SeparationDataset(str(corpus / "ss" / "train"), src=["mix_clean"], tgt=["s1", "s2"],
-                           hop_length=320)
+    ds = SeparationDataset(str(corpus / "ss" / "train"), src=["mix_clean"], tgt=["s1", "s2"], hop_length=320)
     assert len(ds) >= 1
     reco, mix, _, (s1, s2), _ = ds[0]
     assert mix.shape == s1.shape == s2.shape
@@ -176,7 +183,8 @@ def test_noisy_copies_exact_snr(corpus):
     mixed = (root / "mixed" / "meta.tsv").read_text().splitlines()[1:]
     conds = [r.split("\t")[0] for r in mixed]
     assert set(conds) <= {"clean", "snr10", "snr5", "snr0"} and len(conds) == len(
-        (root / "clean" / "wav.scp").read_text().splitlines())
+        (root / "clean" / "wav.scp").read_text().splitlines()
+    )
 
 
 def test_real_recordings(corpus):
@@ -198,16 +206,17 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:  # argparse's own one line
         main(["make-corpus", str(tmp_path / "c"), "--hours", "0"])
     assert exit_.value.code == 2
-    assert capsys.readouterr().err == "daisy make-corpus: error: argument --hours: must be > 0, got 0 (see daisy make-corpus --help)\n"
+    assert (
+        capsys.readouterr().err
+        == "daisy make-corpus: error: argument --hours: must be > 0, got 0 (see daisy make-corpus --help)\n"
+    )
     assert main(["make-corpus", str(tmp_path / "c"), "--tasks", "asr,nope"]) == 2
     assert "unknown task" in capsys.readouterr().err
 
 
 def test_corpus_deterministic_for_a_seed(tmp_path):
-    a = make_corpus(tmp_path / "a", hours=0.01, seed=9, tasks=["asr"], workers=2,
-                    num_speakers=6, progress=False)
-    b = make_corpus(tmp_path / "b", hours=0.01, seed=9, tasks=["asr"], workers=1,
-                    num_speakers=6, progress=False)
+    a = make_corpus(tmp_path / "a", hours=0.01, seed=9, tasks=["asr"], workers=2, num_speakers=6, progress=False)
+    b = make_corpus(tmp_path / "b", hours=0.01, seed=9, tasks=["asr"], workers=1, num_speakers=6, progress=False)
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name != "corpus.json")
     files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name != "corpus.json")
     assert files_a == files_b and len(files_a) > 6

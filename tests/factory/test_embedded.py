@@ -4,6 +4,7 @@ The clips in ``tests/data/heldout_clips`` come from speakers held out from pretr
 stage 1 (see its ``CLIPS.tsv``). The premise: per-layer branch entropy falls with depth,
 and noise makes utterances exit later.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,10 +15,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from daisy_upstream.core.checkpoint import load_daisy_checkpoint
 from daisy_upstream.audio.noise import measure_snr, mix_at_snr
-from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_hubert
+from daisy_upstream.core.checkpoint import load_daisy_checkpoint
 from daisy_upstream.core.policy import make_plan
+from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_hubert
 
 CLIPS = sorted((Path(__file__).resolve().parents[1] / "data" / "heldout_clips").glob("*.wav"))
 
@@ -66,8 +67,13 @@ def test_branch_entropy_falls_with_depth_on_heldout_speech(upstream):
     plan = make_plan([upstream.num_layers], None)  # the full model, no exit
     with torch.no_grad():
         out = upstream.run(wavs, plan)
-        entropy = torch.stack([upstream.net.branches.entropy(k, out.hidden_states[k], out.lengths)
-                               for k in range(1, upstream.num_layers + 1)], dim=1)  # (N, L)
+        entropy = torch.stack(
+            [
+                upstream.net.branches.entropy(k, out.hidden_states[k], out.lengths)
+                for k in range(1, upstream.num_layers + 1)
+            ],
+            dim=1,
+        )  # (N, L)
     mean = entropy.mean(dim=0)
     assert (mean[1:] < mean[:-1]).all(), f"mean entropy per layer {mean.tolist()}"
 

@@ -1,5 +1,6 @@
 """The tiny-HuBERT recipe: s3prl model classes, converted checkpoint format, a loss that
 falls, and an exactly resumable run (tiny configs: seconds, not minutes)."""
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,21 @@ import torch
 
 from daisy_upstream.factory.pretrain.checkpoint import load_converted, save_converted
 from daisy_upstream.factory.pretrain.model import TINY_MODEL_CFG, TINY_TASK_CFG, build_model
-from daisy_upstream.factory.pretrain.train import (PretrainConfig, lr_at, masked_prediction_step,
-                                           pretrain)
+from daisy_upstream.factory.pretrain.train import PretrainConfig, lr_at, masked_prediction_step, pretrain
 
 torch.set_num_threads(1)  # tests share two cores with other work; one thread avoids spin-waits
 
-SMALL_CFG = dict(TINY_MODEL_CFG, encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64,
-                 encoder_attention_heads=2, conv_pos=16, conv_pos_groups=4, final_dim=16,
-                 conv_feature_layers="[(16,10,5)] + [(16,3,2)] * 4 + [(16,2,2)] * 2")
+SMALL_CFG = dict(
+    TINY_MODEL_CFG,
+    encoder_layers=2,
+    encoder_embed_dim=32,
+    encoder_ffn_embed_dim=64,
+    encoder_attention_heads=2,
+    conv_pos=16,
+    conv_pos_groups=4,
+    final_dim=16,
+    conv_feature_layers="[(16,10,5)] + [(16,3,2)] * 4 + [(16,2,2)] * 2",
+)
 
 
 def test_tiny_model_uses_s3prl_classes():
@@ -93,10 +101,22 @@ def _toy_corpus(root: Path) -> Path:
 
 
 def _cfg() -> PretrainConfig:
-    return PretrainConfig(steps_iter1=3, steps_iter2=2, clusters_iter1=6, clusters_iter2=5,
-                          target_layer=1, batch_size=2, crop_frames=50, warmup_iter1=2,
-                          warmup_iter2=1, kmeans_frames=400, eval_every=1, eval_crops=2,
-                          exact_state=True, model_cfg=dict(SMALL_CFG))
+    return PretrainConfig(
+        steps_iter1=3,
+        steps_iter2=2,
+        clusters_iter1=6,
+        clusters_iter2=5,
+        target_layer=1,
+        batch_size=2,
+        crop_frames=50,
+        warmup_iter1=2,
+        warmup_iter2=1,
+        kmeans_frames=400,
+        eval_every=1,
+        eval_crops=2,
+        exact_state=True,
+        model_cfg=dict(SMALL_CFG),
+    )
 
 
 def test_resume_is_exact(tmp_path):
@@ -115,8 +135,10 @@ def test_resume_is_exact(tmp_path):
     assert a["label_embs_concat"].shape[0] == 5 + 4  # iteration 2's clusters
     log_a = json.loads((tmp_path / "a" / "log.json").read_text())
     log_b = json.loads((tmp_path / "b" / "log.json").read_text())
-    strip = lambda log: [{k: v for k, v in e.items() if k not in ("time", "sec_per_step")}
-                         for e in log["log"]]
+
+    def strip(log):
+        return [{k: v for k, v in e.items() if k not in ("time", "sec_per_step")} for e in log["log"]]
+
     assert strip(log_a) == strip(log_b)
     assert meta["majority_valid_iter2"] > 0
     # the checkpoint says how it was made; a finished run re-creates a deleted checkpoint
@@ -130,6 +152,7 @@ def test_resume_is_exact(tmp_path):
     assert all(torch.equal(again["model_weight"][k], a[k]) for k in a)
     # the state is complete: a further call does nothing and the curves plot
     from daisy_upstream.factory.pretrain.plot import plot_curves
+
     assert plot_curves(tmp_path / "a" / "log.json", tmp_path / "c.png").stat().st_size > 1000
 
 

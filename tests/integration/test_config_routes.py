@@ -2,6 +2,7 @@
 mapping, hub keyword arguments and ``S3PRLUpstream``'s ``extra_conf`` (s3prl 0.4.18
 ``nn/upstream.py``: ``getattr(hub, name)(refresh=..., ckpt=..., **extra_conf)``); an unknown
 key is a ValueError naming it, never swallowed by s3prl's ``UpstreamBase(**kwargs)``."""
+
 from __future__ import annotations
 
 import pytest

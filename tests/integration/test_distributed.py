@@ -15,6 +15,7 @@ crop is off (``max_timestep=None``), and evaluation never counts exits, so both 
 save the same ``exit_counts``: the histogram of the 8 utterances' own exit layers, which the
 test also computes in-process, one utterance at a time, with the same upstream.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,7 +49,9 @@ def runner_overrides(ws: Workspace, steps: int, eval_step: int) -> str:
     )
 
 
-def train_args(ws: Workspace, expdir: Path, steps: int, eval_step: int, upstream: str = "daisy_hubert_local") -> List[str]:
+def train_args(
+    ws: Workspace, expdir: Path, steps: int, eval_step: int, upstream: str = "daisy_hubert_local"
+) -> List[str]:
     args = ws.train_args("voxceleb1", expdir, steps, upstream=upstream)
     args[args.index("-o") + 1] = runner_overrides(ws, steps, eval_step)
     return args
@@ -59,10 +62,22 @@ def torchrun(ws: Workspace, args: List[str], nproc: int = 2, timeout: int = 240)
 
     A run that deadlocks is stopped with its workers, never left behind.
     """
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           "-m", "s3prl.run_downstream", *args, "--backend", "gloo"]
-    proc = subprocess.Popen(cmd, cwd=ws.root, env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "s3prl.run_downstream",
+        *args,
+        "--backend",
+        "gloo",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ws.root, env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -82,8 +97,11 @@ def exits_one_at_a_time(ws: Workspace) -> List[int]:
     from daisy_upstream.integration.hubconf import daisy_hubert_local
 
     root = ws.root / "sid"
-    files = [root / "dev" / "wav" / line.split()[1] for line in (root / "iden_split.txt").read_text().splitlines()
-             if line.split()[0] == "1"]
+    files = [
+        root / "dev" / "wav" / line.split()[1]
+        for line in (root / "iden_split.txt").read_text().splitlines()
+        if line.split()[0] == "1"
+    ]
     assert len(files) == TRAIN_UTTERANCES
     upstream = daisy_hubert_local(str(ws.ckpt), model_config=ws.upstream_config.format(task="voxceleb1")).eval()
     counts = [0] * NUM_LAYERS

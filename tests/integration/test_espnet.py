@@ -6,6 +6,7 @@ returns ``all_hs[layer]`` for ``layer >= 0``, the featurizer over all layers wit
 ``multilayer_feature: true``, else the featurizer over the last layer alone. The peer is the
 runner's :class:`DaisyFeaturizer` with the same weights.
 """
+
 from __future__ import annotations
 
 import pytest

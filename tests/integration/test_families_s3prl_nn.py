@@ -1,6 +1,7 @@
 """Every family through s3prl's newer API (``s3prl.nn.S3PRLUpstream``, as ESPnet's frontend
 builds it): the DAISY upstream of a family against s3prl's own upstream of that family, on
 tiny random models of s3prl's classes (:func:`daisy_upstream.testing.make_random_family_checkpoint`)."""
+
 from __future__ import annotations
 
 import pytest

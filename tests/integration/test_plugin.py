@@ -1,4 +1,5 @@
 """Registration in s3prl.hub, the runner's featurizer swap, the start-up hook and the compat shims."""
+
 from __future__ import annotations
 
 import argparse
@@ -218,8 +219,22 @@ def test_wheel_carries_the_configs_and_the_hook(tmp_path):
     for name in ("daisy_upstream", "s3prl_configs"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), "."],
-        cwd=src, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "dist"),
+            ".",
+        ],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     (wheel,) = (tmp_path / "dist").glob("daisy_upstream-*.whl")

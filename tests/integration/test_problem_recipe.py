@@ -7,6 +7,7 @@ VoxCeleb1 into three CSVs (``id, wav_path, label``, the format SuperbSID.prepare
 documents); we write those CSVs for a tiny synthetic corpus and start at stage 1 (``start: 1``,
 s3prl's own option), so nothing needs VoxCeleb1 or a download.
 """
+
 from __future__ import annotations
 
 import logging
@@ -62,8 +63,12 @@ def trained(tmp_path_factory):
     target = root / "exp"
     _corpus(target)
     config = {
-        "target_dir": str(target), "cache_dir": str(root / "cache"), "start": 1, "device": "cpu",
-        "num_workers": 0, "prepare_data": {"dataset_root": str(root)},
+        "target_dir": str(target),
+        "cache_dir": str(root / "cache"),
+        "start": 1,
+        "device": "cpu",
+        "num_workers": 0,
+        "prepare_data": {"dataset_root": str(root)},
         "build_upstream": {"name": "daisy_hubert_local", "path_or_url": str(ckpt), "extra_conf": CONFIG},
         "build_downstream": {"hidden_size": 8},
         "build_batch_sampler": {"train": {"batch_size": 2, "shuffle": False}},

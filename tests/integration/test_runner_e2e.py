@@ -11,6 +11,7 @@ The tiny checkpoint (3 layers, width 32) has branches whose entropy falls with d
 calibration giving tau = 1.4 nats at rho 1.0: on the generated audio, utterances exit at layer
 1 or 2, so the exit histogram has more than one non-empty layer.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -91,9 +92,7 @@ def test_exits_vary_and_statistics_drive_the_span(ws: Workspace) -> None:
     # rho / span changed at evaluation time, no retraining: a 'min-max' config via -o
     minmax = ws.root / "minmax.yaml"
     minmax.write_text("rho: 1.0\nstrategy: min-max\n")
-    proc = ws.run(
-        "console", ws.evaluate_args(edited_path, "test", ["-o", f"args.upstream_model_config={minmax}"])
-    )
+    proc = ws.run("console", ws.evaluate_args(edited_path, "test", ["-o", f"args.upstream_model_config={minmax}"]))
     assert spans_logged(proc.stderr)[0].startswith("[2, 3] (strategy min-max")
 
 
@@ -124,7 +123,9 @@ def test_errors_say_what_to_do(ws: Workspace) -> None:
     # a statistics strategy with no statistics saved (a checkpoint whose counts are zero)
     state = load_runner_checkpoint(trained(ws, "voxceleb1"))
     zeroed = ws.root / "zeroed.ckpt"
-    torch.save(dict(state, Featurizer=dict(state["Featurizer"], exit_counts=torch.zeros(NUM_LAYERS, dtype=torch.long))), zeroed)
+    torch.save(
+        dict(state, Featurizer=dict(state["Featurizer"], exit_counts=torch.zeros(NUM_LAYERS, dtype=torch.long))), zeroed
+    )
     proc = ws.run("module", ws.evaluate_args(zeroed, "test"), ok=False)
     assert "needs exit statistics" in proc.stderr and "train the downstream" in proc.stderr
 
@@ -141,8 +142,14 @@ def test_two_process_gloo_histogram_equals_one_process(ws: Workspace) -> None:
     single = load_runner_checkpoint(trained(ws, "voxceleb1"))["Featurizer"]["exit_counts"]
     expdir = ws.root / "exp" / "ddp"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(BIN / "daisy-run-downstream"), *ws.train_args("voxceleb1", expdir, 2, extra=["--backend", "gloo"]),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(BIN / "daisy-run-downstream"),
+        *ws.train_args("voxceleb1", expdir, 2, extra=["--backend", "gloo"]),
     ]
     proc = subprocess.run(cmd, cwd=ws.root, env=ws.env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-6000:]

@@ -6,6 +6,7 @@ one entry per trainable module (the DAISY featurizer's under ``Featurizer``, wit
 ``exit_counts``). Metric parsing is tested on real runner outputs in
 ``tests/evaluation/test_table1.py``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,13 @@ from daisy_upstream.integration import runner_io as rio
 
 
 def _runner_checkpoint(path, featurizer=True):
-    states = {"Optimizer": {}, "Step": 7, "Epoch": 0,
-              "Args": argparse.Namespace(downstream="asr", upstream="daisy_hubert_local", upstream_ckpt="/m.pt"),
-              "Config": {"runner": {"total_steps": 7}}}
+    states = {
+        "Optimizer": {},
+        "Step": 7,
+        "Epoch": 0,
+        "Args": argparse.Namespace(downstream="asr", upstream="daisy_hubert_local", upstream_ckpt="/m.pt"),
+        "Config": {"runner": {"total_steps": 7}},
+    }
     if featurizer:
         states["Featurizer"] = {"exit_counts": torch.tensor([3, 0, 5]), "weights": torch.zeros(3)}
     torch.save(states, path)
@@ -61,8 +66,11 @@ def test_runner_command_runs_s3prls_runner_in_a_fresh_interpreter(tmp_path):
 
     cmd = rio.runner_command(["-h", tmp_path / "ignored"])
     assert cmd[0] == sys.executable and cmd[-1] == str(tmp_path / "ignored")  # paths become strings
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        [str(rio.Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(rio.Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
+    }
     proc = subprocess.run(cmd[:-1], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("usage: run_downstream.py") and "-u UPSTREAM" in proc.stdout

@@ -4,19 +4,19 @@ The peer is the runner's :class:`DaisyFeaturizer` (its features are tested again
 independent per-utterance sum in tests/core/test_featurizer.py) and s3prl's own
 ``s3prl.nn.upstream.Featurizer`` (kept as ``Featurizer._daisy_stock``).
 """
+
 from __future__ import annotations
 
 import copy
 import pickle
 
 import pytest
-import torch
-import torch.nn.functional as F
-from torch.nn.utils.rnn import pad_sequence
-
 import s3prl.nn
 import s3prl.nn.upstream
+import torch
+import torch.nn.functional as F
 from s3prl.nn import Featurizer, S3PRLUpstream
+from torch.nn.utils.rnn import pad_sequence
 
 from daisy_upstream.core.expert import read_exit_layers
 from daisy_upstream.core.featurizers import DaisyFeaturizer
@@ -38,7 +38,9 @@ def _batch(lengths=LENGTHS, seed=SEED):
 
 def _nn_pair(ckpt, normalize_upstream=False, **config):
     upstream = S3PRLUpstream(
-        "daisy_hubert_local", path_or_url=str(ckpt), normalize=normalize_upstream,
+        "daisy_hubert_local",
+        path_or_url=str(ckpt),
+        normalize=normalize_upstream,
         extra_conf={"strategy": "none", "tau": TAU, **config},
     )
     return upstream, Featurizer(upstream)

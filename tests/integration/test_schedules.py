@@ -1,5 +1,6 @@
 """``scheduler: {name: multistep_schedule, ...}`` in an s3prl config, built by s3prl's own
 ``get_scheduler`` (the runner's call), once the plugin is installed."""
+
 from __future__ import annotations
 
 import pytest

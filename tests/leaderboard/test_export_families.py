@@ -1,6 +1,7 @@
 """``daisy export-hidden`` of a non-HuBERT family: the written ``expert.py`` loads the model
 family of ``model.pt`` (a tiny random WavLM of s3prl's classes, ``{cfg, model}`` + branches) and,
 at full depth, gives s3prl's own ``wavlm_local`` hidden states on the source file."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,6 +1,7 @@
 """``daisy export-hidden``: the written folder passes the hidden-set template's checks in a fresh
 interpreter, and s3prl's stock Featurizer over it gives each exit layer the weight of the
 layers the utterance skipped (``layers_past_exit: copy``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,13 @@ def _import_expert(folder: Path):
 def test_written_expert_passes_the_template_in_a_fresh_process(tiny_ckpt, tmp_path):
     out = tmp_path / "hidden"
     result = export_hidden(out, ckpt=tiny_ckpt, overrides={"tau": TAU})
-    assert sorted(p.name for p in out.iterdir()) == [".daisy-output.json", "README.md", "expert.py", "model.pt",
-                                                      "requirements.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".daisy-output.json",
+        "README.md",
+        "expert.py",
+        "model.pt",
+        "requirements.txt",
+    ]
     assert result["checks"]["ok"] and result["upstream_config"]["layers_past_exit"] == "copy"
     assert list(tmp_path.glob(".hidden.*")) == []  # the temporary folder was renamed
     state = torch.load(out / "model.pt", weights_only=True)
@@ -73,8 +79,9 @@ def test_written_expert_passes_the_template_in_a_fresh_process(tiny_ckpt, tmp_pa
     requirements = (out / "requirements.txt").read_text().split()
     assert "s3prl==0.4.18" in requirements and "torch==2.8.0" in requirements
     assert any(r.startswith("daisy_upstream==") for r in requirements)
-    proc = subprocess.run([sys.executable, "-c", TEMPLATE_CHECK], cwd=out, env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", TEMPLATE_CHECK], cwd=out, env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "TEMPLATE OK 5 (3, " in proc.stdout  # 4 layers + the CNN/positional state
 
@@ -113,8 +120,13 @@ def test_exit_statistics_are_baked_in(tiny_ckpt, tmp_path):
     # exit_counts) and the run's argparse.Namespace under "Args"
     runner = tmp_path / "dev-best.ckpt"
     counts = [0, 3, 5, 2]
-    atomic_torch_save({"Featurizer": {"weights": torch.zeros(5), "exit_counts": torch.tensor(counts)},
-                       "Args": argparse.Namespace(upstream="daisy_hubert_local")}, runner)
+    atomic_torch_save(
+        {
+            "Featurizer": {"weights": torch.zeros(5), "exit_counts": torch.tensor(counts)},
+            "Args": argparse.Namespace(upstream="daisy_hubert_local"),
+        },
+        runner,
+    )
     config = tmp_path / "upstream.yaml"
     config.write_text("strategy: mean\n")
     out = tmp_path / "hidden"
@@ -134,8 +146,10 @@ def test_statistics_strategy_without_statistics_is_refused_before_writing(tiny_c
 
 
 def test_a_folder_failing_the_checks_is_not_left_behind(tiny_ckpt, tmp_path, monkeypatch):
-    broken = export_module.EXPERT_PY.replace('return {"hidden_states": out["hidden_states"]',
-                                             'return {"hidden_states": out["hidden_states"][:1] + [out["hidden_states"][1][:, :3]]')
+    broken = export_module.EXPERT_PY.replace(
+        'return {"hidden_states": out["hidden_states"]',
+        'return {"hidden_states": out["hidden_states"][:1] + [out["hidden_states"][1][:, :3]]',
+    )
     assert broken != export_module.EXPERT_PY
     monkeypatch.setattr(export_module, "EXPERT_PY", broken)
     with pytest.raises(HiddenCheckFailed, match="different shapes"):

@@ -2,6 +2,7 @@
 kernel, which never holds the ``T x T`` scores, and is counted with torch's own attention
 formula: exactly what the math backend's two ``bmm`` count (an independent count: torch's
 FlopCounterMode with no formula of ours, attention forced onto the math backend)."""
+
 from __future__ import annotations
 
 import torch

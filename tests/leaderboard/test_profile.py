@@ -1,4 +1,5 @@
 """``daisy profile``: MAC counts against s3prl's stock HuBERT, early exits, buckets, outputs."""
+
 from __future__ import annotations
 
 import json
@@ -72,7 +73,9 @@ def test_daisy_counts_less_where_utterances_exit_and_more_where_none_do(tiny_ckp
     # the form's fields: integer sums, "all" = the buckets together
     macs = early["models"]["daisy"]["macs"]
     assert all(isinstance(v, int) for v in macs.values())
-    assert macs["all"] == sum(macs[b] for b in BUCKETS) == sum(u["macs"] for u in early["models"]["daisy"]["utterances"])
+    assert (
+        macs["all"] == sum(macs[b] for b in BUCKETS) == sum(u["macs"] for u in early["models"]["daisy"]["utterances"])
+    )
 
 
 def test_challenge_sample_every_82nd_of_test_clean_by_length():
@@ -122,4 +125,5 @@ def test_run_profile_writes_json_table_plot_and_profiles_noise(tiny_ckpt, tmp_pa
     # same clips: the full model's compute does not depend on the signal
     assert noisy["models"]["full"]["macs"] == clean["models"]["full"]["macs"]
     assert [u["path"] for u in noisy["models"]["daisy"]["utterances"]] == [
-        u["path"] for u in clean["models"]["daisy"]["utterances"]]
+        u["path"] for u in clean["models"]["daisy"]["utterances"]
+    ]

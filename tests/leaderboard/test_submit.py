@@ -16,6 +16,7 @@ the test split (source of each name in the installed s3prl, ``s3prl/downstream/.
 
 The zip members are those of s3prl's ``s3prl/submit/submit.py`` (see SUPERB_SUBMISSION.md).
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -37,9 +38,14 @@ RUNNER_FILES = {
     "qbe": (["benchmark.stdlist.xml"], ["predict/qbe_public/benchmark.stdlist.xml"]),
     "sf": (["test-hyp.ark"], ["predict/sf_public/predict.ark"]),
     "sv": (["test_predict.txt"], ["predict/sv_public/predict.txt"]),
-    "sd": (["scoring/predictions/reco1.h5", "scoring/predictions/reco2.h5", "frame_shift"],
-           ["predict/sd_public/scoring/predictions/reco1.h5", "predict/sd_public/scoring/predictions/reco2.h5",
-            "predict/sd_public/frame_shift"]),
+    "sd": (
+        ["scoring/predictions/reco1.h5", "scoring/predictions/reco2.h5", "frame_shift"],
+        [
+            "predict/sd_public/scoring/predictions/reco1.h5",
+            "predict/sd_public/scoring/predictions/reco2.h5",
+            "predict/sd_public/frame_shift",
+        ],
+    ),
     "se": (["test_metrics.txt"], ["predict/se_public/metrics.txt"]),
     "ss": (["test_metrics.txt"], ["predict/ss_public/metrics.txt"]),
     "st": (["output-st-test.tsv"], ["predict/st_public/predict.tsv"]),

@@ -1,4 +1,5 @@
 """``daisy superb-score``: a hand-computed case (Score-P included), missing tasks, parameters."""
+
 from __future__ import annotations
 
 import json
@@ -11,17 +12,17 @@ from daisy_upstream.leaderboard.superb_score import parse_params, read_metrics, 
 # Every public-set metric at a point whose score is easy by hand, s = 1000 (v - b) / (t - b)
 # with the reference points [baseline, topline] of SUPERB_SUBMISSION.md:
 PUBLIC = {
-    "PR_per": 42.77,        # (82.01 + 3.53) / 2, the midpoint      -> 500
-    "SID_acc": 90.3,        # topline                               -> 1000
-    "QbE_mtwv": 0.58,       # baseline                              -> 0
-    "ASR_wer": 3.62,        # topline                               -> 1000
-    "SV_eer": 9.56,         # baseline                              -> 0
-    "ER_acc": 67.62,        # topline                               -> 1000
-    "SD_der": 5.62,         # topline                               -> 1000
-    "ST_bleu": 20.01,       # topline                               -> 1000
-    "SE_pesq": 2.50,        # 1000 (2.50 - 2.55) / (2.64 - 2.55)    -> -5000 / 9
-    "SE_stoi": 94.2,        # topline                               -> 1000
-    "SS_sisdri": 9.2341,    # baseline                              -> 0
+    "PR_per": 42.77,  # (82.01 + 3.53) / 2, the midpoint      -> 500
+    "SID_acc": 90.3,  # topline                               -> 1000
+    "QbE_mtwv": 0.58,  # baseline                              -> 0
+    "ASR_wer": 3.62,  # topline                               -> 1000
+    "SV_eer": 9.56,  # baseline                              -> 0
+    "ER_acc": 67.62,  # topline                               -> 1000
+    "SD_der": 5.62,  # topline                               -> 1000
+    "ST_bleu": 20.01,  # topline                               -> 1000
+    "SE_pesq": 2.50,  # 1000 (2.50 - 2.55) / (2.64 - 2.55)    -> -5000 / 9
+    "SE_stoi": 94.2,  # topline                               -> 1000
+    "SS_sisdri": 9.2341,  # baseline                              -> 0
 }
 
 
@@ -45,8 +46,17 @@ def test_a_small_model_is_divided_by_one_and_missing_tasks_are_named():
     assert result["tasks"]["SID"]["score"] == pytest.approx(500.0)
     assert result["tasks"]["SID"]["score_p"] == pytest.approx(500.0)
     assert result["score"] is None and result["score_p"] is None
-    assert result["missing"] == ["PR_per", "QbE_mtwv", "IC_acc", "ASR_wer", "SV_eer", "ER_acc", "SD_der",
-                                 "SF_f1", "SF_cer"]
+    assert result["missing"] == [
+        "PR_per",
+        "QbE_mtwv",
+        "IC_acc",
+        "ASR_wer",
+        "SV_eer",
+        "ER_acc",
+        "SD_der",
+        "SF_f1",
+        "SF_cer",
+    ]
     assert result["tasks"]["SF"]["score"] is None  # neither SF metric given
 
 
@@ -80,16 +90,20 @@ def test_cli_writes_json(tmp_path, capsys):
     assert main(["superb-score", str(metrics), "--params", "95", "--json", str(tmp_path / "s.json")]) == 0
     assert "SUPERB score (public): 572" in capsys.readouterr().out
     assert json.loads((tmp_path / "s.json").read_text())["score_p"] == pytest.approx(
-        superb_score(PUBLIC, params_millions=95.0)["score_p"])
+        superb_score(PUBLIC, params_millions=95.0)["score_p"]
+    )
 
 
-@pytest.mark.parametrize("text, message", [
-    ("SID_acc: .nan\n", r"SID_acc is nan; expected a finite number"),
-    ("ASR_wer: .inf\n", r"ASR_wer is inf; expected a finite number"),
-    ("SID_acc: 180.5\n", r"SID_acc = 180.5 is outside 0..100"),
-    ("SID_acc: 0.805\nSE_pesq: 12\n", r"SE_pesq = 12 is outside -0.5..4.5"),
-    ("ASR_wer: -3\n", r"ASR_wer = -3 is outside 0..inf"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("SID_acc: .nan\n", r"SID_acc is nan; expected a finite number"),
+        ("ASR_wer: .inf\n", r"ASR_wer is inf; expected a finite number"),
+        ("SID_acc: 180.5\n", r"SID_acc = 180.5 is outside 0..100"),
+        ("SID_acc: 0.805\nSE_pesq: 12\n", r"SE_pesq = 12 is outside -0.5..4.5"),
+        ("ASR_wer: -3\n", r"ASR_wer = -3 is outside 0..inf"),
+    ],
+)
 def test_non_finite_or_out_of_range_metrics_are_refused(text, message, tmp_path):
     """Issue 18: NaN / inf / out-of-range metrics used to be scored and written as NaN into the JSON."""
     path = tmp_path / "m.yaml"
@@ -97,8 +111,14 @@ def test_non_finite_or_out_of_range_metrics_are_refused(text, message, tmp_path)
     with pytest.raises(ValueError, match=message):
         read_metrics(path)
     with pytest.raises(ValueError, match=message.split(" is")[0]):
-        superb_score({k: float(v) for k, v in (line.split(": ") for line in text.replace(".nan", "nan")
-                                                .replace(".inf", "inf").splitlines())})
+        superb_score(
+            {
+                k: float(v)
+                for k, v in (
+                    line.split(": ") for line in text.replace(".nan", "nan").replace(".inf", "inf").splitlines()
+                )
+            }
+        )
 
 
 def test_params_inf_and_a_json_that_is_not_a_profile_are_refused(tmp_path):

@@ -1,4 +1,5 @@
 """Stage-1 fixtures: a folder of ten short generated utterances and fast test settings."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,9 @@ def fast_config() -> Callable[..., Stage1Config]:
     """``fast_config(**overrides)``: a large lr so a few dozen steps show learning on tiny data."""
 
     def make(**overrides) -> Stage1Config:
-        values = dict(lr=1e-2, batch_seconds=2.0, max_steps=12, heldout_fraction=0.2, eval_every=0,
-                      save_every=0, log_every=5)
+        values = dict(
+            lr=1e-2, batch_seconds=2.0, max_steps=12, heldout_fraction=0.2, eval_every=0, save_every=0, log_every=5
+        )
         values.update(overrides)
         return Stage1Config(**values)
 

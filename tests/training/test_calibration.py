@@ -1,4 +1,5 @@
 """Calibration: per-layer entropy statistics, tau, the YAML the upstream reads, the plot, the CLI."""
+
 from __future__ import annotations
 
 import math
@@ -9,7 +10,11 @@ import pytest
 import torch
 import yaml
 
+from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.audio.corpus import AudioCorpus
+from daisy_upstream.core.policy import compute_tau, load_calibration
+from daisy_upstream.integration.hubconf import daisy_hubert_local
+from daisy_upstream.testing import make_random_checkpoint, write_wavs
 from daisy_upstream.training.calibration import (
     calibrate_checkpoint,
     format_table,
@@ -18,11 +23,6 @@ from daisy_upstream.training.calibration import (
     summarize,
     write_calibration_yaml,
 )
-from daisy_upstream.atomic import atomic_torch_save
-from daisy_upstream.testing import make_random_checkpoint
-from daisy_upstream.integration.hubconf import daisy_hubert_local
-from daisy_upstream.core.policy import compute_tau, load_calibration
-from daisy_upstream.testing import write_wavs
 
 NUM_CLASSES = 20
 LEAD_LOGIT = [0.0, 2.0, 6.0]  # layer k's bias: LEAD_LOGIT[k-1] on class 0, 0 elsewhere
@@ -157,8 +157,21 @@ def test_cli_prints_the_tau_the_upstream_uses(handmade, audio_dir, tmp_path, cap
     from daisy_upstream.cli import main
 
     out = tmp_path / "c" / "calib.yaml"
-    args = ["calibrate", "-k", str(handmade), "--audio", str(audio_dir), "--out", str(out), "--rho", "0.7", "1.0",
-            "--no-progress", "--batch-seconds", "1"]
+    args = [
+        "calibrate",
+        "-k",
+        str(handmade),
+        "--audio",
+        str(audio_dir),
+        "--out",
+        str(out),
+        "--rho",
+        "0.7",
+        "1.0",
+        "--no-progress",
+        "--batch-seconds",
+        "1",
+    ]
     assert main(args) == 0
     text = capsys.readouterr().out
     printed = float(re.search(r"rho = 0.7: tau = ([0-9.]+)", text).group(1))
@@ -180,10 +193,29 @@ def test_cli_reads_an_s3prl_voxceleb1_config(handmade, tmp_path, capsys):
     meta.write_text("1 id10001/v/00000.wav\n3 id10001/v/00001.wav\n")
     config = tmp_path / "voxceleb1" / "config.yaml"
     config.parent.mkdir()
-    config.write_text(yaml.safe_dump({"downstream_expert": {"datarc": {"file_path": str(vox), "meta_data": str(meta)}}}))
+    config.write_text(
+        yaml.safe_dump({"downstream_expert": {"datarc": {"file_path": str(vox), "meta_data": str(meta)}}})
+    )
     out = tmp_path / "vox.yaml"
-    assert main(["calibrate", "-k", str(handmade), "--s3prl-config", str(config), "--split", "test",
-                 "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "-k",
+                str(handmade),
+                "--s3prl-config",
+                str(config),
+                "--split",
+                "test",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert load_calibration(out)["num_utterances"] == 1
-    assert main(["calibrate", "-k", str(handmade), "--s3prl-config", str(config), "--out", str(tmp_path / "x.yaml")]) == 2
+    assert (
+        main(["calibrate", "-k", str(handmade), "--s3prl-config", str(config), "--out", str(tmp_path / "x.yaml")]) == 2
+    )
     assert "needs --split" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Streamed k-means (scikit-learn's MiniBatchKMeans, batches fed with partial_fit)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,7 @@ def blobs(n: int = 3000, k: int = 5, dim: int = 8, seed: int = 0):
 def chunks_of(x: np.ndarray, sizes):
     start = 0
     for size in sizes:
-        yield x[start:start + size]
+        yield x[start : start + size]
         start += size
     if start < len(x):
         yield x[start:]
@@ -40,7 +41,7 @@ def test_equals_scikit_learn_fed_the_same_batches():
     mine = fit_kmeans(chunks_of(x, [123] * 20), clusters=5, seed=1, batch_frames=500)
     reference = MiniBatchKMeans(n_clusters=5, random_state=1, batch_size=500, n_init=1)
     for start in range(0, 2000, 500):
-        reference.partial_fit(x[start:start + 500])
+        reference.partial_fit(x[start : start + 500])
     assert np.array_equal(mine.centroids, reference.cluster_centers_.astype(np.float32))
 
 
@@ -58,7 +59,7 @@ def test_streaming_holds_one_batch_and_recovers_the_clusters():
     assert purity > 0.99
     facts = fit.provenance()
     assert facts["clusters"] == 5 and facts["seed"] == 0 and facts["frames"] == 6000
-    assert 0 < facts["inertia_per_frame"] < 8 * 0.5 ** 2 * 2  # about D * sigma^2 per frame
+    assert 0 < facts["inertia_per_frame"] < 8 * 0.5**2 * 2  # about D * sigma^2 per frame
     assert "MiniBatchKMeans" in facts["library"]
 
 
@@ -67,8 +68,7 @@ def test_assign_equals_scikit_learn_predict():
     fit = fit_kmeans([x], clusters=7, seed=0, batch_frames=500)
     reference = MiniBatchKMeans(n_clusters=7).fit(x[:100])  # any fitted estimator; centers replaced
     reference.cluster_centers_ = fit.centroids.astype(np.float32)
-    assert np.array_equal(assign(torch.from_numpy(x), torch.from_numpy(fit.centroids)).numpy(),
-                          reference.predict(x))
+    assert np.array_equal(assign(torch.from_numpy(x), torch.from_numpy(fit.centroids)).numpy(), reference.predict(x))
 
 
 def test_max_frames_and_bad_input():

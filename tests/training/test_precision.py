@@ -1,5 +1,6 @@
 """--precision in stage 1 and calibration: the frozen model's forward in bf16 / fp16, its frames,
 targets and entropies float32; recorded in the stage-1 state and the k-means file."""
+
 from __future__ import annotations
 
 import pytest
@@ -73,19 +74,61 @@ def test_cli_precision(write_checkpoint, audio_dir, tmp_path, capsys):
 
     ckpt = write_checkpoint(num_layers=2, branches=False)
     out = tmp_path / "bf16.pt"
-    args = ["train-branches", "-k", str(ckpt), "--audio", str(audio_dir), "--out", str(out), "--max-steps", "2",
-            "--batch-seconds", "2", "--heldout-fraction", "0.2", "--no-progress", "--precision", "bf16"]
+    args = [
+        "train-branches",
+        "-k",
+        str(ckpt),
+        "--audio",
+        str(audio_dir),
+        "--out",
+        str(out),
+        "--max-steps",
+        "2",
+        "--batch-seconds",
+        "2",
+        "--heldout-fraction",
+        "0.2",
+        "--no-progress",
+        "--precision",
+        "bf16",
+    ]
     assert main(args + ["--stop-after", "1"]) == 0
     assert main(args[:-1] + ["fp32"]) == 2  # the state was made in bf16
     assert "precision: saved 'bf16' now None" in capsys.readouterr().err
     assert main(args) == 0 and out.is_file()
     assert torch.load(out, weights_only=True)["daisy"]["provenance"]["stage1"]["config"]["precision"] == "bf16"
     capsys.readouterr()
-    assert main(["calibrate", "-k", str(out), "--audio", str(audio_dir), "--out", str(tmp_path / "c.yaml"),
-                 "--precision", "bf16", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "-k",
+                str(out),
+                "--audio",
+                str(audio_dir),
+                "--out",
+                str(tmp_path / "c.yaml"),
+                "--precision",
+                "bf16",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "c.yaml").is_file() and "tau = " in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_:
-        main(["calibrate", "-k", str(out), "--audio", str(audio_dir), "--out", str(tmp_path / "d.yaml"),
-              "--precision", "fp8"])
+        main(
+            [
+                "calibrate",
+                "-k",
+                str(out),
+                "--audio",
+                str(audio_dir),
+                "--out",
+                str(tmp_path / "d.yaml"),
+                "--precision",
+                "fp8",
+            ]
+        )
     assert exit_.value.code == 2
     assert "argument --precision: invalid choice: 'fp8'" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Stage 1 (branch training): targets, learning, exact resume, inputs and bad input."""
+
 from __future__ import annotations
 
 import os
@@ -7,21 +8,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.atomic import atomic_torch_save
+from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.core.checkpoint import load_daisy_checkpoint
-from daisy_upstream.testing import make_random_checkpoint
 from daisy_upstream.core.early_exit import EarlyExitModel
-from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.core.policy import compute_tau, make_plan
+from daisy_upstream.integration.hubconf import daisy_hubert_local
+from daisy_upstream.testing import make_random_checkpoint, waves, write_wavs
 from daisy_upstream.training.stage1 import ClusterTargets, Stage1Config, balanced_layer_lrs, train_branches
-from daisy_upstream.testing import waves
-from daisy_upstream.testing import write_wavs
+
 
 def fast_config(**overrides) -> Stage1Config:
     """Test settings: a large lr so a few dozen steps show learning on tiny data."""
-    values = dict(lr=1e-2, batch_seconds=2.0, max_steps=12, heldout_fraction=0.2, eval_every=0,
-                  save_every=0, log_every=5)
+    values = dict(
+        lr=1e-2, batch_seconds=2.0, max_steps=12, heldout_fraction=0.2, eval_every=0, save_every=0, log_every=5
+    )
     values.update(overrides)
     return Stage1Config(**values)
 
@@ -58,8 +59,9 @@ def test_targets_equal_direct_computation_on_s3prl_model(write_checkpoint):
 def test_loss_per_layer_falls_and_output_loads(write_checkpoint, audio_dir, tmp_path):
     ckpt = write_checkpoint(num_layers=3, branches=False)
     corpus = AudioCorpus.from_source(audio_dir)
-    result = train_branches(ckpt, corpus, tmp_path / "out.pt", tmp_path / "work",
-                            fast_config(max_steps=30, eval_every=15), progress=False)
+    result = train_branches(
+        ckpt, corpus, tmp_path / "out.pt", tmp_path / "work", fast_config(max_steps=30, eval_every=15), progress=False
+    )
     assert result.finished and result.step == 30
     first, last = result.history[0], result.history[-1]
     assert first["step"] == 0 and last["step"] == 30
@@ -176,11 +178,13 @@ def test_linear_schedule_decays_each_branch_rate_to_zero(write_checkpoint, audio
 def test_resume_with_other_settings_is_refused(write_checkpoint, audio_dir, tmp_path):
     ckpt = write_checkpoint(num_layers=2, branches=False)
     corpus = AudioCorpus.from_source(audio_dir)
-    train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "w", fast_config(max_steps=2, stop_after=1),
-                   progress=False)
+    train_branches(
+        ckpt, corpus, tmp_path / "a.pt", tmp_path / "w", fast_config(max_steps=2, stop_after=1), progress=False
+    )
     with pytest.raises(ValueError, match="other settings or data.*lr"):
-        train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "w", fast_config(max_steps=2, lr=1e-3),
-                       progress=False)
+        train_branches(
+            ckpt, corpus, tmp_path / "a.pt", tmp_path / "w", fast_config(max_steps=2, lr=1e-3), progress=False
+        )
 
 
 def test_no_label_embs_concat_is_a_clear_error(audio_dir, tmp_path):
@@ -211,18 +215,33 @@ def test_daisy_and_authors_inputs(write_checkpoint, audio_dir, tmp_path):
     atomic_torch_save(authors, tmp_path / "authors.pt")
     atomic_torch_save(plain, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="authors' layout.*give as teacher"):
-        train_branches(tmp_path / "authors.pt", corpus, tmp_path / "x.pt", tmp_path / "w2", fast_config(),
-                       progress=False)
-    train_branches(tmp_path / "authors.pt", corpus, tmp_path / "x.pt", tmp_path / "w3", fast_config(max_steps=2),
-                   teacher=tmp_path / "plain.pt", progress=False)
+        train_branches(
+            tmp_path / "authors.pt", corpus, tmp_path / "x.pt", tmp_path / "w2", fast_config(), progress=False
+        )
+    train_branches(
+        tmp_path / "authors.pt",
+        corpus,
+        tmp_path / "x.pt",
+        tmp_path / "w3",
+        fast_config(max_steps=2),
+        teacher=tmp_path / "plain.pt",
+        progress=False,
+    )
     loaded = load_daisy_checkpoint(tmp_path / "x.pt")  # heads replaced, final_proj restored
     assert loaded.layout == "daisy"
     assert torch.equal(loaded.model.final_proj.weight, plain["model_weight"]["final_proj.weight"])
     other = make_random_checkpoint(num_layers=2, branches=False, seed=5)
     atomic_torch_save(other, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not the same backbone"):
-        train_branches(tmp_path / "authors.pt", corpus, tmp_path / "y.pt", tmp_path / "w4", fast_config(),
-                       teacher=tmp_path / "other.pt", progress=False)
+        train_branches(
+            tmp_path / "authors.pt",
+            corpus,
+            tmp_path / "y.pt",
+            tmp_path / "w4",
+            fast_config(),
+            teacher=tmp_path / "other.pt",
+            progress=False,
+        )
 
 
 def test_cli_train_branches(write_checkpoint, audio_dir, tmp_path, capsys):
@@ -230,8 +249,24 @@ def test_cli_train_branches(write_checkpoint, audio_dir, tmp_path, capsys):
 
     ckpt = write_checkpoint(num_layers=2, branches=False)
     out = tmp_path / "cli.pt"
-    args = ["train-branches", "-k", str(ckpt), "--audio", str(audio_dir), "--out", str(out), "--max-steps", "3",
-            "--batch-seconds", "2", "--heldout-fraction", "0.2", "--no-progress", "--stop-after", "2"]
+    args = [
+        "train-branches",
+        "-k",
+        str(ckpt),
+        "--audio",
+        str(audio_dir),
+        "--out",
+        str(out),
+        "--max-steps",
+        "3",
+        "--batch-seconds",
+        "2",
+        "--heldout-fraction",
+        "0.2",
+        "--no-progress",
+        "--stop-after",
+        "2",
+    ]
     assert main(args) == 0
     assert "not finished" in capsys.readouterr().out and not out.exists()
     assert main(args[:-2]) == 0
@@ -252,8 +287,20 @@ def test_cli_heldout_audio_fp16_and_provenance(write_checkpoint, audio_dir, tmp_
     heldout = tmp_path / "heldout"
     write_wavs(heldout, [0.5, 0.6])
     out = tmp_path / "half.pt"
-    base = ["train-branches", "-k", str(tmp_path / "backbone.pt"), "--audio", str(audio_dir), "--out", str(out),
-            "--max-steps", "2", "--batch-seconds", "2", "--no-progress"]
+    base = [
+        "train-branches",
+        "-k",
+        str(tmp_path / "backbone.pt"),
+        "--audio",
+        str(audio_dir),
+        "--out",
+        str(out),
+        "--max-steps",
+        "2",
+        "--batch-seconds",
+        "2",
+        "--no-progress",
+    ]
     assert main(base + ["--heldout-audio", str(heldout), "--heldout-fraction", "0.2"]) == 2
     assert "not both" in capsys.readouterr().err
     assert main(base + ["--heldout-audio", str(heldout), "--fp16"]) == 0
@@ -275,8 +322,14 @@ def test_noise_augmentation_is_deterministic_and_changes_training(write_checkpoi
     corpus = AudioCorpus.from_source(audio_dir)
     runs = {}
     for name, prob in (("clean", 0.0), ("noisy_a", 1.0), ("noisy_b", 1.0)):
-        train_branches(ckpt, corpus, tmp_path / f"{name}.pt", tmp_path / f"w_{name}",
-                       fast_config(max_steps=3, noise_prob=prob), progress=False)
+        train_branches(
+            ckpt,
+            corpus,
+            tmp_path / f"{name}.pt",
+            tmp_path / f"w_{name}",
+            fast_config(max_steps=3, noise_prob=prob),
+            progress=False,
+        )
         runs[name] = torch.load(tmp_path / f"{name}.pt", weights_only=True)["daisy"]["branches"]
     assert all(torch.equal(runs["noisy_a"][k], runs["noisy_b"][k]) for k in runs["clean"])
     assert not all(torch.equal(runs["noisy_a"][k], runs["clean"][k]) for k in runs["clean"])
@@ -290,17 +343,38 @@ def test_ddp_two_process_gloo_smoke(write_checkpoint, audio_dir, tmp_path):
 
     ckpt = write_checkpoint(num_layers=2, branches=False)
     env = {**os.environ, "DAISY_DDP_BACKEND": "gloo", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-               "-m", "daisy_upstream", "train-branches", "-k", str(ckpt), "--audio", str(audio_dir),
-               "--out", str(tmp_path / "ddp.pt"), "--max-steps", "4", "--batch-seconds", "1.5",
-               "--heldout-fraction", "0.2", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "daisy_upstream",
+        "train-branches",
+        "-k",
+        str(ckpt),
+        "--audio",
+        str(audio_dir),
+        "--out",
+        str(tmp_path / "ddp.pt"),
+        "--max-steps",
+        "4",
+        "--batch-seconds",
+        "1.5",
+        "--heldout-fraction",
+        "0.2",
+        "--no-progress",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("2 processes train on the CPU (gloo)") == 1  # said once, by rank 0
     assert load_daisy_checkpoint(tmp_path / "ddp.pt").layout == "daisy"
 
 
-_SHARDED_EVALUATION = '''
+_SHARDED_EVALUATION = """
 import atexit
 import sys
 from pathlib import Path
@@ -329,7 +403,7 @@ entropies, keys, seconds = layer_entropies(backbone, loaded.branches, corpus, 1.
                                            workers=workers)
 torch.save({"metrics": metrics, "entropies": entropies, "keys": keys, "seconds": seconds},
            f"{sys.argv[3]}.{world}.{rank}.pt")
-'''
+"""
 
 
 def test_heldout_evaluation_and_calibration_split_over_two_processes(write_checkpoint, audio_dir, tmp_path):
@@ -344,12 +418,18 @@ def test_heldout_evaluation_and_calibration_split_over_two_processes(write_check
     assert len(AudioCorpus.from_source(audio_dir).batches(1.4)) == 7
     script = tmp_path / "evaluate.py"
     script.write_text(_SHARDED_EVALUATION)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1",
-           "DAISY_DDP_BACKEND": "gloo"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "OMP_NUM_THREADS": "1",
+        "DAISY_DDP_BACKEND": "gloo",
+    }
     env.pop("WORLD_SIZE", None)
     args = [str(script), str(ckpt), str(audio_dir), str(tmp_path / "r")]
-    for command, workers, procs in (([sys.executable], "0", 1), ([sys.executable, "-m", "torch.distributed.run",
-                                                               "--standalone", "--nproc_per_node", "2"], "2", 2)):
+    for command, workers, procs in (
+        ([sys.executable], "0", 1),
+        ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], "2", 2),
+    ):
         done = subprocess.run(command + args + [workers], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         # a group left to interpreter finalization aborts gloo's threads now and then

@@ -3,6 +3,7 @@ models built from s3prl's own classes by :mod:`daisy_upstream.testing.families` 
 docstring names the s3prl lines each format follows: wav2vec 2.0 with its quantizer of
 2 codebooks x 8 codes, data2vec with ``_ema``, WavLM's ``{cfg, model}`` with the gated
 relative position bias)."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,16 +12,20 @@ import yaml
 
 from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.audio.corpus import AudioCorpus
-from daisy_upstream.testing import waves
 from daisy_upstream.core.branches import frame_entropy
 from daisy_upstream.core.checkpoint import load_daisy_checkpoint
 from daisy_upstream.core.policy import compute_tau, make_plan
-from daisy_upstream.testing import make_random_family_checkpoint
+from daisy_upstream.testing import make_random_family_checkpoint, waves
 from daisy_upstream.training.stage1 import train_branches
 
 #: (family, --targets) pairs: every family takes k-means, the families with a head their own
-CASES = [("wav2vec2", "model"), ("wav2vec2", "kmeans"), ("data2vec", "kmeans"), ("wavlm", "kmeans"),
-         ("hubert", "kmeans")]
+CASES = [
+    ("wav2vec2", "model"),
+    ("wav2vec2", "kmeans"),
+    ("data2vec", "kmeans"),
+    ("wavlm", "kmeans"),
+    ("hubert", "kmeans"),
+]
 
 
 def write_family(tmp_path, family, **kwargs):
@@ -34,7 +39,9 @@ def config_for(fast_config):
     """``config_for(targets, **overrides)``: fast settings; k-means on layer 2, 6 clusters."""
 
     def make(targets, **overrides):
-        extra = dict(targets="kmeans", kmeans_layer=2, clusters=6, kmeans_batch_frames=40) if targets == "kmeans" else {}
+        extra = (
+            dict(targets="kmeans", kmeans_layer=2, clusters=6, kmeans_batch_frames=40) if targets == "kmeans" else {}
+        )
         return fast_config(**{**extra, **overrides})
 
     return make
@@ -47,8 +54,14 @@ def test_stage1_calibrate_and_exits(family, targets, audio_dir, tmp_path, capsys
 
     ckpt = write_family(tmp_path, family)
     corpus = AudioCorpus.from_source(audio_dir)
-    result = train_branches(ckpt, corpus, tmp_path / "out.pt", tmp_path / "w",
-                            config_for(targets, max_steps=25, eval_every=25), progress=False)
+    result = train_branches(
+        ckpt,
+        corpus,
+        tmp_path / "out.pt",
+        tmp_path / "w",
+        config_for(targets, max_steps=25, eval_every=25),
+        progress=False,
+    )
     first, last = result.history[0], result.history[-1]
     assert result.finished and all(last["ce"][k] < first["ce"][k] for k in range(3)), (first["ce"], last["ce"])
     saved = torch.load(tmp_path / "out.pt", weights_only=True)
@@ -60,8 +73,23 @@ def test_stage1_calibrate_and_exits(family, targets, audio_dir, tmp_path, capsys
     assert loaded.branches.groups == groups and loaded.branches.num_classes == (8 if groups == 2 else 6)
     # calibrate, then the family's DAISY upstream exits each row at its first layer below tau
     calib = tmp_path / "calib.yaml"
-    assert main(["calibrate", "-k", str(tmp_path / "out.pt"), "--audio", str(audio_dir), "--out", str(calib),
-                 "--no-progress", "--batch-seconds", "1"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "-k",
+                str(tmp_path / "out.pt"),
+                "--audio",
+                str(audio_dir),
+                "--out",
+                str(calib),
+                "--no-progress",
+                "--batch-seconds",
+                "1",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     make = getattr(hubconf, f"daisy_{family}_local")
     wavs = waves(8000, 12000, 6000, 16000, seed=5)
@@ -83,14 +111,14 @@ def test_stage1_calibrate_and_exits(family, targets, audio_dir, tmp_path, capsys
         below = [k for k in (1, 2) if expected[row, k - 1] < tau]
         exit_layer = below[0] if below else 3
         assert int(out["exit_layers"][row]) == exit_layer
-        assert torch.allclose(out["entropies"][row, :min(exit_layer, 2)], expected[row, :min(exit_layer, 2)],
-                              rtol=1e-4, atol=1e-6)
+        assert torch.allclose(
+            out["entropies"][row, : min(exit_layer, 2)], expected[row, : min(exit_layer, 2)], rtol=1e-4, atol=1e-6
+        )
     assert len(set(out["exit_layers"].tolist())) > 1
 
 
 @pytest.mark.parametrize("family", ["wavlm", "data2vec"])
 def test_headless_family_without_kmeans_is_refused(family, audio_dir, tmp_path, fast_config):
-    from daisy_upstream.cli import main
 
     ckpt = write_family(tmp_path, family)
     corpus = AudioCorpus.from_source(audio_dir)
@@ -105,8 +133,25 @@ def test_headless_refusal_is_one_line_from_the_cli(audio_dir, tmp_path, capsys):
     from daisy_upstream.cli import main
 
     ckpt = write_family(tmp_path, "wavlm")
-    assert main(["train-branches", "-k", str(ckpt), "--audio", str(audio_dir), "--out", str(tmp_path / "o.pt"),
-                 "--max-steps", "2", "--batch-seconds", "2", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train-branches",
+                "-k",
+                str(ckpt),
+                "--audio",
+                str(audio_dir),
+                "--out",
+                str(tmp_path / "o.pt"),
+                "--max-steps",
+                "2",
+                "--batch-seconds",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("daisy train-branches: error: ") and len(err.strip().splitlines()) == 1
     assert "WavLM" in err and "--targets kmeans --kmeans-layer K --clusters N" in err
@@ -118,11 +163,13 @@ def test_resume_is_exact(family, targets, audio_dir, tmp_path, config_for):
     corpus = AudioCorpus.from_source(audio_dir)
     settings = dict(max_steps=8, eval_every=4, save_every=3)
     train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "wa", config_for(targets, **settings), progress=False)
-    train_branches(ckpt, corpus, tmp_path / "b.pt", tmp_path / "wb", config_for(targets, stop_after=5, **settings),
-                   progress=False)
+    train_branches(
+        ckpt, corpus, tmp_path / "b.pt", tmp_path / "wb", config_for(targets, stop_after=5, **settings), progress=False
+    )
     torch.manual_seed(99)  # a different global RNG state must not matter
-    rest = train_branches(ckpt, corpus, tmp_path / "b.pt", tmp_path / "wb", config_for(targets, stop_after=5, **settings),
-                          progress=False)
+    rest = train_branches(
+        ckpt, corpus, tmp_path / "b.pt", tmp_path / "wb", config_for(targets, stop_after=5, **settings), progress=False
+    )
     assert rest.finished
     a = torch.load(tmp_path / "a.pt", weights_only=True)["daisy"]
     b = torch.load(tmp_path / "b.pt", weights_only=True)["daisy"]
@@ -141,8 +188,14 @@ def test_bf16_through_two_workers_with_a_resume_equals_one_process(family, targe
     settings = dict(max_steps=4, precision="bf16", noise_prob=0.5)
     train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "wa", config_for(targets, **settings), progress=False)
     for _ in range(2):
-        train_branches(ckpt, corpus, tmp_path / "b.pt", tmp_path / "wb",
-                       config_for(targets, workers=2, stop_after=2, **settings), progress=False)
+        train_branches(
+            ckpt,
+            corpus,
+            tmp_path / "b.pt",
+            tmp_path / "wb",
+            config_for(targets, workers=2, stop_after=2, **settings),
+            progress=False,
+        )
     a = torch.load(tmp_path / "a.pt", weights_only=True)["daisy"]
     b = torch.load(tmp_path / "b.pt", weights_only=True)["daisy"]
     assert all(torch.equal(v, b["branches"][k]) for k, v in a["branches"].items())

@@ -1,5 +1,6 @@
 """Stage-1 target kinds: k-means on a layer (any family), wav2vec 2.0's quantizer codes, and
 branch heads with several output blocks (one per codebook group) in the core."""
+
 from __future__ import annotations
 
 import math
@@ -12,14 +13,11 @@ import torch.nn.functional as F
 
 from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.audio.corpus import AudioCorpus
-from daisy_upstream.testing import waves
 from daisy_upstream.core.branches import ExitBranches, frame_entropy, group_entropy
-from daisy_upstream.core.checkpoint import load_daisy_checkpoint
-from daisy_upstream.core.policy import compute_tau, make_plan
-from daisy_upstream.testing import authors_layout, make_random_checkpoint
-from daisy_upstream.integration.hubconf import daisy_hubert_local
-from daisy_upstream.core.checkpoint import with_branches
+from daisy_upstream.core.checkpoint import load_daisy_checkpoint, with_branches
 from daisy_upstream.core.early_exit import EarlyExitModel
+from daisy_upstream.integration.hubconf import daisy_hubert_local
+from daisy_upstream.testing import authors_layout, make_random_checkpoint, waves
 from daisy_upstream.training.kmeans_targets import KMeansTargets, layer_frames
 from daisy_upstream.training.quantizer_targets import QuantizerTargets
 from daisy_upstream.training.stage1 import train_branches
@@ -31,13 +29,15 @@ def kmeans_config(fast_config):
     """``kmeans_config(**overrides)``: fast settings with k-means targets on layer 2, 6 clusters."""
 
     def make(**overrides):
-        return fast_config(**{**dict(targets="kmeans", kmeans_layer=2, clusters=6, kmeans_batch_frames=40),
-                              **overrides})
+        return fast_config(
+            **{**dict(targets="kmeans", kmeans_layer=2, clusters=6, kmeans_batch_frames=40), **overrides}
+        )
 
     return make
 
 
 # -- k-means targets ------------------------------------------------------------------------
+
 
 def test_kmeans_stage1_calibrate_and_exits(write_checkpoint, audio_dir, tmp_path, capsys, kmeans_config):
     from s3prl.upstream.hubert.hubconf import hubert_local  # s3prl's stock upstream, the peer
@@ -47,8 +47,9 @@ def test_kmeans_stage1_calibrate_and_exits(write_checkpoint, audio_dir, tmp_path
 
     ckpt = write_checkpoint(num_layers=3, branches=False)
     corpus = AudioCorpus.from_source(audio_dir)
-    result = train_branches(ckpt, corpus, tmp_path / "km.pt", tmp_path / "w", kmeans_config(max_steps=25, eval_every=25),
-                            progress=False)
+    result = train_branches(
+        ckpt, corpus, tmp_path / "km.pt", tmp_path / "w", kmeans_config(max_steps=25, eval_every=25), progress=False
+    )
     assert result.finished
     first, last = result.history[0], result.history[-1]
     assert all(last["ce"][k] < first["ce"][k] for k in range(3)), (first["ce"], last["ce"])
@@ -71,8 +72,23 @@ def test_kmeans_stage1_calibrate_and_exits(write_checkpoint, audio_dir, tmp_path
     assert torch.equal(mine, torch.from_numpy(reference.predict(states[2][0].numpy())).long())
     # calibrate, then exits: each row stops at its first layer whose entropy is below tau
     calib = tmp_path / "calib.yaml"
-    assert main(["calibrate", "-k", str(tmp_path / "km.pt"), "--audio", str(audio_dir), "--out", str(calib),
-                 "--no-progress", "--batch-seconds", "1"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "-k",
+                str(tmp_path / "km.pt"),
+                "--audio",
+                str(audio_dir),
+                "--out",
+                str(calib),
+                "--no-progress",
+                "--batch-seconds",
+                "1",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     upstream = daisy_hubert_local(str(tmp_path / "km.pt"), model_config={"calibration": str(calib), "rho": 1.0})
     assert upstream.net.branches.num_classes == 6
@@ -83,8 +99,9 @@ def test_kmeans_stage1_calibrate_and_exits(write_checkpoint, audio_dir, tmp_path
         assert int(out["exit_layers"][row]) == (below[0] if below else 3)
 
 
-def test_kmeans_resume_is_exact_and_reuses_the_centroids(write_checkpoint, audio_dir, tmp_path, monkeypatch,
-                                                          kmeans_config):
+def test_kmeans_resume_is_exact_and_reuses_the_centroids(
+    write_checkpoint, audio_dir, tmp_path, monkeypatch, kmeans_config
+):
     ckpt = write_checkpoint(num_layers=2, branches=False)
     corpus = AudioCorpus.from_source(audio_dir)
     config = kmeans_config(max_steps=10, eval_every=4, save_every=3)
@@ -108,8 +125,9 @@ def test_kmeans_resume_is_exact_and_reuses_the_centroids(write_checkpoint, audio
     assert a["calibration"]["layer_entropy"] == b["calibration"]["layer_entropy"]
     # other k-means settings never resume this state
     with pytest.raises(ValueError, match="other settings or (data|audio).*clusters"):
-        train_branches(ckpt, corpus, tmp_path / "c.pt", tmp_path / "wb", kmeans_config(max_steps=10, clusters=5),
-                       progress=False)
+        train_branches(
+            ckpt, corpus, tmp_path / "c.pt", tmp_path / "wb", kmeans_config(max_steps=10, clusters=5), progress=False
+        )
 
 
 def test_kmeans_needs_no_cluster_head(audio_dir, tmp_path, kmeans_config, fast_config):
@@ -118,10 +136,17 @@ def test_kmeans_needs_no_cluster_head(audio_dir, tmp_path, kmeans_config, fast_c
     atomic_torch_save(authors_layout(make_random_checkpoint(num_layers=2, branches=False)), tmp_path / "authors.pt")
     corpus = AudioCorpus.from_source(audio_dir)
     with pytest.raises(ValueError, match="give as teacher"):
-        train_branches(tmp_path / "authors.pt", corpus, tmp_path / "o.pt", tmp_path / "w0", fast_config(),
-                       progress=False)
-    result = train_branches(tmp_path / "authors.pt", corpus, tmp_path / "o.pt", tmp_path / "w",
-                            kmeans_config(max_steps=2, kmeans_layer=1), progress=False)
+        train_branches(
+            tmp_path / "authors.pt", corpus, tmp_path / "o.pt", tmp_path / "w0", fast_config(), progress=False
+        )
+    result = train_branches(
+        tmp_path / "authors.pt",
+        corpus,
+        tmp_path / "o.pt",
+        tmp_path / "w",
+        kmeans_config(max_steps=2, kmeans_layer=1),
+        progress=False,
+    )
     loaded = load_daisy_checkpoint(tmp_path / "o.pt")
     assert result.finished and loaded.layout == "daisy" and loaded.branches.num_classes == 6
     assert loaded.branches.branch_input == "hidden_states"  # the authors' heads were replaced
@@ -131,17 +156,51 @@ def test_cli_kmeans_options(write_checkpoint, audio_dir, tmp_path, capsys):
     from daisy_upstream.cli import main
 
     ckpt = write_checkpoint(num_layers=2, branches=False)
-    base = ["train-branches", "-k", str(ckpt), "--audio", str(audio_dir), "--out", str(tmp_path / "o.pt"),
-            "--max-steps", "2", "--batch-seconds", "2", "--heldout-fraction", "0.2", "--no-progress"]
-    for extra, message in ((["--targets", "kmeans", "--clusters", "4"], "needs kmeans_layer (the layer K) and clusters (N)"),
-                           (["--clusters", "4"], "go with targets 'kmeans'"),
-                           (["--targets", "kmeans", "--kmeans-layer", "3", "--clusters", "4",
-                             "--kmeans-batch-frames", "40"], "kmeans_layer must be in 1..2")):
+    base = [
+        "train-branches",
+        "-k",
+        str(ckpt),
+        "--audio",
+        str(audio_dir),
+        "--out",
+        str(tmp_path / "o.pt"),
+        "--max-steps",
+        "2",
+        "--batch-seconds",
+        "2",
+        "--heldout-fraction",
+        "0.2",
+        "--no-progress",
+    ]
+    for extra, message in (
+        (["--targets", "kmeans", "--clusters", "4"], "needs kmeans_layer (the layer K) and clusters (N)"),
+        (["--clusters", "4"], "go with targets 'kmeans'"),
+        (
+            ["--targets", "kmeans", "--kmeans-layer", "3", "--clusters", "4", "--kmeans-batch-frames", "40"],
+            "kmeans_layer must be in 1..2",
+        ),
+    ):
         assert main(base + extra) == 2
         err = capsys.readouterr().err
         assert err.startswith("daisy train-branches: error: ") and message in err and len(err.splitlines()) == 1
-    assert main(base + ["--targets", "kmeans", "--kmeans-layer", "1", "--clusters", "4",
-                        "--kmeans-batch-frames", "40", "--kmeans-passes", "2"]) == 0
+    assert (
+        main(
+            base
+            + [
+                "--targets",
+                "kmeans",
+                "--kmeans-layer",
+                "1",
+                "--clusters",
+                "4",
+                "--kmeans-batch-frames",
+                "40",
+                "--kmeans-passes",
+                "2",
+            ]
+        )
+        == 0
+    )
     facts = torch.load(tmp_path / "o.pt", weights_only=True)["daisy"]["targets"]
     assert facts["layer"] == 1 and facts["passes"] == 2
     # two passes: every valid layer-1 frame of the training audio twice
@@ -156,18 +215,21 @@ def test_kmeans_frames_come_through_the_loader_the_same_with_workers(write_check
     same frames, in the same order, as decoding in this process."""
     backbone = EarlyExitModel(load_daisy_checkpoint(write_checkpoint(num_layers=2, branches=False)).model, None)
     corpus = AudioCorpus.from_source(audio_dir)
-    here, loaded = ([x for x in layer_frames(backbone, corpus, 2, 2.0, 3, torch.device("cpu"), passes=2,
-                                             workers=workers)] for workers in (0, 2))
+    here, loaded = (
+        [x for x in layer_frames(backbone, corpus, 2, 2.0, 3, torch.device("cpu"), passes=2, workers=workers)]
+        for workers in (0, 2)
+    )
     assert len(here) == 2 * len(corpus.batches(2.0)) and len(here) == len(loaded)
     assert all(np.array_equal(a, b) for a, b in zip(here, loaded))
-    assert not all(np.array_equal(a, b) for a, b in zip(here[:len(here) // 2], here[len(here) // 2:]))  # 2 orders
+    assert not all(np.array_equal(a, b) for a, b in zip(here[: len(here) // 2], here[len(here) // 2 :]))  # 2 orders
 
 
 # -- several output blocks (wav2vec 2.0's codebook groups) ------------------------------------
 
+
 def test_group_entropy_is_the_mean_of_each_blocks_entropy():
     logits = torch.randn(2, 5, 3 * 4) * 3
-    blocks = [frame_entropy(logits[..., g * 4:(g + 1) * 4]) for g in range(3)]
+    blocks = [frame_entropy(logits[..., g * 4 : (g + 1) * 4]) for g in range(3)]
     assert torch.allclose(group_entropy(logits, 3), torch.stack(blocks).mean(0))
     assert torch.equal(group_entropy(logits, 1), frame_entropy(logits))
     uniform = torch.zeros(1, 1, 2 * 8)
@@ -181,9 +243,9 @@ def test_branch_loss_is_the_mean_ce_over_groups():
     ce, hits = BranchLoss(branches)(features, labels)
     for k in range(2):
         logits = branches[k](features[k])
-        per_group = [F.cross_entropy(logits[:, g * 5:(g + 1) * 5], labels[:, g]) for g in range(3)]
+        per_group = [F.cross_entropy(logits[:, g * 5 : (g + 1) * 5], labels[:, g]) for g in range(3)]
         assert ce[k].item() == pytest.approx(torch.stack(per_group).mean().item(), rel=1e-5)
-        predicted = torch.stack([logits[:, g * 5:(g + 1) * 5].argmax(-1) for g in range(3)], dim=1)
+        predicted = torch.stack([logits[:, g * 5 : (g + 1) * 5].argmax(-1) for g in range(3)], dim=1)
         assert int(hits[k]) == int((predicted == labels).sum())
 
 
@@ -194,8 +256,15 @@ def test_grouped_branches_load_in_the_upstream_and_exit_on_the_group_mean(tmp_pa
     for k, branch in enumerate(branches):  # deeper branches sharper: exits at different layers
         branch.weight.data *= 1.0 + 6.0 * k
     path = tmp_path / "g.pt"
-    atomic_torch_save(with_branches(state, branches, {"layer_entropy": [1.7, 1.2, 0.6], "dataset": "given"},
-                                    targets={"kind": "model", "groups": 2}), path)
+    atomic_torch_save(
+        with_branches(
+            state,
+            branches,
+            {"layer_entropy": [1.7, 1.2, 0.6], "dataset": "given"},
+            targets={"kind": "model", "groups": 2},
+        ),
+        path,
+    )
     loaded = load_daisy_checkpoint(path)
     assert loaded.branches.groups == 2 and loaded.branches.num_classes == 6
     wavs = waves(8000, 12000, 16000, 10000, seed=2)
@@ -206,8 +275,9 @@ def test_grouped_branches_load_in_the_upstream_and_exit_on_the_group_mean(tmp_pa
             n = int(full.lengths[row])
             for k in (1, 2):
                 logits = branches[k - 1](full.hidden_states[k][row, :n])
-                expected[row, k - 1] = torch.stack([frame_entropy(logits[:, g * 6:(g + 1) * 6]).mean()
-                                                    for g in range(2)]).mean()
+                expected[row, k - 1] = torch.stack(
+                    [frame_entropy(logits[:, g * 6 : (g + 1) * 6]).mean() for g in range(2)]
+                ).mean()
     tau = float(expected[:, 0].median())  # some rows stop at layer 1, the others later
     out = daisy_hubert_local(str(path), model_config={"tau": tau})(wavs)
     for row in range(4):
@@ -223,6 +293,7 @@ def test_grouped_branches_load_in_the_upstream_and_exit_on_the_group_mean(tmp_pa
 
 # -- wav2vec 2.0's quantizer codes ------------------------------------------------------------
 
+
 def tiny_wav2vec2(tmp_path, normalize=False):
     """A random wav2vec 2.0 in s3prl's converted format {task_cfg, model_cfg, model_weight}
     (s3prl upstream/wav2vec2/convert.py:29-38; fields of Wav2Vec2Config, wav2vec2_model.py:2104+;
@@ -231,15 +302,31 @@ def tiny_wav2vec2(tmp_path, normalize=False):
     from s3prl.upstream.utils import merge_with_parent
     from s3prl.upstream.wav2vec2.wav2vec2_model import Wav2Vec2Config, Wav2Vec2Model
 
-    model_cfg = {"encoder_layers": 2, "encoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,
-                 "encoder_attention_heads": 2, "conv_feature_layers": "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
-                 "conv_pos": 16, "conv_pos_groups": 4, "final_dim": 16, "latent_groups": 2, "latent_vars": 8,
-                 "latent_temp": [2.0, 0.5, 0.999995], "quantize_targets": True}
+    model_cfg = {
+        "encoder_layers": 2,
+        "encoder_embed_dim": 32,
+        "encoder_ffn_embed_dim": 64,
+        "encoder_attention_heads": 2,
+        "conv_feature_layers": "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
+        "conv_pos": 16,
+        "conv_pos_groups": 4,
+        "final_dim": 16,
+        "latent_groups": 2,
+        "latent_vars": 8,
+        "latent_temp": [2.0, 0.5, 0.999995],
+        "quantize_targets": True,
+    }
     torch.manual_seed(0)
     model = Wav2Vec2Model(merge_with_parent(Wav2Vec2Config, dict(model_cfg))).eval()
     path = tmp_path / "w2v2.pt"
-    atomic_torch_save({"task_cfg": {"normalize": normalize, "sample_rate": 16000}, "model_cfg": model_cfg,
-                       "model_weight": model.state_dict()}, path)
+    atomic_torch_save(
+        {
+            "task_cfg": {"normalize": normalize, "sample_rate": 16000},
+            "model_cfg": model_cfg,
+            "model_weight": model.state_dict(),
+        },
+        path,
+    )
     return model, path
 
 
@@ -284,13 +371,50 @@ def test_kmeans_targets_under_two_ddp_processes(write_checkpoint, audio_dir, tmp
     import sys
 
     ckpt = write_checkpoint(num_layers=2, branches=False)
-    args = ["train-branches", "-k", str(ckpt), "--audio", str(audio_dir), "--max-steps", "2", "--batch-seconds", "2",
-            "--heldout-fraction", "0.2", "--no-progress", "--targets", "kmeans", "--kmeans-layer", "1",
-            "--clusters", "4", "--kmeans-batch-frames", "40", "--eval-every", "0"]
+    args = [
+        "train-branches",
+        "-k",
+        str(ckpt),
+        "--audio",
+        str(audio_dir),
+        "--max-steps",
+        "2",
+        "--batch-seconds",
+        "2",
+        "--heldout-fraction",
+        "0.2",
+        "--no-progress",
+        "--targets",
+        "kmeans",
+        "--kmeans-layer",
+        "1",
+        "--clusters",
+        "4",
+        "--kmeans-batch-frames",
+        "40",
+        "--eval-every",
+        "0",
+    ]
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "daisy_upstream", *args, "--out", str(tmp_path / "ddp.pt")],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "daisy_upstream",
+            *args,
+            "--out",
+            str(tmp_path / "ddp.pt"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stderr.count("k-means: 4 clusters of layer 1") == 1  # one rank clustered
     from daisy_upstream.cli import main

@@ -11,6 +11,7 @@ loop, the branch checks and the removal of rows that exited are one piece of cod
   data2vec-only config keys).
 * :func:`family_of_model`: the family of an s3prl model object (its class).
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Mapping
@@ -45,8 +46,7 @@ def family_of_model(model: nn.Module) -> Family:
         if cls.__name__ in _MODEL_CLASSES:
             return _MODEL_CLASSES[cls.__name__]
     raise ValueError(
-        f"{type(model).__name__} is not a model family daisy_upstream runs "
-        f"(s3prl's {', '.join(_MODEL_CLASSES)})"
+        f"{type(model).__name__} is not a model family daisy_upstream runs (s3prl's {', '.join(_MODEL_CLASSES)})"
     )
 
 
@@ -67,17 +67,23 @@ def family_of_state(state: Any, name: str = "checkpoint") -> Family:
             if declared.startswith("data2vec"):
                 return DATA2VEC
             if declared.startswith("hubert"):
-                raise ValueError(f"{name} is a HuBERT checkpoint without 'dictionaries_symbols'; "
-                                 "convert it with s3prl's s3prl.upstream.hubert.convert")
+                raise ValueError(
+                    f"{name} is a HuBERT checkpoint without 'dictionaries_symbols'; "
+                    "convert it with s3prl's s3prl.upstream.hubert.convert"
+                )
             weights = state["model_weight"] if isinstance(state["model_weight"], Mapping) else {}
             if "_ema" in weights or DATA2VEC_ONLY_KEYS & set(model_cfg):
                 return DATA2VEC
             return WAV2VEC2
     formats = "; ".join(f"{f.name}: {f.checkpoint_format}" for f in FAMILIES.values())
     if not isinstance(state, Mapping):
-        raise ValueError(f"{name} holds a {type(state).__name__}, in no checkpoint format daisy_upstream reads; "
-                         f"expected a dict, {formats}")
+        raise ValueError(
+            f"{name} holds a {type(state).__name__}, in no checkpoint format daisy_upstream reads; "
+            f"expected a dict, {formats}"
+        )
     closest = max(FAMILIES.values(), key=lambda f: sum(key in state for key in f.required_keys))
     missing = [key for key in closest.required_keys if key not in state]
-    raise ValueError(f"{name} is in no checkpoint format daisy_upstream reads: missing {missing} for "
-                     f"{closest.name}'s {closest.checkpoint_format} (formats: {formats})")
+    raise ValueError(
+        f"{name} is in no checkpoint format daisy_upstream reads: missing {missing} for "
+        f"{closest.name}'s {closest.checkpoint_format} (formats: {formats})"
+    )

@@ -8,6 +8,7 @@ The defaults here are s3prl's ``TransformerEncoder`` with ``TransformerSentenceE
 (``wav2vec2/wav2vec2_model.py``, shared by wav2vec 2.0, data2vec and, as a copy, HuBERT).
 Shapes: ``B`` rows, ``T`` frames, ``C`` CNN channels, ``D`` model width.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """data2vec audio (s3prl ``data2vec_local``): ``upstream/data2vec/{convert,expert,data2vec_model}.py``."""
+
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
@@ -12,8 +13,17 @@ __all__ = ["DATA2VEC", "DATA2VEC_ONLY_KEYS", "Data2VecFamily"]
 #: ``Data2VecAudioConfig`` fields that ``Wav2Vec2Config`` lacks (d2vm:169+): they tell the
 #: two converted formats apart when ``model_cfg._name`` and ``_ema`` are absent
 DATA2VEC_ONLY_KEYS = frozenset(
-    {"average_top_k_layers", "ema_decay", "ema_end_decay", "ema_transformer_only", "ema_layers_only",
-     "loss_beta", "layer_norm_target_layer", "instance_norm_target_layer", "instance_norm_targets"}
+    {
+        "average_top_k_layers",
+        "ema_decay",
+        "ema_end_decay",
+        "ema_transformer_only",
+        "ema_layers_only",
+        "loss_beta",
+        "layer_norm_target_layer",
+        "instance_norm_target_layer",
+        "instance_norm_targets",
+    }
 )
 
 

@@ -1,4 +1,5 @@
 """HuBERT (s3prl ``hubert_local``): ``upstream/hubert/{convert,expert,hubert_model}.py``."""
+
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple

@@ -1,4 +1,5 @@
 """wav2vec 2.0 / XLS-R (s3prl ``wav2vec2_local``): ``upstream/wav2vec2/{convert,expert,wav2vec2_model}.py``."""
+
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple

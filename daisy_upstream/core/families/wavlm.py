@@ -1,4 +1,5 @@
 """WavLM (s3prl ``wavlm_local``): ``upstream/wavlm/{expert,WavLM,modules}.py``."""
+
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple

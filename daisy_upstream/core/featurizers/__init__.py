@@ -9,6 +9,7 @@ where training utterances exited (the statistics the upstream's span comes from)
 
 For any other upstream each behaves exactly like the s3prl class it replaces.
 """
+
 from daisy_upstream.core.featurizers.runner import DaisyFeaturizer
 
 __all__ = ["DaisyFeaturizer"]

@@ -14,12 +14,13 @@ the upstream's span comes from it. The arithmetic is :mod:`.weighted_sum`, share
 its sibling for ``s3prl.nn`` (:mod:`.s3prl_nn`). For any other upstream it behaves exactly like
 s3prl's stock ``Featurizer``.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Union
 
-from torch import Tensor, nn
 from s3prl.upstream.interfaces import Featurizer
+from torch import Tensor, nn
 
 from daisy_upstream.core.expert import DaisyUpstream
 from daisy_upstream.core.featurizers.weighted_sum import ExitStatistics, deepest_computed, layer_weights, weighted_sum
@@ -78,7 +79,9 @@ class DaisyFeaturizer(ExitStatistics, Featurizer):
         lengths = paired_features["feature_lengths"].tolist()
         hidden_states = list(paired_features["hidden_states"])
         if self.weighted_sum_mode:
-            feature = weighted_sum(hidden_states, self.weights, exit_layers, range(self.layer_num), self.featurize_layer0)
+            feature = weighted_sum(
+                hidden_states, self.weights, exit_layers, range(self.layer_num), self.featurize_layer0
+            )
         elif self.feature_selection == "hidden_states":  # -l k
             feature = deepest_computed(hidden_states, exit_layers, self.layer_selection)
         else:

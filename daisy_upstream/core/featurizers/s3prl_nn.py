@@ -7,12 +7,13 @@ s3prl.nn is imported lazily, so the class is made from s3prl's own class when
 pickled models find it). The runner's featurizer is its sibling :mod:`.runner`; the arithmetic
 both share is :mod:`.weighted_sum`. See docs/s3prl_nn.md.
 """
+
 from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from daisy_upstream.core.expert import DaisyUpstream, read_exit_layers
 from daisy_upstream.core.featurizers.weighted_sum import ExitStatistics, deepest_computed, weighted_sum

@@ -10,6 +10,7 @@ Layers are numbered as in ``hidden_states`` (0 = the CNN/positional features, ``
 * :class:`ExitStatistics`: the exit histogram ``exit_counts`` (``L`` longs, a buffer of the
   featurizer's own state dict, so every checkpoint of the downstream model carries it).
 """
+
 from __future__ import annotations
 
 import threading

@@ -8,13 +8,23 @@
 * :mod:`.report` - the Markdown layout;
 * :mod:`.lock` - one process per cell when several share a folder.
 """
+
 from daisy_upstream.integration.runner_io import exit_counts, parse_metric, word_errors
 
 from .plan import CORPUS_LAYOUT, TASKS, TEST_SPLIT, Cell, Row, default_rows, holds_table, training_configs
 from .report import format_markdown, format_metric
 from .table import Table1
-from .tasks import (PAPER_LR, SMALL_LR, SMALL_SCHEDULES, SMALL_SIZES, SMALL_STEPS, fill_data_paths, prepare_task_config,
-                    read_task_config, test_audio_files)
+from .tasks import (
+    PAPER_LR,
+    SMALL_LR,
+    SMALL_SCHEDULES,
+    SMALL_SIZES,
+    SMALL_STEPS,
+    fill_data_paths,
+    prepare_task_config,
+    read_task_config,
+    test_audio_files,
+)
 from .timing import time_rows
 
 __all__ = [

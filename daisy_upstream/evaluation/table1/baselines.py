@@ -8,6 +8,7 @@ Scored with the function s3prl's SE / SS experts call, ``asteroid.metrics.get_me
 
 ASR and SID have no unprocessed score (their chance levels are in the report's notes).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,8 +42,14 @@ def unprocessed_metric(task: str, config: Mapping[str, Any]) -> Optional[Dict[st
         scores = []
         for utt in sorted(noisy):
             x, y = read_audio(noisy[utt]), read_audio(clean[utt])
-            m = get_metrics(x, y[None], x[None], sample_rate=SAMPLE_RATE, metrics_list=["pesq", "stoi", "si_sdr"],
-                            compute_permutation=False)
+            m = get_metrics(
+                x,
+                y[None],
+                x[None],
+                sample_rate=SAMPLE_RATE,
+                metrics_list=["pesq", "stoi", "si_sdr"],
+                compute_permutation=False,
+            )
             scores.append((m["input_pesq"], m["input_stoi"], m["input_si_sdr"]))
         pesq, stoi, si_sdr = np.mean(scores, axis=0)
         return {"pesq": float(pesq), "stoi": 100.0 * float(stoi), "si_sdr": float(si_sdr), "utterances": len(scores)}
@@ -52,7 +59,13 @@ def unprocessed_metric(task: str, config: Mapping[str, Any]) -> Optional[Dict[st
     for utt in sorted(mixes):
         mix = read_audio(mixes[utt])
         refs = np.stack([read_audio(s[utt]) for s in sources])
-        m = get_metrics(mix, refs, np.stack([mix] * len(sources)), sample_rate=SAMPLE_RATE, metrics_list=["si_sdr"],
-                        compute_permutation=False)
+        m = get_metrics(
+            mix,
+            refs,
+            np.stack([mix] * len(sources)),
+            sample_rate=SAMPLE_RATE,
+            metrics_list=["si_sdr"],
+            compute_permutation=False,
+        )
         scores.append(m["input_si_sdr"])
     return {"si_sdri": 0.0, "mixture_si_sdr": float(np.mean(scores)), "utterances": len(scores)}

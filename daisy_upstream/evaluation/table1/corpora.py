@@ -8,6 +8,7 @@ corpus for all.
 A corpus the user names (``--corpus DIR`` for every task, ``--corpus TASK=DIR`` for one) is
 read, never written.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,15 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from .plan import CORPUS_LAYOUT, TASKS
 
-__all__ = ["ASR_VOICES_PER_HOUR", "MADE_CORPORA", "assign_corpora", "has_mixed_set", "make_missing_corpora",
-           "parse_corpus_args", "task_layout"]
+__all__ = [
+    "ASR_VOICES_PER_HOUR",
+    "MADE_CORPORA",
+    "assign_corpora",
+    "has_mixed_set",
+    "make_missing_corpora",
+    "parse_corpus_args",
+    "task_layout",
+]
 
 #: the corpora ``daisy table1`` makes in its working folder: ASR's own, and the one for the rest
 MADE_CORPORA = {"asr": "corpus_asr", "other": "corpus"}
@@ -41,16 +49,18 @@ def parse_corpus_args(items: Sequence[str]) -> Dict[Optional[str], Path]:
                 raise ValueError(f"--corpus {item!r}: unknown task {task!r}; choose from {', '.join(TASKS)}")
             task, path = None, item
         if task in out:
-            raise ValueError(f"--corpus {item!r}: {'a corpus for ' + task if task else 'a corpus for every task'} "
-                             "is given twice")
+            raise ValueError(
+                f"--corpus {item!r}: {'a corpus for ' + task if task else 'a corpus for every task'} is given twice"
+            )
         if not (Path(path) / "corpus.json").is_file():
             raise FileNotFoundError(f"--corpus {item!r}: no corpus.json in {path} (make one with 'daisy make-corpus')")
         out[task] = Path(path).resolve()
     return out
 
 
-def assign_corpora(tasks: Sequence[str], given: Mapping[Optional[str], Path], out: Path,
-                   hours: float, asr_hours: float) -> Dict[str, Path]:
+def assign_corpora(
+    tasks: Sequence[str], given: Mapping[Optional[str], Path], out: Path, hours: float, asr_hours: float
+) -> Dict[str, Path]:
     """``{task: corpus folder}``: the user's (per task, then for every task), else one made in ``out``."""
     assigned = {}
     for task in tasks:
@@ -65,8 +75,15 @@ def assign_corpora(tasks: Sequence[str], given: Mapping[Optional[str], Path], ou
     return assigned
 
 
-def make_missing_corpora(assigned: Mapping[str, Path], out: Path, hours: float, asr_hours: float, seed: int,
-                         workers: int, log: Callable[[str], None] = print) -> None:
+def make_missing_corpora(
+    assigned: Mapping[str, Path],
+    out: Path,
+    hours: float,
+    asr_hours: float,
+    seed: int,
+    workers: int,
+    log: Callable[[str], None] = print,
+) -> None:
     """Make (or finish making) the corpora of ``out`` that ``assigned`` uses; a made one is kept."""
     from daisy_upstream.factory.corpus.build import make_corpus
 
@@ -91,8 +108,10 @@ def task_layout(task: str, corpus: Path) -> Mapping[str, str]:
     """
     layout = json.loads((Path(corpus) / "corpus.json").read_text())["layouts"].get(CORPUS_LAYOUT[task])
     if layout is None:
-        raise ValueError(f"{corpus} has no {CORPUS_LAYOUT[task]!r} layout for {task}; "
-                         f"remake it with that task, or give --corpus {task}=DIR or --data-config {task}=PATH")
+        raise ValueError(
+            f"{corpus} has no {CORPUS_LAYOUT[task]!r} layout for {task}; "
+            f"remake it with that task, or give --corpus {task}=DIR or --data-config {task}=PATH"
+        )
     return layout
 
 

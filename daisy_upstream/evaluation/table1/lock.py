@@ -6,6 +6,7 @@ may clear its own folder), made with ``O_CREAT | O_EXCL`` and holding the host n
 process id of its owner. A lock whose owner (on this host) has died is stale: the next
 process takes the cell over (a training then resumes from its newest checkpoint).
 """
+
 from __future__ import annotations
 
 import os

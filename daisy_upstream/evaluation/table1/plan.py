@@ -15,6 +15,7 @@ resumes where it stopped:
 * ``mixed``: with ASR and a corpus holding the mixed-noise set, the paper's Fig. 5 (the
   rho 1.0 downstream against one trained with the fixed exit of equal average compute).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,20 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from daisy_upstream.integration.runner_io import TASKS, TEST_SPLIT
 
-__all__ = ["CORPUS_LAYOUT", "SETTINGS", "holds_table", "RHOS", "SPANS", "TASKS", "TASK_TITLES", "TEST_SPLIT", "Cell", "Row",
-           "default_rows", "training_configs"]
+__all__ = [
+    "CORPUS_LAYOUT",
+    "SETTINGS",
+    "holds_table",
+    "RHOS",
+    "SPANS",
+    "TASKS",
+    "TASK_TITLES",
+    "TEST_SPLIT",
+    "Cell",
+    "Row",
+    "default_rows",
+    "training_configs",
+]
 
 TASK_TITLES = {"asr": "ASR", "voxceleb1": "SID", "enhancement_stft": "SE", "separation_stft": "SS"}
 #: the corpus.json layout of each task (``daisy make-corpus``)
@@ -67,10 +80,22 @@ def default_rows(fixed_layer: int, rhos: Sequence[float] = RHOS, spans: Sequence
     rows = []
     for rho in rhos:
         for span in spans:
-            rows.append(Row(f"{_rho_key(rho)}-{span}", f"DAISY rho={rho:.1f}, {span}", _rho_key(rho),
-                            {"rho": float(rho), "strategy": span}))
-    rows.append(Row("fixed", f"HuBERT first {fixed_layer}L (fixed exit)", "fixed",
-                    {"strategy": "fixed", "fixed_layer": int(fixed_layer)}))
+            rows.append(
+                Row(
+                    f"{_rho_key(rho)}-{span}",
+                    f"DAISY rho={rho:.1f}, {span}",
+                    _rho_key(rho),
+                    {"rho": float(rho), "strategy": span},
+                )
+            )
+    rows.append(
+        Row(
+            "fixed",
+            f"HuBERT first {fixed_layer}L (fixed exit)",
+            "fixed",
+            {"strategy": "fixed", "fixed_layer": int(fixed_layer)},
+        )
+    )
     rows.append(Row("full", "HuBERT, full model", "full", {"strategy": "full"}))
     return rows
 

@@ -1,4 +1,5 @@
 """Table 1 as text: the paper's Markdown layout, the metric of a cell, elapsed times."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
@@ -38,9 +39,13 @@ METRIC_HEADERS = {
 }
 
 
-def format_markdown(cells: Mapping[str, Mapping[str, Mapping[str, Any]]], rows: Sequence[Row],
-                    tasks: Sequence[str], title: Optional[str] = None,
-                    mixed: Optional[Mapping[str, Any]] = None) -> str:
+def format_markdown(
+    cells: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    rows: Sequence[Row],
+    tasks: Sequence[str],
+    title: Optional[str] = None,
+    mixed: Optional[Mapping[str, Any]] = None,
+) -> str:
     """The paper's Table 1 layout.
 
     Args:
@@ -73,10 +78,16 @@ def format_markdown(cells: Mapping[str, Mapping[str, Mapping[str, Any]]], rows: 
             values += [format_metric(task, cells.get(task, {}).get("unprocessed", {}).get("metric")), "–"]
         lines.append("| " + " | ".join(values) + " |")
     # where the rows exited: span and mean exit layer on the test audio
-    lines += ["", "Exit span at evaluation (from the training exit counts), mean exit layer on the test audio, and "
-              "the saving those exits imply from the measured per-layer cost (benchmark's ideal):", ""]
-    lines += ["| method | " + " | ".join(TASK_TITLES[t] for t in tasks) + " |",
-              "|" + "|".join(["---"] * (len(tasks) + 1)) + "|"]
+    lines += [
+        "",
+        "Exit span at evaluation (from the training exit counts), mean exit layer on the test audio, and "
+        "the saving those exits imply from the measured per-layer cost (benchmark's ideal):",
+        "",
+    ]
+    lines += [
+        "| method | " + " | ".join(TASK_TITLES[t] for t in tasks) + " |",
+        "|" + "|".join(["---"] * (len(tasks) + 1)) + "|",
+    ]
     for row in rows:
         values = [row.label]
         for task in tasks:
@@ -89,9 +100,13 @@ def format_markdown(cells: Mapping[str, Mapping[str, Mapping[str, Any]]], rows: 
             values.append(text)
         lines.append("| " + " | ".join(values) + " |")
     if mixed:
-        lines += ["", f"Fig. 5, ASR WER on the mixed-noise set (40% clean, 30% 10 dB, 20% 5 dB, 10% 0 dB): DAISY "
-                  f"(rho 1.0) against a downstream trained with the fixed exit at layer {mixed['fixed_layer']} "
-                  "(equal average compute):", ""]
+        lines += [
+            "",
+            f"Fig. 5, ASR WER on the mixed-noise set (40% clean, 30% 10 dB, 20% 5 dB, 10% 0 dB): DAISY "
+            f"(rho 1.0) against a downstream trained with the fixed exit at layer {mixed['fixed_layer']} "
+            "(equal average compute):",
+            "",
+        ]
         groups = list(next(iter(mixed["wer"].values())))
         lines += ["| method | " + " | ".join(groups) + " |", "|" + "|".join(["---"] + ["---:"] * len(groups)) + "|"]
         for name, by in mixed["wer"].items():

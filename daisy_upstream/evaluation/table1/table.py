@@ -9,6 +9,7 @@ redone. Several processes may share one folder: each cell is claimed by a lock f
 (:mod:`.lock`). A folder holds one table: a re-run with another checkpoint, fixed layer, seed
 or task config (steps aside) is refused.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,8 +22,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import yaml
 
-from daisy_upstream.core.checkpoint import checkpoint_record
 from daisy_upstream.atomic import atomic_write_json, atomic_write_text
+from daisy_upstream.core.checkpoint import checkpoint_record
 from daisy_upstream.evaluation.loading import evaluation_span
 from daisy_upstream.integration.runner_io import (
     Runner,
@@ -33,10 +34,10 @@ from daisy_upstream.integration.runner_io import (
     subprocess_runner,
 )
 
-from .plan import SETTINGS, TASK_TITLES, TASKS, TEST_SPLIT, Cell, Row, default_rows, training_configs
-from .report import format_elapsed, format_markdown
 from .baselines import UNPROCESSED_TASKS, unprocessed_metric
 from .lock import CellLock
+from .plan import SETTINGS, TASK_TITLES, TASKS, TEST_SPLIT, Cell, Row, default_rows, training_configs
+from .report import format_elapsed, format_markdown
 from .tasks import DATA_PATH_KEYS, SCHEDULE_KEYS, runner_schedule, test_audio_files
 from .timing import time_rows
 
@@ -62,11 +63,21 @@ class Table1:
             average compute on the mixed-noise set, the fixed-exit downstream trained apart).
     """
 
-    def __init__(self, out: Path, ckpt: Path, task_configs: Mapping[str, Dict[str, Any]],
-                 fixed_layer: int, seed: int = 0, runner: Optional[Runner] = None,
-                 time_repeats: int = 3, time_max_utterances: int = 50, threads: Optional[int] = 1,
-                 device: str = "cpu", mixed_corpus: Optional[Path] = None,
-                 log: Callable[[str], None] = lambda m: print(m, flush=True)) -> None:
+    def __init__(
+        self,
+        out: Path,
+        ckpt: Path,
+        task_configs: Mapping[str, Dict[str, Any]],
+        fixed_layer: int,
+        seed: int = 0,
+        runner: Optional[Runner] = None,
+        time_repeats: int = 3,
+        time_max_utterances: int = 50,
+        threads: Optional[int] = 1,
+        device: str = "cpu",
+        mixed_corpus: Optional[Path] = None,
+        log: Callable[[str], None] = lambda m: print(m, flush=True),
+    ) -> None:
         self.out = Path(out).resolve()
         self.ckpt = Path(ckpt).resolve()
         self.tasks = [t for t in TASKS if t in task_configs]
@@ -113,20 +124,43 @@ class Table1:
         for task in self.tasks:
             trains = [self.train_dir(task, run) / "cell.json" for run in self.runs]
             for run in self.runs:
-                cells.append(Cell("train", task, run, self.train_dir(task, run) / "cell.json",
-                                  inputs={"steps": self.steps[task]}))
+                cells.append(
+                    Cell(
+                        "train", task, run, self.train_dir(task, run) / "cell.json", inputs={"steps": self.steps[task]}
+                    )
+                )
             if task == "asr" and self.mixed_corpus is not None:  # early: it trains one more downstream
-                cells.append(Cell("mixed", "asr", "fig5", self.mixed_dir() / "cell.json",
-                                  inputs={"checkpoint": str(self.final_checkpoint("asr", "rho1.0")),
-                                          "steps": self.steps["asr"]},
-                                  after=(self.train_dir("asr", "rho1.0") / "cell.json",)))
+                cells.append(
+                    Cell(
+                        "mixed",
+                        "asr",
+                        "fig5",
+                        self.mixed_dir() / "cell.json",
+                        inputs={"checkpoint": str(self.final_checkpoint("asr", "rho1.0")), "steps": self.steps["asr"]},
+                        after=(self.train_dir("asr", "rho1.0") / "cell.json",),
+                    )
+                )
             for row in self.rows:
-                cells.append(Cell("eval", task, row.key, self.eval_dir(task, row.key) / "cell.json",
-                                  inputs={"checkpoint": str(self.final_checkpoint(task, row.run))},
-                                  after=(self.train_dir(task, row.run) / "cell.json",)))
-            cells.append(Cell("time", task, "all", self.task_dir(task) / "timing.json",
-                              inputs={"checkpoints": [str(self.final_checkpoint(task, run)) for run in self.runs]},
-                              after=tuple(trains)))
+                cells.append(
+                    Cell(
+                        "eval",
+                        task,
+                        row.key,
+                        self.eval_dir(task, row.key) / "cell.json",
+                        inputs={"checkpoint": str(self.final_checkpoint(task, row.run))},
+                        after=(self.train_dir(task, row.run) / "cell.json",),
+                    )
+                )
+            cells.append(
+                Cell(
+                    "time",
+                    task,
+                    "all",
+                    self.task_dir(task) / "timing.json",
+                    inputs={"checkpoints": [str(self.final_checkpoint(task, run)) for run in self.runs]},
+                    after=tuple(trains),
+                )
+            )
             if task in UNPROCESSED_TASKS:
                 cells.append(Cell("base", task, "unprocessed", self.task_dir(task) / "unprocessed.json"))
         return cells
@@ -137,10 +171,14 @@ class Table1:
     # -- settings: a folder holds one table ----------------------------------------------
     def settings(self) -> Dict[str, Any]:
         sha256 = checkpoint_record(self.ckpt)["sha256"] if self.ckpt.is_file() else None
-        return {"ckpt": str(self.ckpt), "ckpt_sha256": sha256, "fixed_layer": self.fixed_layer,
-                "seed": self.seed,
-                "task_configs": self.task_configs,
-                "mixed_corpus": None if self.mixed_corpus is None else str(self.mixed_corpus)}
+        return {
+            "ckpt": str(self.ckpt),
+            "ckpt_sha256": sha256,
+            "fixed_layer": self.fixed_layer,
+            "seed": self.seed,
+            "task_configs": self.task_configs,
+            "mixed_corpus": None if self.mixed_corpus is None else str(self.mixed_corpus),
+        }
 
     def claim(self) -> None:
         """Write the inputs; refuse a folder holding a table made with other settings."""
@@ -150,14 +188,18 @@ class Table1:
             before = json.loads(path.read_text())
             for task in set(before.get("task_configs", {})) & set(mine["task_configs"]):
                 if _without_schedule(before["task_configs"][task]) != _without_schedule(mine["task_configs"][task]):
-                    raise ValueError(f"{self.out} holds a Table 1 whose {task} config differs from this one "
-                                     "(other than in its steps); use another --out (or delete it to start over)")
+                    raise ValueError(
+                        f"{self.out} holds a Table 1 whose {task} config differs from this one "
+                        "(other than in its steps); use another --out (or delete it to start over)"
+                    )
             # the checkpoint by content: the same file elsewhere (another checkout) is the same table
             same = ("ckpt_sha256",) if before.get("ckpt_sha256") else ("ckpt",)
             for key in same + ("fixed_layer", "seed"):
                 if before.get(key) != mine[key]:
-                    raise ValueError(f"{self.out} holds a Table 1 made with {key}={before.get(key)!r}, "
-                                     f"not {mine[key]!r}; use another --out (or delete it to start over)")
+                    raise ValueError(
+                        f"{self.out} holds a Table 1 made with {key}={before.get(key)!r}, "
+                        f"not {mine[key]!r}; use another --out (or delete it to start over)"
+                    )
             mine["task_configs"] = {**before.get("task_configs", {}), **mine["task_configs"]}
         atomic_write_json(path, mine)
 
@@ -166,7 +208,9 @@ class Table1:
         for run, upstream in self.runs.items():
             atomic_write_text(self.upstream_config_path(f"train_{run}"), yaml.safe_dump(upstream, sort_keys=False))
         for row in self.rows:
-            atomic_write_text(self.upstream_config_path(f"eval_{row.key}"), yaml.safe_dump(row.upstream, sort_keys=False))
+            atomic_write_text(
+                self.upstream_config_path(f"eval_{row.key}"), yaml.safe_dump(row.upstream, sort_keys=False)
+            )
 
     # -- one cell -----------------------------------------------------------------------
     def _train(self, task: str, run: str) -> Dict[str, Any]:
@@ -178,29 +222,59 @@ class Table1:
         resume = newest_checkpoint(expdir)
         done = 0 if resume is None else _checkpoint_step(resume)
         if done > steps:
-            raise ValueError(f"{expdir} holds a {task} training at step {done}, beyond the {steps} steps asked; "
-                             "ask for at least that many steps, or use another --out")
+            raise ValueError(
+                f"{expdir} holds a {task} training at step {done}, beyond the {steps} steps asked; "
+                "ask for at least that many steps, or use another --out"
+            )
         schedule = ",,".join(f"config.runner.{k}={v}" for k, v in runner_schedule(steps).items())
         if resume is None:
             if expdir.exists():  # an attempt that saved no checkpoint: start it again
                 shutil.rmtree(expdir)
             expdir.mkdir(parents=True)
             log.unlink(missing_ok=True)  # a failed attempt's log goes with it
-            self.runner(runner_command([
-                "-m", "train", "-d", task, "-c", str(self.task_config_path(task)),
-                "-u", "daisy_hubert_local", "-k", str(self.ckpt),
-                "-g", str(self.upstream_config_path(f"train_{run}")),
-                "-p", str(expdir), "--seed", str(self.seed), "--device", self.device, "-o", schedule,
-            ]), log)
+            self.runner(
+                runner_command(
+                    [
+                        "-m",
+                        "train",
+                        "-d",
+                        task,
+                        "-c",
+                        str(self.task_config_path(task)),
+                        "-u",
+                        "daisy_hubert_local",
+                        "-k",
+                        str(self.ckpt),
+                        "-g",
+                        str(self.upstream_config_path(f"train_{run}")),
+                        "-p",
+                        str(expdir),
+                        "--seed",
+                        str(self.seed),
+                        "--device",
+                        self.device,
+                        "-o",
+                        schedule,
+                    ]
+                ),
+                log,
+            )
         elif done < steps:
             # the checkpoint's own paths (experiment folder, upstream, its config, the data) may be
             # another machine's or checkout's: the resumed run takes this table's
-            here = [f"args.expdir={expdir}", f"args.upstream_ckpt={self.ckpt}",
-                    f"args.upstream_model_config={self.upstream_config_path(f'train_{run}')}"]
+            here = [
+                f"args.expdir={expdir}",
+                f"args.upstream_ckpt={self.ckpt}",
+                f"args.upstream_model_config={self.upstream_config_path(f'train_{run}')}",
+            ]
             here += [f"config.downstream_expert.{key}={value}" for key, value in _data_paths(self.task_configs[task])]
             self.log(f"[table1] {task} {run}: resuming from step {done} of {steps} ({resume.name})")
-            self.runner(runner_command(["-m", "train", "-e", str(resume), "--device", self.device,
-                                        "-o", ",,".join(here) + ",," + schedule]), log)
+            self.runner(
+                runner_command(
+                    ["-m", "train", "-e", str(resume), "--device", self.device, "-o", ",,".join(here) + ",," + schedule]
+                ),
+                log,
+            )
         final = self.final_checkpoint(task, run)
         if not final.is_file():
             raise RuntimeError(f"training {task} {run} finished without writing {final}; see {log}")
@@ -228,17 +302,40 @@ class Table1:
         log.unlink(missing_ok=True)
         ckpt = self.final_checkpoint(task, row.run)
         overrides = f"args.upstream_model_config={self.upstream_config_path(f'eval_{row.key}')},,args.expdir={expdir}"
-        self.runner(runner_command([
-            "-m", "evaluate", "-e", str(ckpt), "-t", TEST_SPLIT[task], "--device", self.device, "-o", overrides,
-        ]), log)
-        return {"metric": parse_metric(task, expdir), "checkpoint": str(ckpt),
-                "upstream_config": row.upstream, "span": evaluation_span(row.upstream, exit_counts(ckpt))}
+        self.runner(
+            runner_command(
+                [
+                    "-m",
+                    "evaluate",
+                    "-e",
+                    str(ckpt),
+                    "-t",
+                    TEST_SPLIT[task],
+                    "--device",
+                    self.device,
+                    "-o",
+                    overrides,
+                ]
+            ),
+            log,
+        )
+        return {
+            "metric": parse_metric(task, expdir),
+            "checkpoint": str(ckpt),
+            "upstream_config": row.upstream,
+            "span": evaluation_span(row.upstream, exit_counts(ckpt)),
+        }
 
     def _time(self, task: str) -> Dict[str, Any]:
-        return time_rows(self.ckpt, self.rows, {run: exit_counts(self.final_checkpoint(task, run))
-                                                for run in self.runs},
-                         test_audio_files(task, self.task_configs[task])[: self.time_max_utterances],
-                         repeats=self.time_repeats, threads=self.threads, device=self.device)
+        return time_rows(
+            self.ckpt,
+            self.rows,
+            {run: exit_counts(self.final_checkpoint(task, run)) for run in self.runs},
+            test_audio_files(task, self.task_configs[task])[: self.time_max_utterances],
+            repeats=self.time_repeats,
+            threads=self.threads,
+            device=self.device,
+        )
 
     def _mixed(self) -> Dict[str, Any]:
         """Fig. 5: the rho 1.0 downstream with DAISY vs a downstream trained with the fixed exit
@@ -252,14 +349,27 @@ class Table1:
         run = "fixed" if layer == self.fixed_layer else f"fixed{layer}"
         if run != "fixed":
             self.log(f"[table1] Fig. 5: the ASR downstream with the fixed exit at layer {layer}")
-            atomic_write_text(self.upstream_config_path(f"train_{run}"),
-                              yaml.safe_dump({"strategy": "fixed", "fixed_layer": layer}, sort_keys=False))
+            atomic_write_text(
+                self.upstream_config_path(f"train_{run}"),
+                yaml.safe_dump({"strategy": "fixed", "fixed_layer": layer}, sort_keys=False),
+            )
         self._train_cell("asr", run)
-        payload = mixed_set_comparison(self.task_dir("asr"), self.mixed_corpus, daisy_ckpt,
-                                       fixed_downstream_ckpt=self.final_checkpoint("asr", run), device=self.device,
-                                       threads=self.threads, runner=self.runner, prepared=prepared)
-        return {"fixed_layer": layer, "fixed_run": run, "wer": payload["wer"],
-                "json": str(self.mixed_dir() / "mixed_set.json")}
+        payload = mixed_set_comparison(
+            self.task_dir("asr"),
+            self.mixed_corpus,
+            daisy_ckpt,
+            fixed_downstream_ckpt=self.final_checkpoint("asr", run),
+            device=self.device,
+            threads=self.threads,
+            runner=self.runner,
+            prepared=prepared,
+        )
+        return {
+            "fixed_layer": layer,
+            "fixed_run": run,
+            "wer": payload["wer"],
+            "json": str(self.mixed_dir() / "mixed_set.json"),
+        }
 
     def run_cell(self, cell: Cell) -> Dict[str, Any]:
         if cell.kind == "train":
@@ -300,8 +410,10 @@ class Table1:
                     raise RuntimeError(f"table1: {blocked}: cannot run, what they need is not done")
                 time.sleep(wait_seconds)
         payload = self.write_outputs()
-        self.log(f"[table1] all {len(cells)} cells finished; {self.out / 'table1.md'} "
-                 f"(this run {format_elapsed(time.time() - start)})")
+        self.log(
+            f"[table1] all {len(cells)} cells finished; {self.out / 'table1.md'} "
+            f"(this run {format_elapsed(time.time() - start)})"
+        )
         return payload
 
     def _run_one(self, cell: Cell, n: int, total: int, start: float) -> None:
@@ -325,17 +437,20 @@ class Table1:
                 path = self.eval_dir(task, row.key) / "cell.json"
                 if path.is_file():
                     result = json.loads(path.read_text())
-                    cell.update(metric=result["metric"], span=result.get("span"),
-                                eval_seconds=result.get("seconds"))
+                    cell.update(metric=result["metric"], span=result.get("span"), eval_seconds=result.get("seconds"))
                 train = self.train_dir(task, row.run) / "cell.json"
                 if train.is_file():
                     result = json.loads(train.read_text())
                     cell.update(train_exit_counts=result.get("exit_counts"), train_seconds=result.get("seconds"))
                 mode = timing.get("modes", {}).get(row.key)
                 if mode:
-                    cell.update(saved=mode["saved"], ideal_saved=mode["ideal_saved"],
-                                mean_exit_layer=mode["mean_exit_layer"], test_exit_histogram=mode["exit_histogram"],
-                                upstream_seconds=mode["median"])
+                    cell.update(
+                        saved=mode["saved"],
+                        ideal_saved=mode["ideal_saved"],
+                        mean_exit_layer=mode["mean_exit_layer"],
+                        test_exit_histogram=mode["exit_histogram"],
+                        upstream_seconds=mode["median"],
+                    )
                     cell.setdefault("span", mode.get("span"))
                 table.setdefault(task, {})[row.key] = cell
             base = self.task_dir(task) / "unprocessed.json"
@@ -346,17 +461,22 @@ class Table1:
     def write_outputs(self) -> Dict[str, Any]:
         cells = self.collect()
         steps = ", ".join(f"{TASK_TITLES[t]} {self.steps[t]}" for t in self.tasks)
-        title = (f"Table 1 on `{self.out}`: training steps per downstream {steps}; upstream "
-                 f"`{self.ckpt.name}`; time saved = upstream forward time saved vs the full model "
-                 "on the task's test audio (batch 1, same weights, median of repeats; the full row's own "
-                 "value is the timing noise, full vs full)")
+        title = (
+            f"Table 1 on `{self.out}`: training steps per downstream {steps}; upstream "
+            f"`{self.ckpt.name}`; time saved = upstream forward time saved vs the full model "
+            "on the task's test audio (batch 1, same weights, median of repeats; the full row's own "
+            "value is the timing noise, full vs full)"
+        )
         mixed_path = self.mixed_dir() / "cell.json"
         mixed = json.loads(mixed_path.read_text()) if mixed_path.is_file() else None
         markdown = format_markdown(cells, self.rows, self.tasks, title=title, mixed=mixed)
         atomic_write_text(self.out / "table1.md", markdown)
-        payload = {"settings": json.loads(json.dumps(self.settings())),
-                   "rows": [{"key": r.key, "label": r.label, "run": r.run, "upstream": r.upstream} for r in self.rows],
-                   "cells": cells, "mixed": mixed}
+        payload = {
+            "settings": json.loads(json.dumps(self.settings())),
+            "rows": [{"key": r.key, "label": r.label, "run": r.run, "upstream": r.upstream} for r in self.rows],
+            "cells": cells,
+            "mixed": mixed,
+        }
         atomic_write_json(self.out / "table1.json", payload)
         return payload
 

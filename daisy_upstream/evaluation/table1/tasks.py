@@ -5,6 +5,7 @@ The tables at the top are data: ``SMALL_SIZES`` (downstream heads and batches fo
 and ``SMALL_LR`` (learning-rate schedules and rates that differ from the paper's at that size) and ``PAPER_LR`` (the paper's,
 ``--size paper``, which keeps the shipped config's ``runner.total_steps``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,9 +18,20 @@ from daisy_upstream.audio.io import read_scp
 
 from .plan import TEST_SPLIT
 
-__all__ = ["read_task_config", "PAPER_LR", "SAVE_EVERY", "SCHEDULE_KEYS", "SMALL_LR", "SMALL_SCHEDULES", "SMALL_SIZES",
-           "SMALL_STEPS", "fill_data_paths",
-           "prepare_task_config", "runner_schedule", "test_audio_files"]
+__all__ = [
+    "read_task_config",
+    "PAPER_LR",
+    "SAVE_EVERY",
+    "SCHEDULE_KEYS",
+    "SMALL_LR",
+    "SMALL_SCHEDULES",
+    "SMALL_SIZES",
+    "SMALL_STEPS",
+    "fill_data_paths",
+    "prepare_task_config",
+    "runner_schedule",
+    "test_audio_files",
+]
 
 #: downstream heads and batches sized for a CPU ("small"), or the shipped configs ("paper").
 #: Measured on 2 CPU cores with the embedded model (docs/results/table1_embedded.md): ASR, a
@@ -27,16 +39,31 @@ __all__ = ["read_task_config", "PAPER_LR", "SAVE_EVERY", "SCHEDULE_KEYS", "SMALL
 #: phase after ~200 steps); SE one 256 LSTM layer (PESQ above the noisy input's by 100 steps);
 #: SS 2 x 256 (SI-SDRi peaks early on small data, then falls).
 SMALL_SIZES: Dict[str, Dict[str, Any]] = {
-    "asr": {"datarc": {"batch_size": 8, "eval_batch_size": 8, "num_workers": 1},
-            "modelrc": {"project_dim": 256, "RNNs": {"dim": [256, 256], "dropout": [0.0, 0.0],
-                                                     "layer_norm": [False, False], "proj": [False, False],
-                                                     "sample_rate": [2, 1]}}},
-    "voxceleb1": {"datarc": {"train_batch_size": 8, "num_workers": 1, "max_timestep": 64000},
-                  "modelrc": {"projector_dim": 256}},
-    "enhancement_stft": {"loaderrc": {"train_batchsize": 4, "num_workers": 1},
-                         "modelrc": {"rnn_layers": 1, "hidden_size": 256}},
-    "separation_stft": {"loaderrc": {"train_batchsize": 4, "num_workers": 1},
-                        "modelrc": {"rnn_layers": 2, "hidden_size": 256}},
+    "asr": {
+        "datarc": {"batch_size": 8, "eval_batch_size": 8, "num_workers": 1},
+        "modelrc": {
+            "project_dim": 256,
+            "RNNs": {
+                "dim": [256, 256],
+                "dropout": [0.0, 0.0],
+                "layer_norm": [False, False],
+                "proj": [False, False],
+                "sample_rate": [2, 1],
+            },
+        },
+    },
+    "voxceleb1": {
+        "datarc": {"train_batch_size": 8, "num_workers": 1, "max_timestep": 64000},
+        "modelrc": {"projector_dim": 256},
+    },
+    "enhancement_stft": {
+        "loaderrc": {"train_batchsize": 4, "num_workers": 1},
+        "modelrc": {"rnn_layers": 1, "hidden_size": 256},
+    },
+    "separation_stft": {
+        "loaderrc": {"train_batchsize": 4, "num_workers": 1},
+        "modelrc": {"rnn_layers": 2, "hidden_size": 256},
+    },
 }
 #: training steps per task at --size small. ASR: on a 4 h corpus (160 training voices) the full
 #: model's unseen-voice WER falls to ~85% by step 2400 at lr 2e-3 and stays there (8 h: 85% at 2800);
@@ -53,7 +80,8 @@ SCHEDULE_KEYS = ("total_steps", "log_step", "save_step", "eval_step")
 #: 3200, hence a second quarter there (docs/results/table1_embedded.md). A decay at fixed steps,
 #: not over the total, keeps a training extended by resuming exact.
 SMALL_SCHEDULES: Dict[str, Dict[str, Any]] = {
-    "asr": {"name": "multistep_schedule", "milestones": [2800, 3200], "gamma": 0.25}}
+    "asr": {"name": "multistep_schedule", "milestones": [2800, 3200], "gamma": 0.25}
+}
 #: learning rates at --size small: the paper's are for full-size data (SID's 1e-1 diverges on
 #: small corpora; ASR, SE and SS at 1e-4 barely move in a few hundred steps)
 SMALL_LR = {"asr": 2.0e-3, "voxceleb1": 1.0e-2, "enhancement_stft": 1.0e-3, "separation_stft": 1.0e-3}
@@ -69,20 +97,29 @@ def _deep_update(target: Dict[str, Any], update: Mapping[str, Any]) -> None:
 
 
 #: the data path keys of each task's ``datarc`` / ``loaderrc`` (what :func:`fill_data_paths` sets)
-DATA_PATH_KEYS = ("libri_root", "bucket_file", "dict_path", "file_path", "meta_data", "train_dir", "dev_dir", "test_dir")
+DATA_PATH_KEYS = (
+    "libri_root",
+    "bucket_file",
+    "dict_path",
+    "file_path",
+    "meta_data",
+    "train_dir",
+    "dev_dir",
+    "test_dir",
+)
 
 
 def fill_data_paths(task: str, config: Dict[str, Any], layout: Mapping[str, str]) -> None:
     """Put a ``corpus.json`` layout's paths into a task config (in place)."""
     expert = config["downstream_expert"]
     if task == "asr":
-        expert["datarc"].update(libri_root=layout["libri_root"], bucket_file=layout["bucket_file"],
-                                dict_path=layout["dict_path"])
+        expert["datarc"].update(
+            libri_root=layout["libri_root"], bucket_file=layout["bucket_file"], dict_path=layout["dict_path"]
+        )
     elif task == "voxceleb1":
         expert["datarc"].update(file_path=layout["file_path"], meta_data=layout["meta_data"])
     else:
-        expert["loaderrc"].update(train_dir=layout["train_dir"], dev_dir=layout["dev_dir"],
-                                  test_dir=layout["test_dir"])
+        expert["loaderrc"].update(train_dir=layout["train_dir"], dev_dir=layout["dev_dir"], test_dir=layout["test_dir"])
 
 
 def read_task_config(task: str, path: Union[str, Path]) -> Dict[str, Any]:
@@ -96,13 +133,16 @@ def read_task_config(task: str, path: Union[str, Path]) -> Dict[str, Any]:
 
     with open(path) as f:
         config = yaml.safe_load(f)
-    if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("downstream_expert", "runner")):
+    if not isinstance(config, dict) or not all(
+        isinstance(config.get(k), dict) for k in ("downstream_expert", "runner")
+    ):
         raise ValueError(f"{path}: expected an s3prl {task} task config (with downstream_expert and runner sections)")
     return config
 
 
-def prepare_task_config(task: str, base: Dict[str, Any], steps: Optional[int], size: str,
-                        layout: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+def prepare_task_config(
+    task: str, base: Dict[str, Any], steps: Optional[int], size: str, layout: Optional[Mapping[str, str]] = None
+) -> Dict[str, Any]:
     """A task config for one Table 1 training: data paths, steps, sizes, the paper's lr.
 
     ``steps`` None: ``SMALL_STEPS[task]`` at size ``small``, the config's own
@@ -123,7 +163,8 @@ def prepare_task_config(task: str, base: Dict[str, Any], steps: Optional[int], s
     # max_keep 2: s3prl deletes old checkpoints before it writes the new one, so an interrupt
     # during a save leaves the one before it to resume from
     config.setdefault("runner", {}).update(
-        gradient_accumulate_steps=1, max_keep=2, exact_resume=True, **runner_schedule(int(steps)))
+        gradient_accumulate_steps=1, max_keep=2, exact_resume=True, **runner_schedule(int(steps))
+    )
     config.setdefault("optimizer", {})["lr"] = PAPER_LR[task]
     if size == "small":
         _deep_update(config["downstream_expert"], SMALL_SIZES[task])
@@ -137,8 +178,12 @@ def prepare_task_config(task: str, base: Dict[str, Any], steps: Optional[int], s
 def runner_schedule(steps: int) -> Dict[str, int]:
     """The runner's step keys for a training of ``steps`` steps: a checkpoint at least every
     ``SAVE_EVERY`` steps and at the last step, a log line every ~fifth, no dev evaluation."""
-    return {"total_steps": int(steps), "log_step": max(1, steps // 5), "save_step": math.gcd(int(steps), SAVE_EVERY),
-            "eval_step": 10 * int(steps)}
+    return {
+        "total_steps": int(steps),
+        "log_step": max(1, steps // 5),
+        "save_step": math.gcd(int(steps), SAVE_EVERY),
+        "eval_step": 10 * int(steps),
+    }
 
 
 def _check_no_placeholders(task: str, config: Mapping[str, Any]) -> None:
@@ -151,8 +196,10 @@ def _check_no_placeholders(task: str, config: Mapping[str, Any]) -> None:
 
     bad = list(walk(config.get("downstream_expert", {}), "downstream_expert"))
     if bad:
-        raise ValueError(f"the {task} config still has placeholder data paths: {', '.join(bad)}; "
-                         "fill them in (see docs/s3prl_recipes.md) or use a corpus (--corpus)")
+        raise ValueError(
+            f"the {task} config still has placeholder data paths: {', '.join(bad)}; "
+            "fill them in (see docs/s3prl_recipes.md) or use a corpus (--corpus)"
+        )
 
 
 def test_audio_files(task: str, config: Mapping[str, Any]) -> List[Path]:
@@ -174,7 +221,9 @@ def test_audio_files(task: str, config: Mapping[str, Any]) -> List[Path]:
             if len(parts) == 2 and parts[0] == "3":
                 found = sorted(root.glob(f"*/wav/{parts[1]}"))
                 if not found:
-                    raise FileNotFoundError(f"{parts[1]} (test split of {datarc['meta_data']}) not found under {root}/*/wav")
+                    raise FileNotFoundError(
+                        f"{parts[1]} (test split of {datarc['meta_data']}) not found under {root}/*/wav"
+                    )
                 files.append(found[0])
         return files
     sub = "noisy" if task == "enhancement_stft" else "mix_clean"

@@ -1,4 +1,5 @@
 """Table 1's time column: every row's upstream forward beside the full model's, one benchmark."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,9 +12,15 @@ from .plan import Row
 __all__ = ["time_rows"]
 
 
-def time_rows(ckpt: Path, rows: Sequence[Row], counts: Mapping[str, Sequence[int]],
-              files: Sequence[Path], repeats: int = 3, threads: Optional[int] = 1,
-              device: str = "cpu") -> Dict[str, Any]:
+def time_rows(
+    ckpt: Path,
+    rows: Sequence[Row],
+    counts: Mapping[str, Sequence[int]],
+    files: Sequence[Path],
+    repeats: int = 3,
+    threads: Optional[int] = 1,
+    device: str = "cpu",
+) -> Dict[str, Any]:
     """Every row's upstream forward on ``files`` beside the full model (one benchmark run).
 
     ``threads``: torch intra-op threads while timing (None: torch's default). One thread is
@@ -48,8 +55,14 @@ def time_rows(ckpt: Path, rows: Sequence[Row], counts: Mapping[str, Sequence[int
         results = run_benchmark(net, wavs, modes, batch_sizes=(1,), repeats=repeats, warmup=1)
     finally:
         torch.set_num_threads(previous_threads)
-    out = {"utterances": len(wavs), "audio_seconds": round(sum(len(w) for w in wavs) / SAMPLE_RATE, 2),
-           "repeats": repeats, "batch_size": 1, "threads": threads, "modes": {}}
+    out = {
+        "utterances": len(wavs),
+        "audio_seconds": round(sum(len(w) for w in wavs) / SAMPLE_RATE, 2),
+        "repeats": repeats,
+        "batch_size": 1,
+        "threads": threads,
+        "modes": {},
+    }
     for result in results:
         record = result.to_dict()
         record["span"] = spans.get(result.mode)

@@ -7,9 +7,10 @@ Main entry points:
 * :func:`mix_at_snr` / :func:`measure_snr` - exact-SNR mixing in numpy.
 * :func:`generate_sentences` - the self-written sentence grammar.
 """
-from .build import TASKS, make_corpus
+
 from daisy_upstream.audio.noise import measure_snr, mix_at_snr, sox_noise
+
+from .build import TASKS, make_corpus
 from .text import generate_sentences
 
-__all__ = ["make_corpus", "TASKS", "mix_at_snr", "measure_snr", "sox_noise",
-           "generate_sentences"]
+__all__ = ["make_corpus", "TASKS", "mix_at_snr", "measure_snr", "sox_noise", "generate_sentences"]

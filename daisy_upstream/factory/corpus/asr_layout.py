@@ -4,6 +4,7 @@
 text files (:mod:`daisy_upstream.audio.librispeech`: transcripts and bucket CSVs) and a
 fairseq-format ``<root>/char.dict`` (28 symbols: ``|``, A-Z and the apostrophe).
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -12,6 +13,7 @@ from typing import Dict, Iterable, List
 
 from daisy_upstream.atomic import atomic_write_text as write_text
 from daisy_upstream.audio.librispeech import LibriUtterance, write_librispeech_text
+
 from .plan import ASR_SPLITS, Utterance
 from .text import ALPHABET
 
@@ -39,7 +41,9 @@ def write_asr_metadata(root: Path, utts: List[Utterance], lengths: Dict[str, int
         utts: all planned utterances (audio already written).
         lengths: utterance id -> number of samples.
     """
-    write_librispeech_text(root, (
-        LibriUtterance(ASR_SPLITS[u.split], u.utt_id, u.rel_path, lengths[u.utt_id], u.transcript) for u in utts
-    ), splits=ASR_SPLITS.values())
+    write_librispeech_text(
+        root,
+        (LibriUtterance(ASR_SPLITS[u.split], u.utt_id, u.rel_path, lengths[u.utt_id], u.transcript) for u in utts),
+        splits=ASR_SPLITS.values(),
+    )
     write_text(root / "char.dict", char_dict_text(u.transcript for u in utts if u.split == "train"))

@@ -5,6 +5,7 @@ from generators seeded by the corpus seed and the utterance id, so results do no
 on the number of workers. Noisy files are mixed in numpy at an exact SNR (see
 :mod:`.noise`); the SNR measured on the stored 16-bit samples is recorded in ``meta.tsv``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,13 +15,12 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from . import tts
 from daisy_upstream.atomic import atomic_write_text as write_text
-
-from daisy_upstream.audio.io import read_audio
-from daisy_upstream.audio.write import to_pcm16, write_audio
-from daisy_upstream.audio.io import SAMPLE_RATE
+from daisy_upstream.audio.io import SAMPLE_RATE, read_audio
 from daisy_upstream.audio.noise import NOISE_COLOURS, babble, fit_length, measure_snr, mix_at_snr, sox_noise
+from daisy_upstream.audio.write import to_pcm16, write_audio
+
+from . import tts
 from .parallel import parallel_map
 from .plan import CorpusPlan, Utterance
 from .text import generate_sentences
@@ -33,8 +33,7 @@ NOISE_TYPES = NOISE_COLOURS + ("babble",)
 NOISY_CONDITIONS = {"clean": None, "snr10": 10.0, "snr5": 5.0, "snr0": 0.0}
 #: The paper's mixed set: shares of clean / 10 / 5 / 0 dB.
 MIXED_SHARES = (("clean", 0.4), ("snr10", 0.3), ("snr5", 0.2), ("snr0", 0.1))
-SE_SNRS = {"train": (0.0, 5.0, 10.0, 15.0), "dev": (2.5, 7.5, 12.5, 17.5),
-           "test": (2.5, 7.5, 12.5, 17.5)}
+SE_SNRS = {"train": (0.0, 5.0, 10.0, 15.0), "dev": (2.5, 7.5, 12.5, 17.5), "test": (2.5, 7.5, 12.5, 17.5)}
 PEAK = 0.99
 _BANK: Dict[str, np.ndarray] = {}
 
@@ -48,11 +47,10 @@ def noise_bank(plan: CorpusPlan, seed: int, seconds: float = 30.0) -> Dict[str, 
     """Unit-RMS noise signals: sox white/pink/brown noise and babble of held-out voices."""
     bank = {c: sox_noise(c, seconds, seed + i) for i, c in enumerate(NOISE_COLOURS)}
     used = {u.transcript for u in plan.utterances}
-    sents = [s for s in generate_sentences(4 * len(plan.babble_voices) + 50, seed=seed + 7919)
-             if s not in used]
+    sents = [s for s in generate_sentences(4 * len(plan.babble_voices) + 50, seed=seed + 7919) if s not in used]
     speech = []
     for i, v in enumerate(plan.babble_voices):
-        parts = [tts.synthesize(v, s.lower()) for s in sents[4 * i: 4 * i + 4]]
+        parts = [tts.synthesize(v, s.lower()) for s in sents[4 * i : 4 * i + 4]]
         speech.append(np.concatenate(parts))
     bank["babble"] = babble(speech, int(seconds * SAMPLE_RATE), seed)
     return bank
@@ -83,8 +81,7 @@ def _sid_job(job) -> None:
         write_audio(dst, read_audio(src))
 
 
-def write_sid(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int,
-              progress: bool) -> Dict[str, str]:
+def write_sid(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int, progress: bool) -> Dict[str, str]:
     """VoxCeleb1-like SID layout: ``sid/dev/wav/idNNNNN/<video>/<nnnnn>.wav`` and
     ``sid/iden_split.txt`` (``1``/``2``/``3`` = train/dev/test). Every speaker (of all three
     ASR splits) appears in each split; about 80/10/10% of its utterances."""
@@ -124,8 +121,7 @@ def _se_job(job) -> Tuple[str, str, float, float]:
     return kind, f"{snr:g}", measured, 0.0
 
 
-def write_se(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int,
-             progress: bool) -> Dict[str, str]:
+def write_se(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int, progress: bool) -> Dict[str, str]:
     """VoiceBank-like SE layout: ``se/{train,dev,test}/{noisy,clean}/wav.scp`` (absolute
     paths) plus ``meta.tsv`` with noise type, target and measured SNR."""
     root = out / "se"
@@ -137,10 +133,12 @@ def write_se(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int,
         jobs = [(u.utt_id, str(libri / u.rel_path), str(d), split, seed) for u in us]
         results = parallel_map(_se_job, jobs, workers, f"SE {split}", progress)
         for cond in ("clean", "noisy"):
-            write_text(d / cond / "wav.scp",
-                       _scp([(u.utt_id, d / cond / f"{u.utt_id}.wav") for u in us]))
-        write_text(d / "meta.tsv", "utt\tnoise\ttarget_snr\tmeasured_snr\n" + "".join(
-            f"{u.utt_id}\t{k}\t{t}\t{m:.4f}\n" for u, (k, t, m, _) in zip(us, results)))
+            write_text(d / cond / "wav.scp", _scp([(u.utt_id, d / cond / f"{u.utt_id}.wav") for u in us]))
+        write_text(
+            d / "meta.tsv",
+            "utt\tnoise\ttarget_snr\tmeasured_snr\n"
+            + "".join(f"{u.utt_id}\t{k}\t{t}\t{m:.4f}\n" for u, (k, t, m, _) in zip(us, results)),
+        )
         res[f"{split}_dir"] = str(d)
     return res
 
@@ -161,8 +159,7 @@ def _ss_job(job) -> Tuple[str, float, float]:
     return mix_id, sir, measured
 
 
-def write_ss(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int,
-             progress: bool) -> Dict[str, str]:
+def write_ss(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int, progress: bool) -> Dict[str, str]:
     """LibriMix-like two-speaker SS layout: ``ss/{train,dev,test}/{mix_clean,s1,s2}/wav.scp``
     (``min`` mode: both sources cut to the shorter one; relative level uniform in
     [-2.5, 2.5] dB), plus ``meta.tsv``."""
@@ -184,13 +181,16 @@ def write_ss(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int,
             b = pool.pop(j)
             pairs.append((a, b))
         d = root / split
-        jobs = [(f"{a.utt_id}_{b.utt_id}", str(libri / a.rel_path), str(libri / b.rel_path),
-                 str(d), seed) for a, b in pairs]
+        jobs = [
+            (f"{a.utt_id}_{b.utt_id}", str(libri / a.rel_path), str(libri / b.rel_path), str(d), seed) for a, b in pairs
+        ]
         results = parallel_map(_ss_job, jobs, workers, f"SS {split}", progress)
         for cond in ("mix_clean", "s1", "s2"):
             write_text(d / cond / "wav.scp", _scp([(j[0], d / cond / f"{j[0]}.wav") for j in jobs]))
-        write_text(d / "meta.tsv", "mix\tsir_target\tsir_measured\n" + "".join(
-            f"{m}\t{s:.4f}\t{x:.4f}\n" for m, s, x in results))
+        write_text(
+            d / "meta.tsv",
+            "mix\tsir_target\tsir_measured\n" + "".join(f"{m}\t{s:.4f}\t{x:.4f}\n" for m, s, x in results),
+        )
         res[f"{split}_dir"] = str(d)
     return res
 
@@ -215,8 +215,7 @@ def _noisy_job(job) -> List[Tuple[str, str, str, float]]:
     return rows
 
 
-def write_noisy(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int,
-                progress: bool) -> Dict[str, str]:
+def write_noisy(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int, progress: bool) -> Dict[str, str]:
     """Noisy copies of the ASR test split: ``noisy/{clean,snr10,snr5,snr0}/`` (each with
     the audio, ``wav.scp`` and ``meta.tsv``: utterance, speaker, noise, target and measured
     SNR, transcript) and ``noisy/mixed/`` (wav.scp + meta.tsv pointing into the others:
@@ -231,8 +230,9 @@ def write_noisy(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int,
     rows_by_cond: Dict[str, Dict[str, str]] = {c: {} for c in NOISY_CONDITIONS}
     for u, rows in zip(us, results):
         for cond, kind, target, measured in rows:
-            rows_by_cond[cond][u.utt_id] = (f"{u.utt_id}\t{u.speaker}\t{kind}\t{target}\t"
-                                            f"{measured:.4f}\t{u.transcript}\n")
+            rows_by_cond[cond][u.utt_id] = (
+                f"{u.utt_id}\t{u.speaker}\t{kind}\t{target}\t{measured:.4f}\t{u.transcript}\n"
+            )
     for cond in NOISY_CONDITIONS:
         d = root / cond
         write_text(d / "wav.scp", _scp([(u.utt_id, d / f"{u.utt_id}.wav") for u in us]))
@@ -245,8 +245,9 @@ def write_noisy(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int,
     random.Random(seed + 4242).shuffle(conds)
     d = root / "mixed"
     write_text(d / "wav.scp", _scp([(u.utt_id, root / c / f"{u.utt_id}.wav") for u, c in zip(us, conds)]))
-    write_text(d / "meta.tsv", "condition\t" + header + "".join(
-        f"{c}\t{rows_by_cond[c][u.utt_id]}" for u, c in zip(us, conds)))
+    write_text(
+        d / "meta.tsv", "condition\t" + header + "".join(f"{c}\t{rows_by_cond[c][u.utt_id]}" for u, c in zip(us, conds))
+    )
     return {"root": str(root), "conditions": ",".join(list(NOISY_CONDITIONS) + ["mixed"])}
 
 
@@ -255,12 +256,12 @@ def _with_bank(writer):
         if not _BANK:
             _BANK.update(noise_bank(plan, seed))
         return writer(out, plan, lengths, seed, workers, progress)
+
     run.__doc__ = writer.__doc__
     return run
 
 
-WRITERS = {"sid": write_sid, "se": _with_bank(write_se), "ss": write_ss,
-           "noisy": _with_bank(write_noisy)}
+WRITERS = {"sid": write_sid, "se": _with_bank(write_se), "ss": write_ss, "noisy": _with_bank(write_noisy)}
 
 
 # ----------------------------------------------------------------------------- real speech
@@ -273,15 +274,18 @@ def real_speech_available(path: Path = REAL_SPEECH_DIR) -> bool:
     return (path / "transcription").exists()
 
 
-def write_real(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int,
-               progress: bool, source: Path = REAL_SPEECH_DIR) -> Dict[str, str]:
+def write_real(
+    out: Path, plan: CorpusPlan, lengths, seed: int, workers: int, progress: bool, source: Path = REAL_SPEECH_DIR
+) -> Dict[str, str]:
     """Real recordings (never committed; read from the Debian package at make time) in the
     layout of the noisy copies: ``real/{clean,snr10,snr5,snr0,mixed}/`` with ``wav.scp``
     and ``meta.tsv`` (speaker ``librivox``; transcripts upper-cased)."""
     from .text import normalize_text
+
     if not real_speech_available(source):
-        raise FileNotFoundError(f"no real recordings at {source}; run "
-                                "`apt-get install pocketsphinx-testdata` or leave out the 'real' task")
+        raise FileNotFoundError(
+            f"no real recordings at {source}; run `apt-get install pocketsphinx-testdata` or leave out the 'real' task"
+        )
     root = out / "real"
     items = []
     for line in (source / "transcription").read_text().splitlines():
@@ -298,11 +302,11 @@ def write_real(out: Path, plan: CorpusPlan, lengths, seed: int, workers: int,
         d = root / cond
         rows = [r for res in results for r in res if r[0] == cond]
         write_text(d / "wav.scp", _scp([(u, d / f"{u}.wav") for u, _ in items]))
-        write_text(d / "meta.tsv", header + "".join(
-            f"{u}\tlibrivox\t{k}\t{t}\t{m:.4f}\t{tr}\n"
-            for (u, tr), (_, k, t, m) in zip(items, rows)))
-    return {"root": str(root), "source": str(source),
-            "conditions": ",".join(NOISY_CONDITIONS)}
+        write_text(
+            d / "meta.tsv",
+            header + "".join(f"{u}\tlibrivox\t{k}\t{t}\t{m:.4f}\t{tr}\n" for (u, tr), (_, k, t, m) in zip(items, rows)),
+        )
+    return {"root": str(root), "source": str(source), "conditions": ",".join(NOISY_CONDITIONS)}
 
 
 WRITERS["real"] = _with_bank(write_real)

@@ -1,4 +1,5 @@
 """``parallel_map``: the corpus writers' process pool (ordered results, a progress bar)."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -22,5 +23,4 @@ def parallel_map(fn: Callable, jobs: Sequence, workers: int, desc: str, progress
     ctx = mp.get_context("fork")
     with ctx.Pool(workers, initializer=_init_worker) as pool:
         it = pool.imap(fn, jobs, chunksize=max(1, min(16, len(jobs) // (8 * workers))))
-        return list(tqdm(it, total=len(jobs), desc=desc, disable=not progress,
-                         dynamic_ncols=True))
+        return list(tqdm(it, total=len(jobs), desc=desc, disable=not progress, dynamic_ncols=True))

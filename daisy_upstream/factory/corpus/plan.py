@@ -4,6 +4,7 @@ Planning is pure Python and deterministic for a seed; synthesis follows the plan
 are split disjointly into train/dev/test (LibriSpeech style), and every utterance has its
 own sentences, so held-out data has unseen voices and unseen sentences.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,8 +69,15 @@ def default_num_speakers(hours: float) -> int:
     return int(min(1251, max(10, round(50 * math.sqrt(hours)))))
 
 
-def plan_corpus(hours: float, seed: int, variants: List[str], num_speakers: int = 0,
-                flite: bool = True, dev_share: float = 0.1, test_share: float = 0.1) -> CorpusPlan:
+def plan_corpus(
+    hours: float,
+    seed: int,
+    variants: List[str],
+    num_speakers: int = 0,
+    flite: bool = True,
+    dev_share: float = 0.1,
+    test_share: float = 0.1,
+) -> CorpusPlan:
     """Plan a corpus of about ``hours`` hours of speech.
 
     Args:
@@ -96,8 +104,7 @@ def plan_corpus(hours: float, seed: int, variants: List[str], num_speakers: int 
 
     r = random.Random(seed + 1)
     per_spk = hours * 3600.0 / n_spk
-    sentences = iter(generate_sentences(int(hours * 3600 / (9.5 * SECONDS_PER_WORD) * 1.3) + 200,
-                                        seed=seed + 2))
+    sentences = iter(generate_sentences(int(hours * 3600 / (9.5 * SECONDS_PER_WORD) * 1.3) + 200, seed=seed + 2))
     utts: List[Utterance] = []
     for s in range(n_spk):
         spk_id = 100 + s
@@ -110,13 +117,18 @@ def plan_corpus(hours: float, seed: int, variants: List[str], num_speakers: int 
             said += sum(len(x.split()) for x in sents) * SECONDS_PER_WORD + 0.3 * k
             if n and n % 12 == 0:
                 chapter += 1
-            utts.append(Utterance(
-                utt_id=f"{spk_id}-{chapter}-{n:04d}", split=split_of[s], speaker=s,
-                chapter=chapter, transcript=" ".join(sents),
-                tts_text=". ".join(x.lower() for x in sents) + "."))
+            utts.append(
+                Utterance(
+                    utt_id=f"{spk_id}-{chapter}-{n:04d}",
+                    split=split_of[s],
+                    speaker=s,
+                    chapter=chapter,
+                    transcript=" ".join(sents),
+                    tts_text=". ".join(x.lower() for x in sents) + ".",
+                )
+            )
             n += 1
-    return CorpusPlan(speakers=speakers, speaker_split=split_of, babble_voices=babble,
-                      utterances=utts)
+    return CorpusPlan(speakers=speakers, speaker_split=split_of, babble_voices=babble, utterances=utts)
 
 
 def plan_summary(plan: CorpusPlan) -> Dict[str, int]:

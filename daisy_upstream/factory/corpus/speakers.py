@@ -4,6 +4,7 @@ A speaker is a :class:`~daisy_upstream.factory.corpus.tts.Voice`: an espeak-ng a
 with a fixed pitch and rate, or a flite voice with a fixed F0 target and duration stretch.
 Some espeak variants are held out from every speaker pool and used only for babble noise.
 """
+
 from __future__ import annotations
 
 import random
@@ -19,8 +20,9 @@ BABBLE_VARIANTS = ("m7", "f4", "klatt4", "Gene2", "steph3", "iven4", "edward2", 
 _FLITE_F0 = {"kal16": (85, 140), "awb": (85, 140), "rms": (80, 135), "slt": (150, 230)}
 
 
-def speaker_pool(n: int, variants: Sequence[str], seed: int, flite: bool = True,
-                 flite_share: float = 0.15) -> Tuple[List[Voice], List[Voice]]:
+def speaker_pool(
+    n: int, variants: Sequence[str], seed: int, flite: bool = True, flite_share: float = 0.15
+) -> Tuple[List[Voice], List[Voice]]:
     """Choose ``n`` distinct speakers and a list of babble voices.
 
     Args:
@@ -62,8 +64,11 @@ def speaker_pool(n: int, variants: Sequence[str], seed: int, flite: bool = True,
             seen.add(voice.key)
             speakers.append(voice)
     r.shuffle(speakers)
-    babble = [Voice("espeak", f"{ESPEAK_ACCENTS[k % len(ESPEAK_ACCENTS)]}+{v}", 30 + 5 * k, 160)
-              for k, v in enumerate(BABBLE_VARIANTS) if v in variants]
+    babble = [
+        Voice("espeak", f"{ESPEAK_ACCENTS[k % len(ESPEAK_ACCENTS)]}+{v}", 30 + 5 * k, 160)
+        for k, v in enumerate(BABBLE_VARIANTS)
+        if v in variants
+    ]
     if not babble:
         babble = [Voice("espeak", "en-us", 40 + 10 * k, 150 + 10 * k) for k in range(4)]
     return speakers, babble

@@ -9,6 +9,7 @@ Sentences contain only upper-case letters A-Z, spaces and apostrophes, the chara
 of LibriSpeech transcripts (and of s3prl's ``char.dict``), so they can be used as ASR
 targets as they are.
 """
+
 from __future__ import annotations
 
 import random
@@ -18,6 +19,7 @@ __all__ = ["generate_sentences", "normalize_text", "ALPHABET"]
 
 #: Characters a transcript may contain (besides the space).
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
+
 
 def _words(text: str) -> List[str]:
     return [w.strip() for w in text.split(",") if w.strip()]
@@ -29,47 +31,57 @@ _W: Dict[str, List[str]] = {
         "oliver, paula, quentin, rosa, samuel, tara, victor, wendy, arthur, bella, carl, diana, "
         "edgar, fiona, george, hannah, isaac, julia, kevin, lucy, marcus, nora, oscar, peter, "
         "rachel, simon, ursula, walter, yvonne, zoe, alice, bruno, cecilia, daniel, eleanor, "
-        "frank, helen, ivan, joan, leo, maria, noah, olga, ray, sofia"),
+        "frank, helen, ivan, joan, leo, maria, noah, olga, ray, sofia"
+    ),
     "person": _words(
         "farmer, teacher, doctor, baker, sailor, painter, driver, student, neighbour, pilot, "
         "gardener, writer, singer, carpenter, nurse, fisherman, merchant, traveller, musician, "
         "shepherd, soldier, captain, clerk, miller, tailor, hunter, poet, judge, cook, porter, "
         "weaver, potter, stranger, guide, grandmother, grandfather, uncle, aunt, cousin, child, "
-        "boy, girl, old man, young woman, postman, librarian, engineer, fireman, waiter"),
+        "boy, girl, old man, young woman, postman, librarian, engineer, fireman, waiter"
+    ),
     "person_adj": _words(
         "old, young, tall, short, kind, busy, tired, clever, quiet, cheerful, careful, famous, "
-        "patient, friendly, lazy, brave, shy, polite, honest, lucky"),
+        "patient, friendly, lazy, brave, shy, polite, honest, lucky"
+    ),
     "animal": _words(
         "dog, cat, horse, cow, goat, rabbit, fox, owl, crow, duck, goose, bear, deer, wolf, "
-        "pig, donkey, hen, robin, swan, frog, eagle, squirrel, pony, lamb, kitten, puppy"),
+        "pig, donkey, hen, robin, swan, frog, eagle, squirrel, pony, lamb, kitten, puppy"
+    ),
     "thing": _words(
         "book, letter, basket, lamp, chair, table, cup, bottle, key, coat, hat, boat, "
         "candle, map, clock, bell, rope, ladder, blanket, kettle, bucket, wagon, bicycle, "
         "picture, mirror, jar, spoon, bag, stone, feather, ring, drum, flute, violin, "
         "newspaper, umbrella, pencil, notebook, envelope, parcel, carpet, pillow, wheel, "
-        "hammer, shovel, cart, barrel, sack, coin, radio, camera, suitcase, teapot, plate"),
+        "hammer, shovel, cart, barrel, sack, coin, radio, camera, suitcase, teapot, plate"
+    ),
     "food": _words(
         "bread, soup, cheese, apples, pears, plums, cherries, milk, tea, coffee, butter, "
         "honey, rice, potatoes, carrots, beans, eggs, fish, cake, pie, jam, oranges, lemons, "
-        "onions, corn, porridge"),
+        "onions, corn, porridge"
+    ),
     "adj": _words(
         "old, new, small, big, heavy, light, warm, cold, bright, dark, clean, dusty, wet, "
         "dry, empty, full, round, narrow, wide, tall, short, strange, simple, broken, shiny, "
         "wooden, golden, silver, soft, hard, fresh, ancient, tiny, huge, lovely, plain, "
-        "famous, hidden, useful, expensive, cheap, precious"),
+        "famous, hidden, useful, expensive, cheap, precious"
+    ),
     "verb_i": _words(
         "laughed, smiled, waited, slept, sang, danced, shouted, whispered, walked, ran, "
         "rested, listened, worked, travelled, hurried, stopped, paused, wandered, returned, "
-        "arrived"),
+        "arrived"
+    ),
     "adv": _words(
         "slowly, quickly, quietly, carefully, happily, sadly, suddenly, gently, loudly, "
-        "calmly, patiently, eagerly, softly, early, late, again, together, alone"),
+        "calmly, patiently, eagerly, softly, early, late, again, together, alone"
+    ),
     "number": _words(
-        "two, three, four, five, six, seven, eight, nine, ten, eleven, twelve, twenty, "
-        "thirty, forty, fifty, a hundred"),
+        "two, three, four, five, six, seven, eight, nine, ten, eleven, twelve, twenty, thirty, forty, fifty, a hundred"
+    ),
     "feeling": _words(
         "happy, tired, hungry, worried, surprised, glad, proud, nervous, sleepy, cheerful, "
-        "curious, lonely, angry, calm, excited"),
+        "curious, lonely, angry, calm, excited"
+    ),
     "colour": _words("red, blue, green, yellow, white, black, brown, grey, orange, purple, pink"),
     "conj": _words("because, while, although, when, after, before, until, since"),
 }
@@ -78,25 +90,43 @@ _TIME = _words(
     "on monday, on tuesday, on wednesday, on thursday, on friday, on saturday, on sunday, "
     "every day, after dinner, before breakfast, in the spring, in the summer, in the autumn, "
     "in the winter, at dawn, at midnight, a week ago, next year, later that day, after lunch, "
-    "early in the morning, that afternoon")
-_VERB_T = [tuple(p.split(":")) for p in _words(
-    "found:found, lost:lost, carried:carried, opened:opened, closed:closed, painted:painted, "
-    "cleaned:cleaned, mended:mended, sold:sold, bought:bought, borrowed:borrowed, lent:lent, "
-    "hid:hidden, dropped:dropped, picked up:picked up, packed:packed, washed:washed, "
-    "brought:brought, took:taken, left:left, kept:kept, moved:moved, fixed:fixed, "
-    "wrapped:wrapped, counted:counted, watched:watched, noticed:noticed, pushed:pushed, "
-    "pulled:pulled, held:held, gave away:given away, looked for:looked for")]
+    "early in the morning, that afternoon"
+)
+_VERB_T = [
+    tuple(p.split(":"))
+    for p in _words(
+        "found:found, lost:lost, carried:carried, opened:opened, closed:closed, painted:painted, "
+        "cleaned:cleaned, mended:mended, sold:sold, bought:bought, borrowed:borrowed, lent:lent, "
+        "hid:hidden, dropped:dropped, picked up:picked up, packed:packed, washed:washed, "
+        "brought:brought, took:taken, left:left, kept:kept, moved:moved, fixed:fixed, "
+        "wrapped:wrapped, counted:counted, watched:watched, noticed:noticed, pushed:pushed, "
+        "pulled:pulled, held:held, gave away:given away, looked for:looked for"
+    )
+]
 _WEATHER = _words(
     "it was raining, the wind was cold, the sun was shining, snow was falling, "
     "the sky was grey, it was very hot, a storm was coming, the fog was thick, "
-    "the air was still, it was getting dark")
-_PLACE = ["the " + p for p in _words(
-    "market, station, harbour, village, river, forest, hills, school, library, church, farm, "
-    "mill, bakery, garden, kitchen, cellar, attic, square, beach, valley, lake, bridge, town, "
-    "city, castle, museum, hospital, inn, meadow, orchard, field, island, cottage, office, "
-    "shop, post office, theatre, park, bus stop, old barn")]
-_PLURAL = {"mouse": "mice", "goose": "geese", "wolf": "wolves", "puppy": "puppies",
-           "pony": "ponies", "deer": "deer", "fox": "foxes", "knife": "knives"}
+    "the air was still, it was getting dark"
+)
+_PLACE = [
+    "the " + p
+    for p in _words(
+        "market, station, harbour, village, river, forest, hills, school, library, church, farm, "
+        "mill, bakery, garden, kitchen, cellar, attic, square, beach, valley, lake, bridge, town, "
+        "city, castle, museum, hospital, inn, meadow, orchard, field, island, cottage, office, "
+        "shop, post office, theatre, park, bus stop, old barn"
+    )
+]
+_PLURAL = {
+    "mouse": "mice",
+    "goose": "geese",
+    "wolf": "wolves",
+    "puppy": "puppies",
+    "pony": "ponies",
+    "deer": "deer",
+    "fox": "foxes",
+    "knife": "knives",
+}
 
 
 def _plural(noun: str) -> str:
@@ -161,19 +191,22 @@ def _t_weather(r: random.Random) -> str:
 def _t_animal(r: random.Random) -> str:
     an = r.choice(_W["animal"])
     verb = r.choice(["chased", "followed", "watched", "found", "frightened", "woke", "ignored"])
-    return (f"the {r.choice(_W['adj'])} {an} {verb} {_np(r)} "
-            f"{r.choice(['all the way to', 'across', 'around', 'into'])} {r.choice(_PLACE)}")
+    return (
+        f"the {r.choice(_W['adj'])} {an} {verb} {_np(r)} "
+        f"{r.choice(['all the way to', 'across', 'around', 'into'])} {r.choice(_PLACE)}"
+    )
 
 
 def _t_food(r: random.Random) -> str:
     who = _np(r)
-    return (f"{who} {r.choice(['bought', 'cooked', 'ate', 'shared', 'sold', 'asked for'])} "
-            f"{r.choice(_W['food'])} and {r.choice(_W['food'])} {r.choice(_TIME)}")
+    return (
+        f"{who} {r.choice(['bought', 'cooked', 'ate', 'shared', 'sold', 'asked for'])} "
+        f"{r.choice(_W['food'])} and {r.choice(_W['food'])} {r.choice(_TIME)}"
+    )
 
 
 def _t_feeling(r: random.Random) -> str:
-    return (f"{_np(r)} felt {r.choice(_W['feeling'])} {r.choice(_W['conj'])} "
-            f"{_t_transitive(r)}")
+    return f"{_np(r)} felt {r.choice(_W['feeling'])} {r.choice(_W['conj'])} {_t_transitive(r)}"
 
 
 def _t_question(r: random.Random) -> str:
@@ -188,17 +221,30 @@ def _t_speech(r: random.Random) -> str:
 
 
 def _t_count(r: random.Random) -> str:
-    return (f"there were {r.choice(_W['number'])} {_plural(r.choice(_W['animal']))} "
-            f"and {r.choice(_W['number'])} {r.choice(_W['adj'])} "
-            f"{r.choice(['houses', 'trees', 'boats', 'carts', 'chairs', 'lamps'])} "
-            f"{r.choice(['near', 'in', 'behind', 'beyond'])} {r.choice(_PLACE)}")
+    return (
+        f"there were {r.choice(_W['number'])} {_plural(r.choice(_W['animal']))} "
+        f"and {r.choice(_W['number'])} {r.choice(_W['adj'])} "
+        f"{r.choice(['houses', 'trees', 'boats', 'carts', 'chairs', 'lamps'])} "
+        f"{r.choice(['near', 'in', 'behind', 'beyond'])} {r.choice(_PLACE)}"
+    )
 
 
 def _t_instruction(r: random.Random) -> str:
-    verb = r.choice(["please bring", "do not forget", "try to find", "remember to wash",
-                     "you should open", "let us carry", "we must mend", "please put away"])
-    when = r.choice(["dinner", "lunch", "the evening", "the rain starts", "we leave",
-                     "it gets dark", "the guests arrive"])
+    verb = r.choice(
+        [
+            "please bring",
+            "do not forget",
+            "try to find",
+            "remember to wash",
+            "you should open",
+            "let us carry",
+            "we must mend",
+            "please put away",
+        ]
+    )
+    when = r.choice(
+        ["dinner", "lunch", "the evening", "the rain starts", "we leave", "it gets dark", "the guests arrive"]
+    )
     return f"{verb} {_obj(r)} {r.choice(['before', 'after'])} {when}"
 
 
@@ -208,8 +254,18 @@ def _t_passive(r: random.Random) -> str:
 
 
 _TEMPLATES: Sequence[Callable[[random.Random], str]] = (
-    _t_transitive, _t_transitive, _t_intransitive, _t_weather, _t_animal, _t_food,
-    _t_feeling, _t_question, _t_speech, _t_count, _t_instruction, _t_passive,
+    _t_transitive,
+    _t_transitive,
+    _t_intransitive,
+    _t_weather,
+    _t_animal,
+    _t_food,
+    _t_feeling,
+    _t_question,
+    _t_speech,
+    _t_count,
+    _t_instruction,
+    _t_passive,
 )
 
 

@@ -4,6 +4,7 @@ A :class:`Voice` is one synthetic speaker: an engine, a voice name, and the pitc
 settings that make it distinct. :func:`synthesize` turns a sentence into a waveform; the
 result depends only on the voice and the text (both engines are deterministic).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,18 +19,40 @@ from scipy.signal import resample_poly
 
 from daisy_upstream.audio.io import SAMPLE_RATE
 
-__all__ = ["Voice", "synthesize", "check_engines", "espeak_variants", "ESPEAK_ACCENTS",
-           "FLITE_VOICES"]
+__all__ = ["Voice", "synthesize", "check_engines", "espeak_variants", "ESPEAK_ACCENTS", "FLITE_VOICES"]
 
 #: English accents of espeak-ng used as speaker "families".
-ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
-                  "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+ESPEAK_ACCENTS = (
+    "en-us",
+    "en-gb",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-rp",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
+)
 #: flite's 16 kHz voices.
 FLITE_VOICES = ("kal16", "awb", "rms", "slt")
 # variants left out: unvoiced or deliberately distorted voices
-_EXCLUDED_VARIANTS = {"whisper", "whisperf", "Demonic", "croak", "UniRobot", "anikaRobot",
-                      "robosoft", "robosoft2", "robosoft3", "robosoft4", "robosoft5",
-                      "robosoft6", "robosoft7", "robosoft8", "Tweaky", "Mr"}
+_EXCLUDED_VARIANTS = {
+    "whisper",
+    "whisperf",
+    "Demonic",
+    "croak",
+    "UniRobot",
+    "anikaRobot",
+    "robosoft",
+    "robosoft2",
+    "robosoft3",
+    "robosoft4",
+    "robosoft5",
+    "robosoft6",
+    "robosoft7",
+    "robosoft8",
+    "Tweaky",
+    "Mr",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,17 +80,20 @@ class Voice:
 def check_engines(flite: bool = True) -> None:
     """Raise ``FileNotFoundError`` with an install hint when a needed TTS program is missing."""
     if shutil.which("espeak-ng") is None:
-        raise FileNotFoundError("espeak-ng is not installed; run `apt-get install espeak-ng` "
-                                "(Debian/Ubuntu) and try again")
+        raise FileNotFoundError(
+            "espeak-ng is not installed; run `apt-get install espeak-ng` (Debian/Ubuntu) and try again"
+        )
     if flite and shutil.which("flite") is None:
-        raise FileNotFoundError("flite is not installed; run `apt-get install flite`, "
-                                "or pass --no-flite to use espeak-ng voices only")
+        raise FileNotFoundError(
+            "flite is not installed; run `apt-get install flite`, or pass --no-flite to use espeak-ng voices only"
+        )
 
 
 def espeak_variants() -> List[str]:
     """The espeak-ng voice variants installed here (sorted), minus distorted ones."""
-    out = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True,
-                         check=True).stdout.splitlines()[1:]
+    out = subprocess.run(
+        ["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()[1:]
     names = set()
     for line in out:
         parts = line.split()
@@ -88,14 +114,14 @@ def _parse_wav_bytes(data: bytes) -> tuple:
         raise RuntimeError("TTS engine did not return a WAV stream")
     pos, rate = 12, None
     while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        cid, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
         if cid == b"fmt ":
-            rate = int.from_bytes(data[pos + 12:pos + 16], "little")
-            bits = int.from_bytes(data[pos + 22:pos + 24], "little")
+            rate = int.from_bytes(data[pos + 12 : pos + 16], "little")
+            bits = int.from_bytes(data[pos + 22 : pos + 24], "little")
             if bits != 16:
                 raise RuntimeError(f"expected 16-bit PCM from the TTS engine, got {bits}-bit")
         elif cid == b"data":
-            pcm = data[pos + 8:]
+            pcm = data[pos + 8 :]
             pcm = pcm[: len(pcm) // 2 * 2]
             return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0, rate
         pos += 8 + size + (size & 1)
@@ -103,8 +129,7 @@ def _parse_wav_bytes(data: bytes) -> tuple:
 
 
 def _espeak(voice: Voice, text: str) -> np.ndarray:
-    cmd = ["espeak-ng", "-v", voice.name, "-p", str(voice.pitch), "-s", str(voice.rate),
-           "--stdout", text]
+    cmd = ["espeak-ng", "-v", voice.name, "-p", str(voice.pitch), "-s", str(voice.rate), "--stdout", text]
     res = subprocess.run(cmd, capture_output=True, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"espeak-ng failed ({' '.join(cmd[:7])}): {res.stderr.decode()[:200]}")
@@ -119,8 +144,19 @@ def _flite(voice: Voice, text: str) -> np.ndarray:
     fd, path = tempfile.mkstemp(suffix=".wav")
     os.close(fd)
     try:
-        cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={voice.rate / 100:.2f}",
-               "--setf", f"int_f0_target_mean={voice.pitch}", "-t", text, "-o", path]
+        cmd = [
+            "flite",
+            "-voice",
+            voice.name,
+            "--setf",
+            f"duration_stretch={voice.rate / 100:.2f}",
+            "--setf",
+            f"int_f0_target_mean={voice.pitch}",
+            "-t",
+            text,
+            "-o",
+            path,
+        ]
         res = subprocess.run(cmd, capture_output=True, check=False)
         if res.returncode != 0:
             raise RuntimeError(f"flite failed: {res.stderr.decode()[:200]}")
@@ -152,4 +188,4 @@ def _trim(wav: np.ndarray, keep: float = 0.15, thresh: float = 1e-3) -> np.ndarr
     if idx.size == 0:
         return wav
     pad = int(keep * SAMPLE_RATE)
-    return np.ascontiguousarray(wav[max(0, idx[0] - pad): idx[-1] + 1 + pad])
+    return np.ascontiguousarray(wav[max(0, idx[0] - pad) : idx[-1] + 1 + pad])

@@ -1,4 +1,5 @@
 """s3prl's converted HuBERT checkpoint format (atomic saving is daisy_upstream.core.checkpoint's)."""
+
 from __future__ import annotations
 
 import copy
@@ -18,9 +19,14 @@ __all__ = ["save_converted", "load_converted", "atomic_torch_save"]
 PathLike = Union[str, os.PathLike]
 
 
-def save_converted(model: HubertModel, model_cfg: Dict[str, Any], task_cfg: Dict[str, Any],
-                   num_clusters: int, path: PathLike,
-                   provenance: Optional[Dict[str, Any]] = None) -> None:
+def save_converted(
+    model: HubertModel,
+    model_cfg: Dict[str, Any],
+    task_cfg: Dict[str, Any],
+    num_clusters: int,
+    path: PathLike,
+    provenance: Optional[Dict[str, Any]] = None,
+) -> None:
     """Write ``model`` in s3prl's converted HuBERT format.
 
     The file is a dict with ``task_cfg``, ``model_cfg`` (plain dicts), ``model_weight``
@@ -35,8 +41,7 @@ def save_converted(model: HubertModel, model_cfg: Dict[str, Any], task_cfg: Dict
     state = {
         "task_cfg": copy.deepcopy(dict(task_cfg)),
         "model_cfg": copy.deepcopy(dict(model_cfg)),
-        "model_weight": {k: v.detach().to("cpu", torch.float32).clone()
-                         for k, v in model.state_dict().items()},
+        "model_weight": {k: v.detach().to("cpu", torch.float32).clone() for k, v in model.state_dict().items()},
         "dictionaries_symbols": [list(SPECIAL_SYMBOLS) + [str(i) for i in range(num_clusters)]],
     }
     if provenance is not None:

@@ -5,6 +5,7 @@ are concatenated. A crop that starts at sample ``320*s`` and spans ``320*F + 80`
 gives exactly ``F`` CNN frames, whose labels are ``labels[s:s+F]``: frame-level targets of
 every utterance are computed once, with the same alignment as the CNN.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,7 +43,7 @@ class AudioStream:
         """Float32 samples of utterance ``i`` (frame-padded) plus the 80-sample tail."""
         start = int(self.frames[:i].sum()) * FRAME_SAMPLES
         n = int(self.frames[i]) * FRAME_SAMPLES
-        wav = self.audio[start:start + n].astype(np.float32) / 32768.0
+        wav = self.audio[start : start + n].astype(np.float32) / 32768.0
         return np.concatenate([wav, np.zeros(RECEPTIVE_FIELD - FRAME_SAMPLES, np.float32)])
 
     def fingerprint(self) -> str:
@@ -78,8 +79,7 @@ def load_stream(files: Sequence[Path]) -> AudioStream:
         n = -(-len(wav) // FRAME_SAMPLES)
         chunks.append(np.pad(wav, (0, n * FRAME_SAMPLES - len(wav))))
         frames.append(n)
-    return AudioStream(np.concatenate(chunks), np.asarray(frames, dtype=np.int64),
-                       [str(f) for f in files])
+    return AudioStream(np.concatenate(chunks), np.asarray(frames, dtype=np.int64), [str(f) for f in files])
 
 
 def crop_samples(stream: AudioStream, starts: np.ndarray, num_frames: int) -> np.ndarray:
@@ -87,6 +87,6 @@ def crop_samples(stream: AudioStream, starts: np.ndarray, num_frames: int) -> np
     length = num_frames * FRAME_SAMPLES + RECEPTIVE_FIELD - FRAME_SAMPLES
     out = np.zeros((len(starts), length), dtype=np.float32)
     for b, s in enumerate(starts):
-        seg = stream.audio[int(s) * FRAME_SAMPLES: int(s) * FRAME_SAMPLES + length]
-        out[b, :len(seg)] = seg.astype(np.float32) / 32768.0
+        seg = stream.audio[int(s) * FRAME_SAMPLES : int(s) * FRAME_SAMPLES + length]
+        out[b, : len(seg)] = seg.astype(np.float32) / 32768.0
     return out

@@ -1,4 +1,5 @@
 """Frame-level features aligned with the CNN's 50 Hz frames: MFCCs and model layers."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -22,8 +23,7 @@ def mfcc_frames(wav: np.ndarray) -> np.ndarray:
     frames; every second frame covers exactly one CNN frame's receptive field.
     """
     x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).unsqueeze(0) * 32768.0
-    m = torchaudio.compliance.kaldi.mfcc(x, sample_frequency=SAMPLE_RATE, use_energy=False,
-                                         dither=0.0)  # (2F-1, 13)
+    m = torchaudio.compliance.kaldi.mfcc(x, sample_frequency=SAMPLE_RATE, use_energy=False, dither=0.0)  # (2F-1, 13)
     m = m.transpose(0, 1)
     d1 = torchaudio.functional.compute_deltas(m)
     d2 = torchaudio.functional.compute_deltas(d1)
@@ -48,6 +48,7 @@ def layer_features(model: torch.nn.Module, layer: int, normalize: bool) -> Calla
     The model runs in eval mode without masking; ``normalize`` applies the task's
     per-utterance waveform normalisation first.
     """
+
     def fn(wav: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(wav).unsqueeze(0)
         if normalize:
@@ -56,4 +57,5 @@ def layer_features(model: torch.nn.Module, layer: int, normalize: bool) -> Calla
             pm = torch.zeros_like(x, dtype=torch.bool)
             feats, _ = model.extract_features(x, padding_mask=pm, mask=False, output_layer=layer)
         return feats[0].numpy().astype(np.float32)
+
     return fn

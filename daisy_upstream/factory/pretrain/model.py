@@ -1,18 +1,25 @@
 """The tiny HuBERT architecture, built from s3prl's own HuBERT classes."""
+
 from __future__ import annotations
 
 import copy
 from typing import Any, Dict, List, Optional
 
 import torch
-from s3prl.upstream.hubert.hubert_model import (HubertConfig, HubertModel,
-                                                HubertPretrainingConfig)
+from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
 from s3prl.upstream.utils import merge_with_parent
 
 from daisy_upstream.audio.io import SAMPLE_RATE
 
-__all__ = ["TINY_MODEL_CFG", "TINY_TASK_CFG", "SPECIAL_SYMBOLS", "cluster_symbols",
-           "build_model", "FRAME_SAMPLES", "RECEPTIVE_FIELD"]
+__all__ = [
+    "TINY_MODEL_CFG",
+    "TINY_TASK_CFG",
+    "SPECIAL_SYMBOLS",
+    "cluster_symbols",
+    "build_model",
+    "FRAME_SAMPLES",
+    "RECEPTIVE_FIELD",
+]
 
 #: fairseq's four special symbols; cluster ``c`` has dictionary index ``c + 4``.
 SPECIAL_SYMBOLS = ("<s>", "<pad>", "</s>", "<unk>")
@@ -68,8 +75,9 @@ def cluster_symbols(num_clusters: int) -> List[str]:
     return list(SPECIAL_SYMBOLS) + [str(i) for i in range(num_clusters)]
 
 
-def build_model(num_clusters: int, model_cfg: Optional[Dict[str, Any]] = None,
-                task_cfg: Optional[Dict[str, Any]] = None) -> HubertModel:
+def build_model(
+    num_clusters: int, model_cfg: Optional[Dict[str, Any]] = None, task_cfg: Optional[Dict[str, Any]] = None
+) -> HubertModel:
     """Build a randomly initialised s3prl ``HubertModel`` predicting ``num_clusters`` classes.
 
     Args:

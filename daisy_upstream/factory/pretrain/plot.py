@@ -1,4 +1,5 @@
 """Training curves of a pretraining run as a PNG."""
+
 from __future__ import annotations
 
 import json
@@ -17,6 +18,7 @@ def plot_curves(log_json: Union[str, Path], png: Union[str, Path]) -> Path:
     held-out targets is drawn as a dashed line per iteration.
     """
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -32,16 +34,16 @@ def plot_curves(log_json: Union[str, Path], png: Union[str, Path]) -> Path:
     for it, key in ((1, "majority_valid_iter1"), (2, "majority_valid_iter2")):
         if key in meta:
             lo, hi = (0, end1) if it == 1 else (end1, max(x))
-            ax1.hlines(100 * meta[key], lo, hi, colors="grey", linestyles=":",
-                       label="majority class" if it == 1 else None)
+            ax1.hlines(
+                100 * meta[key], lo, hi, colors="grey", linestyles=":", label="majority class" if it == 1 else None
+            )
     for key, style in (("train_loss", "-"), ("valid_loss", "--")):
         ax2.plot(x, [e[key] for e in entries], style, label=key.replace("_", " "))
     two = any(e["iteration"] == 2 for e in entries)
     for ax in (ax1, ax2):
         if two:
             ax.axvline(end1, color="k", lw=0.8)
-        ax.set_xlabel("training step (iteration 2 after the vertical line)" if two
-                      else "training step (iteration 1)")
+        ax.set_xlabel("training step (iteration 2 after the vertical line)" if two else "training step (iteration 1)")
         ax.legend()
         ax.grid(alpha=0.3)
     ax1.set_ylabel("masked prediction accuracy (%)")

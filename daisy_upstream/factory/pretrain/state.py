@@ -1,4 +1,5 @@
 """The resumable training state (one file, written atomically, latest only)."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,7 @@ from daisy_upstream.atomic import atomic_write_text
 
 from .checkpoint import atomic_torch_save
 
-__all__ = ["STATE_FILE", "LOG_FILE", "save_state", "load_state", "compact_optimizer",
-           "expand_optimizer", "write_log"]
+__all__ = ["STATE_FILE", "LOG_FILE", "save_state", "load_state", "compact_optimizer", "expand_optimizer", "write_log"]
 
 STATE_FILE = "state.pt"
 LOG_FILE = "log.json"
@@ -22,8 +22,10 @@ def compact_optimizer(opt_state: Dict[str, Any]) -> Dict[str, Any]:
     """Store Adam moments in bfloat16 (halves the state size; resume is then near-exact)."""
     out = {"param_groups": opt_state["param_groups"], "state": {}}
     for k, v in opt_state["state"].items():
-        out["state"][k] = {n: (t.to(torch.bfloat16) if torch.is_tensor(t) and t.is_floating_point()
-                               and t.dim() > 0 else t) for n, t in v.items()}
+        out["state"][k] = {
+            n: (t.to(torch.bfloat16) if torch.is_tensor(t) and t.is_floating_point() and t.dim() > 0 else t)
+            for n, t in v.items()
+        }
     return out
 
 
@@ -31,8 +33,9 @@ def expand_optimizer(opt_state: Dict[str, Any]) -> Dict[str, Any]:
     """Inverse of :func:`compact_optimizer` (no-op on an fp32 state)."""
     out = {"param_groups": opt_state["param_groups"], "state": {}}
     for k, v in opt_state["state"].items():
-        out["state"][k] = {n: (t.float() if torch.is_tensor(t) and t.dtype == torch.bfloat16
-                               else t) for n, t in v.items()}
+        out["state"][k] = {
+            n: (t.float() if torch.is_tensor(t) and t.dtype == torch.bfloat16 else t) for n, t in v.items()
+        }
     return out
 
 

@@ -10,6 +10,7 @@ masks, dropout) is seeded from ``(seed, i, s)``, so a resumed run draws exactly 
 uninterrupted run would; the LR is a pure function of the step. With ``exact_state`` the
 optimizer moments are saved in fp32 and resuming reproduces the uninterrupted weights.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,11 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from daisy_upstream.audio.noise import NoiseAugment
+from daisy_upstream.training.kmeans import DEFAULT_BATCH_FRAMES, assign, fit_kmeans
 
 from .checkpoint import save_converted
 from .data import AudioStream, crop_samples, list_split_files, load_stream
 from .features import layer_features, mfcc_frames, stream_features
-from daisy_upstream.training.kmeans import DEFAULT_BATCH_FRAMES, assign, fit_kmeans
 from .model import TINY_MODEL_CFG, TINY_TASK_CFG, build_model
 from .state import compact_optimizer, expand_optimizer, load_state, save_state
 
@@ -93,8 +94,9 @@ def _normalize_batch(x: torch.Tensor, normalize: bool) -> torch.Tensor:
     return F.layer_norm(x, x.shape[-1:]) if normalize else x
 
 
-def masked_prediction_step(model, wavs: torch.Tensor, labels: torch.Tensor,
-                           features_pen_weight: float) -> Dict[str, torch.Tensor]:
+def masked_prediction_step(
+    model, wavs: torch.Tensor, labels: torch.Tensor, features_pen_weight: float
+) -> Dict[str, torch.Tensor]:
     """HuBERT's masked-prediction loss on one batch (the model masks internally).
 
     Args:
@@ -124,8 +126,15 @@ class _Stop:
         self.requested = True
 
 
-def _make_labels(features_train: np.ndarray, features_valid: np.ndarray, k: int,
-                 seed: int, kmeans_frames: int, standardize: bool, passes: int) -> Dict[str, torch.Tensor]:
+def _make_labels(
+    features_train: np.ndarray,
+    features_valid: np.ndarray,
+    k: int,
+    seed: int,
+    kmeans_frames: int,
+    standardize: bool,
+    passes: int,
+) -> Dict[str, torch.Tensor]:
     dim = features_train.shape[1]
     if standardize:
         mu, sd = features_train.mean(0), features_train.std(0) + 1e-5
@@ -136,14 +145,17 @@ def _make_labels(features_train: np.ndarray, features_valid: np.ndarray, k: int,
     n = min(kmeans_frames, len(ztr))
     sub = ztr[rng.choice(len(ztr), n, replace=False)]  # random order: every batch spans the corpus
     batch = max(min(DEFAULT_BATCH_FRAMES, n), k)
-    batches = [sub[i:i + batch] for _ in range(passes) for i in range(0, n, batch)]
+    batches = [sub[i : i + batch] for _ in range(passes) for i in range(0, n, batch)]
     cent = torch.from_numpy(fit_kmeans(batches, k, seed, batch).centroids)
     ltr = assign(torch.from_numpy(ztr), cent).numpy()
     lva = assign(torch.from_numpy((features_valid - mu) / sd), cent).numpy()
-    return {"centroids": cent, "feat_mean": torch.from_numpy(mu),
-            "feat_std": torch.from_numpy(sd),
-            "labels_train": torch.from_numpy(ltr.astype(np.uint8 if k <= 256 else np.int16)),
-            "labels_valid": torch.from_numpy(lva.astype(np.uint8 if k <= 256 else np.int16))}
+    return {
+        "centroids": cent,
+        "feat_mean": torch.from_numpy(mu),
+        "feat_std": torch.from_numpy(sd),
+        "labels_train": torch.from_numpy(ltr.astype(np.uint8 if k <= 256 else np.int16)),
+        "labels_valid": torch.from_numpy(lva.astype(np.uint8 if k <= 256 else np.int16)),
+    }
 
 
 def _majority(labels: torch.Tensor) -> float:
@@ -152,23 +164,23 @@ def _majority(labels: torch.Tensor) -> float:
 
 
 def _new_optimizer(model, cfg: PretrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6,
-                             weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=cfg.weight_decay)
 
 
-def _evaluate(model, stream: AudioStream, labels: torch.Tensor, cfg: PretrainConfig,
-              device: torch.device) -> Dict[str, float]:
+def _evaluate(
+    model, stream: AudioStream, labels: torch.Tensor, cfg: PretrainConfig, device: torch.device
+) -> Dict[str, float]:
     rng = np.random.default_rng(_seed_of(cfg.seed, "eval-crops"))
     starts = rng.integers(0, stream.num_frames - cfg.crop_frames, size=cfg.eval_crops)
     model.eval()
     tot_ce = tot_acc = tot_n = 0.0
     with torch.no_grad():
         for i in range(0, len(starts), cfg.batch_size):
-            st = starts[i:i + cfg.batch_size]
+            st = starts[i : i + cfg.batch_size]
             np.random.seed(_seed_of(cfg.seed, "eval-mask", i))
             wav = torch.from_numpy(crop_samples(stream, st, cfg.crop_frames)).to(device)
             wav = _normalize_batch(wav, cfg.task_cfg["normalize"])
-            lab = torch.stack([labels[s:s + cfg.crop_frames].long() + 4 for s in st]).to(device)
+            lab = torch.stack([labels[s : s + cfg.crop_frames].long() + 4 for s in st]).to(device)
             r = masked_prediction_step(model, wav, lab, 0.0)
             tot_ce += float(r["ce"]) * r["n"]
             tot_acc += float(r["acc"]) * r["n"]
@@ -177,11 +189,18 @@ def _evaluate(model, stream: AudioStream, labels: torch.Tensor, cfg: PretrainCon
     return {"valid_loss": tot_ce / tot_n, "valid_acc": tot_acc / tot_n}
 
 
-def pretrain(corpus: Path, state_dir: Path, out: Path, cfg: Optional[PretrainConfig] = None,
-             device: str = "cpu", threads: int = 0, ckpt_minutes: float = 5.0,
-             max_steps: Optional[int] = None,
-             on_log: Optional[Callable[[Dict[str, Any]], None]] = None,
-             command: Optional[str] = None) -> Dict[str, Any]:
+def pretrain(
+    corpus: Path,
+    state_dir: Path,
+    out: Path,
+    cfg: Optional[PretrainConfig] = None,
+    device: str = "cpu",
+    threads: int = 0,
+    ckpt_minutes: float = 5.0,
+    max_steps: Optional[int] = None,
+    on_log: Optional[Callable[[Dict[str, Any]], None]] = None,
+    command: Optional[str] = None,
+) -> Dict[str, Any]:
     """Run (or resume) tiny-HuBERT pretraining until both iterations are done.
 
     Args:
@@ -208,29 +227,47 @@ def pretrain(corpus: Path, state_dir: Path, out: Path, cfg: Optional[PretrainCon
     files_va = list_split_files(corpus, "valid")
     t_load = time.time()
     stream_tr, stream_va = load_stream(files_tr), load_stream(files_va)
-    log.info("loaded %d train / %d valid files (%.1f h / %.1f h) in %.1f s", len(files_tr),
-             len(files_va), stream_tr.num_frames / 50 / 3600, stream_va.num_frames / 50 / 3600,
-             time.time() - t_load)
+    log.info(
+        "loaded %d train / %d valid files (%.1f h / %.1f h) in %.1f s",
+        len(files_tr),
+        len(files_va),
+        stream_tr.num_frames / 50 / 3600,
+        stream_va.num_frames / 50 / 3600,
+        time.time() - t_load,
+    )
     fingerprint = [stream_tr.fingerprint(), stream_va.fingerprint()]
 
     state = load_state(state_dir)
     if state is None:
         cfg = cfg or PretrainConfig()
         log.info("new run; iteration 1: MFCC features and k-means (%d clusters)", cfg.clusters_iter1)
-        lab = _make_labels(stream_features(stream_tr, mfcc_frames),
-                           stream_features(stream_va, mfcc_frames), cfg.clusters_iter1,
-                           _seed_of(cfg.seed, "kmeans1"), cfg.kmeans_frames,
-                           cfg.standardize_features, cfg.kmeans_passes)
+        lab = _make_labels(
+            stream_features(stream_tr, mfcc_frames),
+            stream_features(stream_va, mfcc_frames),
+            cfg.clusters_iter1,
+            _seed_of(cfg.seed, "kmeans1"),
+            cfg.kmeans_frames,
+            cfg.standardize_features,
+            cfg.kmeans_passes,
+        )
         torch.manual_seed(_seed_of(cfg.seed, "init1"))
         model = build_model(cfg.clusters_iter1, cfg.model_cfg, cfg.task_cfg)
         state = {
-            "phase": "iter1", "step": 0, "config": dataclasses.asdict(cfg),
-            "model": model.state_dict(), "optimizer": None, "targets": lab, "log": [],
-            "meta": {"fingerprint": fingerprint, "corpus": str(corpus),
-                     "iteration2_init": "continued from iteration-1 weights, new label embedding",
-                     "majority_valid_iter1": _majority(lab["labels_valid"]),
-                     "train_hours": stream_tr.num_frames / 50 / 3600,
-                     "valid_hours": stream_va.num_frames / 50 / 3600},
+            "phase": "iter1",
+            "step": 0,
+            "config": dataclasses.asdict(cfg),
+            "model": model.state_dict(),
+            "optimizer": None,
+            "targets": lab,
+            "log": [],
+            "meta": {
+                "fingerprint": fingerprint,
+                "corpus": str(corpus),
+                "iteration2_init": "continued from iteration-1 weights, new label embedding",
+                "majority_valid_iter1": _majority(lab["labels_valid"]),
+                "train_hours": stream_tr.num_frames / 50 / 3600,
+                "valid_hours": stream_va.num_frames / 50 / 3600,
+            },
         }
         save_state(state, state_dir)
     else:
@@ -244,25 +281,28 @@ def pretrain(corpus: Path, state_dir: Path, out: Path, cfg: Optional[PretrainCon
                     log.warning("%s changed from %s to %s", f.name, old, new)
                     setattr(saved, f.name, new)
                 else:
-                    log.warning("ignoring %s=%r: the run in %s was started with %r",
-                                f.name, new, state_dir, old)
+                    log.warning("ignoring %s=%r: the run in %s was started with %r", f.name, new, state_dir, old)
         cfg = saved
         state["config"] = dataclasses.asdict(cfg)
         if state["meta"]["fingerprint"] != fingerprint:
-            raise ValueError(f"the corpus at {corpus} differs from the one this state in "
-                             f"{state_dir} was trained on; use the same corpus (same "
-                             "make-corpus arguments) or a new --state-dir")
+            raise ValueError(
+                f"the corpus at {corpus} differs from the one this state in "
+                f"{state_dir} was trained on; use the same corpus (same "
+                "make-corpus arguments) or a new --state-dir"
+            )
         if state["phase"] == "done" and state["step"] < cfg.steps_iter2:
-            log.warning("continuing the finished iteration 2 from step %d to %d (new optimizer)",
-                        state["step"], cfg.steps_iter2)
+            log.warning(
+                "continuing the finished iteration 2 from step %d to %d (new optimizer)", state["step"], cfg.steps_iter2
+            )
             state["phase"] = "iter2"
         log.info("resuming %s at step %d", state["phase"], state["step"])
 
     stop = _Stop()
     old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return _run(state, cfg, stream_tr, stream_va, state_dir, out, dev, ckpt_minutes,
-                    max_steps, stop, on_log, command)
+        return _run(
+            state, cfg, stream_tr, stream_va, state_dir, out, dev, ckpt_minutes, max_steps, stop, on_log, command
+        )
     finally:
         for s, h in old_handlers.items():
             signal.signal(s, h)
@@ -286,8 +326,20 @@ def provenance(state: Dict[str, Any], command: Optional[str] = None) -> Dict[str
     }
 
 
-def _run(state, cfg: PretrainConfig, stream_tr, stream_va, state_dir, out, dev, ckpt_minutes,
-         max_steps, stop, on_log, command) -> Dict[str, Any]:
+def _run(
+    state,
+    cfg: PretrainConfig,
+    stream_tr,
+    stream_va,
+    state_dir,
+    out,
+    dev,
+    ckpt_minutes,
+    max_steps,
+    stop,
+    on_log,
+    command,
+) -> Dict[str, Any]:
     steps_run = 0
     augment = NoiseAugment(cfg.noise_prob or 0.0, cfg.noise_snr_db, seed=cfg.seed)
     while state["phase"] != "done":
@@ -313,8 +365,7 @@ def _run(state, cfg: PretrainConfig, stream_tr, stream_va, state_dir, out, dev, 
             osd = opt.state_dict()
             state["optimizer"] = osd if cfg.exact_state else compact_optimizer(osd)
             save_state(state, state_dir)
-            save_converted(model, cfg.model_cfg, cfg.task_cfg, _num_clusters(state), out,
-                           provenance(state, command))
+            save_converted(model, cfg.model_cfg, cfg.task_cfg, _num_clusters(state), out, provenance(state, command))
 
         while state["step"] < total:
             s = state["step"]
@@ -329,7 +380,7 @@ def _run(state, cfg: PretrainConfig, stream_tr, stream_va, state_dir, out, dev, 
                 crops = np.stack([augment(c, noise_rng) for c in crops])
             wav = torch.from_numpy(crops).to(dev)
             wav = _normalize_batch(wav, cfg.task_cfg["normalize"])
-            lab = torch.stack([lab_tr[st:st + cfg.crop_frames].long() + 4 for st in starts]).to(dev)
+            lab = torch.stack([lab_tr[st : st + cfg.crop_frames].long() + 4 for st in starts]).to(dev)
             lr = lr_at(s, total, warmup, cfg.lr)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -345,47 +396,71 @@ def _run(state, cfg: PretrainConfig, stream_tr, stream_va, state_dir, out, dev, 
             ce_hist.append(float(r["ce"]))
             done_iter = state["step"] >= total
             if state["step"] % cfg.eval_every == 0 or done_iter:
-                entry = {"iteration": it, "step": state["step"], "lr": lr,
-                         "train_loss": float(np.mean(ce_hist)), "train_acc": float(np.mean(acc_hist)),
-                         "grad_norm": float(gnorm), "sec_per_step": (time.time() - t_steps) / n_timed,
-                         "time": time.time()}
+                entry = {
+                    "iteration": it,
+                    "step": state["step"],
+                    "lr": lr,
+                    "train_loss": float(np.mean(ce_hist)),
+                    "train_acc": float(np.mean(acc_hist)),
+                    "grad_norm": float(gnorm),
+                    "sec_per_step": (time.time() - t_steps) / n_timed,
+                    "time": time.time(),
+                }
                 entry.update(_evaluate(model, stream_va, lab_va, cfg, dev))
                 state["log"].append(entry)
                 acc_hist, ce_hist = [], []
                 t_steps, n_timed = time.time(), 0
-                log.info("iter %d step %d/%d lr %.2e train loss %.3f acc %.3f | valid loss "
-                         "%.3f acc %.3f | %.2f s/step", it, state["step"], total, lr,
-                         entry["train_loss"], entry["train_acc"], entry["valid_loss"],
-                         entry["valid_acc"], entry["sec_per_step"])
+                log.info(
+                    "iter %d step %d/%d lr %.2e train loss %.3f acc %.3f | valid loss %.3f acc %.3f | %.2f s/step",
+                    it,
+                    state["step"],
+                    total,
+                    lr,
+                    entry["train_loss"],
+                    entry["train_acc"],
+                    entry["valid_loss"],
+                    entry["valid_acc"],
+                    entry["sec_per_step"],
+                )
                 if on_log:
                     on_log(entry)
             limit_hit = max_steps is not None and steps_run >= max_steps
-            if (done_iter or stop.requested or limit_hit
-                    or time.time() - last_save > ckpt_minutes * 60):
+            if done_iter or stop.requested or limit_hit or time.time() - last_save > ckpt_minutes * 60:
                 checkpoint()
                 last_save = time.time()
             if stop.requested or limit_hit:
-                log.info("stopping at %s step %d; state saved in %s", state["phase"],
-                         state["step"], state_dir)
+                log.info("stopping at %s step %d; state saved in %s", state["phase"], state["step"], state_dir)
                 return state["meta"]
         # iteration finished
         model.cpu().eval()
         if it == 1:
-            save_converted(model, cfg.model_cfg, cfg.task_cfg, _num_clusters(state),
-                           out.with_name(out.stem + ".iter1" + out.suffix), provenance(state, command))
-            log.info("iteration 1 done; layer-%d features and k-means (%d clusters)",
-                     cfg.target_layer, cfg.clusters_iter2)
+            save_converted(
+                model,
+                cfg.model_cfg,
+                cfg.task_cfg,
+                _num_clusters(state),
+                out.with_name(out.stem + ".iter1" + out.suffix),
+                provenance(state, command),
+            )
+            log.info(
+                "iteration 1 done; layer-%d features and k-means (%d clusters)", cfg.target_layer, cfg.clusters_iter2
+            )
             fn = layer_features(model, cfg.target_layer, cfg.task_cfg["normalize"])
-            lab = _make_labels(stream_features(stream_tr, fn), stream_features(stream_va, fn),
-                               cfg.clusters_iter2, _seed_of(cfg.seed, "kmeans2"),
-                               cfg.kmeans_frames, cfg.standardize_features, cfg.kmeans_passes)
+            lab = _make_labels(
+                stream_features(stream_tr, fn),
+                stream_features(stream_va, fn),
+                cfg.clusters_iter2,
+                _seed_of(cfg.seed, "kmeans2"),
+                cfg.kmeans_frames,
+                cfg.standardize_features,
+                cfg.kmeans_passes,
+            )
             new = build_model(cfg.clusters_iter2, cfg.model_cfg, cfg.task_cfg)
             torch.manual_seed(_seed_of(cfg.seed, "init2"))
             torch.nn.init.uniform_(new.label_embs_concat)
             sd = {k: v for k, v in model.state_dict().items() if k != "label_embs_concat"}
             sd["label_embs_concat"] = new.label_embs_concat.detach().clone()
-            state.update({"phase": "iter2", "step": 0, "model": sd, "optimizer": None,
-                          "targets": lab})
+            state.update({"phase": "iter2", "step": 0, "model": sd, "optimizer": None, "targets": lab})
             state["meta"]["majority_valid_iter2"] = _majority(lab["labels_valid"])
         else:
             # finished: the optimizer is no longer needed (the state stays small enough to commit)
@@ -394,7 +469,6 @@ def _run(state, cfg: PretrainConfig, stream_tr, stream_va, state_dir, out, dev, 
     # (re)write the final checkpoint from the state, so a finished run re-creates it
     model = build_model(_num_clusters(state), cfg.model_cfg, cfg.task_cfg)
     model.load_state_dict(state["model"])
-    save_converted(model, cfg.model_cfg, cfg.task_cfg, _num_clusters(state), out,
-                   provenance(state, command))
+    save_converted(model, cfg.model_cfg, cfg.task_cfg, _num_clusters(state), out, provenance(state, command))
     log.info("pretraining done; final checkpoint %s", out)
     return state["meta"]
