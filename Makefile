@@ -9,7 +9,7 @@ APT_PACKAGES := espeak-ng sox flite pocketsphinx-testdata
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SOURCES := $(shell find daisy_upstream s3prl_configs -type f -not -name '*.pyc' -not -path '*/__pycache__/*') setup.py
 
-.PHONY: demo test install system-packages embedded
+.PHONY: demo test lint install system-packages embedded
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,11 @@ $(VENV)/.installed: $(VENV)/.deps $(SOURCES)
 
 test: install
 	$(VENV)/bin/python -m pytest -q
+
+# ruff's formatter and linter (pyproject.toml), as .ci/run checks them
+lint: install
+	$(VENV)/bin/ruff format --check daisy_upstream tests setup.py
+	$(VENV)/bin/ruff check daisy_upstream tests setup.py
 
 demo: install
 	$(VENV)/bin/daisy demo
