@@ -24,7 +24,8 @@ import yaml
 
 from daisy_upstream.atomic import atomic_write_json, atomic_write_text
 from daisy_upstream.core.checkpoint import checkpoint_record
-from daisy_upstream.evaluation.loading import evaluation_span
+from daisy_upstream.core.expert import load_config
+from daisy_upstream.core.policy import evaluation_span
 from daisy_upstream.integration.runner_io import (
     Runner,
     exit_counts,
@@ -319,11 +320,12 @@ class Table1:
             ),
             log,
         )
+        counts = exit_counts(ckpt)
         return {
             "metric": parse_metric(task, expdir),
             "checkpoint": str(ckpt),
             "upstream_config": row.upstream,
-            "span": evaluation_span(row.upstream, exit_counts(ckpt)),
+            "span": evaluation_span(load_config(row.upstream), len(counts), counts),
         }
 
     def _time(self, task: str) -> Dict[str, Any]:
