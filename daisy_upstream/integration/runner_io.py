@@ -44,9 +44,9 @@ TASKS = ("asr", "voxceleb1", "enhancement_stft", "separation_stft")
 #: the split ``-t`` evaluates for each task (the names s3prl 0.4.18's experts use)
 TEST_SPLIT = {"asr": "test-clean", "voxceleb1": "test", "enhancement_stft": "test", "separation_stft": "test"}
 #: ``python -c`` code of the runner: s3prl's run_downstream with the plugin installed, without
-#: the third-party warnings the ``daisy`` commands filter (:mod:`daisy_upstream.cli._quiet`)
+#: the third-party warnings the ``daisy`` commands filter (:mod:`daisy_upstream.integration.quiet`)
 RUNNER_CODE = (
-    "import sys; from daisy_upstream.cli._quiet import quiet_third_party; quiet_third_party(); "
+    "import sys; from daisy_upstream.integration.quiet import quiet_third_party; quiet_third_party(); "
     "from daisy_upstream.integration.plugin import run_downstream; sys.exit(run_downstream())"
 )
 
