@@ -27,6 +27,7 @@ from daisy_upstream.core.checkpoint import checkpoint_record
 from daisy_upstream.core.expert import load_config
 from daisy_upstream.core.policy import evaluation_span
 from daisy_upstream.evaluation.mixed_set import mixed_set_comparison, mixed_set_exits
+from daisy_upstream.evaluation.task_audio import test_audio_files
 from daisy_upstream.integration.runner_io import (
     Runner,
     exit_counts,
@@ -40,7 +41,7 @@ from .baselines import UNPROCESSED_TASKS, unprocessed_metric
 from .lock import CellLock
 from .plan import SETTINGS, TASK_TITLES, TASKS, TEST_SPLIT, Cell, Row, default_rows, training_configs
 from .report import format_elapsed, format_markdown
-from .tasks import DATA_PATH_KEYS, SCHEDULE_KEYS, runner_schedule, test_audio_files
+from .tasks import DATA_PATH_KEYS, SCHEDULE_KEYS, runner_schedule
 from .timing import time_rows
 
 __all__ = ["Table1"]

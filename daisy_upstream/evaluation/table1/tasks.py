@@ -9,16 +9,13 @@ and ``SMALL_LR`` (learning-rate schedules and rates that differ from the paper's
 from __future__ import annotations
 
 import copy
-import csv
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import yaml
 
-from daisy_upstream.audio.io import read_scp
-
-from .plan import TEST_SPLIT
+from daisy_upstream.evaluation.task_audio import test_audio_files
 
 __all__ = [
     "read_task_config",
@@ -198,31 +195,3 @@ def _check_no_placeholders(task: str, config: Mapping[str, Any]) -> None:
             f"the {task} config still has placeholder data paths: {', '.join(bad)}; "
             "fill them in (see docs/s3prl_recipes.md) or use a corpus (--corpus)"
         )
-
-
-def test_audio_files(task: str, config: Mapping[str, Any]) -> List[Path]:
-    """The files the task's test split evaluates (what the upstream sees), from a task config."""
-    expert = config["downstream_expert"]
-    if task == "asr":
-        datarc = expert["datarc"]
-        files = []
-        for name in datarc[TEST_SPLIT[task]]:
-            with open(Path(datarc["bucket_file"]) / f"{name}.csv") as f:
-                files += [Path(datarc["libri_root"]) / r["file_path"] for r in csv.DictReader(f)]
-        return files
-    if task == "voxceleb1":
-        datarc = expert["datarc"]
-        root = Path(datarc["file_path"])
-        files = []
-        for line in Path(datarc["meta_data"]).read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[0] == "3":
-                found = sorted(root.glob(f"*/wav/{parts[1]}"))
-                if not found:
-                    raise FileNotFoundError(
-                        f"{parts[1]} (test split of {datarc['meta_data']}) not found under {root}/*/wav"
-                    )
-                files.append(found[0])
-        return files
-    sub = "noisy" if task == "enhancement_stft" else "mix_clean"
-    return list(read_scp(Path(expert["loaderrc"]["test_dir"]) / sub / "wav.scp").values())
