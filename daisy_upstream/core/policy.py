@@ -147,6 +147,10 @@ def evaluation_span(config: "DaisyConfig", num_layers: int, counts: Optional[Seq
     return exit_span(config.strategy, num_layers, used, config.span_threshold, config.fixed_layer)
 
 
+#: what the strategies that need no exit statistics do, in words
+_PLAIN_SPANS = {"none": "plain threshold: every layer may exit", "fixed": "one fixed exit", "full": "every layer runs"}
+
+
 def describe_span(
     config: "DaisyConfig", span: Sequence[int], counts: Optional[Sequence[int]], tau: Optional[float]
 ) -> str:
@@ -154,8 +158,9 @@ def describe_span(
     why = f"strategy {config.strategy}"
     if config.needs_statistics():
         why += f" from training exit counts {[int(c) for c in counts or []]}"
-    elif counts is not None:
-        why += ", which does not use the exit statistics given"
+    else:
+        why += f" ({_PLAIN_SPANS[config.strategy]}; "
+        why += "no exit statistics used)" if counts is None else "the exit statistics given are not used)"
     return f"exit span {list(span)} ({why}, tau {'-' if tau is None else f'{tau:.4g}'})"
 
 
