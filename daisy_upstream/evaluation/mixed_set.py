@@ -16,7 +16,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -55,6 +55,7 @@ PathLike = Union[str, Path]
 
 CONDITION_ORDER = ("clean", "snr10", "snr5", "snr0")
 CONDITION_LABELS = {"clean": "clean", "snr10": "SNR 10 dB", "snr5": "SNR 5 dB", "snr0": "SNR 0 dB"}
+FIG5_TITLE = "DAISY vs fixed exit of equal average compute"
 
 
 def read_mixed_set(noisy_root: Path) -> List[Dict[str, str]]:
@@ -286,25 +287,21 @@ def mixed_set_comparison(
     if fixed_downstream_ckpt is not None:
         _check_fixed_downstream(Path(fixed_downstream_ckpt), fixed_layer)
     fixed = Path(fixed_downstream_ckpt).resolve() if fixed_downstream_ckpt else ckpt
+    daisy_label = f"DAISY ({daisy_values.get('strategy', 'none')}, mean exit {sum(exits) / len(exits):.2f})"
     evaluations = {  # label -> (downstream checkpoint, upstream config)
-        f"DAISY ({daisy_values.get('strategy', 'none')}, mean exit {sum(exits) / len(exits):.2f})": (
-            ckpt,
-            daisy_values,
-        ),
+        daisy_label: (ckpt, daisy_values),
         f"fixed exit at layer {fixed_layer}": (fixed, {"strategy": "fixed", "fixed_layer": fixed_layer}),
     }
     condition_of = {i["utt"]: i["condition"] for i in items}
     layout = write_asr_layout(items, out / "asr")
-    results = {}
-    for (label, (used, values)), name in zip(evaluations.items(), ("daisy", "fixed")):
-        expdir = _evaluate(runner, out, name, used, values, layout, device, label)
-        results[label] = wer_by_condition(
-            expdir / "test-clean-noLM-hyp.ark", expdir / "test-clean-noLM-ref.ark", condition_of
-        )
+    results = {
+        label: wer_by_condition(*_evaluate(runner, out, name, used, values, layout, device, label), condition_of)
+        for (label, (used, values)), name in zip(evaluations.items(), ("daisy", "fixed"))
+    }
     table = _comparison_table(results, items, exits)
     payload = {
         "downstream_ckpt": checkpoint_record(ckpt),
-        "fixed_downstream_ckpt": None if fixed_downstream_ckpt is None else checkpoint_record(fixed_downstream_ckpt),
+        "fixed_downstream_ckpt": None if fixed_downstream_ckpt is None else checkpoint_record(fixed),
         "upstream_ckpt": checkpoint_record(exits_found["upstream_ckpt"]),
         "daisy_config": daisy_values,
         "fixed_layer": fixed_layer,
@@ -314,11 +311,7 @@ def mixed_set_comparison(
     }
     atomic_write_json(out / "mixed_set.json", payload)
     atomic_write_text(out / "mixed_set.txt", table + "\n")
-    _fig5_plot(
-        results,
-        out / "wer_by_snr.png",
-        f"ASR WER on the mixed set ({len(items)} utt.): DAISY vs fixed exit of equal average compute",
-    )
+    _fig5_plot(results, out / "wer_by_snr.png", f"ASR WER on the mixed set ({len(items)} utt.): {FIG5_TITLE}")
     return {**payload, "table": table, "out": str(out)}
 
 
@@ -331,9 +324,10 @@ def _evaluate(
     layout: Dict[str, str],
     device: str,
     label: str,
-) -> Path:
+) -> Tuple[Path, Path]:
     """Evaluate ``downstream`` on the mixed set's ASR layout with the upstream config
-    ``upstream_values`` (written to ``out/<name>_upstream.yaml``); its experiment folder."""
+    ``upstream_values`` (written to ``out/<name>_upstream.yaml``); the hypotheses and references
+    it wrote (``test-clean-noLM-{hyp,ref}.ark``)."""
     config = out / f"{name}_upstream.yaml"
     atomic_write_text(config, yaml.safe_dump(upstream_values, sort_keys=False))
     expdir = out / f"eval_{name}"
@@ -353,7 +347,7 @@ def _evaluate(
     print(f"[noise-report] evaluating {downstream.name} on the mixed set: {label}", file=sys.stderr, flush=True)
     args = ["-m", "evaluate", "-e", str(downstream), "-t", "test-clean", "--device", device, "-o", override]
     runner(runner_command(args), log)
-    return expdir
+    return expdir / "test-clean-noLM-hyp.ark", expdir / "test-clean-noLM-ref.ark"
 
 
 def _comparison_table(
