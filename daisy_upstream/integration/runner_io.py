@@ -22,6 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import torch
+
+from daisy_upstream.integration.compat import allow_namespace_in_checkpoints
+
 __all__ = [
     "RUNNER_CODE",
     "TASKS",
@@ -111,10 +115,6 @@ def load_runner_checkpoint(path: PathLike) -> Dict[str, Any]:
         FileNotFoundError: no such file.
         ValueError: not a runner checkpoint (unreadable, truncated, or not a dict).
     """
-    import torch
-
-    from daisy_upstream.integration.compat import allow_namespace_in_checkpoints
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"runner checkpoint {path} does not exist")
