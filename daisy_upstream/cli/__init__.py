@@ -20,7 +20,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from ._quiet import quiet_third_party
+from daisy_upstream.integration.quiet import quiet_third_party
 
 # subcommand -> (module under daisy_upstream.cli, one-line help)
 SUBCOMMANDS = {

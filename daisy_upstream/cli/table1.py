@@ -29,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "table1 made: it continues there); table1.md and table1.json go here",
     )
     parser.add_argument("-k", "--ckpt", help="DAISY checkpoint (default: the embedded tiny model)")
+    _add_data_arguments(parser)
+    _add_run_arguments(parser)
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The tasks and their data: corpora to make or use, or the user's own task configs."""
     parser.add_argument(
         "--tasks",
         nargs="+",
@@ -65,6 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="your own s3prl task config with the data paths filled in (repeatable); "
         "used instead of the corpus for that task",
     )
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the table's trainings, evaluations and timings run."""
     parser.add_argument(
         "--steps",
         type=types.positive_int,
@@ -117,24 +127,11 @@ def _parse_data_configs(items: List[str]) -> Dict[str, Path]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def _checkpoint_and_fixed_layer(args: argparse.Namespace):
+    """The checkpoint (default: the embedded one) and the fixed-exit row's layer, checked."""
     from daisy_upstream.core.checkpoint import load_daisy_checkpoint
-    from daisy_upstream.evaluation.table1 import TASKS, Table1, holds_table, prepare_task_config, read_task_config
-    from daisy_upstream.evaluation.table1.corpora import (
-        assign_corpora,
-        has_mixed_set,
-        make_missing_corpora,
-        parse_corpus_args,
-        task_layout,
-    )
     from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT
-    from daisy_upstream.integration.plugin import s3prl_configs
-    from daisy_upstream.outputs import claim_working_folder
 
-    tasks = list(args.tasks or TASKS)
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise ValueError(f"--tasks: unknown {unknown}; choose from {', '.join(TASKS)}")
     ckpt = Path(args.ckpt).resolve() if args.ckpt else DEFAULT_CHECKPOINT
     if not ckpt.is_file():
         raise FileNotFoundError(
@@ -145,12 +142,20 @@ def run(args: argparse.Namespace) -> int:
     fixed_layer = args.fixed_layer if args.fixed_layer is not None else max(1, num_layers // 2)
     if not 1 <= fixed_layer <= num_layers:
         raise ValueError(f"--fixed-layer {fixed_layer}: the model has layers 1..{num_layers}")
+    return ckpt, fixed_layer
+
+
+def _task_configs(args: argparse.Namespace, tasks: List[str]):
+    """Every task config read and checked before any work (a bad YAML must not wait for a corpus):
+    ``(base configs, the prepared configs of the user's own, the tasks that need a corpus, --corpus)``."""
+    from daisy_upstream.evaluation.table1 import prepare_task_config, read_task_config
+    from daisy_upstream.evaluation.table1.corpora import parse_corpus_args
+    from daisy_upstream.integration.plugin import s3prl_configs
 
     own = _parse_data_configs(args.data_config)
     extra = sorted(set(own) - set(tasks))
     if extra:
         raise ValueError(f"--data-config given for {extra}, which --tasks leaves out")
-    # every task config read and checked before any work (a bad YAML must not wait for a corpus)
     bases = {task: read_task_config(task, own.get(task, s3prl_configs() / task / "config.yaml")) for task in tasks}
     configs = {task: prepare_task_config(task, bases[task], args.steps, args.size) for task in own}
     need_corpus = [t for t in tasks if t not in own]
@@ -158,6 +163,25 @@ def run(args: argparse.Namespace) -> int:
     unused = sorted(set(given) - {None} - set(need_corpus))
     if unused:
         raise ValueError(f"--corpus given for {unused}, which --tasks leaves out or --data-config replaces")
+    return bases, configs, need_corpus, given
+
+
+def run(args: argparse.Namespace) -> int:
+    from daisy_upstream.evaluation.table1 import TASKS, Table1, holds_table, prepare_task_config
+    from daisy_upstream.evaluation.table1.corpora import (
+        assign_corpora,
+        has_mixed_set,
+        make_missing_corpora,
+        task_layout,
+    )
+    from daisy_upstream.outputs import claim_working_folder
+
+    tasks = list(args.tasks or TASKS)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"--tasks: unknown {unknown}; choose from {', '.join(TASKS)}")
+    ckpt, fixed_layer = _checkpoint_and_fixed_layer(args)
+    bases, configs, need_corpus, given = _task_configs(args, tasks)
     # a folder of the user's own files is refused before anything is written (outputs.py)
     out = claim_working_folder(args.out, "table1", made_before=holds_table).resolve()
     corpora = assign_corpora(need_corpus, given, out, args.hours, args.asr_hours)
@@ -165,7 +189,6 @@ def run(args: argparse.Namespace) -> int:
     for task, corpus in corpora.items():
         configs[task] = prepare_task_config(task, bases[task], args.steps, args.size, task_layout(task, corpus))
     mixed_corpus = corpora["asr"] if "asr" in corpora and has_mixed_set(corpora["asr"]) else None  # Fig. 5
-
     table = Table1(
         out,
         ckpt,

@@ -8,7 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BRANCH_INPUTS", "ExitBranches", "frame_entropy", "group_entropy", "mean_entropy", "valid_frame_mask"]
+__all__ = [
+    "BRANCH_INPUTS",
+    "ExitBranches",
+    "check_branches_fit",
+    "frame_entropy",
+    "group_entropy",
+    "mean_entropy",
+    "valid_frame_mask",
+]
 
 #: what branch ``k`` reads (``ExitBranches.branch_input``); computed by ``EarlyExitModel``
 BRANCH_INPUTS = {
@@ -164,3 +172,9 @@ class ExitBranches(nn.ModuleList):
         branches = cls(num_layers, width, rows // groups, branch_input, groups)
         branches.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
         return branches
+
+
+def check_branches_fit(branches: ExitBranches, num_layers: int) -> None:
+    """Refuse ``branches`` made for a model of another depth than ``num_layers`` (one branch a layer)."""
+    if branches.num_layers != num_layers:
+        raise ValueError(f"{branches.num_layers} branches for a {num_layers}-layer model")

@@ -58,7 +58,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -75,6 +75,7 @@ __all__ = [
     "DaisyCheckpoint",
     "authors_branch_input",
     "build_hubert",
+    "check_family",
     "checkpoint_record",
     "half_precision",
     "load_daisy_checkpoint",
@@ -153,12 +154,17 @@ def read_checkpoint(path: Union[str, Path], family: Optional[str] = None) -> Dic
             f"({type(error).__name__}: {error}). A fairseq checkpoint must be converted first "
             "with s3prl's convert module of its family (e.g. s3prl.upstream.hubert.convert)"
         ) from error
-    found = family_of_state(state, str(path))
+    check_family(state, family, str(path))
+    return state
+
+
+def check_family(state: Mapping[str, Any], family: Optional[str], name: str) -> None:
+    """Refuse a checkpoint dict of another family than ``family`` (None: any), naming the upstream that takes it."""
+    found = family_of_state(state, name)
     if family is not None and found.name != family:
         raise ValueError(
-            f"{path} is a {found.name} checkpoint ({found.checkpoint_format}), not {family}; use -u {found.upstream}"
+            f"{name} is a {found.name} checkpoint ({found.checkpoint_format}), not {family}; use -u {found.upstream}"
         )
-    return state
 
 
 def checkpoint_record(path: Union[str, Path]) -> Dict[str, str]:
@@ -197,14 +203,25 @@ def authors_branch_input(model_cfg: Dict[str, Any], name: str) -> Tuple[str, str
     return position, CLS_PRED_POSITIONS[position]
 
 
-def load_daisy_checkpoint(path: Union[str, Path], family: Optional[str] = None) -> DaisyCheckpoint:
-    """Load a DAISY, authors'-layout or plain checkpoint file of any family.
+def load_daisy_checkpoint(
+    source: Union[str, Path, Mapping[str, Any]], family: Optional[str] = None, name: Optional[str] = None
+) -> DaisyCheckpoint:
+    """Load a DAISY, authors'-layout or plain checkpoint of any family: a file, or the dict
+    ``torch.load`` gives for one (built in memory, never written to a file first).
 
     See :func:`load_daisy_state`; the layout and what the branches read are logged.
-    ``family``: the family the caller expects (None: the file's own).
+    ``family``: the family the caller expects (None: the checkpoint's own). ``name``: what
+    messages call it (default: the path, or ``checkpoint`` for a dict).
     """
-    loaded = load_daisy_state(read_checkpoint(path, family), str(path))
-    log.info("%s: %s", path, loaded.describe())
+    if isinstance(source, Mapping):
+        name = name or "checkpoint"
+        state = dict(source)
+        check_family(state, family, name)
+    else:
+        name = name or str(source)
+        state = read_checkpoint(source, family)
+    loaded = load_daisy_state(state, name)
+    log.info("%s: %s", name, loaded.describe())
     return loaded
 
 

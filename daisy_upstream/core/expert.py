@@ -13,18 +13,25 @@ import torch
 from s3prl.upstream.interfaces import UpstreamBase
 from torch import Tensor
 
-from daisy_upstream.core.checkpoint import load_daisy_checkpoint
+from daisy_upstream.core.checkpoint import DaisyCheckpoint, load_daisy_checkpoint
 from daisy_upstream.core.early_exit import EarlyExitModel, EarlyExitOutput
 from daisy_upstream.core.policy import (
     STATISTICS_STRATEGIES,
     DaisyConfig,
     ExitPlan,
+    check_calibration,
+    describe_span,
+    evaluation_span,
     exit_span,
     load_calibration,
     make_plan,
 )
 
-__all__ = ["DaisyUpstream", "fill_past_exit", "load_config", "read_exit_layers"]
+__all__ = ["CheckpointSource", "DaisyUpstream", "early_exit_model", "fill_past_exit", "load_config", "read_exit_layers"]
+
+#: what an upstream is built from: a checkpoint file, the dict ``torch.load`` gives for one, or
+#: a checkpoint already loaded (:func:`~daisy_upstream.core.checkpoint.load_daisy_checkpoint`)
+CheckpointSource = Union[str, Path, Mapping[str, Any], DaisyCheckpoint]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +53,26 @@ def load_config(model_config: Union[None, str, Path, Mapping[str, Any]], **overr
         if overrides:
             config = config.replace(**overrides)
     return config
+
+
+def early_exit_model(loaded: DaisyCheckpoint, config: DaisyConfig) -> EarlyExitModel:
+    """The early-exit forward of a loaded checkpoint, as an upstream with ``config`` runs it."""
+    return EarlyExitModel(
+        loaded.model,
+        loaded.branches,
+        normalize_waveform=bool(loaded.task_cfg.normalize),
+        stock_padded_cnn=config.stock_padded_cnn,
+        family=loaded.family,
+        precision=config.precision,
+    )
+
+
+def _load(ckpt: CheckpointSource, family: Optional[str]) -> DaisyCheckpoint:
+    if not isinstance(ckpt, DaisyCheckpoint):
+        return load_daisy_checkpoint(ckpt, family)
+    if family is not None and ckpt.family.name != family:
+        raise ValueError(f"the checkpoint given is a {ckpt.family.name} checkpoint, not {family}")
+    return ckpt
 
 
 def fill_past_exit(hidden_states: Sequence[Tensor], exit_layers: Tensor, exit_states: Tensor) -> List[Tensor]:
@@ -88,10 +115,14 @@ class DaisyUpstream(UpstreamBase):
     Args:
         ckpt: a DAISY checkpoint (see :mod:`daisy_upstream.core.checkpoint`), an authors'-layout
             checkpoint, or a plain checkpoint in the format of the family's stock upstream
-            (strategies ``full``/``fixed`` only).
+            (strategies ``full``/``fixed`` only): a file, its dict as ``torch.load`` gives it, or
+            a :class:`~daisy_upstream.core.checkpoint.DaisyCheckpoint` (nothing is written to a file).
         model_config: the upstream config, a YAML path or a mapping (:class:`DaisyConfig`).
         family: the family the upstream name promises (``hubert``, ``wav2vec2``, ``data2vec``,
-            ``wavlm``); a file of another family is refused. None: the file's own.
+            ``wavlm``); a checkpoint of another family is refused. None: the checkpoint's own.
+        calibration_record: a calibration (``{"layer_entropy": [L floats], ...}``, what
+            :func:`~daisy_upstream.core.policy.load_calibration` returns) made in memory; it
+            replaces the checkpoint's own. Not together with the config key ``calibration``.
         **kwargs: config keys (override ``model_config``; hub keyword arguments and
             ``S3PRLUpstream``'s ``extra_conf`` arrive here) and s3prl's ``hooks`` /
             ``hook_postprocess``; any other key is a ``ValueError``.
@@ -109,9 +140,10 @@ class DaisyUpstream(UpstreamBase):
 
     def __init__(
         self,
-        ckpt: Union[str, Path],
+        ckpt: CheckpointSource,
         model_config: Union[None, str, Path, Mapping[str, Any]] = None,
         family: Optional[str] = None,
+        calibration_record: Optional[Mapping[str, Any]] = None,
         **kwargs,
     ):
         config_keys = {k: kwargs.pop(k) for k in list(kwargs) if k in DaisyConfig.keys()}
@@ -124,41 +156,47 @@ class DaisyUpstream(UpstreamBase):
             )
         super().__init__(**kwargs)
         self.config = load_config(model_config, **config_keys)
-        loaded = load_daisy_checkpoint(ckpt, family)
+        loaded = _load(ckpt, family)
         self.family = loaded.family
         self.checkpoint_layout = loaded.layout
         self.task_cfg = loaded.task_cfg
-        num_layers = loaded.num_layers
-        if loaded.branches is None and self.config.strategy not in ("full", "fixed"):
-            raise ValueError(
-                f"{ckpt} is a plain {loaded.family.name} checkpoint without exit branches; strategy "
-                f"{self.config.strategy!r} needs them. Train them first with 'daisy train-branches' "
-                "(or use strategy 'full' / 'fixed')"
-            )
-        if self.config.strategy == "fixed" and self.config.fixed_layer > num_layers:
-            raise ValueError(f"fixed_layer={self.config.fixed_layer} but the model has {num_layers} layers")
-        self.calibration = loaded.calibration
-        if self.config.calibration is not None:
-            self.calibration = load_calibration(self.config.calibration)
+        self._check_strategy(loaded, "the checkpoint" if isinstance(ckpt, (Mapping, DaisyCheckpoint)) else str(ckpt))
+        self.calibration = self._calibration(loaded, calibration_record)
         layer_entropy = self.calibration["layer_entropy"] if self.calibration else None
-        if layer_entropy is not None and len(layer_entropy) != num_layers:
-            raise ValueError(
-                f"the calibration lists {len(layer_entropy)} layers but the model has {num_layers}; "
-                "it was made for another model"
-            )
         self.tau: Optional[float] = self.config.resolve_tau(layer_entropy)
-        self.net = EarlyExitModel(
-            loaded.model,
-            loaded.branches,
-            normalize_waveform=bool(loaded.task_cfg.normalize),
-            stock_padded_cnn=self.config.stock_padded_cnn,
-            family=loaded.family,
-            precision=self.config.precision,
-        )
+        self.net = early_exit_model(loaded, self.config)
         self._statistics_owner: Optional[weakref.ref] = None
         self._exit_counts: Optional[List[int]] = None
         self._span_override: Optional[Sequence[int]] = None
         self._reported_span: Optional[List[int]] = None
+
+    def _check_strategy(self, loaded: DaisyCheckpoint, name: str) -> None:
+        if loaded.branches is None and self.config.strategy not in ("full", "fixed"):
+            raise ValueError(
+                f"{name} is a plain {loaded.family.name} checkpoint without exit branches; strategy "
+                f"{self.config.strategy!r} needs them. Train them first with 'daisy train-branches' "
+                "(or use strategy 'full' / 'fixed')"
+            )
+        if self.config.strategy == "fixed" and self.config.fixed_layer > loaded.num_layers:
+            raise ValueError(f"fixed_layer={self.config.fixed_layer} but the model has {loaded.num_layers} layers")
+
+    def _calibration(self, loaded: DaisyCheckpoint, record: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
+        """The calibration tau comes from: the record given, the config's file, else the checkpoint's."""
+        if record is not None and self.config.calibration is not None:
+            raise ValueError("both a calibration record and the config key 'calibration' were given; give one of them")
+        if record is not None:
+            calibration = check_calibration(record)
+        elif self.config.calibration is not None:
+            calibration = load_calibration(self.config.calibration)
+        else:
+            calibration = loaded.calibration
+        layer_entropy = calibration["layer_entropy"] if calibration else None
+        if layer_entropy is not None and len(layer_entropy) != loaded.num_layers:
+            raise ValueError(
+                f"the calibration lists {len(layer_entropy)} layers but the model has {loaded.num_layers}; "
+                "it was made for another model"
+            )
+        return calibration
 
     # -- where exits may happen -------------------------------------------------------
     @property
@@ -213,11 +251,10 @@ class DaisyUpstream(UpstreamBase):
             counts = owner.exit_counts.tolist() if config.needs_statistics() else None
         else:
             counts = self._exit_counts
-        span = exit_span(config.strategy, self.num_layers, counts, config.span_threshold, config.fixed_layer)
+        span = evaluation_span(config, self.num_layers, counts)
         if span != self._reported_span:  # say once which layers may exit, and why
             self._reported_span = span
-            source = f" from training exit counts {counts}" if counts is not None else ""
-            logger.info("DAISY exit span %s (strategy %s%s, tau %s)", span, config.strategy, source, self.tau)
+            logger.info("DAISY %s", describe_span(config, span, counts, self.tau))
         return span
 
     def current_plan(self) -> ExitPlan:

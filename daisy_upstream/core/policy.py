@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
+from torch import Tensor
 
 from daisy_upstream.core.precision import PRECISIONS
 
@@ -23,11 +25,18 @@ __all__ = [
     "LAYERS_PAST_EXIT",
     "DaisyConfig",
     "ExitPlan",
+    "RHO_RANGE",
     "MissingCalibration",
+    "check_calibration",
+    "check_rho",
     "compute_tau",
+    "describe_span",
+    "evaluation_span",
     "exit_span",
+    "exits",
     "load_calibration",
     "make_plan",
+    "valid_rho",
 ]
 
 #: every exit strategy, see :func:`exit_span` and :func:`make_plan`
@@ -36,10 +45,24 @@ STRATEGIES = ("none", "mean", "threshold", "min-max", "fixed", "full")
 STATISTICS_STRATEGIES = ("mean", "threshold", "min-max")
 #: what ``hidden_states`` hold past an utterance's exit layer, see :class:`DaisyConfig`
 LAYERS_PAST_EXIT = ("zeros", "copy")
+#: the range of rho in Eq. 3 (both ends included)
+RHO_RANGE = (0.0, 1.0)
 
 
 class MissingCalibration(ValueError):
     """tau is to come from rho, but neither the checkpoint nor the config has a calibration."""
+
+
+def valid_rho(rho: Any) -> bool:
+    """Whether ``rho`` is a number in :data:`RHO_RANGE` (true and false are not numbers here)."""
+    return isinstance(rho, numbers.Real) and not isinstance(rho, bool) and RHO_RANGE[0] <= rho <= RHO_RANGE[1]
+
+
+def check_rho(rho: Any) -> float:
+    """``rho`` as a float; a ValueError naming the range when it is not in :data:`RHO_RANGE`."""
+    if not valid_rho(rho):
+        raise ValueError(f"rho must be a number in [{RHO_RANGE[0]:g}, {RHO_RANGE[1]:g}], got {rho!r}")
+    return float(rho)
 
 
 def compute_tau(layer_entropy: Sequence[float], rho: float) -> float:
@@ -47,9 +70,17 @@ def compute_tau(layer_entropy: Sequence[float], rho: float) -> float:
     values = [float(v) for v in layer_entropy]
     if not values or not all(math.isfinite(v) and v >= 0 for v in values):
         raise ValueError(f"layer_entropy must be non-empty finite entropies >= 0, got {values}")
-    if not (0.0 <= rho <= 1.0):
-        raise ValueError(f"rho must be in [0, 1], got {rho}")
-    return (max(values) + min(values)) / 2.0 * rho
+    return (max(values) + min(values)) / 2.0 * check_rho(rho)
+
+
+def exits(entropy: Tensor, tau: float) -> Tensor:
+    """The exit rule: a row stops at a checked layer where its mean branch entropy is below ``tau``.
+
+    ``entropy``: any shape (``(B,)`` one layer's rows, ``(N, L)`` every layer's); the result is
+    a bool tensor of that shape. Online (the early-exit loop) and offline (reports on stored
+    entropies) decide with this one comparison.
+    """
+    return entropy < tau
 
 
 def exit_span(
@@ -109,6 +140,30 @@ def exit_span(
     return list(range(used[0], used[-1] + 1))
 
 
+def evaluation_span(config: "DaisyConfig", num_layers: int, counts: Optional[Sequence[int]]) -> List[int]:
+    """The layers an upstream with ``config`` may exit at when evaluating, after a downstream
+    training that counted ``counts`` (``L`` entries, or None): the one place that decides it."""
+    used = [int(c) for c in counts] if counts is not None and config.needs_statistics() else None
+    return exit_span(config.strategy, num_layers, used, config.span_threshold, config.fixed_layer)
+
+
+#: what the strategies that need no exit statistics do, in words
+_PLAIN_SPANS = {"none": "plain threshold: every layer may exit", "fixed": "one fixed exit", "full": "every layer runs"}
+
+
+def describe_span(
+    config: "DaisyConfig", span: Sequence[int], counts: Optional[Sequence[int]], tau: Optional[float]
+) -> str:
+    """One line, for logs and reports: which layers may exit, and why."""
+    why = f"strategy {config.strategy}"
+    if config.needs_statistics():
+        why += f" from training exit counts {[int(c) for c in counts or []]}"
+    else:
+        why += f" ({_PLAIN_SPANS[config.strategy]}; "
+        why += "no exit statistics used)" if counts is None else "the exit statistics given are not used)"
+    return f"exit span {list(span)} ({why}, tau {'-' if tau is None else f'{tau:.4g}'})"
+
+
 @dataclass(frozen=True)
 class ExitPlan:
     """What one forward does: where branches are checked, where rows are forced to stop.
@@ -148,9 +203,15 @@ def load_calibration(path: Union[str, Path]) -> Dict[str, Any]:
         raise FileNotFoundError(f"calibration file {path} does not exist; make one with 'daisy calibrate'")
     with open(path) as f:
         data = yaml.safe_load(f)
-    if not isinstance(data, dict) or not isinstance(data.get("layer_entropy"), list):
-        raise ValueError(f"{path} is not a calibration file: it needs a 'layer_entropy' list")
-    return data
+    return check_calibration(data, f"{path} is not a calibration file")
+
+
+def check_calibration(record: Any, what: str = "the calibration record") -> Dict[str, Any]:
+    """A calibration record (a YAML's contents, or one made in memory) as a dict; a ValueError
+    saying ``what`` when it has no ``layer_entropy`` list."""
+    if not isinstance(record, Mapping) or not isinstance(record.get("layer_entropy"), (list, tuple)):
+        raise ValueError(f"{what}: it needs a 'layer_entropy' list")
+    return dict(record)
 
 
 @dataclass
@@ -199,7 +260,7 @@ class DaisyConfig:
         def bad(key: str, why: str) -> ValueError:
             return ValueError(f"upstream config: {key}={getattr(self, key)!r} {why}")
 
-        if isinstance(self.rho, bool) or not isinstance(self.rho, (int, float)) or not 0 <= self.rho <= 1:
+        if not valid_rho(self.rho):
             raise bad("rho", "must be a number in [0, 1]")
         if self.tau is not None and (
             isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or not self.tau >= 0

@@ -8,7 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-__all__ = ["LoadedUpstream", "config_values", "evaluation_span", "load_upstream", "read_exit_counts", "span_note"]
+import torch
+
+from daisy_upstream.audio.io import SAMPLE_RATE
+from daisy_upstream.core.checkpoint import DaisyCheckpoint, load_daisy_checkpoint
+from daisy_upstream.core.expert import DaisyUpstream, early_exit_model, load_config
+from daisy_upstream.core.policy import DaisyConfig, describe_span
+from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT
+from daisy_upstream.integration.runner_io import exit_counts
+from daisy_upstream.training.calibration import CalibrationResult, utterance_entropies
+
+__all__ = ["LoadedUpstream", "config_values", "load_upstream", "read_exit_counts", "span_note"]
 
 PathLike = Union[str, Path]
 
@@ -19,15 +29,15 @@ class LoadedUpstream:
 
     Attributes:
         upstream: the :class:`~daisy_upstream.core.expert.DaisyUpstream`, eval mode.
-        checkpoint: the checkpoint file it was built from.
+        checkpoint: the checkpoint file it was built from (None: built from a dict in memory).
         config: the upstream config as a plain dict (what the upstream was given).
         exit_counts: the training exit counts set on it, or None.
         calibration: the calibration record made here on ``calibrate_on`` audio (the
             checkpoint and the config had none), else None.
     """
 
-    upstream: Any
-    checkpoint: Path
+    upstream: DaisyUpstream
+    checkpoint: Optional[Path]
     config: Dict[str, Any]
     exit_counts: Optional[List[int]] = None
     calibration: Optional[Dict[str, Any]] = None
@@ -35,8 +45,6 @@ class LoadedUpstream:
 
 def read_exit_counts(runner_ckpt: PathLike) -> List[int]:
     """The DAISY featurizer's training exit counts (``Featurizer.exit_counts``) of an s3prl runner checkpoint."""
-    from daisy_upstream.integration.runner_io import exit_counts
-
     return exit_counts(runner_ckpt)
 
 
@@ -45,32 +53,12 @@ def config_values(
 ) -> Dict[str, Any]:
     """The upstream config (a YAML path, a mapping, or None for the defaults) with the
     ``overrides`` that are not None, as a plain dict; a bad key or value fails here."""
-    from daisy_upstream.core.expert import load_config
-
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     return load_config(config, **given).to_dict()
 
 
-def evaluation_span(config: Union[None, PathLike, Mapping[str, Any]], counts: Sequence[int]) -> List[int]:
-    """The exit span of an upstream with ``config`` evaluating after a downstream training that
-    counted ``counts`` (``L`` entries, ``Featurizer.exit_counts``): what it logs as ``DAISY exit
-    span`` for people, computed here from the same data (never read back from a log)."""
-    from daisy_upstream.core.expert import load_config
-    from daisy_upstream.core.policy import exit_span
-
-    values = load_config(config)
-    counts = [int(c) for c in counts]
-    return exit_span(
-        values.strategy,
-        len(counts),
-        counts if values.needs_statistics() else None,
-        values.span_threshold,
-        values.fixed_layer,
-    )
-
-
 def load_upstream(
-    ckpt: Optional[PathLike] = None,
+    ckpt: Union[None, PathLike, Mapping[str, Any]] = None,
     config: Union[None, PathLike, Mapping[str, Any]] = None,
     overrides: Optional[Mapping[str, Any]] = None,
     stats: Union[None, PathLike, Sequence[int]] = None,
@@ -78,10 +66,10 @@ def load_upstream(
     calibrate_on: Optional[Sequence[Any]] = None,
     family: Optional[str] = None,
 ) -> LoadedUpstream:
-    """Build the upstream, in eval mode on ``device``.
+    """Build the upstream (once), in eval mode on ``device``.
 
     Args:
-        ckpt: DAISY checkpoint; None is the embedded model.
+        ckpt: DAISY checkpoint, a file or its dict in memory; None is the embedded model.
         config: upstream config (YAML path, mapping or None), ``overrides`` on top of it.
         stats: the training exit counts, or an s3prl runner checkpoint holding them. A
             statistics strategy (mean/threshold/min-max) without them fails in the first
@@ -90,26 +78,21 @@ def load_upstream(
             config has a calibration (entropy on what the branches read,
             :func:`daisy_upstream.training.calibration.utterance_entropies`); without them
             that case raises :class:`~daisy_upstream.core.policy.MissingCalibration`.
-        family: the model family the checkpoint must be (None: the file's own).
+        family: the model family the checkpoint must be (None: the checkpoint's own).
 
     Raises:
         FileNotFoundError: no such checkpoint or runner checkpoint.
         MissingCalibration: tau from rho with no calibration anywhere and no ``calibrate_on``.
     """
-    from daisy_upstream.core.policy import MissingCalibration
-    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_local
-
-    path = Path(ckpt) if ckpt else DEFAULT_CHECKPOINT
-    if not path.is_file():
+    path = None if isinstance(ckpt, Mapping) else Path(ckpt) if ckpt else DEFAULT_CHECKPOINT
+    if path is not None and not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     values = config_values(config, overrides)
+    loaded = load_daisy_checkpoint(ckpt if path is None else path, family)
     calibration = None
-    try:
-        upstream = daisy_local(str(path), model_config=values, family=family)
-    except MissingCalibration:
-        if not calibrate_on:
-            raise
-        upstream, calibration = _calibrated_here(path, values, calibrate_on, family)
+    if calibrate_on and _lacks_calibration(loaded, load_config(values)):  # else a missing one raises below
+        calibration = calibrate_here(loaded, load_config(values), calibrate_on, path)
+    upstream = DaisyUpstream(loaded, model_config=values, calibration_record=calibration)
     counts: Optional[List[int]] = None
     if stats is not None:
         counts = read_exit_counts(stats) if isinstance(stats, (str, Path)) else [int(c) for c in stats]
@@ -117,43 +100,27 @@ def load_upstream(
     return LoadedUpstream(upstream.to(device).eval(), path, values, counts, calibration)
 
 
-def _calibrated_here(path: Path, values: Dict[str, Any], wavs: Sequence[Any], family: Optional[str]):
-    """The upstream with a calibration made on ``wavs``, and that calibration's record."""
-    import tempfile
+def _lacks_calibration(loaded: DaisyCheckpoint, config: DaisyConfig) -> bool:
+    """Whether tau is to come from rho for ``loaded``'s branches, with no calibration in the
+    checkpoint or the config (:meth:`DaisyConfig.resolve_tau` would raise MissingCalibration)."""
+    has_one = config.tau is not None or config.calibration is not None or loaded.calibration is not None
+    return loaded.branches is not None and config.needs_tau() and not has_one
 
-    import torch
 
-    from daisy_upstream.audio.io import SAMPLE_RATE
-    from daisy_upstream.integration.hubconf import daisy_local
-    from daisy_upstream.training.calibration import CalibrationResult, utterance_entropies, write_calibration_yaml
-
+def calibrate_here(
+    loaded: DaisyCheckpoint, config: DaisyConfig, wavs: Sequence[Any], path: Optional[Path] = None
+) -> Dict[str, Any]:
+    """A calibration record of ``loaded``'s branches made on the waveforms ``wavs`` (``(n,)`` each)."""
     wavs = [torch.as_tensor(w) for w in wavs]
-    probe = daisy_local(str(path), model_config={**values, "tau": 0.0}, family=family).to(wavs[0].device).eval()
+    net = early_exit_model(loaded, config).to(wavs[0].device).eval()
     with torch.no_grad():
-        entropies = utterance_entropies(probe.net, probe.net.branches, wavs)
+        entropies = utterance_entropies(net, loaded.branches, wavs)
     seconds = sum(len(w) for w in wavs) / SAMPLE_RATE  # every family's models take 16 kHz
-    result = CalibrationResult(
-        entropies, [str(i) for i in range(len(wavs))], "the audio at hand", seconds, (float(values["rho"]),), str(path)
-    )
-    with tempfile.TemporaryDirectory() as tmp:  # the upstream reads it once, when built
-        yaml_path = write_calibration_yaml(result, Path(tmp) / "calibration.yaml")
-        upstream = daisy_local(str(path), model_config={**values, "calibration": str(yaml_path)}, family=family)
-    return upstream, result.to_dict()
+    keys = [str(i) for i in range(len(wavs))]
+    source = None if path is None else str(path)
+    return CalibrationResult(entropies, keys, "the audio at hand", seconds, (float(config.rho),), source).to_dict()
 
 
-def span_note(upstream: Any, counts: Optional[List[int]]) -> str:
+def span_note(upstream: DaisyUpstream, counts: Optional[List[int]]) -> str:
     """One line: which layers may exit, and why (said in every report)."""
-    config = upstream.config
-    span = upstream.current_span()
-    if config.strategy == "none":
-        why = "strategy 'none' (plain threshold: every layer may exit)"
-        if counts is None:
-            why += "; no exit statistics given, the default"
-        else:
-            why += "; the given exit statistics are not used by this strategy"
-    elif config.needs_statistics():
-        why = f"strategy {config.strategy!r} from the exit statistics {counts}"
-    else:
-        why = f"strategy {config.strategy!r}"
-    tau = "-" if upstream.tau is None else f"{upstream.tau:.4g}"
-    return f"exit span {span}: {why}; tau {tau}"
+    return describe_span(upstream.config, upstream.current_span(), counts, upstream.tau)

@@ -16,12 +16,19 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
+import numpy as np
+import soundfile as sf
+import torch
 import yaml
 
 from daisy_upstream.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
-from daisy_upstream.audio.io import read_scp
+from daisy_upstream.audio.io import load_audio, read_scp
+from daisy_upstream.audio.librispeech import LibriUtterance, write_librispeech_text
+from daisy_upstream.core.checkpoint import checkpoint_record
+from daisy_upstream.evaluation.loading import load_upstream
+from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT
 from daisy_upstream.integration.runner_io import (
     Runner,
     exit_counts,
@@ -48,6 +55,7 @@ PathLike = Union[str, Path]
 
 CONDITION_ORDER = ("clean", "snr10", "snr5", "snr0")
 CONDITION_LABELS = {"clean": "clean", "snr10": "SNR 10 dB", "snr5": "SNR 5 dB", "snr0": "SNR 0 dB"}
+FIG5_TITLE = "DAISY vs fixed exit of equal average compute"
 
 
 def read_mixed_set(noisy_root: Path) -> List[Dict[str, str]]:
@@ -84,10 +92,6 @@ def write_asr_layout(items: List[Dict[str, str]], out: Path, split: str = "test-
     ``<spk>-<ch>.trans.txt`` and ``out/len_for_bucket/<split>.csv``. Utterance ids must be
     LibriSpeech-style ``<spk>-<ch>-<n>``.
     """
-    import soundfile as sf
-
-    from daisy_upstream.audio.librispeech import LibriUtterance, write_librispeech_text
-
     libri = Path(out) / "LibriSpeech"
     utterances = []
     for item in items:
@@ -149,11 +153,6 @@ def _check_downstream(ckpt: Path) -> Dict[str, Any]:
 def _daisy_exit_layers(
     upstream_ckpt: str, config: Dict[str, Any], counts: Optional[List[int]], files: List[str], device: str = "cpu"
 ) -> List[int]:
-    import torch
-
-    from daisy_upstream.audio.io import load_audio
-    from daisy_upstream.evaluation.loading import load_upstream
-
     upstream = load_upstream(upstream_ckpt, config, stats=counts, device=device).upstream
     exits = []
     with torch.no_grad():
@@ -176,8 +175,6 @@ def mixed_set_exits(
         ``items`` (:func:`read_mixed_set`), ``exits`` (one per item), ``fixed_layer``
         (:func:`fixed_layer_of_equal_compute`), ``daisy_config`` (the values), ``upstream_ckpt``.
     """
-    from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT
-
     corpus = Path(corpus).resolve()
     manifest = json.loads((corpus / "corpus.json").read_text()) if (corpus / "corpus.json").is_file() else None
     if manifest is None:
@@ -223,11 +220,10 @@ def _check_fixed_downstream(ckpt: Path, fixed_layer: int) -> None:
 
 
 def _fig5_plot(results: Dict[str, Dict[str, Dict[str, float]]], path: Path, title: str) -> None:
-    import matplotlib
+    import matplotlib  # only where a figure is drawn: a heavy import, and it needs its backend chosen first
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     names = list(results)
     groups = [g for g in list(CONDITION_ORDER) + ["overall"] if g in results[names[0]]]
@@ -287,71 +283,26 @@ def mixed_set_comparison(
     ckpt = Path(downstream_ckpt).resolve()
     exits_found = prepared or mixed_set_exits(corpus, ckpt, daisy_config, device)
     items, exits = exits_found["items"], exits_found["exits"]
-    daisy_values, upstream_ckpt = exits_found["daisy_config"], exits_found["upstream_ckpt"]
-    condition_of = {i["utt"]: i["condition"] for i in items}
-    layout = write_asr_layout(items, out / "asr")
-    fixed_layer = exits_found["fixed_layer"]
+    daisy_values, fixed_layer = exits_found["daisy_config"], exits_found["fixed_layer"]
     if fixed_downstream_ckpt is not None:
         _check_fixed_downstream(Path(fixed_downstream_ckpt), fixed_layer)
-    fixed_config = {"strategy": "fixed", "fixed_layer": fixed_layer}
-    configs = {"daisy": out / "daisy_upstream.yaml", "fixed": out / "fixed_upstream.yaml"}
-    atomic_write_text(configs["daisy"], yaml.safe_dump(daisy_values, sort_keys=False))
-    atomic_write_text(configs["fixed"], yaml.safe_dump(fixed_config, sort_keys=False))
-    label = {
-        "daisy": f"DAISY ({daisy_values.get('strategy', 'none')}, mean exit {sum(exits) / len(exits):.2f})",
-        "fixed": f"fixed exit at layer {fixed_layer}",
+    fixed = Path(fixed_downstream_ckpt).resolve() if fixed_downstream_ckpt else ckpt
+    daisy_label = f"DAISY ({daisy_values.get('strategy', 'none')}, mean exit {sum(exits) / len(exits):.2f})"
+    evaluations = {  # label -> (downstream checkpoint, upstream config)
+        daisy_label: (ckpt, daisy_values),
+        f"fixed exit at layer {fixed_layer}": (fixed, {"strategy": "fixed", "fixed_layer": fixed_layer}),
     }
-    results = {}
-    for name in ("daisy", "fixed"):
-        expdir = out / f"eval_{name}"
-        expdir.mkdir(parents=True, exist_ok=True)
-        used = Path(fixed_downstream_ckpt).resolve() if name == "fixed" and fixed_downstream_ckpt else ckpt
-        override = ",,".join(
-            [
-                f"args.upstream_model_config={configs[name]}",
-                f"args.expdir={expdir}",
-                f"config.downstream_expert.datarc.libri_root={layout['libri_root']}",
-                f"config.downstream_expert.datarc.bucket_file={layout['bucket_file']}",
-                "config.downstream_expert.datarc.test-clean=['test-clean']",
-                "config.downstream_expert.datarc.eval_batch_size=1",
-            ]
-        )
-        log = out / f"eval_{name}.log"
-        log.unlink(missing_ok=True)
-        print(f"[noise-report] evaluating {used.name} on the mixed set: {label[name]}", file=sys.stderr, flush=True)
-        runner(
-            runner_command(["-m", "evaluate", "-e", str(used), "-t", "test-clean", "--device", device, "-o", override]),
-            log,
-        )
-        results[label[name]] = wer_by_condition(
-            expdir / "test-clean-noLM-hyp.ark", expdir / "test-clean-noLM-ref.ark", condition_of
-        )
-    exits_by_condition = {c: [e for e, i in zip(exits, items) if i["condition"] == c] for c in CONDITION_ORDER}
-    lines = [
-        f"{'method':<44} " + " ".join(f"{CONDITION_LABELS.get(g, g):>10}" for g in list(CONDITION_ORDER) + ["overall"])
-    ]
-    for name, by in results.items():
-        lines.append(
-            f"{name:<44} "
-            + " ".join(
-                f"{by[g]['wer']:>9.2f}%" if g in by else f"{'-':>10}" for g in list(CONDITION_ORDER) + ["overall"]
-            )
-        )
-    lines.append(
-        f"{'DAISY mean exit layer':<44} "
-        + " ".join(
-            f"{sum(v) / len(v):>10.2f}" if v else f"{'-':>10}" for v in list(exits_by_condition.values()) + [exits]
-        )
-    )
-    counts = {c: sum(1 for i in items if i["condition"] == c) for c in CONDITION_ORDER}
-    lines.append(f"{'utterances':<44} " + " ".join(f"{counts[c]:>10}" for c in CONDITION_ORDER) + f" {len(items):>10}")
-    table = "\n".join(lines)
-    from daisy_upstream.core.checkpoint import checkpoint_record
-
+    condition_of = {i["utt"]: i["condition"] for i in items}
+    layout = write_asr_layout(items, out / "asr")
+    results = {
+        label: wer_by_condition(*_evaluate(runner, out, name, used, values, layout, device, label), condition_of)
+        for (label, (used, values)), name in zip(evaluations.items(), ("daisy", "fixed"))
+    }
+    table = _comparison_table(results, items, exits)
     payload = {
         "downstream_ckpt": checkpoint_record(ckpt),
-        "fixed_downstream_ckpt": None if fixed_downstream_ckpt is None else checkpoint_record(fixed_downstream_ckpt),
-        "upstream_ckpt": checkpoint_record(upstream_ckpt),
+        "fixed_downstream_ckpt": None if fixed_downstream_ckpt is None else checkpoint_record(fixed),
+        "upstream_ckpt": checkpoint_record(exits_found["upstream_ckpt"]),
         "daisy_config": daisy_values,
         "fixed_layer": fixed_layer,
         "daisy_exit_layers": dict(zip([i["utt"] for i in items], exits)),
@@ -360,9 +311,58 @@ def mixed_set_comparison(
     }
     atomic_write_json(out / "mixed_set.json", payload)
     atomic_write_text(out / "mixed_set.txt", table + "\n")
-    _fig5_plot(
-        results,
-        out / "wer_by_snr.png",
-        f"ASR WER on the mixed set ({len(items)} utt.): DAISY vs fixed exit of equal average compute",
-    )
+    _fig5_plot(results, out / "wer_by_snr.png", f"ASR WER on the mixed set ({len(items)} utt.): {FIG5_TITLE}")
     return {**payload, "table": table, "out": str(out)}
+
+
+def _evaluate(
+    runner: Runner,
+    out: Path,
+    name: str,
+    downstream: Path,
+    upstream_values: Dict[str, Any],
+    layout: Dict[str, str],
+    device: str,
+    label: str,
+) -> Tuple[Path, Path]:
+    """Evaluate ``downstream`` on the mixed set's ASR layout with the upstream config
+    ``upstream_values`` (written to ``out/<name>_upstream.yaml``); the hypotheses and references
+    it wrote (``test-clean-noLM-{hyp,ref}.ark``)."""
+    config = out / f"{name}_upstream.yaml"
+    atomic_write_text(config, yaml.safe_dump(upstream_values, sort_keys=False))
+    expdir = out / f"eval_{name}"
+    expdir.mkdir(parents=True, exist_ok=True)
+    override = ",,".join(
+        [
+            f"args.upstream_model_config={config}",
+            f"args.expdir={expdir}",
+            f"config.downstream_expert.datarc.libri_root={layout['libri_root']}",
+            f"config.downstream_expert.datarc.bucket_file={layout['bucket_file']}",
+            "config.downstream_expert.datarc.test-clean=['test-clean']",
+            "config.downstream_expert.datarc.eval_batch_size=1",
+        ]
+    )
+    log = out / f"eval_{name}.log"
+    log.unlink(missing_ok=True)
+    print(f"[noise-report] evaluating {downstream.name} on the mixed set: {label}", file=sys.stderr, flush=True)
+    args = ["-m", "evaluate", "-e", str(downstream), "-t", "test-clean", "--device", device, "-o", override]
+    runner(runner_command(args), log)
+    return expdir / "test-clean-noLM-hyp.ark", expdir / "test-clean-noLM-ref.ark"
+
+
+def _comparison_table(
+    results: Dict[str, Dict[str, Dict[str, float]]], items: List[Dict[str, str]], exits: List[int]
+) -> str:
+    """The text table: WER per condition of each evaluation, DAISY's mean exit layer, utterances."""
+    groups = list(CONDITION_ORDER) + ["overall"]
+    lines = [f"{'method':<44} " + " ".join(f"{CONDITION_LABELS.get(g, g):>10}" for g in groups)]
+    for name, by in results.items():
+        lines.append(f"{name:<44} " + " ".join(f"{by[g]['wer']:>9.2f}%" if g in by else f"{'-':>10}" for g in groups))
+    exits_by_condition = [[e for e, i in zip(exits, items) if i["condition"] == c] for c in CONDITION_ORDER]
+    lines.append(
+        f"{'DAISY mean exit layer':<44} "
+        + " ".join(f"{sum(v) / len(v):>10.2f}" if v else f"{'-':>10}" for v in exits_by_condition + [exits])
+    )
+    counts = {c: sum(1 for i in items if i["condition"] == c) for c in CONDITION_ORDER}
+    lines.append(f"{'utterances':<44} " + " ".join(f"{counts[c]:>10}" for c in CONDITION_ORDER) + f" {len(items):>10}")
+    return "\n".join(lines)

@@ -12,9 +12,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
+import torch
 
 from daisy_upstream.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
-from daisy_upstream.audio.io import SAMPLE_RATE
+from daisy_upstream.audio.corpus import AudioCorpus
+from daisy_upstream.audio.io import SAMPLE_RATE, NoAudioError, read_audio
+from daisy_upstream.audio.noise import NOISE_COLOURS, fit_length, measure_snr, mix_at_snr, sox_noise
+from daisy_upstream.core.checkpoint import checkpoint_record
+from daisy_upstream.evaluation.speech_sets import pocketsphinx_recordings, segment
 
 __all__ = [
     "DEFAULT_SNRS",
@@ -57,12 +62,7 @@ def clean_clips(source: Optional[Union[str, Path]], max_clips: int, seed: int = 
     Raises:
         FileNotFoundError / NoAudioError: no usable audio.
     """
-    from daisy_upstream.evaluation.speech_sets import pocketsphinx_recordings, segment
-
     if source:
-        from daisy_upstream.audio.corpus import AudioCorpus
-        from daisy_upstream.audio.io import NoAudioError
-
         corpus = AudioCorpus.from_source(source)
         loaded, kept = corpus.load_batch(range(min(len(corpus), max_clips)))
         wavs = []
@@ -89,9 +89,6 @@ def clean_clips(source: Optional[Union[str, Path]], max_clips: int, seed: int = 
 
 def noise_signals(paths: Optional[Sequence[Union[str, Path]]], seconds: float, seed: int = 0) -> List[np.ndarray]:
     """The noise files (16 kHz mono), or sox white / pink / brown noise of ``seconds``."""
-    from daisy_upstream.audio.io import read_audio
-    from daisy_upstream.audio.noise import NOISE_COLOURS, sox_noise
-
     if paths:
         noises = [read_audio(p) for p in paths]
         for path, noise in zip(paths, noises):
@@ -114,11 +111,6 @@ def exit_layers_by_snr(
     device: str = "cpu",
 ) -> Dict[str, Dict]:
     """Exit layers and per-layer entropies of every clip at every SNR (same clips, same noise)."""
-    import numpy as np
-    import torch
-
-    from daisy_upstream.audio.noise import fit_length, measure_snr, mix_at_snr
-
     rng = np.random.default_rng(seed)
     picks = [(i % len(noises), int(rng.integers(0, 1 << 30))) for i in range(len(clean))]
     report = {}
@@ -199,8 +191,6 @@ def snr_sweep(
 
     Returns the JSON payload (``checkpoint`` by name and sha256, ``tau``, ``strategy``, ``report``, ``table``).
     """
-    from daisy_upstream.core.checkpoint import checkpoint_record
-
     report = exit_layers_by_snr(upstream, clean, noises, snrs, batch_size, seed, device)
     out = Path(out)
     table = format_report(report)

@@ -7,7 +7,8 @@ set once per process), so it trains again on batches it has seen, skips others, 
 with other weights than a run that was never stopped.
 
 With ``exact_resume`` set in the config's ``runner`` section (the key travels in every
-checkpoint, so a resume keeps it), the training split's loader becomes a function of
+checkpoint, so a resume keeps it), that runner's ``train`` (and only that runner's: without
+the key s3prl's runner trains as it is) makes the training split's loader a function of
 (seed, epoch, batch index) alone:
 
 * before an epoch's first batch is drawn, Python's, numpy's and torch's random generators are
@@ -35,7 +36,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-__all__ = ["CONFIG_KEY", "EpochBatches", "patch_runner_train", "seed_everything"]
+__all__ = ["CONFIG_KEY", "EpochBatches", "asks_for_it", "exact_train", "install_when_asked", "seed_everything"]
 
 #: the key in a task config's ``runner`` section that switches exact resume on
 CONFIG_KEY = "exact_resume"
@@ -112,19 +113,22 @@ def _seeded_loaders(
     return get_dataloader
 
 
-def patch_runner_train(runner: types.ModuleType) -> None:
-    """Wrap ``runner.Runner.train`` so that a config with ``runner.exact_resume`` resumes exactly."""
-    original = runner.Runner.train
-    if getattr(original, "_daisy_exact_resume", False):
-        return
+def asks_for_it(config: Any) -> bool:
+    """Whether a task config (a runner's ``config``) switches exact resume on."""
+    settings = config.get("runner") if isinstance(config, dict) else None
+    return bool(isinstance(settings, dict) and settings.get(CONFIG_KEY))
+
+
+def exact_train(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``Runner.train`` (``original``) with each epoch's loader seeded and a resume's trained batches skipped."""
 
     @functools.wraps(original)
     def train(self):
         import torch.distributed as dist
 
-        settings = self.config.get("runner", {})
-        if not settings.get(CONFIG_KEY) or (dist.is_available() and dist.is_initialized()):
+        if dist.is_available() and dist.is_initialized():  # DistributedSampler seeds its own epochs
             return original(self)
+        settings = self.config["runner"]
         expert = self.downstream.model
         had_own = "get_dataloader" in vars(expert)
         real = expert.get_dataloader
@@ -144,5 +148,22 @@ def patch_runner_train(runner: types.ModuleType) -> None:
             else:
                 del expert.get_dataloader
 
-    train._daisy_exact_resume = True
-    runner.Runner.train = train
+    return train
+
+
+def install_when_asked(runner: types.ModuleType) -> None:
+    """Let a ``runner.Runner`` whose config asks for it (:func:`asks_for_it`) train with exact
+    resume: that runner's ``train`` becomes :func:`exact_train` of s3prl's. Any other runner,
+    and ``Runner.train`` itself, stay s3prl's own."""
+    original = runner.Runner.__init__
+    if getattr(original, "_daisy_exact_resume", False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self, args, config, *more, **kwargs):
+        original(self, args, config, *more, **kwargs)
+        if asks_for_it(self.config):
+            self.train = types.MethodType(exact_train(type(self).train), self)
+
+    __init__._daisy_exact_resume = True
+    runner.Runner.__init__ = __init__

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Union
 
 from daisy_upstream.core.expert import DaisyUpstream
 
@@ -34,25 +34,35 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "resources" / "daisy_
 
 
 def daisy_local(
-    ckpt: Optional[str] = None, model_config: Any = None, refresh: bool = False, family: Optional[str] = None, **kwargs
+    ckpt: Union[None, str, Mapping[str, Any]] = None,
+    model_config: Any = None,
+    refresh: bool = False,
+    family: Optional[str] = None,
+    **kwargs,
 ) -> DaisyUpstream:
-    """DAISY upstream from a local checkpoint path of ``family`` (None: the file's own family).
+    """DAISY upstream from a local checkpoint path of ``family`` (None: the file's own family),
+    or from a checkpoint dict held in memory (as ``torch.load`` gives it).
 
     No downloads: a URL is refused.
     """
     entry = f"daisy_{family}_local" if family else "daisy_local"
     if ckpt is None:
         raise ValueError(f"{entry} needs a checkpoint path: pass -k PATH")
-    ckpt = str(ckpt)
-    if "://" in ckpt:
-        raise ValueError(f"{ckpt!r}: daisy_upstream never downloads; fetch the file yourself and pass its local path")
-    if not os.path.isfile(ckpt):
-        raise FileNotFoundError(f"checkpoint {ckpt} does not exist (-k/--upstream_ckpt)")
+    if not isinstance(ckpt, Mapping):
+        ckpt = str(ckpt)
+        if "://" in ckpt:
+            raise ValueError(
+                f"{ckpt!r}: daisy_upstream never downloads; fetch the file yourself and pass its local path"
+            )
+        if not os.path.isfile(ckpt):
+            raise FileNotFoundError(f"checkpoint {ckpt} does not exist (-k/--upstream_ckpt)")
     return DaisyUpstream(ckpt, model_config=model_config, family=family, **kwargs)
 
 
 def _entry(family: str, twin: str):
-    def entry(ckpt: Optional[str] = None, model_config: Any = None, refresh: bool = False, **kwargs) -> DaisyUpstream:
+    def entry(
+        ckpt: Union[None, str, Mapping[str, Any]] = None, model_config: Any = None, refresh: bool = False, **kwargs
+    ) -> DaisyUpstream:
         return daisy_local(ckpt, model_config=model_config, refresh=refresh, family=family, **kwargs)
 
     entry.__name__ = entry.__qualname__ = f"daisy_{family}_{twin}"
@@ -73,7 +83,7 @@ daisy_wavlm_local = _entry("wavlm", "local")
 
 
 def daisy_hubert(
-    ckpt: Optional[str] = None, model_config: Any = None, refresh: bool = False, **kwargs
+    ckpt: Union[None, str, Mapping[str, Any]] = None, model_config: Any = None, refresh: bool = False, **kwargs
 ) -> DaisyUpstream:
     """DAISY upstream; without ``ckpt`` the embedded tiny HuBERT shipped with the package."""
     if ckpt is None:

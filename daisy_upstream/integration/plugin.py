@@ -58,14 +58,14 @@ def register_hub(hub: types.ModuleType) -> None:
 
 
 def patch_runner(runner: types.ModuleType) -> None:
-    """Swap the runner's Featurizer for :class:`DaisyFeaturizer`; apply the compat shims and
-    the opt-in exact resume (:mod:`daisy_upstream.integration.exact_resume`)."""
+    """Swap the runner's Featurizer for :class:`DaisyFeaturizer`; apply the compat shims; a
+    runner whose config asks for exact resume gets it (:mod:`daisy_upstream.integration.exact_resume`)."""
     from daisy_upstream.core.featurizers import DaisyFeaturizer
     from daisy_upstream.integration import compat, exact_resume
 
     runner.Featurizer = DaisyFeaturizer
     compat.patch_runner_module(runner)
-    exact_resume.patch_runner_train(runner)
+    exact_resume.install_when_asked(runner)
 
 
 #: module s3prl imports -> (our module, its function applied to it right after the import)

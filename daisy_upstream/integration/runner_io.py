@@ -22,6 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import torch
+
+from daisy_upstream.integration.compat import allow_namespace_in_checkpoints
+
 __all__ = [
     "RUNNER_CODE",
     "TASKS",
@@ -44,9 +48,9 @@ TASKS = ("asr", "voxceleb1", "enhancement_stft", "separation_stft")
 #: the split ``-t`` evaluates for each task (the names s3prl 0.4.18's experts use)
 TEST_SPLIT = {"asr": "test-clean", "voxceleb1": "test", "enhancement_stft": "test", "separation_stft": "test"}
 #: ``python -c`` code of the runner: s3prl's run_downstream with the plugin installed, without
-#: the third-party warnings the ``daisy`` commands filter (:mod:`daisy_upstream.cli._quiet`)
+#: the third-party warnings the ``daisy`` commands filter (:mod:`daisy_upstream.integration.quiet`)
 RUNNER_CODE = (
-    "import sys; from daisy_upstream.cli._quiet import quiet_third_party; quiet_third_party(); "
+    "import sys; from daisy_upstream.integration.quiet import quiet_third_party; quiet_third_party(); "
     "from daisy_upstream.integration.plugin import run_downstream; sys.exit(run_downstream())"
 )
 
@@ -111,10 +115,6 @@ def load_runner_checkpoint(path: PathLike) -> Dict[str, Any]:
         FileNotFoundError: no such file.
         ValueError: not a runner checkpoint (unreadable, truncated, or not a dict).
     """
-    import torch
-
-    from daisy_upstream.integration.compat import allow_namespace_in_checkpoints
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"runner checkpoint {path} does not exist")

@@ -12,6 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
+import soundfile as sf
+
+from daisy_upstream.audio.io import find_audio
+
 __all__ = [
     "BUCKETS",
     "LIBRISPEECH_TEST_CLEAN_UTTERANCES",
@@ -93,10 +97,6 @@ def librispeech_challenge_sample(root: Union[str, Path]) -> List[Path]:
         FileNotFoundError: ``root`` does not exist.
         ValueError: ``root`` is not LibriSpeech test-clean (not 2620 listed utterances).
     """
-    import soundfile as sf
-
-    from daisy_upstream.audio.io import find_audio
-
     files, kind, _ = find_audio(root)
     if kind != "librispeech" or len(files) != LIBRISPEECH_TEST_CLEAN_UTTERANCES:
         raise ValueError(

@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import yaml
 
 __all__ = [
     "REFERENCE_POINTS",
@@ -123,8 +125,6 @@ def parse_params(text: Union[str, float, int, None]) -> Optional[float]:
 
 def read_metrics(path: Union[str, Path]) -> Dict[str, float]:
     """A YAML or JSON mapping of metric name -> value (``_public`` suffixes dropped)."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"metrics file {path} does not exist")
@@ -186,42 +186,11 @@ def superb_score(
         ValueError: an unknown metric name or subset, a non-finite or out-of-range value
             (:data:`VALUE_RANGES`), or a non-finite parameter count.
     """
-    if subset not in SUBSETS:
-        raise ValueError(f"unknown subset {subset!r}; choose one of {', '.join(SUBSETS)}")
-    ignored = [m for m in metrics if m.startswith(NOT_SCORED_PREFIXES)]
-    unknown = [m for m in metrics if m not in REFERENCE_POINTS and m not in ignored]
-    if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; the leaderboard's names are {', '.join(REFERENCE_POINTS)}")
-    for name, value in metrics.items():
-        check_metric_value(name, float(value))
-    if params_millions is not None and not (math.isfinite(params_millions) and params_millions > 0):
-        raise ValueError(f"params must be a finite number > 0, got {params_millions}")
+    ignored = _check_inputs(metrics, subset, params_millions)
     divisor = max(params_millions, 1.0) if params_millions is not None else None
-    scored, warnings = {}, []
-    for name, value in metrics.items():
-        if name in ignored:
-            continue
-        baseline, topline = REFERENCE_POINTS[name]
-        if 0 < value < 1 < max(baseline, topline):
-            warnings.append(
-                f"{name} {value:g} looks like a fraction; the reference points are in percent "
-                f"({baseline:g} .. {topline:g}): multiply by 100"
-            )
-        s = 1000.0 * (value - baseline) / (topline - baseline)
-        s_p = None if divisor is None else (s / divisor if s > 0 else s)
-        scored[name] = {"value": value, "score": s, "score_p": s_p}
+    scored, warnings = _metric_scores({m: v for m, v in metrics.items() if m not in ignored}, divisor)
     wanted = SUBSETS[subset]
-    tasks: Dict[str, Dict[str, Any]] = {}
-    for task in dict.fromkeys(task_of(m) for m in [*scored, *wanted]):
-        names = [m for m in REFERENCE_POINTS if task_of(m) == task and (m in scored or m in wanted)]
-        complete = all(m in scored for m in names)
-        mean = (lambda key: sum(scored[m][key] for m in names) / len(names)) if complete else None
-        tasks[task] = {
-            "metrics": names,
-            "score": mean("score") if mean else None,
-            "score_p": mean("score_p") if mean and divisor is not None else None,
-            "in_subset": any(m in wanted for m in names),
-        }
+    tasks = _task_scores(scored, wanted, divisor is not None)
     missing = [m for m in wanted if m not in scored]
     subset_tasks = [t for t, v in tasks.items() if v["in_subset"]]
     overall = None if missing else sum(tasks[t]["score"] for t in subset_tasks) / len(subset_tasks)
@@ -239,6 +208,53 @@ def superb_score(
         "ignored": ignored,
         "warnings": warnings,
     }
+
+
+def _check_inputs(metrics: Mapping[str, float], subset: str, params_millions: Optional[float]) -> List[str]:
+    """Refuse an unknown subset or metric, a bad value or parameter count; the metrics not scored."""
+    if subset not in SUBSETS:
+        raise ValueError(f"unknown subset {subset!r}; choose one of {', '.join(SUBSETS)}")
+    ignored = [m for m in metrics if m.startswith(NOT_SCORED_PREFIXES)]
+    unknown = [m for m in metrics if m not in REFERENCE_POINTS and m not in ignored]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; the leaderboard's names are {', '.join(REFERENCE_POINTS)}")
+    for name, value in metrics.items():
+        check_metric_value(name, float(value))
+    if params_millions is not None and not (math.isfinite(params_millions) and params_millions > 0):
+        raise ValueError(f"params must be a finite number > 0, got {params_millions}")
+    return ignored
+
+
+def _metric_scores(metrics: Mapping[str, float], divisor: Optional[float]) -> Tuple[Dict[str, Dict], List[str]]:
+    """Each metric's score (1000 x its place between baseline and topline) and score-P, and warnings."""
+    scored, warnings = {}, []
+    for name, value in metrics.items():
+        baseline, topline = REFERENCE_POINTS[name]
+        if 0 < value < 1 < max(baseline, topline):
+            warnings.append(
+                f"{name} {value:g} looks like a fraction; the reference points are in percent "
+                f"({baseline:g} .. {topline:g}): multiply by 100"
+            )
+        s = 1000.0 * (value - baseline) / (topline - baseline)
+        s_p = None if divisor is None else (s / divisor if s > 0 else s)
+        scored[name] = {"value": value, "score": s, "score_p": s_p}
+    return scored, warnings
+
+
+def _task_scores(scored: Dict[str, Dict], wanted: Sequence[str], with_params: bool) -> Dict[str, Dict[str, Any]]:
+    """Per task: its metrics, the mean of their scores (None unless all are there), whether in the subset."""
+    tasks: Dict[str, Dict[str, Any]] = {}
+    for task in dict.fromkeys(task_of(m) for m in [*scored, *wanted]):
+        names = [m for m in REFERENCE_POINTS if task_of(m) == task and (m in scored or m in wanted)]
+        complete = all(m in scored for m in names)
+        mean = (lambda key: sum(scored[m][key] for m in names) / len(names)) if complete else None
+        tasks[task] = {
+            "metrics": names,
+            "score": mean("score") if mean else None,
+            "score_p": mean("score_p") if mean and with_params else None,
+            "in_subset": any(m in wanted for m in names),
+        }
+    return tasks
 
 
 def format_score(result: Dict[str, Any]) -> str:

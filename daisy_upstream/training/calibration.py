@@ -39,9 +39,9 @@ from torch import Tensor
 from daisy_upstream.atomic import atomic_save_figure, atomic_write_text
 from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.audio.io import SAMPLE_RATE
-from daisy_upstream.core.branches import ExitBranches
+from daisy_upstream.core.branches import ExitBranches, check_branches_fit
 from daisy_upstream.core.early_exit import EarlyExitModel
-from daisy_upstream.core.policy import compute_tau, make_plan
+from daisy_upstream.core.policy import check_rho, compute_tau, make_plan
 
 from .batch_feed import PaddedBatches, batch_loader, shard_keys, unpad
 
@@ -190,8 +190,7 @@ def utterance_entropies(backbone: EarlyExitModel, branches: ExitBranches, wavs: 
     layer output for the authors' heads), as it does when the upstream decides exits.
     """
     num_layers = backbone.num_layers
-    if branches.num_layers != num_layers:
-        raise ValueError(f"{branches.num_layers} branches for a {num_layers}-layer model")
+    check_branches_fit(branches, num_layers)
     out = backbone(list(wavs), make_plan([num_layers], None), branch_input=branches.branch_input)
     per_layer = [branches.entropy(k, out.branch_inputs[k - 1], out.lengths).double() for k in range(1, num_layers + 1)]
     return torch.stack(per_layer, dim=1).cpu()
@@ -235,8 +234,7 @@ def layer_entropies(
     from daisy_upstream.training.distributed import all_gather_objects
 
     device = torch.device(device)
-    if branches.num_layers != backbone.num_layers:
-        raise ValueError(f"{branches.num_layers} branches for a {backbone.num_layers}-layer model")
+    check_branches_fit(branches, backbone.num_layers)
     done: List[Tuple[int, Tensor, List[str], float]] = []  # (batch index, (B, L) rows, keys, seconds)
     batches = corpus.batches(batch_seconds)
     mine = shard_keys(len(batches), rank, world)
@@ -291,8 +289,7 @@ def calibrate_checkpoint(
     from daisy_upstream.core.checkpoint import load_daisy_checkpoint
 
     for rho in rhos:
-        if not 0.0 <= float(rho) <= 1.0:
-            raise ValueError(f"rho must be in [0, 1], got {rho}")
+        check_rho(rho)
     loaded = load_daisy_checkpoint(checkpoint)
     if loaded.branches is None:
         raise ValueError(

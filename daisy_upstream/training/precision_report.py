@@ -5,8 +5,8 @@ runs every utterance through the frozen model in fp32 and under each lower preci
 prints side by side, per precision: the share of valid frames whose stage-1 target (the
 model's own targets, or the checkpoint's k-means) differs from fp32, the largest
 difference of a per-utterance layer entropy, and per rho the share of utterances whose exit
-layer (the first layer ``k < L`` with mean entropy ``< tau``, as :class:`ExitPlan` decides)
-differs, with the mean exit layer of both.
+layer differs, with the mean exit layer of both (the first layer ``k < L`` that
+:func:`~daisy_upstream.core.policy.exits`, the rule the upstream's forward applies).
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import torch
 
 from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.core.early_exit import EarlyExitModel
-from daisy_upstream.core.policy import compute_tau
+from daisy_upstream.core.policy import compute_tau, exits
 from daisy_upstream.core.precision import PRECISIONS
 
 from .calibration import layer_entropies
+from .kmeans_targets import KMeansTargets
 from .targets import batch_features, load_frozen_model, model_targets
 
 __all__ = ["exit_layers", "main"]
@@ -30,7 +31,7 @@ __all__ = ["exit_layers", "main"]
 
 def exit_layers(entropies: torch.Tensor, tau: float) -> torch.Tensor:
     """``(N, L)`` per-utterance layer entropies -> ``(N,)`` exit layer (1..L) for ``tau``."""
-    below = torch.cat([entropies[:, :-1] < tau, torch.ones_like(entropies[:, :1], dtype=torch.bool)], dim=1)
+    below = torch.cat([exits(entropies[:, :-1], tau), torch.ones_like(entropies[:, :1], dtype=torch.bool)], dim=1)
     return below.float().argmax(dim=1) + 1  # first True; column L always True
 
 
@@ -38,8 +39,6 @@ def _target_source(loaded, raw_state: Dict, name: str) -> torch.nn.Module:
     """The targets the checkpoint's branches were trained on: its k-means, else the model's own."""
     record = raw_state.get("daisy", {}).get("targets") or {}
     if record.get("kind") == "kmeans":
-        from .kmeans_targets import KMeansTargets
-
         return KMeansTargets(record["centroids"], int(record["layer"]), record)
     return model_targets(loaded, raw_state, name)
 

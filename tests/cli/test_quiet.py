@@ -19,7 +19,7 @@ CODE = """
 import sys, warnings
 warnings.simplefilter("default")
 if sys.argv[1] == "quiet":
-    from daisy_upstream.cli._quiet import quiet_third_party
+    from daisy_upstream.integration.quiet import quiet_third_party
     quiet_third_party()
 import s3prl.hub
 import torch

@@ -358,7 +358,6 @@ def test_unprocessed_baselines_have_the_snr_they_were_mixed_at(tmp_path):
 def test_fig5_cell_trains_the_fixed_exit_of_equal_compute(tmp_path, monkeypatch):
     """With a mixed-noise corpus, ASR gets a Fig. 5 cell: it trains the fixed exit at the layer of
     equal compute (here 3, not the table's 2) and compares it with the rho 1.0 downstream."""
-    from daisy_upstream.evaluation import mixed_set
 
     calls = {}
 
@@ -370,8 +369,8 @@ def test_fig5_cell_trains_the_fixed_exit_of_equal_compute(tmp_path, monkeypatch)
         calls["fixed_ckpt"], calls["prepared"] = Path(fixed_downstream_ckpt), prepared
         return {"wer": {"DAISY": {"overall": {"wer": 50.0}}, "fixed exit at layer 3": {"overall": {"wer": 60.0}}}}
 
-    monkeypatch.setattr(mixed_set, "mixed_set_exits", fake_exits)
-    monkeypatch.setattr(mixed_set, "mixed_set_comparison", fake_comparison)
+    monkeypatch.setattr(t1_table, "mixed_set_exits", fake_exits)
+    monkeypatch.setattr(t1_table, "mixed_set_comparison", fake_comparison)
     monkeypatch.setattr(t1_table, "time_rows", lambda *a, **k: {"modes": {}})
     monkeypatch.setattr(t1_table, "test_audio_files", lambda task, config: [Path("a.wav")])
     runner = FakeRunner()

@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
+from daisy_upstream.factory.corpus.build import make_corpus
+
 from .plan import CORPUS_LAYOUT, TASKS
 
 __all__ = [
@@ -85,8 +87,6 @@ def make_missing_corpora(
     log: Callable[[str], None] = print,
 ) -> None:
     """Make (or finish making) the corpora of ``out`` that ``assigned`` uses; a made one is kept."""
-    from daisy_upstream.factory.corpus.build import make_corpus
-
     for name in sorted(set(MADE_CORPORA.values())):
         folder = Path(out) / name
         users = [task for task, corpus in assigned.items() if corpus == folder]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 from .plan import TASK_TITLES, Row
 
@@ -57,13 +57,26 @@ def format_markdown(
         tasks: the column groups, left to right.
         mixed: the Fig. 5 result (``Table1._mixed``), shown below the tables when given.
     """
+    lines = [title, ""] if title else []
+    lines += _metric_table(cells, rows, tasks)
+    lines += [
+        "",
+        "Exit span at evaluation (from the training exit counts), mean exit layer on the test audio, and "
+        "the saving those exits imply from the measured per-layer cost (benchmark's ideal):",
+        "",
+    ]
+    lines += _exit_table(cells, rows, tasks)
+    if mixed:
+        lines += _mixed_table(mixed)
+    return "\n".join(lines) + "\n"
+
+
+def _metric_table(cells: Mapping[str, Mapping[str, Any]], rows: Sequence[Row], tasks: Sequence[str]) -> List[str]:
+    """Per row and task: the metric and the time saved; the unprocessed input last, when measured."""
     header = ["method"]
     for task in tasks:
         header += [METRIC_HEADERS[task], f"{TASK_TITLES[task]} time saved"]
-    lines = []
-    if title:
-        lines += [title, ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (2 * len(tasks))) + "|"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (2 * len(tasks))) + "|"]
     for row in rows:
         values = [row.label]
         for task in tasks:
@@ -77,14 +90,12 @@ def format_markdown(
         for task in tasks:
             values += [format_metric(task, cells.get(task, {}).get("unprocessed", {}).get("metric")), "–"]
         lines.append("| " + " | ".join(values) + " |")
-    # where the rows exited: span and mean exit layer on the test audio
-    lines += [
-        "",
-        "Exit span at evaluation (from the training exit counts), mean exit layer on the test audio, and "
-        "the saving those exits imply from the measured per-layer cost (benchmark's ideal):",
-        "",
-    ]
-    lines += [
+    return lines
+
+
+def _exit_table(cells: Mapping[str, Mapping[str, Any]], rows: Sequence[Row], tasks: Sequence[str]) -> List[str]:
+    """Per row and task: where the rows exited (span, mean exit layer and the saving it implies)."""
+    lines = [
         "| method | " + " | ".join(TASK_TITLES[t] for t in tasks) + " |",
         "|" + "|".join(["---"] * (len(tasks) + 1)) + "|",
     ]
@@ -99,16 +110,20 @@ def format_markdown(
                 text += f" (mean {mean:.2f}" + (f", ideal saving {100 * ideal:.1f}%)" if ideal is not None else ")")
             values.append(text)
         lines.append("| " + " | ".join(values) + " |")
-    if mixed:
-        lines += [
-            "",
-            f"Fig. 5, ASR WER on the mixed-noise set (40% clean, 30% 10 dB, 20% 5 dB, 10% 0 dB): DAISY "
-            f"(rho 1.0) against a downstream trained with the fixed exit at layer {mixed['fixed_layer']} "
-            "(equal average compute):",
-            "",
-        ]
-        groups = list(next(iter(mixed["wer"].values())))
-        lines += ["| method | " + " | ".join(groups) + " |", "|" + "|".join(["---"] + ["---:"] * len(groups)) + "|"]
-        for name, by in mixed["wer"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{by[g]['wer']:.2f}%" for g in groups) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _mixed_table(mixed: Mapping[str, Any]) -> List[str]:
+    """Fig. 5's WER per condition, DAISY against the fixed exit of equal average compute."""
+    lines = [
+        "",
+        f"Fig. 5, ASR WER on the mixed-noise set (40% clean, 30% 10 dB, 20% 5 dB, 10% 0 dB): DAISY "
+        f"(rho 1.0) against a downstream trained with the fixed exit at layer {mixed['fixed_layer']} "
+        "(equal average compute):",
+        "",
+    ]
+    groups = list(next(iter(mixed["wer"].values())))
+    lines += ["| method | " + " | ".join(groups) + " |", "|" + "|".join(["---"] + ["---:"] * len(groups)) + "|"]
+    for name, by in mixed["wer"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{by[g]['wer']:.2f}%" for g in groups) + " |")
+    return lines

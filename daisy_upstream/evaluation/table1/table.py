@@ -24,7 +24,10 @@ import yaml
 
 from daisy_upstream.atomic import atomic_write_json, atomic_write_text
 from daisy_upstream.core.checkpoint import checkpoint_record
-from daisy_upstream.evaluation.loading import evaluation_span
+from daisy_upstream.core.expert import load_config
+from daisy_upstream.core.policy import evaluation_span
+from daisy_upstream.evaluation.mixed_set import mixed_set_comparison, mixed_set_exits
+from daisy_upstream.evaluation.task_audio import test_audio_files
 from daisy_upstream.integration.runner_io import (
     Runner,
     exit_counts,
@@ -38,7 +41,7 @@ from .baselines import UNPROCESSED_TASKS, unprocessed_metric
 from .lock import CellLock
 from .plan import SETTINGS, TASK_TITLES, TASKS, TEST_SPLIT, Cell, Row, default_rows, training_configs
 from .report import format_elapsed, format_markdown
-from .tasks import DATA_PATH_KEYS, SCHEDULE_KEYS, runner_schedule, test_audio_files
+from .tasks import DATA_PATH_KEYS, SCHEDULE_KEYS, runner_schedule
 from .timing import time_rows
 
 __all__ = ["Table1"]
@@ -232,53 +235,52 @@ class Table1:
                 shutil.rmtree(expdir)
             expdir.mkdir(parents=True)
             log.unlink(missing_ok=True)  # a failed attempt's log goes with it
-            self.runner(
-                runner_command(
-                    [
-                        "-m",
-                        "train",
-                        "-d",
-                        task,
-                        "-c",
-                        str(self.task_config_path(task)),
-                        "-u",
-                        "daisy_hubert_local",
-                        "-k",
-                        str(self.ckpt),
-                        "-g",
-                        str(self.upstream_config_path(f"train_{run}")),
-                        "-p",
-                        str(expdir),
-                        "--seed",
-                        str(self.seed),
-                        "--device",
-                        self.device,
-                        "-o",
-                        schedule,
-                    ]
-                ),
-                log,
-            )
+            self.runner(runner_command(self._fresh_training_args(task, run, expdir, schedule)), log)
         elif done < steps:
-            # the checkpoint's own paths (experiment folder, upstream, its config, the data) may be
-            # another machine's or checkout's: the resumed run takes this table's
-            here = [
-                f"args.expdir={expdir}",
-                f"args.upstream_ckpt={self.ckpt}",
-                f"args.upstream_model_config={self.upstream_config_path(f'train_{run}')}",
-            ]
-            here += [f"config.downstream_expert.{key}={value}" for key, value in _data_paths(self.task_configs[task])]
             self.log(f"[table1] {task} {run}: resuming from step {done} of {steps} ({resume.name})")
+            overrides = ",,".join(self._resume_overrides(task, run, expdir)) + ",," + schedule
             self.runner(
-                runner_command(
-                    ["-m", "train", "-e", str(resume), "--device", self.device, "-o", ",,".join(here) + ",," + schedule]
-                ),
-                log,
+                runner_command(["-m", "train", "-e", str(resume), "--device", self.device, "-o", overrides]), log
             )
         final = self.final_checkpoint(task, run)
         if not final.is_file():
             raise RuntimeError(f"training {task} {run} finished without writing {final}; see {log}")
         return {"checkpoint": str(final), "exit_counts": exit_counts(final), "resumed_from_step": done or None}
+
+    def _fresh_training_args(self, task: str, run: str, expdir: Path, schedule: str) -> List[str]:
+        """The runner's arguments of a training of ``run`` started from scratch in ``expdir``."""
+        return [
+            "-m",
+            "train",
+            "-d",
+            task,
+            "-c",
+            str(self.task_config_path(task)),
+            "-u",
+            "daisy_hubert_local",
+            "-k",
+            str(self.ckpt),
+            "-g",
+            str(self.upstream_config_path(f"train_{run}")),
+            "-p",
+            str(expdir),
+            "--seed",
+            str(self.seed),
+            "--device",
+            self.device,
+            "-o",
+            schedule,
+        ]
+
+    def _resume_overrides(self, task: str, run: str, expdir: Path) -> List[str]:
+        """``-o`` overrides of a resumed training: the checkpoint's own paths (experiment folder,
+        upstream, its config, the data) may be another machine's or checkout's; it takes this table's."""
+        here = [
+            f"args.expdir={expdir}",
+            f"args.upstream_ckpt={self.ckpt}",
+            f"args.upstream_model_config={self.upstream_config_path(f'train_{run}')}",
+        ]
+        return here + [f"config.downstream_expert.{key}={value}" for key, value in _data_paths(self.task_configs[task])]
 
     def _train_cell(self, task: str, run: str) -> None:
         """A training outside the table's runs (Fig. 5's fixed exit), as a resumable cell of its own."""
@@ -319,11 +321,12 @@ class Table1:
             ),
             log,
         )
+        counts = exit_counts(ckpt)
         return {
             "metric": parse_metric(task, expdir),
             "checkpoint": str(ckpt),
             "upstream_config": row.upstream,
-            "span": evaluation_span(row.upstream, exit_counts(ckpt)),
+            "span": evaluation_span(load_config(row.upstream), len(counts), counts),
         }
 
     def _time(self, task: str) -> Dict[str, Any]:
@@ -341,8 +344,6 @@ class Table1:
         """Fig. 5: the rho 1.0 downstream with DAISY vs a downstream trained with the fixed exit
         at the layer of equal average compute on the mixed set (trained here unless that layer
         is the table's fixed layer)."""
-        from daisy_upstream.evaluation.mixed_set import mixed_set_comparison, mixed_set_exits
-
         daisy_ckpt = self.final_checkpoint("asr", "rho1.0")
         prepared = mixed_set_exits(self.mixed_corpus, daisy_ckpt, device=self.device)
         layer = prepared["fixed_layer"]

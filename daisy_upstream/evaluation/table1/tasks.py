@@ -9,14 +9,13 @@ and ``SMALL_LR`` (learning-rate schedules and rates that differ from the paper's
 from __future__ import annotations
 
 import copy
-import csv
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
-from daisy_upstream.audio.io import read_scp
+import yaml
 
-from .plan import TEST_SPLIT
+from daisy_upstream.evaluation.task_audio import test_audio_files
 
 __all__ = [
     "read_task_config",
@@ -33,11 +32,11 @@ __all__ = [
     "test_audio_files",
 ]
 
-#: downstream heads and batches sized for a CPU ("small"), or the shipped configs ("paper").
-#: Measured on 2 CPU cores with the embedded model (docs/results/table1_embedded.md): ASR, a
-#: 2 x 256 BLSTM on 2x-downsampled frames without dropout (the CTC head leaves its all-blank
-#: phase after ~200 steps); SE one 256 LSTM layer (PESQ above the noisy input's by 100 steps);
-#: SS 2 x 256 (SI-SDRi peaks early on small data, then falls).
+#: downstream heads and batches sized for a CPU ("small"), or the shipped configs ("paper"):
+#: the smallest heads that learn within the steps of ``SMALL_STEPS`` on the embedded model. ASR
+#: has no dropout and 2x-downsampled frames, so that its CTC head leaves the all-blank phase
+#: early; SS stays at 2 layers since on small data more depth only overfits. The measurements
+#: behind each are in docs/results/table1_embedded.md.
 SMALL_SIZES: Dict[str, Dict[str, Any]] = {
     "asr": {
         "datarc": {"batch_size": 8, "eval_batch_size": 8, "num_workers": 1},
@@ -65,20 +64,18 @@ SMALL_SIZES: Dict[str, Dict[str, Any]] = {
         "modelrc": {"rnn_layers": 2, "hidden_size": 256},
     },
 }
-#: training steps per task at --size small. ASR: on a 4 h corpus (160 training voices) the full
-#: model's unseen-voice WER falls to ~85% by step 2400 at lr 2e-3 and stays there (8 h: 85% at 2800);
-#: the drops of the lr at steps 2800 and 3200 (SMALL_SCHEDULES) take it to ~80%
-#: (docs/results/table1_embedded.md, learning curves). Trainings resume when the steps are raised.
+#: training steps per task at --size small: where each task's dev metric stops improving on the
+#: table's corpora (ASR: past both learning-rate drops of ``SMALL_SCHEDULES``; the learning curves
+#: are in docs/results/table1_embedded.md). Raising them later resumes the trainings.
 SMALL_STEPS: Dict[str, int] = {"asr": 3600, "voxceleb1": 300, "enhancement_stft": 150, "separation_stft": 100}
 #: a training saves a runner checkpoint (the point it resumes from) at least this often
 SAVE_EVERY = 100
 #: the runner keys that follow from the steps (a table's steps may be raised: its trainings resume)
 SCHEDULE_KEYS = ("total_steps", "log_step", "save_step", "eval_step")
 #: learning-rate schedules at --size small (``daisy_upstream.integration.schedules``): ASR's
-#: constant 2e-3 plateaus near 85% WER on unseen voices from step 2000; a quarter of it from step
-#: 2800 took the dev WER from 85.7% to 81.1% in 200 steps and plateaued again near 80.7% by step
-#: 3200, hence a second quarter there (docs/results/table1_embedded.md). A decay at fixed steps,
-#: not over the total, keeps a training extended by resuming exact.
+#: constant rate plateaus, and each quarter-step after a plateau lowers the dev WER again
+#: (docs/results/table1_embedded.md). A decay at fixed steps, not over the total, keeps a
+#: training extended by resuming exact.
 SMALL_SCHEDULES: Dict[str, Dict[str, Any]] = {
     "asr": {"name": "multistep_schedule", "milestones": [2800, 3200], "gamma": 0.25}
 }
@@ -129,8 +126,6 @@ def read_task_config(task: str, path: Union[str, Path]) -> Dict[str, Any]:
         ValueError: not a mapping with ``downstream_expert`` and ``runner`` mappings.
         yaml.YAMLError: not YAML.
     """
-    import yaml
-
     with open(path) as f:
         config = yaml.safe_load(f)
     if not isinstance(config, dict) or not all(
@@ -200,31 +195,3 @@ def _check_no_placeholders(task: str, config: Mapping[str, Any]) -> None:
             f"the {task} config still has placeholder data paths: {', '.join(bad)}; "
             "fill them in (see docs/s3prl_recipes.md) or use a corpus (--corpus)"
         )
-
-
-def test_audio_files(task: str, config: Mapping[str, Any]) -> List[Path]:
-    """The files the task's test split evaluates (what the upstream sees), from a task config."""
-    expert = config["downstream_expert"]
-    if task == "asr":
-        datarc = expert["datarc"]
-        files = []
-        for name in datarc[TEST_SPLIT[task]]:
-            with open(Path(datarc["bucket_file"]) / f"{name}.csv") as f:
-                files += [Path(datarc["libri_root"]) / r["file_path"] for r in csv.DictReader(f)]
-        return files
-    if task == "voxceleb1":
-        datarc = expert["datarc"]
-        root = Path(datarc["file_path"])
-        files = []
-        for line in Path(datarc["meta_data"]).read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[0] == "3":
-                found = sorted(root.glob(f"*/wav/{parts[1]}"))
-                if not found:
-                    raise FileNotFoundError(
-                        f"{parts[1]} (test split of {datarc['meta_data']}) not found under {root}/*/wav"
-                    )
-                files.append(found[0])
-        return files
-    sub = "noisy" if task == "enhancement_stft" else "mix_clean"
-    return list(read_scp(Path(expert["loaderrc"]["test_dir"]) / sub / "wav.scp").values())

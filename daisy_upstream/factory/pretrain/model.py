@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, List, Optional
 
-import torch
 from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
 from s3prl.upstream.utils import merge_with_parent
 
@@ -88,8 +87,3 @@ def build_model(
     mcfg = merge_with_parent(HubertConfig, copy.deepcopy(model_cfg or TINY_MODEL_CFG))
     tcfg = merge_with_parent(HubertPretrainingConfig, copy.deepcopy(task_cfg or TINY_TASK_CFG))
     return HubertModel(mcfg, tcfg, [cluster_symbols(num_clusters)])
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    """Number of parameters of ``model``."""
-    return sum(p.numel() for p in model.parameters())

@@ -19,7 +19,7 @@ import logging
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -61,9 +61,9 @@ class PretrainConfig:
     #: passes of the streamed k-means (scikit-learn's MiniBatchKMeans, batches of 10000 frames
     #: fed with partial_fit, as stage 1's --targets kmeans) over the kmeans_frames sample
     kmeans_passes: int = 20
-    #: k-means on per-dimension standardised features. HuBERT clusters the raw features;
-    #: standardising MFCC deltas made the labels twice as jumpy (adjacent frames equal 29%
-    #: vs 48% of the time) and the first run sat at chance for 1200 steps.
+    #: k-means on per-dimension standardised features. Off, as HuBERT clusters the raw features:
+    #: standardised MFCC deltas give labels that change between adjacent frames about twice as
+    #: often, which masked prediction learns far more slowly.
     standardize_features: bool = False
     #: denoising masked prediction: this share of training crops gets sox noise (white, pink,
     #: brown) at an SNR drawn from noise_snr_db, the targets stay those of the clean audio, so
@@ -221,8 +221,36 @@ def pretrain(
     """
     if threads:
         torch.set_num_threads(threads)
-    dev = torch.device(device)
     state_dir, out = Path(state_dir), Path(out)
+    stream_tr, stream_va = _load_streams(corpus)
+    fingerprint = [stream_tr.fingerprint(), stream_va.fingerprint()]
+    state = load_state(state_dir)
+    if state is None:
+        cfg = cfg or PretrainConfig()
+        state = _new_state(cfg, stream_tr, stream_va, corpus, fingerprint)
+        save_state(state, state_dir)
+    else:
+        cfg = _resumed_config(state, cfg, state_dir)
+        if state["meta"]["fingerprint"] != fingerprint:
+            raise ValueError(
+                f"the corpus at {corpus} differs from the one this state in "
+                f"{state_dir} was trained on; use the same corpus (same "
+                "make-corpus arguments) or a new --state-dir"
+            )
+        log.info("resuming %s at step %d", state["phase"], state["step"])
+    stop = _Stop()
+    old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        run = _Pretraining(state, cfg, stream_tr, stream_va, state_dir, out, torch.device(device), stop)
+        run.ckpt_minutes, run.max_steps, run.on_log, run.command = ckpt_minutes, max_steps, on_log, command
+        return run.run()
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+
+
+def _load_streams(corpus: Path) -> Tuple[AudioStream, AudioStream]:
+    """The corpus's train and valid splits, each as one stream."""
     files_tr = list_split_files(corpus, "train")
     files_va = list_split_files(corpus, "valid")
     t_load = time.time()
@@ -235,77 +263,68 @@ def pretrain(
         stream_va.num_frames / 50 / 3600,
         time.time() - t_load,
     )
-    fingerprint = [stream_tr.fingerprint(), stream_va.fingerprint()]
+    return stream_tr, stream_va
 
-    state = load_state(state_dir)
-    if state is None:
-        cfg = cfg or PretrainConfig()
-        log.info("new run; iteration 1: MFCC features and k-means (%d clusters)", cfg.clusters_iter1)
-        lab = _make_labels(
-            stream_features(stream_tr, mfcc_frames),
-            stream_features(stream_va, mfcc_frames),
-            cfg.clusters_iter1,
-            _seed_of(cfg.seed, "kmeans1"),
-            cfg.kmeans_frames,
-            cfg.standardize_features,
-            cfg.kmeans_passes,
-        )
-        torch.manual_seed(_seed_of(cfg.seed, "init1"))
-        model = build_model(cfg.clusters_iter1, cfg.model_cfg, cfg.task_cfg)
-        state = {
-            "phase": "iter1",
-            "step": 0,
-            "config": dataclasses.asdict(cfg),
-            "model": model.state_dict(),
-            "optimizer": None,
-            "targets": lab,
-            "log": [],
-            "meta": {
-                "fingerprint": fingerprint,
-                "corpus": str(corpus),
-                "iteration2_init": "continued from iteration-1 weights, new label embedding",
-                "majority_valid_iter1": _majority(lab["labels_valid"]),
-                "train_hours": stream_tr.num_frames / 50 / 3600,
-                "valid_hours": stream_va.num_frames / 50 / 3600,
-            },
-        }
-        save_state(state, state_dir)
-    else:
-        saved = PretrainConfig(**state["config"])
-        if cfg is not None:
-            for f in dataclasses.fields(PretrainConfig):
-                new, old = getattr(cfg, f.name), getattr(saved, f.name)
-                if new == old or (f.name == "noise_prob" and new is None):
-                    continue
-                if f.name in ("steps_iter1", "steps_iter2", "noise_prob", "noise_snr_db"):
-                    log.warning("%s changed from %s to %s", f.name, old, new)
-                    setattr(saved, f.name, new)
-                else:
-                    log.warning("ignoring %s=%r: the run in %s was started with %r", f.name, new, state_dir, old)
-        cfg = saved
-        state["config"] = dataclasses.asdict(cfg)
-        if state["meta"]["fingerprint"] != fingerprint:
-            raise ValueError(
-                f"the corpus at {corpus} differs from the one this state in "
-                f"{state_dir} was trained on; use the same corpus (same "
-                "make-corpus arguments) or a new --state-dir"
-            )
-        if state["phase"] == "done" and state["step"] < cfg.steps_iter2:
-            log.warning(
-                "continuing the finished iteration 2 from step %d to %d (new optimizer)", state["step"], cfg.steps_iter2
-            )
-            state["phase"] = "iter2"
-        log.info("resuming %s at step %d", state["phase"], state["step"])
 
-    stop = _Stop()
-    old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        return _run(
-            state, cfg, stream_tr, stream_va, state_dir, out, dev, ckpt_minutes, max_steps, stop, on_log, command
+def _new_state(
+    cfg: PretrainConfig, stream_tr: AudioStream, stream_va: AudioStream, corpus: Path, fingerprint: List[Any]
+) -> Dict[str, Any]:
+    """The state of a new run: iteration 1's MFCC k-means targets and a fresh model at step 0."""
+    log.info("new run; iteration 1: MFCC features and k-means (%d clusters)", cfg.clusters_iter1)
+    lab = _make_labels(
+        stream_features(stream_tr, mfcc_frames),
+        stream_features(stream_va, mfcc_frames),
+        cfg.clusters_iter1,
+        _seed_of(cfg.seed, "kmeans1"),
+        cfg.kmeans_frames,
+        cfg.standardize_features,
+        cfg.kmeans_passes,
+    )
+    torch.manual_seed(_seed_of(cfg.seed, "init1"))
+    model = build_model(cfg.clusters_iter1, cfg.model_cfg, cfg.task_cfg)
+    return {
+        "phase": "iter1",
+        "step": 0,
+        "config": dataclasses.asdict(cfg),
+        "model": model.state_dict(),
+        "optimizer": None,
+        "targets": lab,
+        "log": [],
+        "meta": {
+            "fingerprint": fingerprint,
+            "corpus": str(corpus),
+            "iteration2_init": "continued from iteration-1 weights, new label embedding",
+            "majority_valid_iter1": _majority(lab["labels_valid"]),
+            "train_hours": stream_tr.num_frames / 50 / 3600,
+            "valid_hours": stream_va.num_frames / 50 / 3600,
+        },
+    }
+
+
+#: the settings a resumed run takes from the caller (extending a run); the others are the state's
+_CHANGEABLE = ("steps_iter1", "steps_iter2", "noise_prob", "noise_snr_db")
+
+
+def _resumed_config(state: Dict[str, Any], cfg: Optional[PretrainConfig], state_dir: Path) -> PretrainConfig:
+    """The saved settings, with the caller's step counts and noise settings (said in the log); a
+    finished run asked for more iteration-2 steps goes back to iteration 2."""
+    saved = PretrainConfig(**state["config"])
+    for f in dataclasses.fields(PretrainConfig) if cfg is not None else ():
+        new, old = getattr(cfg, f.name), getattr(saved, f.name)
+        if new == old or (f.name == "noise_prob" and new is None):
+            continue
+        if f.name in _CHANGEABLE:
+            log.warning("%s changed from %s to %s", f.name, old, new)
+            setattr(saved, f.name, new)
+        else:
+            log.warning("ignoring %s=%r: the run in %s was started with %r", f.name, new, state_dir, old)
+    state["config"] = dataclasses.asdict(saved)
+    if state["phase"] == "done" and state["step"] < saved.steps_iter2:
+        log.warning(
+            "continuing the finished iteration 2 from step %d to %d (new optimizer)", state["step"], saved.steps_iter2
         )
-    finally:
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
+        state["phase"] = "iter2"
+    return saved
 
 
 def _num_clusters(state) -> int:
@@ -326,149 +345,184 @@ def provenance(state: Dict[str, Any], command: Optional[str] = None) -> Dict[str
     }
 
 
-def _run(
-    state,
-    cfg: PretrainConfig,
-    stream_tr,
-    stream_va,
-    state_dir,
-    out,
-    dev,
-    ckpt_minutes,
-    max_steps,
-    stop,
-    on_log,
-    command,
-) -> Dict[str, Any]:
-    steps_run = 0
-    augment = NoiseAugment(cfg.noise_prob or 0.0, cfg.noise_snr_db, seed=cfg.seed)
-    while state["phase"] != "done":
-        it = 1 if state["phase"] == "iter1" else 2
-        total = cfg.steps_iter1 if it == 1 else cfg.steps_iter2
-        warmup = cfg.warmup_iter1 if it == 1 else cfg.warmup_iter2
+class _Pretraining:
+    """One call's training: the iterations left in ``state``, saved as it goes."""
+
+    def __init__(
+        self,
+        state: Dict[str, Any],
+        cfg: PretrainConfig,
+        stream_tr: AudioStream,
+        stream_va: AudioStream,
+        state_dir: Path,
+        out: Path,
+        dev: torch.device,
+        stop: _Stop,
+    ) -> None:
+        self.state, self.cfg, self.stream_tr, self.stream_va = state, cfg, stream_tr, stream_va
+        self.state_dir, self.out, self.dev, self.stop = state_dir, out, dev, stop
+        self.ckpt_minutes: float = 5.0
+        self.max_steps: Optional[int] = None
+        self.on_log: Optional[Callable[[Dict[str, Any]], None]] = None
+        self.command: Optional[str] = None
+        self.steps_run = 0
+        self.augment = NoiseAugment(cfg.noise_prob or 0.0, cfg.noise_snr_db, seed=cfg.seed)
+
+    def run(self) -> Dict[str, Any]:
+        """Train to the end of iteration 2 (or until stopped); the state's ``meta``."""
+        state, cfg = self.state, self.cfg
+        while state["phase"] != "done":
+            it = 1 if state["phase"] == "iter1" else 2
+            model = build_model(_num_clusters(state), cfg.model_cfg, cfg.task_cfg)
+            model.load_state_dict(state["model"])
+            model.to(self.dev).train()
+            opt = _new_optimizer(model, cfg)
+            if state["optimizer"] is not None:
+                opt.load_state_dict(expand_optimizer(state["optimizer"]))
+            if not self._train_iteration(it, model, opt):
+                log.info("stopping at %s step %d; state saved in %s", state["phase"], state["step"], self.state_dir)
+                return state["meta"]
+            model.cpu().eval()
+            if it == 1:
+                self._start_iteration2(model)
+            else:  # finished: the optimizer is no longer needed (the state stays small enough to commit)
+                state.update({"phase": "done", "optimizer": None})
+            save_state(state, self.state_dir)
+        # (re)write the final checkpoint from the state, so a finished run re-creates it
         model = build_model(_num_clusters(state), cfg.model_cfg, cfg.task_cfg)
         model.load_state_dict(state["model"])
-        model.to(dev).train()
-        opt = _new_optimizer(model, cfg)
-        if state["optimizer"] is not None:
-            opt.load_state_dict(expand_optimizer(state["optimizer"]))
-        lab_tr = state["targets"]["labels_train"]
-        lab_va = state["targets"]["labels_valid"]
+        self._save_model(model, self.out)
+        log.info("pretraining done; final checkpoint %s", self.out)
+        return state["meta"]
+
+    def _save_model(self, model, path: Path) -> None:
+        cfg = self.cfg
+        save_converted(
+            model, cfg.model_cfg, cfg.task_cfg, _num_clusters(self.state), path, provenance(self.state, self.command)
+        )
+
+    def _checkpoint(self, model, opt: torch.optim.Optimizer) -> None:
+        self.state["model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        osd = opt.state_dict()
+        self.state["optimizer"] = osd if self.cfg.exact_state else compact_optimizer(osd)
+        save_state(self.state, self.state_dir)
+        self._save_model(model, self.out)
+
+    def _train_iteration(self, it: int, model, opt: torch.optim.Optimizer) -> bool:
+        """Train iteration ``it`` to its last step (True), or until stopped (False); saved either way."""
+        state, cfg = self.state, self.cfg
+        total = cfg.steps_iter1 if it == 1 else cfg.steps_iter2
         last_save = time.time()
-        acc_hist: List[float] = []
-        ce_hist: List[float] = []
-        t_steps = time.time()
-        n_timed = 0
-
-        def checkpoint() -> None:
-            state["model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            osd = opt.state_dict()
-            state["optimizer"] = osd if cfg.exact_state else compact_optimizer(osd)
-            save_state(state, state_dir)
-            save_converted(model, cfg.model_cfg, cfg.task_cfg, _num_clusters(state), out, provenance(state, command))
-
+        window = _Window()
         while state["step"] < total:
-            s = state["step"]
-            seed = _seed_of(cfg.seed, it, s)
-            rng = np.random.default_rng(seed)
-            np.random.seed(seed)  # s3prl's compute_mask_indices draws from numpy's global RNG
-            torch.manual_seed(seed)  # dropout
-            starts = rng.integers(0, stream_tr.num_frames - cfg.crop_frames, size=cfg.batch_size)
-            crops = crop_samples(stream_tr, starts, cfg.crop_frames)
-            if augment.prob:
-                noise_rng = np.random.default_rng(_seed_of(cfg.seed, it, s, "noise"))
-                crops = np.stack([augment(c, noise_rng) for c in crops])
-            wav = torch.from_numpy(crops).to(dev)
-            wav = _normalize_batch(wav, cfg.task_cfg["normalize"])
-            lab = torch.stack([lab_tr[st : st + cfg.crop_frames].long() + 4 for st in starts]).to(dev)
-            lr = lr_at(s, total, warmup, cfg.lr)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            r = masked_prediction_step(model, wav, lab, cfg.features_pen_weight)
-            opt.zero_grad(set_to_none=True)
-            r["loss"].backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            state["step"] = s + 1
-            steps_run += 1
-            n_timed += 1
-            acc_hist.append(float(r["acc"]))
-            ce_hist.append(float(r["ce"]))
+            lr, r, gnorm = self._step(it, model, opt, total)
+            window.add(r)
             done_iter = state["step"] >= total
             if state["step"] % cfg.eval_every == 0 or done_iter:
-                entry = {
-                    "iteration": it,
-                    "step": state["step"],
-                    "lr": lr,
-                    "train_loss": float(np.mean(ce_hist)),
-                    "train_acc": float(np.mean(acc_hist)),
-                    "grad_norm": float(gnorm),
-                    "sec_per_step": (time.time() - t_steps) / n_timed,
-                    "time": time.time(),
-                }
-                entry.update(_evaluate(model, stream_va, lab_va, cfg, dev))
-                state["log"].append(entry)
-                acc_hist, ce_hist = [], []
-                t_steps, n_timed = time.time(), 0
-                log.info(
-                    "iter %d step %d/%d lr %.2e train loss %.3f acc %.3f | valid loss %.3f acc %.3f | %.2f s/step",
-                    it,
-                    state["step"],
-                    total,
-                    lr,
-                    entry["train_loss"],
-                    entry["train_acc"],
-                    entry["valid_loss"],
-                    entry["valid_acc"],
-                    entry["sec_per_step"],
-                )
-                if on_log:
-                    on_log(entry)
-            limit_hit = max_steps is not None and steps_run >= max_steps
-            if done_iter or stop.requested or limit_hit or time.time() - last_save > ckpt_minutes * 60:
-                checkpoint()
+                self._log_progress(it, total, lr, gnorm, window, model)
+                window = _Window()
+            limit_hit = self.max_steps is not None and self.steps_run >= self.max_steps
+            if done_iter or self.stop.requested or limit_hit or time.time() - last_save > self.ckpt_minutes * 60:
+                self._checkpoint(model, opt)
                 last_save = time.time()
-            if stop.requested or limit_hit:
-                log.info("stopping at %s step %d; state saved in %s", state["phase"], state["step"], state_dir)
-                return state["meta"]
-        # iteration finished
-        model.cpu().eval()
-        if it == 1:
-            save_converted(
-                model,
-                cfg.model_cfg,
-                cfg.task_cfg,
-                _num_clusters(state),
-                out.with_name(out.stem + ".iter1" + out.suffix),
-                provenance(state, command),
-            )
-            log.info(
-                "iteration 1 done; layer-%d features and k-means (%d clusters)", cfg.target_layer, cfg.clusters_iter2
-            )
-            fn = layer_features(model, cfg.target_layer, cfg.task_cfg["normalize"])
-            lab = _make_labels(
-                stream_features(stream_tr, fn),
-                stream_features(stream_va, fn),
-                cfg.clusters_iter2,
-                _seed_of(cfg.seed, "kmeans2"),
-                cfg.kmeans_frames,
-                cfg.standardize_features,
-                cfg.kmeans_passes,
-            )
-            new = build_model(cfg.clusters_iter2, cfg.model_cfg, cfg.task_cfg)
-            torch.manual_seed(_seed_of(cfg.seed, "init2"))
-            torch.nn.init.uniform_(new.label_embs_concat)
-            sd = {k: v for k, v in model.state_dict().items() if k != "label_embs_concat"}
-            sd["label_embs_concat"] = new.label_embs_concat.detach().clone()
-            state.update({"phase": "iter2", "step": 0, "model": sd, "optimizer": None, "targets": lab})
-            state["meta"]["majority_valid_iter2"] = _majority(lab["labels_valid"])
-        else:
-            # finished: the optimizer is no longer needed (the state stays small enough to commit)
-            state.update({"phase": "done", "optimizer": None})
-        save_state(state, state_dir)
-    # (re)write the final checkpoint from the state, so a finished run re-creates it
-    model = build_model(_num_clusters(state), cfg.model_cfg, cfg.task_cfg)
-    model.load_state_dict(state["model"])
-    save_converted(model, cfg.model_cfg, cfg.task_cfg, _num_clusters(state), out, provenance(state, command))
-    log.info("pretraining done; final checkpoint %s", out)
-    return state["meta"]
+            if self.stop.requested or limit_hit:
+                return False
+        return True
+
+    def _step(
+        self, it: int, model, opt: torch.optim.Optimizer, total: int
+    ) -> Tuple[float, Dict[str, Any], torch.Tensor]:
+        """Training step ``state["step"]`` of iteration ``it``, every random choice seeded from
+        ``(seed, it, step)``; returns the learning rate, the step's losses and the gradient norm."""
+        state, cfg = self.state, self.cfg
+        s = state["step"]
+        seed = _seed_of(cfg.seed, it, s)
+        rng = np.random.default_rng(seed)
+        np.random.seed(seed)  # s3prl's compute_mask_indices draws from numpy's global RNG
+        torch.manual_seed(seed)  # dropout
+        starts = rng.integers(0, self.stream_tr.num_frames - cfg.crop_frames, size=cfg.batch_size)
+        crops = crop_samples(self.stream_tr, starts, cfg.crop_frames)
+        if self.augment.prob:
+            noise_rng = np.random.default_rng(_seed_of(cfg.seed, it, s, "noise"))
+            crops = np.stack([self.augment(c, noise_rng) for c in crops])
+        wav = _normalize_batch(torch.from_numpy(crops).to(self.dev), cfg.task_cfg["normalize"])
+        lab_tr = state["targets"]["labels_train"]
+        lab = torch.stack([lab_tr[st : st + cfg.crop_frames].long() + 4 for st in starts]).to(self.dev)
+        lr = lr_at(s, total, cfg.warmup_iter1 if it == 1 else cfg.warmup_iter2, cfg.lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        r = masked_prediction_step(model, wav, lab, cfg.features_pen_weight)
+        opt.zero_grad(set_to_none=True)
+        r["loss"].backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        state["step"] = s + 1
+        self.steps_run += 1
+        return lr, r, gnorm
+
+    def _log_progress(self, it: int, total: int, lr: float, gnorm: torch.Tensor, window: "_Window", model) -> None:
+        """A log entry: the training losses since the last one and the valid set's."""
+        state = self.state
+        entry = {
+            "iteration": it,
+            "step": state["step"],
+            "lr": lr,
+            "train_loss": float(np.mean(window.ce)),
+            "train_acc": float(np.mean(window.acc)),
+            "grad_norm": float(gnorm),
+            "sec_per_step": (time.time() - window.start) / len(window.ce),
+            "time": time.time(),
+        }
+        entry.update(_evaluate(model, self.stream_va, state["targets"]["labels_valid"], self.cfg, self.dev))
+        state["log"].append(entry)
+        log.info(
+            "iter %d step %d/%d lr %.2e train loss %.3f acc %.3f | valid loss %.3f acc %.3f | %.2f s/step",
+            it,
+            state["step"],
+            total,
+            lr,
+            entry["train_loss"],
+            entry["train_acc"],
+            entry["valid_loss"],
+            entry["valid_acc"],
+            entry["sec_per_step"],
+        )
+        if self.on_log:
+            self.on_log(entry)
+
+    def _start_iteration2(self, model) -> None:
+        """Iteration 1 is done: save its model, make iteration 2's targets (k-means of layer
+        ``target_layer``), and continue from its weights with a new label embedding."""
+        state, cfg = self.state, self.cfg
+        self._save_model(model, self.out.with_name(self.out.stem + ".iter1" + self.out.suffix))
+        log.info("iteration 1 done; layer-%d features and k-means (%d clusters)", cfg.target_layer, cfg.clusters_iter2)
+        fn = layer_features(model, cfg.target_layer, cfg.task_cfg["normalize"])
+        lab = _make_labels(
+            stream_features(self.stream_tr, fn),
+            stream_features(self.stream_va, fn),
+            cfg.clusters_iter2,
+            _seed_of(cfg.seed, "kmeans2"),
+            cfg.kmeans_frames,
+            cfg.standardize_features,
+            cfg.kmeans_passes,
+        )
+        new = build_model(cfg.clusters_iter2, cfg.model_cfg, cfg.task_cfg)
+        torch.manual_seed(_seed_of(cfg.seed, "init2"))
+        torch.nn.init.uniform_(new.label_embs_concat)
+        sd = {k: v for k, v in model.state_dict().items() if k != "label_embs_concat"}
+        sd["label_embs_concat"] = new.label_embs_concat.detach().clone()
+        state.update({"phase": "iter2", "step": 0, "model": sd, "optimizer": None, "targets": lab})
+        state["meta"]["majority_valid_iter2"] = _majority(lab["labels_valid"])
+
+
+class _Window:
+    """The training steps since the last log entry: their losses, accuracies and start time."""
+
+    def __init__(self) -> None:
+        self.ce: List[float] = []
+        self.acc: List[float] = []
+        self.start = time.time()
+
+    def add(self, result: Dict[str, Any]) -> None:
+        self.acc.append(float(result["acc"]))
+        self.ce.append(float(result["ce"]))
