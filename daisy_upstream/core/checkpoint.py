@@ -67,6 +67,7 @@ from daisy_upstream.core.branches import BRANCH_INPUTS, ExitBranches
 from daisy_upstream.core.families import Family, family_of_state
 from daisy_upstream.core.families.hubert import HUBERT as HUBERT_FAMILY
 from daisy_upstream.core.families.hubert import build_hubert
+from daisy_upstream.core.sources import ACCEPTED, read_source
 
 __all__ = [
     "CLS_PRED_POSITIONS",
@@ -137,23 +138,19 @@ class DaisyCheckpoint:
 
 
 def read_checkpoint(path: Union[str, Path], family: Optional[str] = None) -> Dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with errors that say what is wrong.
+    """The checkpoint at ``path`` as its family's converted dict, whatever its source format.
 
-    ``family``: the family the caller expects (None: any); a file of another family is
-    refused naming the upstream that takes it.
+    A file or transformers folder (:func:`daisy_upstream.core.sources.read_source`: s3prl's
+    converted files, fairseq originals, unilm WavLM, the authors' layout, DAISY checkpoints,
+    transformers folders), read without running any code in it; errors say what is wrong
+    and which formats are accepted. ``family``: the family the caller expects (None: any); a
+    file of another family is refused naming the upstream that takes it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    state = read_source(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(
-            f"cannot read {path} as a converted checkpoint with weights_only=True "
-            f"({type(error).__name__}: {error}). A fairseq checkpoint must be converted first "
-            "with s3prl's convert module of its family (e.g. s3prl.upstream.hubert.convert)"
-        ) from error
-    found = family_of_state(state, str(path))
+        found = family_of_state(state, str(path))
+    except ValueError as error:
+        raise ValueError(f"{error}; {ACCEPTED}") from None
     if family is not None and found.name != family:
         raise ValueError(
             f"{path} is a {found.name} checkpoint ({found.checkpoint_format}), not {family}; use -u {found.upstream}"
@@ -267,6 +264,7 @@ def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCh
     # HuBERT's pretraining head is never used by the upstream: a file with branches may lack it
     # (the authors' always do, and so do their heads written in our format)
     allowed_missing = set(_AUTHORS_ABSENT) if branches is not None and family is HUBERT_FAMILY else set()
+    allowed_missing |= set(_source_absent(state))  # what the source format does not have (sources/)
     result = model.load_state_dict(weights, strict=False)
     missing = set(result.missing_keys) - allowed_missing
     if missing or result.unexpected_keys:
@@ -285,6 +283,14 @@ def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCh
     model.encoder.layerdrop = 0.0
     model.eval()
     return DaisyCheckpoint(model, task_cfg, branches, calibration, layout, position, family)
+
+
+def _source_absent(state: Dict[str, Any]) -> Tuple[str, ...]:
+    """Parameters the checkpoint's source format lacks (``source["absent"]``, e.g. the
+    pretraining head of a transformers model without one)."""
+    source = state.get("source")
+    absent = source.get("absent", ()) if isinstance(source, dict) else ()
+    return tuple(absent) if isinstance(absent, (list, tuple)) else ()
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -309,6 +315,8 @@ def with_branches(
     family = family_of_state(state)
     backbone_weights, authors_heads = split_authors_heads(family.weights(state))
     out = {key: state[key] for key in family.required_keys}
+    if "source" in state:  # what the source format lacks stays known (sources/)
+        out["source"] = state["source"]
     if authors_heads and family is HUBERT_FAMILY:  # re-trained authors' heads replace the old ones
         out["model_weight"] = backbone_weights
     out["daisy"] = {
