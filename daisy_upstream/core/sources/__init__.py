@@ -11,7 +11,8 @@
 
 What comes back is what :func:`daisy_upstream.core.families.family_of_state` recognises; a
 source without some of its family's pretraining parameters lists them under
-``source["absent"]`` (the loader sets those modules to None).
+``source["absent"]`` (the loader sets those modules to None). :func:`stock_checkpoint` makes
+the file s3prl's stock upstream loads (``daisy convert``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from typing import Any, Dict, Union
 
 from daisy_upstream.core.sources.fairseq import from_fairseq, is_fairseq
 from daisy_upstream.core.sources.pickled import RefusedPickle, load_restricted, to_plain
+from daisy_upstream.core.sources.stock import drop_filled, stock_checkpoint
 
-__all__ = ["ACCEPTED", "RefusedPickle", "read_source", "source_format"]
+__all__ = ["ACCEPTED", "RefusedPickle", "read_source", "source_format", "stock_checkpoint"]
 
 #: the formats -k accepts, as one line for refusals
 ACCEPTED = (
@@ -63,4 +65,4 @@ def read_source(path: Union[str, Path]) -> Dict[str, Any]:
         return converted
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a checkpoint dict; {ACCEPTED}")
-    return state
+    return drop_filled(state)  # a file 'daisy convert' wrote: its zero-filled head is absent again
