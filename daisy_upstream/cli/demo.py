@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.time()
     ckpt = str(Path(args.ckpt).resolve()) if args.ckpt else str(DEFAULT_CHECKPOINT)
-    if not Path(ckpt).is_file():
+    if not Path(ckpt).exists():  # a file or a transformers folder
         raise FileNotFoundError(f"checkpoint {ckpt} does not exist (-k/--ckpt)")
     from daisy_upstream.core.checkpoint import load_daisy_checkpoint
 

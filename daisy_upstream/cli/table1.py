@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"--tasks: unknown {unknown}; choose from {', '.join(TASKS)}")
     ckpt = Path(args.ckpt).resolve() if args.ckpt else DEFAULT_CHECKPOINT
-    if not ckpt.is_file():
+    if not ckpt.exists():  # a file or a transformers folder
         raise FileNotFoundError(
             f"checkpoint {ckpt} does not exist (-k/--ckpt; the embedded one is made by "
             "'daisy pretrain-tiny' + 'daisy train-branches')"

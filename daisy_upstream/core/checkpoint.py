@@ -68,6 +68,7 @@ from daisy_upstream.core.families import Family, family_of_state
 from daisy_upstream.core.families.hubert import HUBERT as HUBERT_FAMILY
 from daisy_upstream.core.families.hubert import build_hubert
 from daisy_upstream.core.sources import ACCEPTED, read_source
+from daisy_upstream.core.sources.stock import sha256_of
 
 __all__ = [
     "CLS_PRED_POSITIONS",
@@ -160,13 +161,14 @@ def read_checkpoint(path: Union[str, Path], family: Optional[str] = None) -> Dic
 
 def checkpoint_record(path: Union[str, Path]) -> Dict[str, str]:
     """``{"name": file name, "sha256": hex digest}``: how results name the checkpoint they
-    come from (never by a path on the machine that made them)."""
+    come from (never by a path on the machine that made them). A transformers folder's digest
+    is that of its files' ``name digest`` lines (sorted by name)."""
     path = Path(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"name": path.name, "sha256": digest.hexdigest()}
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        lines = "".join(f"{p.name} {sha256_of(p)}\n" for p in files)
+        return {"name": path.name, "sha256": hashlib.sha256(lines.encode()).hexdigest()}
+    return {"name": path.name, "sha256": sha256_of(path)}
 
 
 def split_authors_heads(weights: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:

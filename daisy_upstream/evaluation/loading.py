@@ -100,7 +100,7 @@ def load_upstream(
     from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT, daisy_local
 
     path = Path(ckpt) if ckpt else DEFAULT_CHECKPOINT
-    if not path.is_file():
+    if not path.exists():  # a file or a transformers folder
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     values = config_values(config, overrides)
     calibration = None
