@@ -23,8 +23,9 @@ def run(args: argparse.Namespace) -> int:
     from daisy_upstream.atomic import atomic_torch_save
     from daisy_upstream.core.families import family_of_state
     from daisy_upstream.core.sources import read_source, source_format, stock_checkpoint
-    from daisy_upstream.outputs import output_files
+    from daisy_upstream.outputs import check_output_files, output_files
 
+    check_output_files([args.out], "convert", args.force, (args.src,))  # before any work
     state = read_source(args.src)
     family = family_of_state(state, str(args.src))
     converted = stock_checkpoint(state, args.src)
