@@ -14,13 +14,16 @@ import torch
 from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.core.checkpoint import read_checkpoint
 from daisy_upstream.core.sources import RefusedPickle, read_source
+from daisy_upstream.core.sources.pickled import pickle_globals
 from daisy_upstream.integration import hubconf
 from daisy_upstream.testing import make_random_family_checkpoint, waves
-from daisy_upstream.testing.fairseq_files import write_fairseq_original
+from daisy_upstream.testing.fairseq_files import CONFIG_CLASSES, write_fairseq_original
 
 CASES = [
     ("hubert", "container"),
     ("hubert", "dictconfig"),
+    ("hubert", "structured"),
+    ("wav2vec2", "structured"),
     ("hubert", "args"),
     ("wav2vec2", "container"),
     ("wav2vec2", "args"),
@@ -35,9 +38,14 @@ def test_fairseq_original_equals_stock_upstream_on_its_conversion(tmp_path, fami
     atomic_torch_save(converted, tmp_path / "converted.pt")
     original = write_fairseq_original(converted, tmp_path / "original.pt", cfg_form)
     assert "fairseq" not in sys.modules
-    if family == "hubert" or cfg_form == "dictconfig":  # fairseq / omegaconf classes: plain weights_only refuses
+    if family == "hubert" or cfg_form in (
+        "dictconfig",
+        "structured",
+    ):  # fairseq / omegaconf classes: plain weights_only refuses
         with pytest.raises(Exception, match="Unsupported global"):
             torch.load(original, weights_only=True)
+    if cfg_form == "structured":  # omegaconf's metadata names fairseq's config dataclass: a name, never built
+        assert CONFIG_CLASSES[family] in pickle_globals(original)
     state = read_checkpoint(original, family)
     assert set(state["model_weight"]) == set(converted["model_weight"])
     for key, value in converted["model_weight"].items():
