@@ -13,7 +13,7 @@ import torch
 
 from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.core.checkpoint import read_checkpoint
-from daisy_upstream.core.sources import RefusedPickle, read_source
+from daisy_upstream.core.sources import RefusedPickle, read_source, source_format
 from daisy_upstream.core.sources.pickled import pickle_globals
 from daisy_upstream.integration import hubconf
 from daisy_upstream.testing import make_random_family_checkpoint, waves
@@ -124,3 +124,39 @@ def test_fairseq_models_outside_the_families_are_refused(tmp_path):
     write_fairseq_original(converted, tmp_path / "ctc.pt")
     with pytest.raises(ValueError, match="fairseq 'wav2vec_ctc' model"):
         read_checkpoint(tmp_path / "ctc.pt")
+
+
+def test_reading_needs_neither_fairseq_nor_omegaconf_nor_transformers(tmp_path):
+    """In a fresh interpreter: the DictConfig file is read into plain dicts without importing them."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    converted = make_random_family_checkpoint("hubert", num_layers=1, branches=False)
+    write_fairseq_original(converted, tmp_path / "dictconfig.pt", "dictconfig")
+    code = (
+        "import json, sys\n"
+        "from daisy_upstream.core.checkpoint import read_checkpoint\n"
+        f"state = read_checkpoint({str(tmp_path / 'dictconfig.pt')!r})\n"
+        "print(json.dumps([type(state['model_cfg']).__name__, state['model_cfg']['encoder_layers'],"
+        " sorted(m for m in ('fairseq', 'omegaconf', 'transformers') if m in sys.modules)]))\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["dict", 1, []]
+
+
+def test_unilm_wavlm_file_is_read_as_its_release_format(tmp_path):
+    """unilm's ``{cfg, model}`` (flat cfg; wavlm/expert.py:37-40) has ``cfg`` and ``model`` like
+    a fairseq file but no nested ``cfg.model``: read as it is (its equality with the stock
+    ``wavlm_local`` is tests/core/test_families.py's)."""
+    state = make_random_family_checkpoint("wavlm", num_layers=1, branches=False)
+    atomic_torch_save(state, tmp_path / "WavLM-Base+.pt")
+    got = read_checkpoint(tmp_path / "WavLM-Base+.pt", "wavlm")
+    assert got.keys() == state.keys() == {"cfg", "model"}
+    assert got["cfg"] == state["cfg"] and source_format(got) == "s3prl"
+    with pytest.raises(ValueError, match="is a wavlm checkpoint.*use -u daisy_wavlm_local"):
+        read_checkpoint(tmp_path / "WavLM-Base+.pt", "hubert")
