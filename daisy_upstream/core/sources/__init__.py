@@ -17,6 +17,7 @@ the file s3prl's stock upstream loads (``daisy convert``).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -25,6 +26,8 @@ from daisy_upstream.core.sources.pickled import RefusedPickle, load_restricted, 
 from daisy_upstream.core.sources.stock import drop_filled, stock_checkpoint
 
 __all__ = ["ACCEPTED", "RefusedPickle", "read_source", "source_format", "stock_checkpoint"]
+
+log = logging.getLogger(__name__)
 
 #: the formats -k accepts, as one line for refusals
 ACCEPTED = (
@@ -55,13 +58,17 @@ def read_source(path: Union[str, Path]) -> Dict[str, Any]:
             raise ValueError(f"{path} is a folder without config.json, so not a transformers model; {ACCEPTED}")
         from daisy_upstream.core.sources.transformers import from_transformers
 
-        return from_transformers(path)
+        state = from_transformers(path)
+        absent = ", ".join(state["source"]["absent"]) or "nothing"
+        log.info("%s: transformers %s mapped onto s3prl's classes (absent: %s)", path, state["source"]["class"], absent)
+        return state
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     state = to_plain(load_restricted(path))
     if is_fairseq(state):
         converted = from_fairseq(state, str(path))
         converted["source"] = {"format": "fairseq", "name": path.name}
+        log.info("%s: fairseq original %s read without fairseq", path, converted["model_cfg"].get("_name"))
         return converted
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a checkpoint dict; {ACCEPTED}")
