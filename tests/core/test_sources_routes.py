@@ -76,3 +76,19 @@ def test_fairseq_original_through_the_four_steps(tmp_path, family, capsys):
     reference = load_daisy_checkpoint(tmp_path / "converted.pt").model
     for key, value in reference.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("layer", [1, 3])
+def test_espnet_frontend_takes_a_transformers_folder(tmp_path, layer):
+    """ESPnet's real ``S3prlFrontend`` with ``-k`` a transformers folder: ``layer=k`` is the
+    transformers model's ``hidden_states[k]``."""
+    frontend_module = pytest.importorskip("espnet2.asr.frontend.s3prl")
+    model = make_hf_folder("wav2vec2-xlsr", tmp_path / "hf")
+    conf = {"upstream": "daisy_wav2vec2_local", "path_or_url": str(tmp_path / "hf"), "extra_conf": {"strategy": "full"}}
+    frontend = frontend_module.S3prlFrontend(fs=16000, frontend_conf=conf, layer=layer).eval()
+    [wav] = waves(16000, seed=4)
+    with torch.no_grad():
+        feats, lengths = frontend(wav.unsqueeze(0), torch.tensor([16000]))
+        expected = model(wav.unsqueeze(0), output_hidden_states=True).hidden_states[layer]
+    n = expected.shape[1]
+    torch.testing.assert_close(feats[:, :n], expected, atol=2e-5, rtol=0)
