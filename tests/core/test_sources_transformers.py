@@ -117,3 +117,27 @@ def test_unmapped_classes_and_folders_are_refused_in_one_line(tmp_path):
     make_hf_folder("hubert-base", tmp_path / "gelu", hidden_act="relu")
     with pytest.raises(ValueError, match="activations other than gelu"):
         read_checkpoint(tmp_path / "gelu")
+
+
+def test_older_folders_pytorch_model_bin_with_weight_g_and_v(tmp_path):
+    """Folders saved by transformers before torch's parametrized weight norm: ``pytorch_model.bin``
+    with ``pos_conv_embed.conv.weight_g`` / ``weight_v`` (transformers renames them on load too)."""
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "old"
+    model = make_hf_folder("hubert-base", folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    renamed = {
+        k.replace("parametrizations.weight.original0", "weight_g").replace(
+            "parametrizations.weight.original1", "weight_v"
+        ): v
+        for k, v in weights.items()
+    }
+    assert "encoder.pos_conv_embed.conv.weight_g" in renamed
+    (folder / "model.safetensors").unlink()
+    torch.save(renamed, folder / "pytorch_model.bin")
+    ours = hubconf.daisy_hubert_local(str(folder), model_config={"strategy": "full"}).eval()
+    [wav] = waves(9000, seed=8)
+    with torch.no_grad():
+        for a, b in zip(ours([wav])["hidden_states"], _reference(model, wav)):
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=0)

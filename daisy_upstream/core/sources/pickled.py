@@ -82,7 +82,8 @@ _ALLOWED: List[Tuple[Any, str]] = [
     (collections.defaultdict, "collections.defaultdict"),
     (argparse.Namespace, "argparse.Namespace"),
     (FairseqDictionary, "fairseq.data.dictionary.Dictionary"),
-    *[(t, f"builtins.{t.__name__}") for t in (dict, list, tuple, set, str, int, float, bool, bytes)],
+    # types omegaconf's metadata names (object_type, key_type, element_type)
+    *[(t, f"builtins.{t.__name__}") for t in (dict, list, tuple, set, str, int, float, bool)],
 ]
 #: fairseq config dataclasses (``fairseq.models.hubert.hubert.HubertConfig``, ...) as metadata names them
 _CONFIG_TYPE = re.compile(r"^fairseq(\.[A-Za-z_][A-Za-z0-9_]*)+\.[A-Za-z0-9_]*Config$")

@@ -92,10 +92,9 @@ def map_weights(weights: Dict[str, Tensor], prefix: str, layer_norm_cnn: bool, n
     for key, value in weights.items():
         hf = key[len(prefix) :] if key.startswith(prefix) else key
         norm = _CNN_NORM.match(hf)
-        if norm:
-            out[
-                f"feature_extractor.conv_layers.{norm.group(1)}.{'2.1' if layer_norm_cnn else '2'}.{hf[norm.end() :]}"
-            ] = value
+        if norm:  # fairseq: Sequential(conv, dropout, GroupNorm | Sequential(TransposeLast, LayerNorm, ..), GELU)
+            place = "2.1" if layer_norm_cnn else "2"
+            out[f"feature_extractor.conv_layers.{norm.group(1)}.{place}.{hf[norm.end() :]}"] = value
             continue
         for pattern, target in _RULES_COMPILED:
             match = pattern.match(hf)
@@ -181,10 +180,8 @@ def _encoder_cfg(config: Any, family: str) -> Dict[str, Any]:
     }
     if family == "data2vec":
         cfg["pos_conv_depth"] = depth
-    if family == "wavlm":
-        cfg.update(
-            relative_position_embedding=True, gru_rel_pos=True, num_buckets=config.num_buckets
-        )  # every transformers WavLM layer 0 has the gated relative bias
+    if family == "wavlm":  # every transformers WavLM has layer 0's gated relative position bias
+        cfg.update(relative_position_embedding=True, gru_rel_pos=True, num_buckets=config.num_buckets)
         cfg["max_distance"] = config.max_bucket_distance
     return cfg
 
