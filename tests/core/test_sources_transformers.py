@@ -141,3 +141,23 @@ def test_older_folders_pytorch_model_bin_with_weight_g_and_v(tmp_path):
     with torch.no_grad():
         for a, b in zip(ours([wav])["hidden_states"], _reference(model, wav)):
             torch.testing.assert_close(a, b, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("variant", ["wav2vec2-base", "wavlm-large", "data2vec-base"])
+def test_daisy_checkpoint_made_from_a_folder_keeps_the_models_states(tmp_path, variant):
+    """Branches added to a folder's model (as train-branches writes them): the DAISY file keeps
+    what the source lacks as absent, and at full depth still gives transformers' states."""
+    from daisy_upstream.atomic import atomic_torch_save
+    from daisy_upstream.testing.checkpoints import add_random_branches
+
+    model = make_hf_folder(variant, tmp_path / "hf")
+    family = FAMILY[HF_VARIANTS[variant][0]]
+    state = add_random_branches(read_checkpoint(tmp_path / "hf"), 3, 32, 5, [2.0, 1.5, 1.0])
+    atomic_torch_save(state, tmp_path / "daisy.pt")
+    loaded = load_daisy_checkpoint(tmp_path / "daisy.pt", family)
+    assert loaded.layout == "daisy" and loaded.calibration["layer_entropy"] == [2.0, 1.5, 1.0]
+    ours = getattr(hubconf, f"daisy_{family}_local")(str(tmp_path / "daisy.pt"), model_config={"strategy": "full"})
+    [wav] = waves(9000, seed=6)
+    with torch.no_grad():
+        for a, b in zip(ours.eval()([wav])["hidden_states"], _reference(model, wav)):
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=0)
