@@ -2,7 +2,8 @@
 entry): reading, writing and merging, in one place (as torchaudio keeps fairseq's format in
 ``utils/import_fairseq.py``).
 
-Reading: :func:`read_checkpoint` (the dict, checked), :func:`load_daisy_state` /
+Reading: :func:`read_checkpoint` (the dict, checked, from any source format -k takes:
+:mod:`daisy_upstream.core.sources`, docs/checkpoints.md), :func:`load_daisy_state` /
 :func:`load_daisy_checkpoint` (model + branches). Writing: :func:`with_branches` (the ``daisy``
 entry), :func:`half_precision` (fp16 for shipping). Merging: :func:`with_teacher` (a teacher's
 pretraining head onto a backbone, for stage-1 targets). Telling the layouts apart:
