@@ -24,6 +24,7 @@ from daisy_upstream.integration.quiet import quiet_third_party
 
 # subcommand -> (module under daisy_upstream.cli, one-line help)
 SUBCOMMANDS = {
+    "convert": ("convert", "any checkpoint (fairseq, transformers, ...) -> s3prl's converted format"),
     "make-corpus": ("make_corpus", "write synthetic speech corpora in the four s3prl task layouts"),
     "pretrain-tiny": ("pretrain_tiny", "pretrain the embedded tiny HuBERT (resumable)"),
     "train-branches": ("train_branches", "stage 1: train one early-exit branch per layer"),

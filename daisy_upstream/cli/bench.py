@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from daisy_upstream.evaluation.bench import bench
 
-    if args.ckpt and not Path(args.ckpt).is_file():
+    if args.ckpt and not Path(args.ckpt).exists():  # a file or a transformers folder
         raise FileNotFoundError(f"checkpoint {args.ckpt} does not exist (-k/--ckpt)")
     types.set_threads(args.threads)
     overrides = {"rho": args.rho, "tau": args.tau, "precision": args.precision}

@@ -124,7 +124,7 @@ def _snr_sweep(args: argparse.Namespace, out: Path) -> None:
     snrs = parse_snrs(args.snrs)
     overrides = {"rho": args.rho, "tau": args.tau}
     config_values(args.config, overrides)  # a bad key fails here, before any work
-    if args.ckpt and not Path(args.ckpt).is_file():
+    if args.ckpt and not Path(args.ckpt).exists():  # a file or a transformers folder
         raise FileNotFoundError(f"checkpoint {args.ckpt} does not exist (-k/--ckpt)")
     clean = clean_clips(args.clean, args.max_clips, args.seed)
     loaded = load_upstream(args.ckpt, args.config, overrides, device=args.device)

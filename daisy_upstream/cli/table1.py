@@ -133,7 +133,7 @@ def _checkpoint_and_fixed_layer(args: argparse.Namespace):
     from daisy_upstream.integration.hubconf import DEFAULT_CHECKPOINT
 
     ckpt = Path(args.ckpt).resolve() if args.ckpt else DEFAULT_CHECKPOINT
-    if not ckpt.is_file():
+    if not ckpt.exists():  # a file or a transformers folder
         raise FileNotFoundError(
             f"checkpoint {ckpt} does not exist (-k/--ckpt; the embedded one is made by "
             "'daisy pretrain-tiny' + 'daisy train-branches')"

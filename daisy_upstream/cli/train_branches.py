@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         required=True,
         help="HuBERT, wav2vec 2.0, data2vec or WavLM checkpoint as s3prl's stock upstream "
-        "loads it (plain), DAISY (branches re-trained) or the authors' HuBERT layout "
-        "(with --teacher)",
+        "loads it (plain), a fairseq original .pt, a transformers folder, DAISY (branches "
+        "re-trained) or the authors' HuBERT layout (with --teacher); docs/checkpoints.md",
     )
     parser.add_argument(
         "--audio",

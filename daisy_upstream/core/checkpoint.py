@@ -2,7 +2,8 @@
 entry): reading, writing and merging, in one place (as torchaudio keeps fairseq's format in
 ``utils/import_fairseq.py``).
 
-Reading: :func:`read_checkpoint` (the dict, checked), :func:`load_daisy_state` /
+Reading: :func:`read_checkpoint` (the dict, checked, from any source format -k takes:
+:mod:`daisy_upstream.core.sources`, docs/checkpoints.md), :func:`load_daisy_state` /
 :func:`load_daisy_checkpoint` (model + branches). Writing: :func:`with_branches` (the ``daisy``
 entry), :func:`half_precision` (fp16 for shipping). Merging: :func:`with_teacher` (a teacher's
 pretraining head onto a backbone, for stage-1 targets). Telling the layouts apart:
@@ -67,6 +68,8 @@ from daisy_upstream.core.branches import BRANCH_INPUTS, ExitBranches
 from daisy_upstream.core.families import Family, family_of_state
 from daisy_upstream.core.families.hubert import HUBERT as HUBERT_FAMILY
 from daisy_upstream.core.families.hubert import build_hubert
+from daisy_upstream.core.sources import ACCEPTED, read_source
+from daisy_upstream.core.sources.stock import sha256_of
 
 __all__ = [
     "CLS_PRED_POSITIONS",
@@ -138,29 +141,25 @@ class DaisyCheckpoint:
 
 
 def read_checkpoint(path: Union[str, Path], family: Optional[str] = None) -> Dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with errors that say what is wrong.
+    """The checkpoint at ``path`` as its family's converted dict, whatever its source format.
 
-    ``family``: the family the caller expects (None: any); a file of another family is
-    refused naming the upstream that takes it.
+    A file or transformers folder (:func:`daisy_upstream.core.sources.read_source`: s3prl's
+    converted files, fairseq originals, unilm WavLM, the authors' layout, DAISY checkpoints,
+    transformers folders), read without running any code in it; errors say what is wrong
+    and which formats are accepted. ``family``: the family the caller expects (None: any); a
+    file of another family is refused naming the upstream that takes it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(
-            f"cannot read {path} as a converted checkpoint with weights_only=True "
-            f"({type(error).__name__}: {error}). A fairseq checkpoint must be converted first "
-            "with s3prl's convert module of its family (e.g. s3prl.upstream.hubert.convert)"
-        ) from error
+    state = read_source(path)
     check_family(state, family, str(path))
     return state
 
 
 def check_family(state: Mapping[str, Any], family: Optional[str], name: str) -> None:
     """Refuse a checkpoint dict of another family than ``family`` (None: any), naming the upstream that takes it."""
-    found = family_of_state(state, name)
+    try:
+        found = family_of_state(state, name)
+    except ValueError as error:
+        raise ValueError(f"{error}; {ACCEPTED}") from None
     if family is not None and found.name != family:
         raise ValueError(
             f"{name} is a {found.name} checkpoint ({found.checkpoint_format}), not {family}; use -u {found.upstream}"
@@ -169,13 +168,14 @@ def check_family(state: Mapping[str, Any], family: Optional[str], name: str) -> 
 
 def checkpoint_record(path: Union[str, Path]) -> Dict[str, str]:
     """``{"name": file name, "sha256": hex digest}``: how results name the checkpoint they
-    come from (never by a path on the machine that made them)."""
+    come from (never by a path on the machine that made them). A transformers folder's digest
+    is that of its files' ``name digest`` lines (sorted by name)."""
     path = Path(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"name": path.name, "sha256": digest.hexdigest()}
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        lines = "".join(f"{p.name} {sha256_of(p)}\n" for p in files)
+        return {"name": path.name, "sha256": hashlib.sha256(lines.encode()).hexdigest()}
+    return {"name": path.name, "sha256": sha256_of(path)}
 
 
 def split_authors_heads(weights: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
@@ -284,6 +284,7 @@ def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCh
     # HuBERT's pretraining head is never used by the upstream: a file with branches may lack it
     # (the authors' always do, and so do their heads written in our format)
     allowed_missing = set(_AUTHORS_ABSENT) if branches is not None and family is HUBERT_FAMILY else set()
+    allowed_missing |= set(_source_absent(state))  # what the source format does not have (sources/)
     result = model.load_state_dict(weights, strict=False)
     missing = set(result.missing_keys) - allowed_missing
     if missing or result.unexpected_keys:
@@ -302,6 +303,14 @@ def load_daisy_state(state: Dict[str, Any], name: str = "checkpoint") -> DaisyCh
     model.encoder.layerdrop = 0.0
     model.eval()
     return DaisyCheckpoint(model, task_cfg, branches, calibration, layout, position, family)
+
+
+def _source_absent(state: Dict[str, Any]) -> Tuple[str, ...]:
+    """Parameters the checkpoint's source format lacks (``source["absent"]``, e.g. the
+    pretraining head of a transformers model without one)."""
+    source = state.get("source")
+    absent = source.get("absent", ()) if isinstance(source, dict) else ()
+    return tuple(absent) if isinstance(absent, (list, tuple)) else ()
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -326,6 +335,8 @@ def with_branches(
     family = family_of_state(state)
     backbone_weights, authors_heads = split_authors_heads(family.weights(state))
     out = {key: state[key] for key in family.required_keys}
+    if "source" in state:  # what the source format lacks stays known (sources/)
+        out["source"] = state["source"]
     if authors_heads and family is HUBERT_FAMILY:  # re-trained authors' heads replace the old ones
         out["model_weight"] = backbone_weights
     out["daisy"] = {

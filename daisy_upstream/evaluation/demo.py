@@ -155,7 +155,7 @@ def format_summary(results: Dict[str, Any], exp: Path, upstream_cfg: Path) -> st
 def _check_inputs(settings: DemoSettings) -> str:
     """The checkpoint's path; a bad checkpoint, task config or results file fails here, before any work."""
     ckpt = str(Path(settings.ckpt).resolve()) if settings.ckpt else str(DEFAULT_CHECKPOINT)
-    if not Path(ckpt).is_file():
+    if not Path(ckpt).exists():  # a file or a transformers folder
         raise FileNotFoundError(f"checkpoint {ckpt} does not exist (-k/--ckpt)")
     load_daisy_checkpoint(ckpt)
     read_task_config(settings.task_config)

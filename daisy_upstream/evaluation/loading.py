@@ -85,7 +85,7 @@ def load_upstream(
         MissingCalibration: tau from rho with no calibration anywhere and no ``calibrate_on``.
     """
     path = None if isinstance(ckpt, Mapping) else Path(ckpt) if ckpt else DEFAULT_CHECKPOINT
-    if path is not None and not path.is_file():
+    if path is not None and not path.exists():  # a file or a transformers folder
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     values = config_values(config, overrides)
     loaded = load_daisy_checkpoint(ckpt if path is None else path, family)

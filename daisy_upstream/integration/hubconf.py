@@ -1,9 +1,10 @@
 """s3prl hub entries (``ckpt=``, ``model_config=``, ``refresh=`` calling convention).
 
 Per family ``F`` in ``hubert``, ``wav2vec2``, ``data2vec``, ``wavlm``: ``daisy_F_local`` and its
-twin ``daisy_F_custom`` take a local checkpoint in the format s3prl's own ``F_local`` loads
-(plus the ``daisy`` entry once branches are trained); a file of another family is refused
-with the upstream that takes it. ``daisy_hubert`` without ``-k`` is the embedded tiny model.
+twin ``daisy_F_custom`` take a local checkpoint of that family in any format
+:func:`daisy_upstream.core.checkpoint.read_checkpoint` reads (s3prl's converted file, a fairseq
+original, unilm's WavLM file, a transformers folder, or a DAISY checkpoint made from one); a
+file of another family is refused with the upstream that takes it. ``daisy_hubert`` without ``-k`` is the embedded tiny model.
 :func:`daisy_local` takes a checkpoint of any family (for the tools, not registered).
 """
 
@@ -54,7 +55,7 @@ def daisy_local(
             raise ValueError(
                 f"{ckpt!r}: daisy_upstream never downloads; fetch the file yourself and pass its local path"
             )
-        if not os.path.isfile(ckpt):
+        if not os.path.exists(ckpt):  # a file, or a transformers model's folder
             raise FileNotFoundError(f"checkpoint {ckpt} does not exist (-k/--upstream_ckpt)")
     return DaisyUpstream(ckpt, model_config=model_config, family=family, **kwargs)
 

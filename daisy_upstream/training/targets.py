@@ -58,7 +58,8 @@ log = logging.getLogger(__name__)
 
 _NO_LABEL_EMBS = (
     "checkpoint has no label_embs_concat: cannot make stage-1 targets; it must be a pretraining "
-    "checkpoint, not a fine-tuned one"
+    "checkpoint, not a fine-tuned one, or a model without a head (a transformers HubertModel): "
+    "pass --targets kmeans --kmeans-layer K --clusters N"
 )
 
 

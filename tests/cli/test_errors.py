@@ -32,6 +32,8 @@ def _files(tmp: Path) -> None:
 
 #: command -> its arguments (the comments say which kind of user error); EXPECT: a fragment of the line
 CASES: Dict[str, Callable[[Path], List[str]]] = {
+    # a folder that is no transformers model
+    "convert": lambda t: [str(t / "empty"), "--out", str(t / "c.pt")],
     # a bad value
     "make-corpus": lambda t: [str(t / "corpus"), "--tasks", "asr,nope"],
     "pretrain-tiny": lambda t: ["--steps-iter1", "-1", "--state-dir", str(t / "state")],
@@ -52,6 +54,7 @@ CASES: Dict[str, Callable[[Path], List[str]]] = {
     "superb-score": lambda t: [str(t / "nope.yaml")],
 }
 EXPECT = {
+    "convert": "without config.json",
     "make-corpus": "unknown task(s) ['nope']",
     "pretrain-tiny": "argument --steps-iter1: must be >= 0, got -1",
     "train-branches": "pass --force",

@@ -48,6 +48,14 @@ def _setup(tmp: Path, ckpt: Path) -> None:
 
 # command -> case -> arguments (None: the command has no input of that kind)
 ARGS: Dict[str, Dict[str, Optional[List[str]]]] = {
+    "convert": {  # input: a checkpoint file or a transformers folder; no YAML
+        "missing": ["missing.pt", "--out", "c.pt"],
+        "empty": ["empty", "--out", "c.pt"],
+        "truncated": ["trunc.pt", "--out", "c.pt"],
+        "bad_yaml": None,
+        "exists": ["model.pt", "--out", "mine.pt"],
+        "force_foreign": ["model.pt", "--out", "mine.pt", "--force"],
+    },
     "make-corpus": {  # no input files: only the output folder can be wrong
         "missing": None,
         "empty": None,
