@@ -146,7 +146,7 @@ class DaisyUpstream(UpstreamBase):
                 f"the calibration lists {len(layer_entropy)} layers but the model has {num_layers}; "
                 "it was made for another model"
             )
-        self.tau: Optional[float] = self.config.resolve_tau(layer_entropy)
+        self.tau: Optional[float] = self.config.resolve_tau(layer_entropy, (self.calibration or {}).get("budget_curve"))
         self.net = EarlyExitModel(
             loaded.model,
             loaded.branches,
