@@ -159,6 +159,7 @@ class DaisyUpstream(UpstreamBase):
         self._exit_counts: Optional[List[int]] = None
         self._span_override: Optional[Sequence[int]] = None
         self._reported_span: Optional[List[int]] = None
+        self._deepest_read: Optional[int] = None
 
     # -- where exits may happen -------------------------------------------------------
     @property
@@ -220,8 +221,17 @@ class DaisyUpstream(UpstreamBase):
             logger.info("DAISY exit span %s (strategy %s%s, tau %s)", span, config.strategy, source, self.tau)
         return span
 
+    def read_up_to(self, layer: Optional[int]) -> None:
+        """Consumers read no hidden state past ``layer`` (``-l k``, ``layer_selections=[k]``):
+        forwards stop there, exits below it unchanged (None: every layer may run)."""
+        if layer is not None and not 1 <= layer <= self.num_layers:
+            raise ValueError(f"layer {layer} outside 1..{self.num_layers}")
+        self._deepest_read = None if layer is None or layer == self.num_layers else int(layer)
+
     def current_plan(self) -> ExitPlan:
         span = self.current_span()
+        if self._deepest_read is not None:  # nobody reads past it: stop there
+            span = sorted({k for k in span if k < self._deepest_read} | {min(max(span), self._deepest_read)})
         return make_plan(span, self.tau if len(span) > 1 else None)
 
     # -- s3prl interface ----------------------------------------------------------------
