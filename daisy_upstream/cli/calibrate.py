@@ -84,25 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``daisy calibrate``; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+def _corpus(args: argparse.Namespace):
+    """The audio of ``--audio`` or ``--s3prl-config``, cut to ``--max-utterances``."""
     from daisy_upstream.audio.corpus import AudioCorpus, files_from_s3prl_config, split_heldout
     from daisy_upstream.audio.io import AudioProblems
-    from daisy_upstream.training.calibration import (
-        calibrate_checkpoint,
-        check_premise,
-        format_table,
-        plot_calibration,
-        write_calibration_yaml,
-    )
 
-    types.set_threads(args.threads)
-    from daisy_upstream.outputs import check_output_files, output_files
-
-    plot = args.plot or args.out.with_suffix(".png")
-    inputs = (args.ckpt, args.audio, args.s3prl_config)
-    check_output_files([args.out, plot], "calibrate", args.force, inputs)  # before any work
     resample = not args.reject_resample
     if args.audio is not None:
         corpus = AudioCorpus.from_source(args.audio, resample=resample)
@@ -121,6 +107,27 @@ def run(args: argparse.Namespace) -> int:
             corpus = corpus.subset(
                 chosen[: args.max_utterances], f"{len(chosen[: args.max_utterances])} of {corpus.name}"
             )
+    return corpus
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``daisy calibrate``; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from daisy_upstream.training.calibration import (
+        calibrate_checkpoint,
+        check_premise,
+        format_table,
+        plot_calibration,
+        write_calibration_yaml,
+    )
+
+    types.set_threads(args.threads)
+    from daisy_upstream.outputs import check_output_files, output_files
+
+    plot = args.plot or args.out.with_suffix(".png")
+    inputs = (args.ckpt, args.audio, args.s3prl_config)
+    check_output_files([args.out, plot], "calibrate", args.force, inputs)  # before any work
+    corpus = _corpus(args)
     from daisy_upstream.training.distributed import default_device
 
     result = calibrate_checkpoint(

@@ -92,6 +92,7 @@ class CalibrationResult:
     samples: Optional[List[int]] = None
     cost: Optional[CostModel] = None
     budgets: Tuple[float, ...] = ()
+    _curve: Optional[Dict[str, List[float]]] = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.entropies.dim() != 2 or self.entropies.size(0) < 1:
@@ -158,8 +159,6 @@ class CalibrationResult:
         if self._curve is None:
             self._curve = budget_curve(self.entropies, self.samples, self.cost)
         return self._curve
-
-    _curve = None
 
     def tau_for_budget(self, budget: float) -> float:
         """The tau that spends at most ``budget`` of the full model's MACs on these utterances."""
@@ -287,6 +286,15 @@ def layer_entropies(
     return (torch.cat([d[1] for d in done], dim=0), [key for d in done for key in d[2]], sum(d[3] for d in done))
 
 
+def _check_fractions(rhos: Sequence[float], budgets: Sequence[float]) -> None:
+    for rho in rhos:
+        if not 0.0 <= float(rho) <= 1.0:
+            raise ValueError(f"rho must be in [0, 1], got {rho}")
+    for budget in budgets:
+        if not 0.0 < float(budget) <= 1.0:
+            raise ValueError(f"a budget is a fraction in (0, 1] of the full model's MACs, got {budget}")
+
+
 def calibrate_checkpoint(
     checkpoint: Union[str, Path],
     corpus: AudioCorpus,
@@ -314,12 +322,7 @@ def calibrate_checkpoint(
     """
     from daisy_upstream.core.checkpoint import load_daisy_checkpoint
 
-    for rho in rhos:
-        if not 0.0 <= float(rho) <= 1.0:
-            raise ValueError(f"rho must be in [0, 1], got {rho}")
-    for budget in budgets:
-        if not 0.0 < float(budget) <= 1.0:
-            raise ValueError(f"a budget is a fraction in (0, 1] of the full model's MACs, got {budget}")
+    _check_fractions(rhos, budgets)
     loaded = load_daisy_checkpoint(checkpoint)
     if loaded.branches is None:
         raise ValueError(
