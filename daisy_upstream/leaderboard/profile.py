@@ -260,7 +260,8 @@ def run_profile(
     force: bool = False,
     layer: Optional[int] = None,
 ) -> Dict[str, Any]:
-    """Profile (``layer``: as :func:`profile_upstream`), then write ``out/profile.json``, ``out/profile.txt`` and ``out/profile.png``.
+    """Profile (``layer``: as :func:`profile_upstream`), then write ``out/profile.json``,
+    ``out/profile.txt`` and ``out/profile.png``.
 
     Raises:
         OutputRefused: ``out`` is not empty and ``force`` is false, or holds anything but a previous

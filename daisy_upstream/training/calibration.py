@@ -153,7 +153,8 @@ class CalibrationResult:
 
     @property
     def curve(self) -> Optional[Dict[str, List[float]]]:
-        """The tau-to-spend curve (:func:`~daisy_upstream.training.budget.budget_curve`), if lengths and cost are known."""
+        """The tau-to-spend curve (:func:`~daisy_upstream.training.budget.budget_curve`), if lengths
+        and cost are known."""
         if self.samples is None or self.cost is None:
             return None
         if self._curve is None:
