@@ -73,7 +73,7 @@ def _plot_curve(ax, result: "CalibrationResult", curve: dict) -> None:
         ax.axvline(tau, color="tab:red", linestyle="--", linewidth=1)
         ax.annotate(f"budget {budget:g}", (tau, 0), rotation=90, fontsize=7, va="bottom", color="tab:red")
     ax.set_xlabel("tau (nats)")
-    ax.set_ylabel("MACs saved vs the full model (%, mean over utterances)")
+    ax.set_ylabel("MACs saved vs full model (%, mean)")
     ax.set_title("saving against tau (strategy none, batch-1 MACs)", fontsize=9)
     ax.grid(alpha=0.3)
 
