@@ -11,6 +11,7 @@ __all__ = [
     "add_loader",
     "add_precision",
     "at_least_2",
+    "budget",
     "device",
     "non_negative_int",
     "positive_float",
@@ -46,6 +47,8 @@ at_least_2 = _number(int, lambda v: v >= 2, ">= 2")
 positive_float = _number(float, lambda v: v > 0, "> 0")
 #: a number in [0, 1]
 unit_interval = _number(float, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+#: a compute budget: the fraction of the full model's MACs to spend, in (0, 1]
+budget = _number(float, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
 #: rho of Eq. 3 (tau = (E_max + E_min) / 2 * rho): in [0, 1]
 rho = unit_interval
 #: torch CPU threads: an integer >= 0, 0 = torch's default

@@ -1,7 +1,9 @@
-"""``daisy calibrate``: per-layer branch entropy on a dataset, E_max/E_min and tau for rho.
+"""``daisy calibrate``: per-layer branch entropy on a dataset, E_max/E_min and tau for rho or a budget.
 
-Writes a calibration YAML (the upstream config's ``calibration:`` reads it), a PNG plot of
-mean entropy vs layer (the paper's Fig. 2) and prints a table.
+Writes a calibration YAML (the upstream config's ``calibration:`` reads it, ``budget:`` included),
+a PNG plot of mean entropy vs layer (the paper's Fig. 2) beside the MACs saved against tau, and
+prints a table. When entropy does not fall with depth (docs/training.md, "The premise") it warns
+in one line on stderr; ``--strict-premise`` makes that an error (exit 2, nothing written).
 """
 
 from __future__ import annotations
@@ -43,6 +45,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[0.7, 0.76, 1.0],
         help="rho values to compute tau for (default 0.7 0.76 1.0)",
     )
+    parser.add_argument(
+        "--budget",
+        type=types.budget,
+        nargs="+",
+        default=[],
+        help="fractions in (0, 1] of the full model's MACs to spend: the tau that spends at most that on "
+        "this audio is logged (the YAML's budget_curve lets the upstream config's 'budget:' resolve any)",
+    )
+    parser.add_argument(
+        "--strict-premise",
+        action="store_true",
+        help="fail (exit 2, nothing written) when branch entropy does not fall with depth, instead of a warning",
+    )
     parser.add_argument("--out", type=Path, required=True, help="calibration YAML to write")
     parser.add_argument("--plot", type=Path, default=None, help="PNG plot (default: OUT with .png)")
     parser.add_argument("--force", action="store_true", help="replace output files that calibrate wrote before")
@@ -69,24 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``daisy calibrate``; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+def _corpus(args: argparse.Namespace):
+    """The audio of ``--audio`` or ``--s3prl-config``, cut to ``--max-utterances``."""
     from daisy_upstream.audio.corpus import AudioCorpus, files_from_s3prl_config, split_heldout
     from daisy_upstream.audio.io import AudioProblems
-    from daisy_upstream.training.calibration import (
-        calibrate_checkpoint,
-        format_table,
-        plot_calibration,
-        write_calibration_yaml,
-    )
 
-    types.set_threads(args.threads)
-    from daisy_upstream.outputs import check_output_files, output_files
-
-    plot = args.plot or args.out.with_suffix(".png")
-    inputs = (args.ckpt, args.audio, args.s3prl_config)
-    check_output_files([args.out, plot], "calibrate", args.force, inputs)  # before any work
     resample = not args.reject_resample
     if args.audio is not None:
         corpus = AudioCorpus.from_source(args.audio, resample=resample)
@@ -105,6 +107,27 @@ def run(args: argparse.Namespace) -> int:
             corpus = corpus.subset(
                 chosen[: args.max_utterances], f"{len(chosen[: args.max_utterances])} of {corpus.name}"
             )
+    return corpus
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``daisy calibrate``; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from daisy_upstream.training.calibration import (
+        calibrate_checkpoint,
+        check_premise,
+        format_table,
+        plot_calibration,
+        write_calibration_yaml,
+    )
+
+    types.set_threads(args.threads)
+    from daisy_upstream.outputs import check_output_files, output_files
+
+    plot = args.plot or args.out.with_suffix(".png")
+    inputs = (args.ckpt, args.audio, args.s3prl_config)
+    check_output_files([args.out, plot], "calibrate", args.force, inputs)  # before any work
+    corpus = _corpus(args)
     from daisy_upstream.training.distributed import default_device
 
     result = calibrate_checkpoint(
@@ -117,12 +140,17 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         workers=args.workers,
         prefetch=args.prefetch,
+        budgets=args.budget,
     )
+    check_premise(result.to_dict(), strict=args.strict_premise, prog="daisy calibrate")
+    for budget in result.budgets:
+        logging.info("budget %g: tau %.6f", budget, result.tau_for_budget(budget))
     with output_files([args.out, plot], "calibrate", args.force, inputs) as (yaml_tmp, plot_tmp):
         write_calibration_yaml(result, yaml_tmp, force=True)
         plot_calibration(result, plot_tmp, force=True)
     print(format_table(result))
     print(f"audio: {corpus.problems.summary()}")
     print(f"wrote {args.out} and {plot}")
-    print(f"use it: upstream config 'calibration: {args.out.resolve()}' with 'rho: {args.rho[0]:g}'")
+    knob = f"budget: {args.budget[0]:g}" if args.budget else f"rho: {args.rho[0]:g}"
+    print(f"use it: upstream config 'calibration: {args.out.resolve()}' with '{knob}'")
     return 0

@@ -27,6 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ROOT",
         help="LibriSpeech test-clean: the SUPERB challenge's 32 utterances and its four buckets",
     )
+    parser.add_argument(
+        "-l",
+        "--layer",
+        type=types.positive_int,
+        default=None,
+        metavar="K",
+        help="profile DAISY as a consumer of hidden_states[K] alone runs it (s3prl's -l K, layer_selections=[K], "
+        "ESPnet's layer: K): its forward stops at layer K",
+    )
     parser.add_argument("--snr", type=float, metavar="DB", help="mix sox noise into the same clips at this SNR")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
     parser.add_argument("--device", type=types.device, default="cpu")
@@ -55,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         force=args.force,
+        layer=args.layer,
     )
     print(profile["table"])
     print(f"wrote {args.out / 'profile.json'}, profile.txt, profile.png")

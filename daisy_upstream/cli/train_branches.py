@@ -49,12 +49,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--targets",
-        choices=("model", "kmeans"),
+        choices=("model", "kmeans", "quantizer"),
         default=None,
-        help="what the branches learn: 'model' = the model's own pretraining head (HuBERT's "
-        "cluster assignment, wav2vec 2.0's quantizer code per codebook group; the default "
+        help="what the branches learn: 'model' = the model's own prediction at its last layer (HuBERT's "
+        "cluster assignment, wav2vec 2.0's contrastive codeword, one code per codebook group; the default "
         "where there is one), 'kmeans' = k-means on layer --kmeans-layer over the training "
-        "audio (any family; needed for WavLM and data2vec)",
+        "audio (any family; needed for WavLM and data2vec), 'quantizer' = wav2vec 2.0's quantizer code of "
+        "the input (earliest layers predict it best: exits at layer 1; for comparison only)",
+    )
+    parser.add_argument(
+        "--strict-premise",
+        action="store_true",
+        help="exit 2 (after writing the checkpoint) when the held-out branch entropy does not fall with depth, "
+        "instead of a one-line warning",
     )
     parser.add_argument(
         "--kmeans-layer",
@@ -190,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
 
     from daisy_upstream.audio.corpus import AudioCorpus
     from daisy_upstream.core.policy import compute_tau
+    from daisy_upstream.training.calibration import check_premise
     from daisy_upstream.training.stage1 import Stage1Config, train_branches
 
     types.set_threads(args.threads)
@@ -283,4 +291,5 @@ def run(args: argparse.Namespace) -> int:
         + ", ".join(f"tau(rho={r:g}) {compute_tau(entropy, r):.6f}" for r in args.rho)
     )
     print(f"wrote {result.out}  (TensorBoard: {work_dir / 'tb'})")
+    check_premise(result.calibration, strict=args.strict_premise, prog="daisy train-branches")
     return 0

@@ -163,12 +163,13 @@ class DaisyUpstream(UpstreamBase):
         self._check_strategy(loaded, "the checkpoint" if isinstance(ckpt, (Mapping, DaisyCheckpoint)) else str(ckpt))
         self.calibration = self._calibration(loaded, calibration_record)
         layer_entropy = self.calibration["layer_entropy"] if self.calibration else None
-        self.tau: Optional[float] = self.config.resolve_tau(layer_entropy)
+        self.tau: Optional[float] = self.config.resolve_tau(layer_entropy, (self.calibration or {}).get("budget_curve"))
         self.net = early_exit_model(loaded, self.config)
         self._statistics_owner: Optional[weakref.ref] = None
         self._exit_counts: Optional[List[int]] = None
         self._span_override: Optional[Sequence[int]] = None
         self._reported_span: Optional[List[int]] = None
+        self._deepest_read: Optional[int] = None
 
     def _check_strategy(self, loaded: DaisyCheckpoint, name: str) -> None:
         if loaded.branches is None and self.config.strategy not in ("full", "fixed"):
@@ -257,8 +258,17 @@ class DaisyUpstream(UpstreamBase):
             logger.info("DAISY %s", describe_span(config, span, counts, self.tau))
         return span
 
+    def read_up_to(self, layer: Optional[int]) -> None:
+        """Consumers read no hidden state past ``layer`` (``-l k``, ``layer_selections=[k]``):
+        forwards stop there, exits below it unchanged (None: every layer may run)."""
+        if layer is not None and not 1 <= layer <= self.num_layers:
+            raise ValueError(f"layer {layer} outside 1..{self.num_layers}")
+        self._deepest_read = None if layer is None or layer == self.num_layers else int(layer)
+
     def current_plan(self) -> ExitPlan:
         span = self.current_span()
+        if self._deepest_read is not None:  # nobody reads past it: stop there
+            span = sorted({k for k in span if k < self._deepest_read} | {min(max(span), self._deepest_read)})
         return make_plan(span, self.tau if len(span) > 1 else None)
 
     # -- s3prl interface ----------------------------------------------------------------

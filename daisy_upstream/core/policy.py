@@ -37,6 +37,7 @@ __all__ = [
     "load_calibration",
     "make_plan",
     "valid_rho",
+    "tau_for_budget",
 ]
 
 #: every exit strategy, see :func:`exit_span` and :func:`make_plan`
@@ -81,6 +82,29 @@ def exits(entropy: Tensor, tau: float) -> Tensor:
     entropies) decide with this one comparison.
     """
     return entropy < tau
+
+
+def tau_for_budget(curve: Mapping[str, Sequence[float]], budget: float) -> float:
+    """The threshold that spends at most ``budget`` of the full model's MACs, from a calibration's curve.
+
+    ``curve`` is a calibration record's ``budget_curve``: ``tau`` (ascending) and ``spent``
+    (the mean over the calibration utterances of each one's MACs as a fraction of the full
+    model's, with every layer allowed to exit; non-increasing in tau). The answer is the
+    smallest listed tau whose ``spent`` is at most ``budget``: the most compute within it.
+
+    Raises:
+        ValueError: a malformed curve, or a budget below the least the branches can spend.
+    """
+    taus, spent = curve.get("tau"), curve.get("spent")
+    if not isinstance(taus, list) or not isinstance(spent, list) or not taus or len(taus) != len(spent):
+        raise ValueError("a calibration's budget_curve needs lists 'tau' and 'spent' of one length")
+    for tau, cost in zip(taus, spent):
+        if float(cost) <= budget:
+            return float(tau)
+    raise ValueError(
+        f"budget {budget:g} is below the least these branches can spend ({min(float(c) for c in spent):.3f} of "
+        "the full model's MACs, every utterance leaving at layer 1): raise the budget"
+    )
 
 
 def exit_span(
@@ -226,6 +250,10 @@ class DaisyConfig:
         fixed_layer: exit layer for strategy ``fixed``.
         span_threshold: share of training exits a layer needs for strategy ``threshold``.
         calibration: path to a calibration YAML; else the checkpoint's own calibration.
+        budget: the fraction in (0, 1] of the full model's upstream MACs to spend, averaged over
+            utterances: tau is the calibration's (its ``budget_curve``, written by ``daisy
+            calibrate``) that spends at most that on the calibration audio
+            (:func:`tau_for_budget`); overrides ``rho``, excludes ``tau``, strategy ``none`` only.
         featurize_layer0: let the DAISY featurizer weight ``hidden_states[0]`` too
             (the paper uses layers 1..k_hat only).
         stock_padded_cnn: run the CNN on the zero-padded batch as s3prl's stock upstream
@@ -248,6 +276,7 @@ class DaisyConfig:
     fixed_layer: Optional[int] = None
     span_threshold: float = 0.15
     calibration: Optional[str] = None
+    budget: Optional[float] = None
     featurize_layer0: bool = False
     stock_padded_cnn: bool = False
     layers_past_exit: str = "zeros"
@@ -280,6 +309,13 @@ class DaisyConfig:
             raise bad("span_threshold", "must be a number in [0, 1)")
         if self.calibration is not None and not isinstance(self.calibration, str):
             raise bad("calibration", "must be a path to a calibration YAML")
+        if self.budget is not None:
+            if isinstance(self.budget, bool) or not isinstance(self.budget, (int, float)) or not 0 < self.budget <= 1:
+                raise bad("budget", "must be a fraction in (0, 1] of the full model's MACs, or null")
+            if self.tau is not None:
+                raise bad("budget", "and tau both set the threshold: give one of them")
+            if self.strategy != "none":
+                raise bad("budget", f"is met for strategy 'none' (every layer may exit), not {self.strategy!r}")
         for key in ("featurize_layer0", "stock_padded_cnn"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, "must be true or false")
@@ -338,12 +374,22 @@ class DaisyConfig:
     def needs_tau(self) -> bool:
         return self.strategy not in ("fixed", "full")
 
-    def resolve_tau(self, layer_entropy: Optional[Sequence[float]]) -> Optional[float]:
-        """The threshold: explicit ``tau``, else Eq. 3 on ``layer_entropy``; None if unused."""
+    def resolve_tau(
+        self, layer_entropy: Optional[Sequence[float]], budget_curve: Optional[Mapping[str, Any]] = None
+    ) -> Optional[float]:
+        """The threshold: explicit ``tau``, else from ``budget`` on the calibration's
+        ``budget_curve``, else Eq. 3 on ``layer_entropy``; None if unused."""
         if not self.needs_tau():
             return None
         if self.tau is not None:
             return float(self.tau)
+        if self.budget is not None:
+            if budget_curve is None:
+                raise MissingCalibration(
+                    "budget: the calibration has no budget_curve (a checkpoint's own calibration has none): "
+                    "run 'daisy calibrate' and set 'calibration:' to the YAML it writes"
+                )
+            return tau_for_budget(budget_curve, float(self.budget))
         if layer_entropy is None:
             raise MissingCalibration(
                 "no calibration to compute tau from rho: the checkpoint carries none and the "

@@ -11,6 +11,9 @@ Output (``profile.json``)::
     models   {"daisy"|"full": {"macs": {"all", "short", "medium", "long", "longer"},
                                "utterances": [{"path", "seconds", "exit_layer", "macs"}],
                                "mean_exit_layer": float}}
+    spent    {"mean": mean over clips of DAISY's MACs / the full model's, "total": summed MACs ratio,
+              "budget": the config's budget or null}
+    layer    ``--layer k`` (``-l k``): DAISY's forward stopped at layer k (null: every layer may run)
     buckets  {name: {"clips", "min_seconds", "max_seconds"}}
 """
 
@@ -70,7 +73,9 @@ def add_noise(clips: Sequence[Clip], snr_db: float, seed: int = 0) -> List[Clip]
     return [Clip(c.path, torch.from_numpy(n.wav)) for c, n in zip(clips, noisy)]
 
 
-def _count(upstream: Any, wav: Tensor, span: Optional[List[int]]) -> Dict[str, Any]:
+def _count(upstream: Any, wav: Tensor, span: Optional[List[int]], layer: Optional[int] = None) -> Dict[str, Any]:
+    upstream.read_up_to(layer)
+
     def forward():
         if span is None:
             return upstream([wav])
@@ -94,12 +99,16 @@ def _model_summary(rows: List[Dict[str, Any]], buckets: Sequence[str]) -> Dict[s
     }
 
 
-def profile_upstream(upstream: Any, clips: Sequence[Clip], device: str = "cpu") -> Dict[str, Any]:
+def profile_upstream(
+    upstream: Any, clips: Sequence[Clip], device: str = "cpu", layer: Optional[int] = None
+) -> Dict[str, Any]:
     """MACs of every clip at batch 1 under the upstream's exit policy and at full depth.
 
     Args:
         upstream: a :class:`daisy_upstream.core.expert.DaisyUpstream` in eval mode on ``device``.
         clips: at least 4 clips (the four length buckets).
+        layer: DAISY's forward as a consumer reading only ``hidden_states[layer]`` runs it
+            (``-l k``: it stops there); the full model runs every layer either way.
 
     Returns:
         ``{"params", "models", "buckets", "counted_ops", "counter"}`` (see the module doc).
@@ -111,7 +120,7 @@ def profile_upstream(upstream: Any, clips: Sequence[Clip], device: str = "cpu") 
     for clip in clips:
         wav = clip.wav.to(device)
         for model, span in (("daisy", None), ("full", [num_layers])):
-            counted = _count(upstream, wav, span)
+            counted = _count(upstream, wav, span, layer if model == "daisy" else None)
             for op, value in counted["ops"].items():
                 ops[op] = ops.get(op, 0) + value
             rows[model].append(
@@ -122,7 +131,9 @@ def profile_upstream(upstream: Any, clips: Sequence[Clip], device: str = "cpu") 
                     "macs": counted["macs"],
                 }
             )
+    upstream.read_up_to(None)
     branches = upstream.net.branches
+    shares = [d["macs"] / f["macs"] for d, f in zip(rows["daisy"], rows["full"])]
     ranges = bucket_ranges([c.seconds for c in clips], buckets)
     return {
         "params": {
@@ -130,7 +141,13 @@ def profile_upstream(upstream: Any, clips: Sequence[Clip], device: str = "cpu") 
             "branches": 0 if branches is None else sum(p.numel() for p in branches.parameters()),
         },
         "num_layers": num_layers,
+        "layer": layer,
         "models": {name: _model_summary(r, buckets) for name, r in rows.items()},
+        "spent": {
+            "mean": sum(shares) / len(shares),
+            "total": sum(r["macs"] for r in rows["daisy"]) / sum(r["macs"] for r in rows["full"]),
+            "budget": upstream.config.budget,
+        },
         "buckets": {name: {"clips": n, "min_seconds": lo, "max_seconds": hi} for name, (n, lo, hi) in ranges.items()},
         "counted_ops": ops,
         "counter": COUNTER_NOTE,
@@ -163,6 +180,14 @@ def format_table(profile: Dict[str, Any]) -> str:
         f"full model: every clip runs all {profile['num_layers']} layers; params {profile['params']['upstream']:,} "
         f"(branches {profile['params']['branches']:,})"
     )
+    spent = profile["spent"]
+    budget = "" if spent["budget"] is None else f"; the config's budget: {spent['budget']:g}"
+    lines.append(
+        f"DAISY spends {spent['mean']:.3f} of the full model's MACs (mean over clips of each clip's share; "
+        f"{spent['total']:.3f} of the summed MACs){budget}"
+    )
+    if profile.get("layer") is not None:
+        lines.append(f"-l {profile['layer']}: DAISY's forward stops at layer {profile['layer']}")
     return "\n".join(lines)
 
 
@@ -233,8 +258,10 @@ def run_profile(
     seed: int = 0,
     device: str = "cpu",
     force: bool = False,
+    layer: Optional[int] = None,
 ) -> Dict[str, Any]:
-    """Profile, then write ``out/profile.json``, ``out/profile.txt`` and ``out/profile.png``.
+    """Profile (``layer``: as :func:`profile_upstream`), then write ``out/profile.json``,
+    ``out/profile.txt`` and ``out/profile.png``.
 
     Raises:
         OutputRefused: ``out`` is not empty and ``force`` is false, or holds anything but a previous
@@ -257,7 +284,7 @@ def run_profile(
     loaded = load_upstream(ckpt, config, overrides, stats, device)
     upstream, path, values, counts = loaded.upstream, loaded.checkpoint, loaded.config, loaded.exit_counts
     note = span_note(upstream, counts)
-    profile = profile_upstream(upstream, clips, device)
+    profile = profile_upstream(upstream, clips, device, layer)
     ranges = {k: (v["clips"], v["min_seconds"], v["max_seconds"]) for k, v in profile["buckets"].items()}
     profile = {
         "checkpoint": checkpoint_record(path),

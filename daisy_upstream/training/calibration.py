@@ -24,6 +24,10 @@ the upstream config key ``calibration:`` accepts (it needs ``layer_entropy``; ev
     layer_std: [L floats]         # spread over utterances
     layer_q25 / layer_median / layer_q75: [L floats]
     linear_fit: {slope: float, intercept: float, r2: float}   # mean entropy vs layer
+    premise: {holds: bool, slope, r2, fall, spread, failed: [...], rule}   # training/premise.py
+    # only when the utterances' lengths and the model's cost model are known (daisy calibrate):
+    budget_curve: {tau: [ascending], spent: [...], mean_exit_layer: [...]}  # training/budget.py
+    tau_for_budget: [{budget: float, tau: float}, ...]
 """
 
 from __future__ import annotations
@@ -36,18 +40,23 @@ import torch
 import yaml
 from torch import Tensor
 
-from daisy_upstream.atomic import atomic_save_figure, atomic_write_text
+from daisy_upstream.atomic import atomic_write_text
 from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.audio.io import SAMPLE_RATE
 from daisy_upstream.core.branches import ExitBranches, check_branches_fit
 from daisy_upstream.core.early_exit import EarlyExitModel
-from daisy_upstream.core.policy import check_rho, compute_tau, make_plan
+from daisy_upstream.core.policy import check_rho, compute_tau, make_plan, tau_for_budget
+from daisy_upstream.leaderboard.cost_model import CostModel, measure_cost_model
 
 from .batch_feed import PaddedBatches, batch_loader, shard_keys, unpad
+from .budget import budget_curve
+from .calibration_report import format_table, plot_calibration
+from .premise import check_premise, judge_premise, linear_fit
 
 __all__ = [
     "CalibrationResult",
     "calibrate_checkpoint",
+    "check_premise",
     "format_table",
     "layer_entropies",
     "linear_fit",
@@ -69,6 +78,8 @@ class CalibrationResult:
         audio_seconds: total audio.
         rhos: the rho values tau was computed for.
         checkpoint: the checkpoint the branches came from (informational).
+        samples: ``N`` utterance lengths (samples at 16 kHz) and ``cost`` the model's cost
+            model: with both the record holds the ``budget_curve`` (and tau for ``budgets``).
     """
 
     entropies: Tensor
@@ -78,6 +89,10 @@ class CalibrationResult:
     rhos: Tuple[float, ...] = (0.7, 0.76, 1.0)
     checkpoint: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    samples: Optional[List[int]] = None
+    cost: Optional[CostModel] = None
+    budgets: Tuple[float, ...] = ()
+    _curve: Optional[Dict[str, List[float]]] = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.entropies.dim() != 2 or self.entropies.size(0) < 1:
@@ -130,6 +145,28 @@ class CalibrationResult:
         """``(slope, intercept, r2)`` of mean entropy vs layer number."""
         return linear_fit(self.layer_entropy)
 
+    @property
+    def premise(self) -> Dict[str, Any]:
+        """Whether entropy falls with depth (:func:`~daisy_upstream.training.premise.judge_premise`)."""
+        slope, _, r2 = self.fit
+        return judge_premise(self.layer_entropy, self.layer_std, slope, r2)
+
+    @property
+    def curve(self) -> Optional[Dict[str, List[float]]]:
+        """The tau-to-spend curve (:func:`~daisy_upstream.training.budget.budget_curve`), if lengths
+        and cost are known."""
+        if self.samples is None or self.cost is None:
+            return None
+        if self._curve is None:
+            self._curve = budget_curve(self.entropies, self.samples, self.cost)
+        return self._curve
+
+    def tau_for_budget(self, budget: float) -> float:
+        """The tau that spends at most ``budget`` of the full model's MACs on these utterances."""
+        if self.curve is None:
+            raise ValueError("no budget curve: the utterances' lengths or the cost model are unknown")
+        return tau_for_budget(self.curve, budget)
+
     def to_dict(self) -> Dict[str, Any]:
         """The calibration YAML's content (plain Python types)."""
         slope, intercept, r2 = self.fit
@@ -153,32 +190,14 @@ class CalibrationResult:
                 "layer_median": self.layer_quantile(0.5),
                 "layer_q75": self.layer_quantile(0.75),
                 "linear_fit": {"slope": slope, "intercept": intercept, "r2": r2},
+                "premise": self.premise,
             }
         )
+        if self.curve is not None:
+            out["budget_curve"] = self.curve
+            out["tau_for_budget"] = [{"budget": float(b), "tau": self.tau_for_budget(b)} for b in self.budgets]
         out.update(self.extra)
         return out
-
-
-def linear_fit(values: Sequence[float]) -> Tuple[float, float, float]:
-    """Least-squares line through ``(k, values[k-1])``, k = 1..L: ``(slope, intercept, r2)``.
-
-    ``r2`` is ``1 - SS_res / SS_tot``; it is 1.0 when the values are constant (a flat line
-    fits exactly) and NaN for fewer than two points.
-    """
-    n = len(values)
-    if n < 2:
-        return 0.0, float(values[0]) if n else float("nan"), float("nan")
-    xs = [float(k) for k in range(1, n + 1)]
-    ys = [float(v) for v in values]
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    slope = sxy / sxx
-    intercept = my - slope * mx
-    ss_tot = sum((y - my) ** 2 for y in ys)
-    ss_res = sum((y - (slope * x + intercept)) ** 2 for x, y in zip(xs, ys))
-    r2 = 1.0 if ss_tot == 0 else 1.0 - ss_res / ss_tot
-    return slope, intercept, r2
 
 
 @torch.no_grad()
@@ -266,6 +285,14 @@ def layer_entropies(
     return (torch.cat([d[1] for d in done], dim=0), [key for d in done for key in d[2]], sum(d[3] for d in done))
 
 
+def _check_fractions(rhos: Sequence[float], budgets: Sequence[float]) -> None:
+    for rho in rhos:
+        check_rho(rho)
+    for budget in budgets:
+        if not 0.0 < float(budget) <= 1.0:
+            raise ValueError(f"a budget is a fraction in (0, 1] of the full model's MACs, got {budget}")
+
+
 def calibrate_checkpoint(
     checkpoint: Union[str, Path],
     corpus: AudioCorpus,
@@ -274,6 +301,7 @@ def calibrate_checkpoint(
     device: Union[str, torch.device] = "cpu",
     progress: bool = False,
     precision: str = "fp32",
+    budgets: Sequence[float] = (),
     workers: int = 0,
     prefetch: int = 2,
 ) -> CalibrationResult:
@@ -282,14 +310,17 @@ def calibrate_checkpoint(
     ``precision``: the frozen model's forward, ``fp32`` (TF32 on CUDA), ``bf16`` or ``fp16``
     autocast (:mod:`daisy_upstream.core.precision`); the entropies are float32 either way.
     ``workers`` / ``prefetch``: the DataLoader that reads ``corpus`` (:func:`layer_entropies`).
+    The result knows each utterance's length and the model's cost model
+    (:func:`~daisy_upstream.leaderboard.cost_model.measure_cost_model`), so its record holds the
+    ``budget_curve`` and the tau of each of ``budgets``.
 
     Raises:
-        ValueError: the checkpoint has no exit branches, or a rho outside [0, 1].
+        ValueError: the checkpoint has no exit branches, a rho outside [0, 1], a budget outside
+            (0, 1] or below what the branches can spend.
     """
     from daisy_upstream.core.checkpoint import load_daisy_checkpoint
 
-    for rho in rhos:
-        check_rho(rho)
+    _check_fractions(rhos, budgets)
     loaded = load_daisy_checkpoint(checkpoint)
     if loaded.branches is None:
         raise ValueError(
@@ -304,7 +335,22 @@ def calibrate_checkpoint(
     entropies, keys, seconds = layer_entropies(
         backbone, branches, corpus, batch_seconds, device, progress, workers=workers, prefetch=prefetch
     )
-    return CalibrationResult(entropies, keys, corpus.name, seconds, tuple(float(r) for r in rhos), str(checkpoint))
+    cost = measure_cost_model(EarlyExitModel(loaded.model, branches, family=loaded.family).to(device).eval())
+    lengths = dict(zip(corpus.keys, corpus.lengths))
+    result = CalibrationResult(
+        entropies,
+        keys,
+        corpus.name,
+        seconds,
+        tuple(float(r) for r in rhos),
+        str(checkpoint),
+        samples=[lengths[k] for k in keys],
+        cost=cost,
+        budgets=tuple(float(b) for b in budgets),
+    )
+    for budget in result.budgets:
+        result.tau_for_budget(budget)  # a budget below what the branches can spend fails here, before any output
+    return result
 
 
 def summarize(
@@ -328,67 +374,3 @@ def write_calibration_yaml(result: CalibrationResult, path: Union[str, Path], fo
     text += yaml.safe_dump(result.to_dict(), sort_keys=False, default_flow_style=None, width=100)
     atomic_write_text(path, text)
     return path
-
-
-def plot_calibration(result: CalibrationResult, path: Union[str, Path], force: bool = False) -> Path:
-    """PNG of mean entropy vs layer: mean, +-1 std band, quartile bars, the linear fit and R^2.
-
-    Written atomically; refuses to overwrite without ``force``.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} exists; pass --force to overwrite it")
-    layers = list(range(1, result.num_layers + 1))
-    mean, std = result.layer_entropy, result.layer_std
-    q25, q75 = result.layer_quantile(0.25), result.layer_quantile(0.75)
-    slope, intercept, r2 = result.fit
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    ax.fill_between(
-        layers,
-        [m - s for m, s in zip(mean, std)],
-        [m + s for m, s in zip(mean, std)],
-        color="tab:blue",
-        alpha=0.15,
-        label="mean ± 1 std",
-    )
-    ax.vlines(layers, q25, q75, color="tab:gray", linewidth=5, alpha=0.45, label="interquartile range")
-    ax.plot(layers, result.layer_quantile(0.5), "_", color="k", markersize=12, label="median")
-    ax.plot(layers, mean, "o-", color="tab:blue", label="mean over utterances")
-    ax.plot(layers, [slope * k + intercept for k in layers], "--", color="tab:red", label=f"linear fit, R² = {r2:.3f}")
-    ax.set_xlabel("layer")
-    ax.set_ylabel("branch mean entropy (nats)")
-    ax.set_xticks(layers)
-    ax.set_title(f"{result.entropies.size(0)} utterances: {result.dataset}"[:80], fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_save_figure(fig, path, dpi=120)
-    return path
-
-
-def format_table(result: CalibrationResult) -> str:
-    """A one-screen text table: per-layer mean / std / quartiles, E_max, E_min, taus, fit."""
-    mean, std = result.layer_entropy, result.layer_std
-    q25, q50, q75 = (result.layer_quantile(q) for q in (0.25, 0.5, 0.75))
-    lines = [
-        f"calibration on {result.dataset}",
-        f"{result.entropies.size(0)} utterances, {result.audio_seconds:.1f} s of audio",
-        f"{'layer':>5} {'mean':>9} {'std':>8} {'q25':>8} {'median':>8} {'q75':>8}",
-    ]
-    for k in range(result.num_layers):
-        mark = " max" if k + 1 == result.e_max_layer else (" min" if k + 1 == result.e_min_layer else "")
-        lines.append(f"{k + 1:>5} {mean[k]:9.4f} {std[k]:8.4f} {q25[k]:8.4f} {q50[k]:8.4f} {q75[k]:8.4f}{mark}")
-    slope, intercept, r2 = result.fit
-    lines.append(
-        f"E_max = {result.e_max:.6f} (layer {result.e_max_layer}), "
-        f"E_min = {result.e_min:.6f} (layer {result.e_min_layer})"
-    )
-    lines.append(f"linear fit: entropy = {slope:.4f} * layer + {intercept:.4f}, R^2 = {r2:.4f}")
-    for rho in result.rhos:
-        lines.append(f"rho = {rho:g}: tau = {result.tau(rho):.6f}")
-    return "\n".join(lines)

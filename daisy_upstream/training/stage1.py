@@ -81,8 +81,8 @@ def _targets(
     world: int,
 ) -> nn.Module:
     """The target source for ``--targets`` (see :mod:`~daisy_upstream.training.targets`)."""
-    if kind == "model":
-        return model_targets(loaded, raw_state, str(checkpoint))
+    if kind in ("model", "quantizer"):
+        return model_targets(loaded, raw_state, str(checkpoint), kind)
     from .kmeans_targets import load_or_fit_kmeans
 
     settings = dict(

@@ -9,8 +9,9 @@ from typing import Any, Dict, List, Optional, Tuple
 __all__ = ["LR_SCHEDULES", "TARGET_KINDS", "Stage1Config", "Stage1Result"]
 
 LR_SCHEDULES = ("constant", "linear")
-#: ``--targets``: the model's own pretraining head, or k-means on one of its layers
-TARGET_KINDS = ("model", "kmeans")
+#: ``--targets``: the model's own pretraining head, k-means on one of its layers, or (wav2vec 2.0)
+#: the quantizer's code of the input
+TARGET_KINDS = ("model", "kmeans", "quantizer")
 
 
 @dataclass

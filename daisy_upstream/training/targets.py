@@ -10,7 +10,8 @@ wavs, lengths) -> (N, G)`` long, ``features`` being the batch's valid frames of
   layer, ``y_t = argmax_{c real} cos(final_proj(h^L_t), label_embs_concat[c]) / logit_temp``
   over the *real* cluster rows of the first label set (fairseq's four special symbols
   ``<s> <pad> </s> <unk>``, the first four rows, are never targets), ``h^L = hidden_states[L]``.
-* wav2vec 2.0, ``--targets model``: its quantizer's codes (``quantizer_targets``).
+* wav2vec 2.0, ``--targets model``: its contrastive prediction at the last layer, one code per
+  codebook group; ``--targets quantizer``: the quantizer's codes of the input (``quantizer_targets``).
 * any family, ``--targets kmeans``: nearest k-means centroid of layer ``K`` (``kmeans_targets``).
 
 Branch ``k`` (1-based) is a linear classifier on ``hidden_states[k]``, trained with the mean
@@ -44,6 +45,7 @@ from daisy_upstream.core.policy import make_plan
 
 from .batch_feed import PaddedBatches, batch_loader, shard_keys, unpad
 from .distributed import all_reduce_sum
+from .quantizer_targets import ContrastiveTargets, QuantizerTargets
 
 __all__ = [
     "BranchLoss",
@@ -214,20 +216,23 @@ def load_frozen_model(
 FAMILY_NAMES = {"hubert": "HuBERT", "wav2vec2": "wav2vec 2.0", "data2vec": "data2vec", "wavlm": "WavLM"}
 
 
-def model_targets(loaded: DaisyCheckpoint, state: Dict[str, Any], name: str) -> nn.Module:
-    """``--targets model``: the pretraining head's targets of the loaded model's family.
+def model_targets(loaded: DaisyCheckpoint, state: Dict[str, Any], name: str, kind: str = "model") -> nn.Module:
+    """``--targets model`` (the pretraining head's targets of the loaded model's family) or
+    ``--targets quantizer`` (wav2vec 2.0's quantizer code of the input).
 
     Raises:
-        ValueError: a family without a pretraining head (WavLM, data2vec), in one line
-            naming it and ``--targets kmeans``.
+        ValueError: a family without a pretraining head (WavLM, data2vec), or ``quantizer``
+            for another family than wav2vec 2.0, in one line naming what to use.
     """
     family = loaded.family.name
+    if kind == "quantizer" and family != "wav2vec2":
+        raise ValueError(f"--targets quantizer is wav2vec 2.0's; {name} is a {FAMILY_NAMES[family]} model")
     if family == "hubert":
         return ClusterTargets(loaded.model, state["dictionaries_symbols"][0])
     if family == "wav2vec2":
-        from .quantizer_targets import QuantizerTargets
-
-        return QuantizerTargets(loaded.model, bool(loaded.task_cfg.normalize))
+        if kind == "quantizer":
+            return QuantizerTargets(loaded.model, bool(loaded.task_cfg.normalize))
+        return ContrastiveTargets(loaded.model)
     raise ValueError(
         f"{name} is a {FAMILY_NAMES[family]} model, which has no pretraining head to take "
         "stage-1 targets from: pass --targets kmeans --kmeans-layer K --clusters N"

@@ -1,6 +1,13 @@
 import pytest
 
-from daisy_upstream.core.policy import DaisyConfig, compute_tau, exit_span, load_calibration, make_plan
+from daisy_upstream.core.policy import (
+    DaisyConfig,
+    compute_tau,
+    exit_span,
+    load_calibration,
+    make_plan,
+    tau_for_budget,
+)
 
 
 def test_tau_from_rho():
@@ -119,3 +126,14 @@ def test_layers_past_exit_values_replace_and_to_dict():
         config.replace(taus=1.0)
     with pytest.raises(ValueError, match="fixed_layer"):
         config.replace(fixed_layer=0)
+
+
+def test_tau_for_budget_reads_the_curve_and_refuses_a_bad_one():
+    curve = {"tau": [0.0, 0.3, 0.6, 0.9], "spent": [1.01, 0.85, 0.8, 0.62]}
+    assert tau_for_budget(curve, 1.0) == 0.3  # the most compute within the budget
+    assert tau_for_budget(curve, 0.8) == 0.6 and tau_for_budget(curve, 0.79) == 0.9
+    with pytest.raises(ValueError, match=r"below the least these branches can spend \(0.620"):
+        tau_for_budget(curve, 0.5)
+    for bad in ({"tau": [0.1]}, {"tau": [0.1, 0.2], "spent": [0.9]}, {"tau": [], "spent": []}):
+        with pytest.raises(ValueError, match="budget_curve needs lists"):
+            tau_for_budget(bad, 0.8)

@@ -19,9 +19,9 @@ from daisy_upstream.core.early_exit import EarlyExitModel
 from daisy_upstream.integration.hubconf import daisy_hubert_local
 from daisy_upstream.testing import authors_layout, make_random_checkpoint, waves
 from daisy_upstream.training.kmeans_targets import KMeansTargets, layer_frames
-from daisy_upstream.training.quantizer_targets import QuantizerTargets
+from daisy_upstream.training.quantizer_targets import ContrastiveTargets, QuantizerTargets
 from daisy_upstream.training.stage1 import train_branches
-from daisy_upstream.training.targets import BranchLoss
+from daisy_upstream.training.targets import BranchLoss, load_frozen_model, model_targets
 
 
 @pytest.fixture
@@ -360,6 +360,40 @@ def test_quantizer_codes_are_the_per_group_argmax_on_stock_frames(tmp_path):
     model.quantizer = None
     with pytest.raises(ValueError, match="no quantizer.*--targets kmeans"):
         QuantizerTargets(model)
+
+
+def test_contrastive_targets_are_the_best_codeword_of_s3prls_own_scores(tmp_path):
+    """The default wav2vec 2.0 target: per group, the code of the codeword that s3prl's
+    ``compute_preds`` (cosine of final_proj(h^L) with project_q of each candidate / logit_temp)
+    ranks first among every codeword of ``quantizer.codebook()``."""
+    model, _ = tiny_wav2vec2(tmp_path)
+    targets = ContrastiveTargets(model)
+    assert (targets.groups, targets.num_classes, targets.kind) == (2, 8, "model")
+    torch.manual_seed(1)
+    last = torch.randn(300, 32)  # more frames than one scoring chunk
+    labels = targets.labels(torch.stack([torch.zeros(300, 32), last]), [], torch.tensor([300]))
+    with torch.no_grad():
+        candidates = model.project_q(model.quantizer.codebook())  # (64, final_dim), product order
+        x = model.final_proj(last)[None]  # (1, N, F)
+        y = candidates[0].expand(1, 300, -1)
+        negatives = candidates[1:, None, None, :].expand(-1, 1, 300, -1)
+        best = model.compute_preds(x, y, negatives).argmax(dim=0)[0]  # (N,) codeword row
+    # each codeword row's entries of the flat vars table: group g's code + g * V (s3prl's own indices)
+    rows = model.quantizer.get_codebook_indices().view(64, 2)
+    assert torch.equal(labels, rows[best] - torch.tensor([0, 8]))
+    assert labels.shape == (300, 2) and len(set(map(tuple, labels.tolist()))) > 1
+    assert "last layer" in targets.record()["source"]
+
+
+def test_model_targets_default_to_the_last_layer_for_wav2vec2(tmp_path, write_checkpoint):
+    _, path = tiny_wav2vec2(tmp_path)
+    loaded, state = load_frozen_model(path, need_head=False)
+    assert isinstance(model_targets(loaded, state, "w2v2"), ContrastiveTargets)
+    quantizer = model_targets(loaded, state, "w2v2", "quantizer")
+    assert isinstance(quantizer, QuantizerTargets) and quantizer.record()["kind"] == "quantizer"
+    hubert, state = load_frozen_model(write_checkpoint(num_layers=2, branches=False))
+    with pytest.raises(ValueError, match="--targets quantizer is wav2vec 2.0's"):
+        model_targets(hubert, state, "h", "quantizer")
 
 
 def test_kmeans_targets_under_two_ddp_processes(write_checkpoint, audio_dir, tmp_path):  # noqa: F811

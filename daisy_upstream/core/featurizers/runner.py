@@ -6,7 +6,8 @@ For a DAISY upstream, per utterance with exit layer ``k_hat``::
     feature = sum_{k in K} softmax_K(w)_k * LayerNorm(h^k),   K = {1..k_hat}  (or {0..k_hat})
 
 the weights of layers that did not run are masked out of the softmax (not zero-filled).
-With ``-l k`` (``layer_selection``) an utterance that exited before layer ``k`` gives its
+With ``-l k`` (``layer_selection``) the upstream's forward stops at layer ``k``
+(:meth:`DaisyUpstream.read_up_to`) and an utterance that exited before layer ``k`` gives its
 deepest computed layer at or below ``k``. It also owns the exit statistics: ``exit_counts``
 (``L`` longs, ``exit_counts[k-1]`` = utterances that exited at layer ``k``) counted per
 utterance in training mode, a buffer saved in every s3prl runner checkpoint; in eval mode
@@ -57,6 +58,8 @@ class DaisyFeaturizer(ExitStatistics, Featurizer):
         self.featurize_layer0 = daisy.config.featurize_layer0
         self.init_exit_statistics(daisy.num_layers)
         daisy.attach_statistics(self)
+        if feature_selection == "hidden_states" and isinstance(layer_selection, int):  # -l k: stop at k
+            daisy.read_up_to(max(1, range(daisy.num_layers + 1)[layer_selection]))
 
     @property
     def weighted_sum_mode(self) -> bool:

@@ -45,6 +45,8 @@ def make_featurizer_class(stock: type) -> type:
           ``normalize`` changes nothing (the LayerNorm is part of DAISY's featurizer).
         * ``layer_selections=[k]``: ``h^min(k, k_hat)``, the deepest computed layer at or
           below ``k`` (``LayerNorm``-ed when ``normalize``, as s3prl does).
+        * the upstream's forward stops at the deepest selected layer
+          (:meth:`DaisyUpstream.read_up_to`): no layer past it is computed.
         * ``exit_counts``: exits counted per utterance in training mode, a buffer of this
           module's state dict; in eval mode the upstream's span comes from it.
 
@@ -61,6 +63,8 @@ def make_featurizer_class(stock: type) -> type:
             self.featurize_layer0 = daisy.config.featurize_layer0
             self.init_exit_statistics(daisy.num_layers)
             daisy.attach_statistics(self)
+            # no layer past the deepest selected one is read (ESPnet's `layer: k` reads all_hs[k]): stop there
+            daisy.read_up_to(max(1, max(range(daisy.num_layers + 1)[k] for k in self.layer_selections)))
 
         def forward(self, all_hs: List[Tensor], all_lens: List[Tensor]) -> Tuple[Tensor, Tensor]:
             if not self.is_daisy or len(all_hs) == 1:
