@@ -14,6 +14,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from daisy_upstream.core.branches import frame_weights
+
 __all__ = ["ExitRows"]
 
 
@@ -39,6 +41,16 @@ class ExitRows:
         self.padding = padding  # (B_a, T_a) or None: no running row is padded
         self.exit_layers: List[int] = [deepest] * self.batch
         self.exit_hidden: Optional[Tensor] = None  # (B, T, D): states of rows that left, as they leave
+        self._weights: Optional[Tensor] = None  # frame_weights of the running rows (None: not made)
+
+    def weights(self, groups: int = 1) -> Optional[Tensor]:
+        """``(B_a, T_a)`` the branch mean's frame weights of the running rows, made once per set of
+        rows (:func:`~daisy_upstream.core.branches.frame_weights`); None while no running row is padded."""
+        if self.padding is None:
+            return None
+        if self._weights is None:
+            self._weights = frame_weights(self.lengths, self.padding.size(1), groups)
+        return self._weights
 
     def scatter(self, state: Tensor) -> Tensor:
         """``(B_a, T_a, D)`` -> ``(B, T, D)``: zeros for rows that left (no copy while all run)."""
@@ -73,6 +85,7 @@ class ExitRows:
         keep = torch.tensor(staying, device=self.rows.device)
         self.rows, self.lengths = self.rows.index_select(0, keep), self.lengths.index_select(0, keep)
         longest = max(self.counts)
+        self._weights = None
         if self.padding is not None:
             self.padding = self.padding[:, :longest].index_select(0, keep) if min(self.counts) < longest else None
         return keep, before, longest

@@ -154,6 +154,7 @@ class DaisyUpstream(UpstreamBase):
             stock_padded_cnn=self.config.stock_padded_cnn,
             family=loaded.family,
             precision=self.config.precision,
+            cuda_graphs=self.config.cuda_graphs,
         )
         self._statistics_owner: Optional[weakref.ref] = None
         self._exit_counts: Optional[List[int]] = None
