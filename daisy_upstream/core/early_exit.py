@@ -436,6 +436,16 @@ class EarlyExitModel(nn.Module):
         check_finite(wavs, outputs)
         return EarlyExitOutput(outputs, lengths, result.exit_layers, result.entropies, None, exit_hidden)
 
+    def graph_stats(self) -> Dict[str, int]:
+        """The static-shape loop's step cache: group shapes held, captures, replays, evictions."""
+        caches = list(self._graphs.values())
+        return {
+            "shapes": sum(len(c.groups) for c in caches),
+            "captures": sum(c.captures for c in caches),
+            "replays": sum(c.replays for c in caches),
+            "evictions": sum(c.evictions for c in caches),
+        }
+
     def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(): captured steps read the old tensors
         self._graphs = {}
         return super()._apply(fn, *args, **kwargs)

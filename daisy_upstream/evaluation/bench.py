@@ -1,10 +1,11 @@
-"""``daisy bench`` as a library: the bench audio, the upstream (a random HuBERT Base for timing
-only), the five modes measured side by side (:func:`~daisy_upstream.evaluation.benchmark.run_benchmark`),
+"""``daisy bench`` as a library: the bench audio, the upstream (a random Base for timing only,
+built in memory), the five modes (and s3prl's stock upstream) measured side by side (:func:`~daisy_upstream.evaluation.benchmark.run_benchmark`),
 the targets, and ``bench.json`` / ``bench.txt`` / ``bench.png``."""
 
 from __future__ import annotations
 
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -12,7 +13,18 @@ from daisy_upstream.atomic import atomic_save_figure, atomic_write_json, atomic_
 from daisy_upstream.audio.io import SAMPLE_RATE
 from daisy_upstream.evaluation.benchmark import ModeResult
 
-__all__ = ["SNR_MIX", "bench", "bench_set", "format_table", "no_exit_advice", "plot_bench", "targets"]
+__all__ = [
+    "SNR_MIX",
+    "Subject",
+    "bench",
+    "bench_set",
+    "file_subject",
+    "format_table",
+    "no_exit_advice",
+    "plot_bench",
+    "random_base_subject",
+    "targets",
+]
 
 #: the bench set's clips are clean or noisy at these SNRs (dB), in turn
 SNR_MIX = (None, 10.0, 5.0, 0.0)
@@ -33,6 +45,33 @@ def bench_set(utterances: int, min_seconds: float, max_seconds: float, seed: int
     return noisy_copies(clean, SNR_MIX, seed=seed)
 
 
+@dataclass
+class Subject:
+    """What is timed: the early-exit model, its config and plan, where tau came from.
+
+    Attributes:
+        net: the :class:`~daisy_upstream.core.early_exit.EarlyExitModel`, eval mode, on the device.
+        config: the upstream config (:class:`~daisy_upstream.core.policy.DaisyConfig`).
+        plan: DAISY's plan (the config's strategy and tau).
+        tau: the threshold, None where the strategy needs none.
+        layer_entropy: the calibration tau came from (None: an explicit tau).
+        calibration: the calibration record made here on the bench audio, else None.
+        record: the checkpoint by name (and content, for a file), as ``bench.json`` names it.
+        source: the checkpoint in words (on screen).
+        stock: ``stock() -> callable(wavs)``: s3prl's stock upstream of the same weights.
+    """
+
+    net: Any
+    config: Any
+    plan: Any
+    tau: Optional[float]
+    layer_entropy: Optional[List[float]]
+    calibration: Optional[Dict[str, Any]]
+    record: Dict[str, Any]
+    source: str
+    stock: Callable[[], Callable[[List[Any]], Any]]
+
+
 def bench(
     out: Union[str, Path],
     ckpt: Optional[Union[str, Path]] = None,
@@ -51,18 +90,21 @@ def bench(
     seed: int = 0,
     force: bool = False,
     say: Callable[[str], None] = lambda message: None,
+    stock: bool = False,
 ) -> Dict[str, Any]:
     """Time the upstream forward of every mode and write ``out/bench.{json,txt,png}``.
 
     Modes: ``full``, ``daisy`` (per utterance), ``per-batch`` (the batch exits together),
-    ``fixed`` (``fixed_layer``, default DAISY's mean exit layer at batch 1, rounded) and
-    ``daisy-noexit`` (every branch checked, none fires: the overhead). With no calibration in
-    the checkpoint or the config, tau comes from the bench audio itself (said in the output).
-    ``random_base``: a randomly initialised Base of ``family`` (default hubert) instead of
-    ``ckpt``, its random branches sharpened with depth so that utterances exit mid-way (timing
-    only); else ``family`` is the family ``ckpt`` must be (None: the file's own). ``out`` follows
-    :mod:`daisy_upstream.outputs` (``force`` replaces only a folder bench wrote before; the three
-    files appear together).
+    ``fixed`` (``fixed_layer``, default DAISY's mean exit layer at batch 1, rounded),
+    ``daisy-noexit`` (every branch checked, none fires: the overhead) and, with ``stock``,
+    ``stock``: s3prl's own upstream of the family on the same weights, in the same arithmetic
+    (:func:`~daisy_upstream.core.precision.frozen_forward`). With no calibration in the
+    checkpoint or the config, tau comes from the bench audio itself (said in the output).
+    ``random_base``: a randomly initialised Base of ``family`` (default hubert), built in memory,
+    instead of ``ckpt``, its random branches sharpened with depth so that utterances exit
+    mid-way (timing only); else ``family`` is the family ``ckpt`` must be (None: the file's own).
+    ``out`` follows :mod:`daisy_upstream.outputs` (``force`` replaces only a folder bench wrote
+    before; the three files appear together).
 
     Returns:
         ``{"meta", "results", "targets", "table"}`` (``bench.json`` without the table).
@@ -71,16 +113,11 @@ def bench(
         ValueError: a strategy that checks no branch (nothing to compare), CUDA not available.
         OutputRefused: ``out`` is not bench's to write (checked before any work).
     """
-    import tempfile
-
     import torch
 
-    from daisy_upstream.atomic import atomic_torch_save
-    from daisy_upstream.core.policy import compute_tau, make_plan
-    from daisy_upstream.evaluation.benchmark import Mode, run_benchmark
-    from daisy_upstream.evaluation.loading import config_values, load_upstream
+    from daisy_upstream.evaluation.benchmark import run_benchmark
+    from daisy_upstream.evaluation.loading import config_values
     from daisy_upstream.outputs import check_output_folder, output_folder
-    from daisy_upstream.testing import make_random_family_checkpoint, sharpen_branches
 
     inputs = (ckpt, config if isinstance(config, (str, Path)) else None)
     out = check_output_folder(out, "bench", force, inputs)  # before any work
@@ -90,67 +127,191 @@ def bench(
         raise ValueError(f"device {device}: CUDA is not available on this machine")
     clips = bench_set(utterances, min_seconds, max_seconds, seed)
     wavs = [torch.from_numpy(c.wav).to(device) for c in clips]
-    seconds = sum(len(w) for w in wavs) / SAMPLE_RATE
-    with tempfile.TemporaryDirectory() as tmp:
-        if random_base:
-            ckpt = Path(tmp) / f"random_{family or 'hubert'}_base.pt"
-            # branch k's logits x (1 + k): entropy falls with depth as in a trained model
-            state = make_random_family_checkpoint(family or "hubert", base=True, num_classes=500, seed=seed)
-            atomic_torch_save(sharpen_branches(state, 1.0), ckpt)
-        loaded = load_upstream(ckpt, values, device=device, calibrate_on=wavs, family=family)
-    upstream, calibrated_here = loaded.upstream, loaded.calibration is not None
-    net, num_layers = upstream.net, upstream.num_layers
-    daisy_plan = upstream.current_plan()
-    if not daisy_plan.check_layers:
+    if random_base:
+        subject = random_base_subject(family or "hubert", values, device, wavs, seed)
+    else:
+        subject = file_subject(ckpt, values, device, wavs, family)
+    if not subject.plan.check_layers:
         raise ValueError(
-            f"strategy {upstream.config.strategy!r} checks no branch: nothing to compare; use an early-exit strategy"
+            f"strategy {subject.config.strategy!r} checks no branch: nothing to compare; use an early-exit strategy"
         )
+    modes, advice, fixed_layer = _modes(subject, wavs, fixed_layer, stock)
+    seconds = sum(len(w) for w in wavs) / SAMPLE_RATE
+    say(
+        f"{subject.source} ({subject.net.family.name}, {subject.net.num_layers} layers) on {device} in "
+        f"{subject.config.precision}, CUDA graphs {subject.config.cuda_graphs}, tau={subject.tau:.4f}"
+        f"{' (calibrated on the bench audio)' if subject.calibration else ''}, {len(wavs)} clips, {seconds:.1f} s"
+    )
+    if advice is not None:
+        say(advice["message"])
+    results = run_benchmark(subject.net, wavs, modes, batch_sizes, repeats, warmup, progress=say)
+    checks = targets(results)
+    table = format_table(results, checks, [advice["message"]] if advice else [])
+    meta = _meta(subject, random_base, seed, fixed_layer, device, advice, clips, seconds, repeats, warmup)
+    payload = {"meta": meta, "results": [r.to_dict() for r in results], "targets": checks}
+    with output_folder(out, "bench", force, inputs) as tmp:
+        atomic_write_json(tmp / "bench.json", payload)
+        plot_bench(results, tmp / "bench.png")
+        atomic_write_text(tmp / "bench.txt", table + "\n")
+    return {**payload, "table": table}
+
+
+def _modes(subject: Subject, wavs: List[Any], fixed_layer: Optional[int], stock: bool):
+    """The modes timed, the no-exit advice and the fixed layer (DAISY's mean exit alone, rounded)."""
+    import torch
+
+    from daisy_upstream.core.policy import compute_tau, make_plan
+    from daisy_upstream.evaluation.benchmark import Mode
+
+    net, plan, num_layers = subject.net, subject.plan, subject.net.num_layers
     with torch.no_grad():  # each clip alone: exits and entropies do not depend on batch-mates
-        alone = [net([w], daisy_plan) for w in wavs]
+        alone = [net([w], plan) for w in wavs]
     exits = [int(out.exit_layers[0]) for out in alone]
-    layer_entropy = (upstream.calibration or {}).get("layer_entropy")
-    tau_per_rho = compute_tau(layer_entropy, 1.0) if layer_entropy and upstream.config.tau is None else None
-    advice = no_exit_advice(exits, torch.cat([out.entropies for out in alone]), daisy_plan, tau_per_rho)
+    tau_per_rho = compute_tau(subject.layer_entropy, 1.0) if subject.layer_entropy else None
+    advice = no_exit_advice(exits, torch.cat([out.entropies for out in alone]), plan, tau_per_rho)
     if fixed_layer is None:
         fixed_layer = max(1, min(num_layers, round(sum(exits) / len(exits))))
     modes = [
         Mode("full", make_plan([num_layers], None)),
-        Mode("daisy", daisy_plan, depth_twin=True),
-        Mode("per-batch", daisy_plan, per_batch=True),
+        Mode("daisy", plan, depth_twin=True),
+        Mode("per-batch", plan, per_batch=True),
         Mode("fixed", make_plan([fixed_layer], None)),
         Mode("daisy-noexit", make_plan(range(1, num_layers + 1), 0.0)),
     ]
-    from daisy_upstream.core.checkpoint import checkpoint_record
+    if stock:
+        modes.append(Mode("stock", make_plan([num_layers], None), run=subject.stock()))
+    return modes, advice, fixed_layer
 
-    family_name = upstream.family.name
-    record = (
-        {"name": f"random {family_name} Base", "seed": seed} if random_base else checkpoint_record(loaded.checkpoint)
+
+def random_base_subject(family: str, values: Mapping[str, Any], device: Any, wavs: List[Any], seed: int) -> Subject:
+    """A random Base of ``family`` built in memory (no file), tau from ``values`` or the audio."""
+
+    from daisy_upstream.core.checkpoint import load_daisy_state
+    from daisy_upstream.core.early_exit import EarlyExitModel
+    from daisy_upstream.core.policy import DaisyConfig, exit_span, load_calibration, make_plan
+    from daisy_upstream.evaluation.random_models import make_random_family_checkpoint, sharpen_branches
+
+    # branch k's logits x (1 + k): entropy falls with depth as in a trained model
+    state = sharpen_branches(make_random_family_checkpoint(family, base=True, num_classes=500, seed=seed), 1.0)
+    name = f"random {family} Base"
+    loaded = load_daisy_state(state, name)
+    config = DaisyConfig.from_mapping(values)
+    net = EarlyExitModel(
+        loaded.model,
+        loaded.branches,
+        normalize_waveform=bool(loaded.task_cfg.normalize),
+        stock_padded_cnn=config.stock_padded_cnn,
+        family=loaded.family,
+        precision=config.precision,
+        cuda_graphs=config.cuda_graphs,
     )
-    source = f"a random {family_name} Base" if random_base else str(loaded.checkpoint)
+    net = net.to(device).eval()
+    calibration = None
+    layer_entropy = load_calibration(config.calibration)["layer_entropy"] if config.calibration else None
+    if layer_entropy is None and config.needs_tau() and config.tau is None:
+        calibration = _calibrate(net, wavs, config.rho, name)
+        layer_entropy = calibration["layer_entropy"]
+    tau = config.resolve_tau(layer_entropy)
+    span = exit_span(config.strategy, net.num_layers, None, config.span_threshold, config.fixed_layer)
+    plan = make_plan(span, tau if len(span) > 1 else None)
+
+    def stock():
+        return _stock_of_state(state, loaded.family, device, config.precision)
+
+    record = {"name": name, "seed": seed}
+    return Subject(net, config, plan, tau, layer_entropy, calibration, record, f"a {name}", stock)
+
+
+def _calibrate(net: Any, wavs: List[Any], rho: float, name: str) -> Dict[str, Any]:
+    """The calibration record of ``net``'s branches on ``wavs`` (as ``daisy calibrate`` makes it)."""
+    import torch
+
+    from daisy_upstream.training.calibration import CalibrationResult, utterance_entropies
+
+    with torch.no_grad():
+        entropies = utterance_entropies(net, net.branches, wavs)
+    seconds = sum(len(w) for w in wavs) / SAMPLE_RATE
+    keys = [str(i) for i in range(len(wavs))]
+    return CalibrationResult(entropies, keys, "the audio at hand", seconds, (float(rho),), name).to_dict()
+
+
+def file_subject(
+    ckpt: Optional[Union[str, Path]], values: Mapping[str, Any], device: Any, wavs: List[Any], family: Optional[str]
+) -> Subject:
+    """The upstream of a checkpoint file (None: the embedded model) through ``load_upstream``."""
+    from daisy_upstream.core.checkpoint import checkpoint_record
+    from daisy_upstream.evaluation.loading import load_upstream
+
+    loaded = load_upstream(ckpt, values, device=device, calibrate_on=wavs, family=family)
+    upstream, record = loaded.upstream, checkpoint_record(loaded.checkpoint)
     calibration = loaded.calibration
-    if calibration is not None:  # name the model as meta does, not by a (temporary) path on this machine
+    if calibration is not None:  # name the model as meta does, not by a path on this machine
         calibration = {**calibration, "checkpoint": record}
-    say(
-        f"{source} ({family_name}, {num_layers} layers) on {device} in {upstream.config.precision}, "
-        f"tau={upstream.tau:.4f}{' (calibrated on the bench audio)' if calibrated_here else ''}, {len(wavs)} clips, "
-        f"{seconds:.1f} s"
+    layer_entropy = (upstream.calibration or {}).get("layer_entropy") if upstream.config.tau is None else None
+
+    def stock():
+        import s3prl.hub as hub
+
+        model = getattr(hub, upstream.family.stock_upstream)(ckpt=str(loaded.checkpoint))
+        return _frozen(model.to(device).eval(), device, upstream.config.precision)
+
+    return Subject(
+        upstream.net,
+        upstream.config,
+        upstream.current_plan(),
+        upstream.tau,
+        layer_entropy,
+        calibration,
+        record,
+        str(loaded.checkpoint),
+        stock,
     )
-    if advice is not None:
-        say(advice["message"])
-    results = run_benchmark(net, wavs, modes, batch_sizes, repeats, warmup, progress=say)
-    checks = targets(results)
-    table = format_table(results, checks, [advice["message"]] if advice else [])
-    meta = {
-        "checkpoint": record,
+
+
+def _stock_of_state(state: Dict[str, Any], family: Any, device: Any, precision: str):
+    """s3prl's stock upstream of a checkpoint dict: its loader reads a file, so one is written
+    to a temporary folder for it and removed once loaded."""
+    import tempfile
+
+    import s3prl.hub as hub
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "checkpoint.pt"
+        torch.save(state, path)
+        model = getattr(hub, family.stock_upstream)(ckpt=str(path))
+    return _frozen(model.to(device).eval(), device, precision)
+
+
+def _frozen(model: Any, device: Any, precision: str) -> Callable[[List[Any]], Any]:
+    """``model(wavs)`` in the arithmetic of our forward (TF32 or autocast), for a fair time."""
+    from daisy_upstream.core.precision import frozen_forward
+
+    def run(wavs: List[Any]) -> Any:
+        with frozen_forward(precision, device):
+            return model(wavs)
+
+    return run
+
+
+def _meta(subject: Subject, random_base, seed, fixed_layer, device, advice, clips, seconds, repeats, warmup):
+    """``bench.json``'s ``meta``: what was timed, how, on what."""
+    import torch
+
+    config, net = subject.config, subject.net
+    return {
+        "checkpoint": subject.record,
         "random_base": random_base,
-        "family": family_name,
-        "layers": num_layers,
-        "tau": upstream.tau,
-        "strategy": upstream.config.strategy,
+        "family": net.family.name,
+        "layers": net.num_layers,
+        "tau": subject.tau,
+        "strategy": config.strategy,
         "fixed_layer": fixed_layer,
-        "precision": upstream.config.precision,
-        "calibrated_on_bench_audio": calibrated_here,
-        "calibration": calibration,
+        "precision": config.precision,
+        "cuda_graphs": config.cuda_graphs,
+        "graph_steps": net.graph_stats(),
+        "calibrated_on_bench_audio": subject.calibration is not None,
+        "calibration": subject.calibration,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -158,18 +319,12 @@ def bench(
         "no_exit": advice,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "clips": len(wavs),
+        "clips": len(clips),
         "seconds": seconds,
         "snr_mix": [c.snr_db for c in clips],
         "repeats": repeats,
         "warmup": warmup,
     }
-    payload = {"meta": meta, "results": [r.to_dict() for r in results], "targets": checks}
-    with output_folder(out, "bench", force, inputs) as tmp:
-        atomic_write_json(tmp / "bench.json", payload)
-        plot_bench(results, tmp / "bench.png")
-        atomic_write_text(tmp / "bench.txt", table + "\n")
-    return {**payload, "table": table}
 
 
 def no_exit_advice(
@@ -204,7 +359,8 @@ def no_exit_advice(
 
 
 def targets(results: Sequence[ModeResult]) -> List[Dict[str, Any]]:
-    """The PASS/FAIL targets (printed, not unit tests): efficiency, overhead, per-utterance vs per-batch."""
+    """The PASS/FAIL targets (printed, not unit tests): efficiency, overhead, full depth against
+    s3prl's stock upstream (``t_stock / t_full - 1``, where timed), per-utterance vs per-batch."""
     by = {(r.mode, r.batch_size): r for r in results}
     checks = []
 
@@ -220,6 +376,10 @@ def targets(results: Sequence[ModeResult]) -> List[Dict[str, Any]]:
         r = by.get(("daisy-noexit", batch))
         if r is not None:
             add(f"overhead with exits impossible <= 5% at batch {batch}", -r.saved, -r.saved <= 0.05)
+    for batch in sorted({r.batch_size for r in results}):
+        r = by.get(("stock", batch))
+        if r is not None:  # r.saved: full's time saved against stock's, 1 - t_stock / t_full (paired)
+            add(f"full depth no slower than s3prl's stock upstream at batch {batch}", -r.saved, -r.saved >= 0)
     if ("daisy", 8) in by and ("per-batch", 8) in by:
         add(
             "per-utterance saves more than per-batch at batch 8",
