@@ -9,7 +9,6 @@ Shapes: ``B`` utterances, ``T`` frames (50 Hz), ``D`` model width, ``L`` transfo
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -18,13 +17,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from daisy_upstream.core.branches import BRANCH_INPUTS, ExitBranches, valid_frame_mask
-from daisy_upstream.core.exit_rows import ExitRows
+from daisy_upstream.core.exit_rows import ExitRows, LoopState
 from daisy_upstream.core.families import Family, family_of_model
-from daisy_upstream.core.graphs import GRAPH_MODES, StepGraphs, cuda_capture
-from daisy_upstream.core.padded_cnn import length_chunks, supports_padded_cnn
+from daisy_upstream.core.graphs import GRAPH_MODES
+from daisy_upstream.core.padded_cnn import chunked_padded_cnn, per_length_cnn, supports_padded_cnn
 from daisy_upstream.core.policy import ExitPlan, make_plan
 from daisy_upstream.core.precision import check_precision, frozen_forward
-from daisy_upstream.core.static_loop import fits_buckets, make_net, static_loop
+from daisy_upstream.core.static_loop import StaticPath, make_net
 from daisy_upstream.core.waveforms import check_finite, prepare_waveforms
 
 __all__ = ["GRAPH_PATHS", "EarlyExitModel", "EarlyExitOutput"]
@@ -63,9 +62,6 @@ class EarlyExitOutput:
         return stacked[self.exit_layers.to(stacked.device), rows]
 
 
-#: padded samples per CNN pass on CPU: the padded batch's block-0 output is ``(B, 512, S/5)``
-#: floats (2**20 samples: about 430 MB); on other devices the whole batch is one pass
-CPU_CNN_SAMPLES = 1 << 20
 #: ``EarlyExitModel(cnn_pass=...)``: how a GroupNorm front end runs a mixed-length batch
 CNN_PASSES = ("auto", "padded", "per-length")
 #: ``EarlyExitModel(cuda_graphs=...)``: the config's :data:`~daisy_upstream.core.graphs.GRAPH_MODES`
@@ -139,7 +135,7 @@ class EarlyExitModel(nn.Module):
         if cuda_graphs not in GRAPH_PATHS:
             raise ValueError(f"cuda_graphs {cuda_graphs!r}: choose one of {', '.join(GRAPH_PATHS)}")
         self.cuda_graphs, self.read_ahead = cuda_graphs, read_ahead
-        self._graphs: Dict[tuple, StepGraphs] = {}
+        self._static = StaticPath()
         self.cnn_pass = cnn_pass
         self.precision = precision
         self.model = model
@@ -211,38 +207,20 @@ class EarlyExitModel(nn.Module):
             and not self.stock_padded_cnn
             and (self.cnn_pass == "per-length" or (self.cnn_pass == "auto" and wavs[0].device.type == "cpu"))
         )
+        cnn = lambda wav, samples=None: family.cnn(model, wav, samples)  # noqa: E731
         if per_length:  # equal lengths batched, one call per distinct length
             counts = self.frame_counts(sizes)
-            groups: Dict[int, List[int]] = defaultdict(list)
-            for i, size in enumerate(sizes):
-                groups[size].append(i)
-            features = None
-            for rows in groups.values():
-                out = family.cnn(model, torch.stack([wavs[i] for i in rows]))
-                if features is None:
-                    features = out.new_zeros(len(wavs), max(counts), out.size(-1))
-                features[rows, : out.size(1)] = out
-            return features, counts
+            return per_length_cnn(cnn, wavs, counts), counts
         padded = nn.utils.rnn.pad_sequence(wavs, batch_first=True)
         if self.stock_padded_cnn:  # the family's own rule for which frames are padding
-            features = family.cnn(model, padded)
+            features = cnn(padded)
             num_samples = torch.tensor(sizes, device=padded.device)
             frame_pad = family.frame_padding(model, features, ~valid_frame_mask(num_samples, padded.size(1)))
             if frame_pad is None:
                 return features, [features.size(1)] * len(wavs)
             return features, (~frame_pad).sum(dim=1).tolist()
         counts = self.frame_counts(sizes)
-        chunks = length_chunks(sizes, CPU_CNN_SAMPLES if padded.device.type == "cpu" else None)
-        if len(chunks) == 1:
-            features = family.cnn(model, padded, sizes if self._cnn_has_groupnorm else None)
-        else:  # a few padded passes over rows of similar length (bounded memory on CPU)
-            features = None
-            for rows in chunks:
-                part = [sizes[i] for i in rows]
-                out = family.cnn(model, padded[rows, : max(part)], part if self._cnn_has_groupnorm else None)
-                if features is None:
-                    features = out.new_zeros(len(wavs), max(counts), out.size(-1))
-                features[rows, : out.size(1)] = out
+        features = chunked_padded_cnn(cnn, padded, sizes, counts, self._cnn_has_groupnorm)
         if min(counts) < features.size(1):  # frames past a row's end: garbage of the padded pass
             pad = ~valid_frame_mask(torch.tensor(counts, device=features.device), features.size(1))
             features = _zero_frames(features, pad)
@@ -279,7 +257,8 @@ class EarlyExitModel(nn.Module):
         wavs = prepare_waveforms(wavs, self.min_samples, first.dtype, first.device)  # core/waveforms.py
         with frozen_forward(self.precision, first.device):
             x, counts, lengths = self._front(wavs)
-            if self._static(x, plan, per_batch, branch_input):
+            plain_only = per_batch or branch_input is not None or self.stock_padded_cnn or self.training
+            if self._static.applies(self.cuda_graphs, x, plain_only):
                 return self._static_forward(wavs, x, counts, lengths, plan)
             loop = self._loop(x, counts, lengths, plan, per_batch, branch_input)
         return self._assemble(wavs, loop, lengths, plan)
@@ -320,7 +299,7 @@ class EarlyExitModel(nn.Module):
         plan: ExitPlan,
         per_batch: bool,
         branch_input: Optional[str],
-    ) -> "_Loop":
+    ) -> LoopState:
         """The plain loop: rows that exit leave the batch (:class:`ExitRows`), the time axis is cut
         to the longest running row, one host read of the decisions per checked layer."""
         model, family, dtype, reads = self.model, self.family, x.dtype, self._reads
@@ -331,7 +310,7 @@ class EarlyExitModel(nn.Module):
         )
         # hidden[k] is layer k's output; while every row is still running at full length it
         # is the layer's own output tensor (no copy), afterwards rows are scattered into zeros
-        loop = _Loop([x] + [None] * self.num_layers, [None] * (self.num_layers + 1), running, padded)
+        loop = LoopState([x] + [None] * self.num_layers, [None] * (self.num_layers + 1), running, padded)
         loop.entropies = x.new_full((batch, self.num_layers), float("nan"))
         final_norm = family.final_norm(model)
         x = F.dropout(x, p=model.encoder.dropout, training=model.encoder.training).transpose(0, 1)  # (T, B, D)
@@ -368,7 +347,7 @@ class EarlyExitModel(nn.Module):
         entropies[:, k - 1].index_copy_(0, running.rows, entropy.to(entropies.dtype))
         return (entropy < tau).to("cpu", copy=True).tolist()
 
-    def _assemble(self, wavs: List[Tensor], loop: "_Loop", lengths: Tensor, plan: ExitPlan) -> EarlyExitOutput:
+    def _assemble(self, wavs: List[Tensor], loop: LoopState, lengths: Tensor, plan: ExitPlan) -> EarlyExitOutput:
         """The plain loop's outputs: zeros for layers no row reached and past each row's frames."""
         exit_hidden = loop.running.finish(loop.last)
         if exit_hidden is None:  # no row left early
@@ -398,35 +377,15 @@ class EarlyExitModel(nn.Module):
         return EarlyExitOutput(outputs, lengths, exit_layers, loop.entropies, branch_inputs, exit_hidden)
 
     # -- the static-shape path (CUDA graphs) ------------------------------------------------
-    def _static(self, x: Tensor, plan: ExitPlan, per_batch: bool, branch_input: Optional[str]) -> bool:
-        """Whether this forward runs :func:`~daisy_upstream.core.static_loop.static_loop`."""
-        if self.cuda_graphs == "off" or per_batch or branch_input is not None or self.stock_padded_cnn:
-            return False
-        if self.cuda_graphs == "auto" and (x.device.type != "cuda" or torch.is_grad_enabled() or self.training):
-            return False
-        return fits_buckets(x.size(0), x.size(1))
-
-    def _step_graphs(self, device: torch.device) -> StepGraphs:
-        """The captured steps for this device and arithmetic (TF32 flags, autocast dtype)."""
-        autocast = torch.is_autocast_enabled(device.type)
-        key = (
-            str(device),
-            torch.backends.cuda.matmul.allow_tf32,
-            torch.backends.cudnn.allow_tf32,
-            torch.get_autocast_dtype(device.type) if autocast else None,
-        )
-        graphs = self._graphs.get(key)
-        if graphs is None:
-            capture = cuda_capture() if self.cuda_graphs == "auto" and device.type == "cuda" else None
-            graphs = self._graphs[key] = StepGraphs(capture)
-        return graphs
+    def graph_stats(self) -> Dict[str, int]:
+        """The static-shape loop's step caches: group shapes held, captures, replays, evictions."""
+        return self._static.stats()
 
     def _static_forward(
         self, wavs: List[Tensor], x: Tensor, counts: List[int], lengths: Tensor, plan: ExitPlan
     ) -> EarlyExitOutput:
         net = make_net(self.model, self.family, self.branches, self.num_layers)
-        graphs = self._step_graphs(x.device)
-        result = static_loop(net, graphs, x, counts, plan, self._reads, self.read_ahead)
+        result = self._static.run(net, x, counts, plan, self._reads, self.cuda_graphs, self.read_ahead)
         outputs = list(result.hidden) + [x.new_zeros(x.shape)] * (self.num_layers - plan.deepest)
         exit_hidden = result.exit_hidden
         if min(counts) < x.size(1):
@@ -436,39 +395,6 @@ class EarlyExitModel(nn.Module):
         check_finite(wavs, outputs)
         return EarlyExitOutput(outputs, lengths, result.exit_layers, result.entropies, None, exit_hidden)
 
-    def graph_stats(self) -> Dict[str, int]:
-        """The static-shape loop's step cache: group shapes held, captures, replays, evictions."""
-        caches = list(self._graphs.values())
-        return {
-            "shapes": sum(len(c.groups) for c in caches),
-            "captures": sum(c.captures for c in caches),
-            "replays": sum(c.replays for c in caches),
-            "evictions": sum(c.evictions for c in caches),
-        }
-
     def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(): captured steps read the old tensors
-        self._graphs = {}
+        self._static.clear()
         return super()._apply(fn, *args, **kwargs)
-
-
-@dataclass
-class _Loop:
-    """The plain loop's state: ``hidden[k]`` (layer ``k``'s output, None where not run),
-    ``kept[k]`` (branch inputs asked for), the running rows and the last layer's state."""
-
-    hidden: List[Optional[Tensor]]
-    kept: List[Optional[Tensor]]
-    running: ExitRows
-    padded: bool  # some row of the batch is shorter than the batch
-    last: Optional[Tensor] = None
-    entropies: Optional[Tensor] = None
-
-    def keep(self, k: int, state: Tensor, output: Tensor, ffn: Optional[Tensor], branch_input: Optional[str]) -> None:
-        """Layer ``k``'s state (and the branch input asked for) into the batch's outputs."""
-        self.hidden[k] = self.running.scatter(state)
-        if branch_input is not None:
-            self.kept[k] = (
-                self.hidden[k]
-                if branch_input == "hidden_states"
-                else self.running.scatter(output if branch_input == "layer_output" else ffn.transpose(0, 1))
-            )

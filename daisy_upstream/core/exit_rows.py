@@ -9,6 +9,7 @@ Shapes: ``B`` utterances, ``B_a`` rows still running, ``T`` frames, ``D`` model 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from daisy_upstream.core.branches import frame_weights
 
-__all__ = ["ExitRows"]
+__all__ = ["ExitRows", "LoopState"]
 
 
 class ExitRows:
@@ -95,3 +96,26 @@ class ExitRows:
         if last is not None and self.exit_hidden is not None:
             self.exit_hidden[:, : last.size(1)].index_copy_(0, self.rows, last)
         return self.exit_hidden
+
+
+@dataclass
+class LoopState:
+    """The plain loop's state: ``hidden[k]`` (layer ``k``'s output, None where not run),
+    ``kept[k]`` (branch inputs asked for), the running rows and the last layer's state."""
+
+    hidden: List[Optional[Tensor]]
+    kept: List[Optional[Tensor]]
+    running: ExitRows
+    padded: bool  # some row of the batch is shorter than the batch
+    last: Optional[Tensor] = None
+    entropies: Optional[Tensor] = None
+
+    def keep(self, k: int, state: Tensor, output: Tensor, ffn: Optional[Tensor], branch_input: Optional[str]) -> None:
+        """Layer ``k``'s state (and the branch input asked for) into the batch's outputs."""
+        self.hidden[k] = self.running.scatter(state)
+        if branch_input is not None:
+            self.kept[k] = (
+                self.hidden[k]
+                if branch_input == "hidden_states"
+                else self.running.scatter(output if branch_input == "layer_output" else ffn.transpose(0, 1))
+            )

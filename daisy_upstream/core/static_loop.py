@@ -20,17 +20,17 @@ Shapes: ``B`` utterances, ``T`` frames, ``R`` rows of a group, ``T_b`` its frame
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from daisy_upstream.core.branches import ExitBranches, frame_weights
 from daisy_upstream.core.buckets import length_bucket, regroup, row_bucket
-from daisy_upstream.core.graphs import StepGraphs
+from daisy_upstream.core.graphs import StepGraphs, cuda_capture
 from daisy_upstream.core.policy import ExitPlan
 
-__all__ = ["StaticResult", "fits_buckets", "static_loop"]
+__all__ = ["StaticPath", "StaticResult", "fits_buckets", "make_net", "static_loop"]
 
 
 @dataclass
@@ -254,3 +254,56 @@ def static_loop(
 def make_net(model: nn.Module, family: Any, branches: Optional[ExitBranches], num_layers: int) -> _Net:
     """What :func:`static_loop` needs of an early-exit model."""
     return _Net(model, family, branches, num_layers, family.final_norm(model))
+
+
+class StaticPath:
+    """An early-exit model's static-shape path: whether a forward takes it, and its step caches
+    (one :class:`~daisy_upstream.core.graphs.StepGraphs` per device and arithmetic: TF32 flags,
+    autocast dtype, since a captured step keeps the kernels it was captured with)."""
+
+    def __init__(self) -> None:
+        self.caches: Dict[tuple, StepGraphs] = {}
+
+    @staticmethod
+    def applies(mode: str, x: Tensor, plain_only: bool) -> bool:
+        """Whether a forward of ``x`` ``(B, T, D)`` takes the path under ``cuda_graphs`` ``mode``
+        (``auto``: on CUDA without gradients; ``static``: anywhere; ``off``: never)."""
+        if mode == "off" or plain_only:
+            return False
+        if mode == "auto" and (x.device.type != "cuda" or torch.is_grad_enabled()):
+            return False
+        return fits_buckets(x.size(0), x.size(1))
+
+    def graphs(self, device: torch.device, mode: str) -> StepGraphs:
+        """The step cache of ``device`` in the current arithmetic (captured on CUDA under ``auto``)."""
+        autocast = torch.is_autocast_enabled(device.type)
+        key = (
+            str(device),
+            mode,
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32,
+            torch.get_autocast_dtype(device.type) if autocast else None,
+        )
+        graphs = self.caches.get(key)
+        if graphs is None:
+            capture = cuda_capture() if mode == "auto" and device.type == "cuda" else None
+            graphs = self.caches[key] = StepGraphs(capture)
+        return graphs
+
+    def run(
+        self, net: _Net, x: Tensor, counts: Sequence[int], plan: ExitPlan, reads: str, mode: str, read_ahead: bool
+    ) -> StaticResult:
+        return static_loop(net, self.graphs(x.device, mode), x, counts, plan, reads, read_ahead)
+
+    def stats(self) -> Dict[str, int]:
+        """Group shapes held, captures, replays and evictions over every cache."""
+        caches = list(self.caches.values())
+        return {
+            "shapes": sum(len(c.groups) for c in caches),
+            "captures": sum(c.captures for c in caches),
+            "replays": sum(c.replays for c in caches),
+            "evictions": sum(c.evictions for c in caches),
+        }
+
+    def clear(self) -> None:
+        self.caches.clear()

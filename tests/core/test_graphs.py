@@ -101,7 +101,7 @@ def test_static_loop_gives_each_row_what_the_plain_loop_and_the_row_alone_give(f
         torch.testing.assert_close(static.exit_states(), plain.exit_states(), atol=1e-5, rtol=0)
         # padded to buckets and regrouped, each row still has what it has alone (alone: 1 row, 1 group)
         assert_exits_independent_of_batch_mates(upstream, batch, order=[7, 0, 5, 2, 6, 1, 4, 3])
-    shapes = {shape for graphs in upstream.net._graphs.values() for shape in graphs.groups}
+    shapes = {shape for graphs in upstream.net._static.caches.values() for shape in graphs.groups}
     assert (length_bucket(max(plain.lengths.tolist())), 8) in shapes and len(shapes) > 1  # it did regroup
 
 
@@ -129,7 +129,7 @@ def test_replayed_steps_give_the_same_outputs_as_the_first_run(family_ckpt):
     upstream = _upstream(family_ckpt, "wavlm")  # its position bias is carried from layer 1 on
     upstream.net.cuda_graphs = "static"
     graphs = StepGraphs(capture=_Replayed)
-    upstream.net._step_graphs = lambda device: graphs
+    upstream.net._static.graphs = lambda device, mode: graphs
     first, second = varied_waves(*LENGTHS), varied_waves(*LENGTHS[::-1], seed=7)
     with torch.no_grad():
         plan = spread_plan(upstream, first)
@@ -149,4 +149,4 @@ def test_auto_changes_nothing_on_the_cpu(family_ckpt):
     assert upstream.net.cuda_graphs == "auto"
     with torch.no_grad():
         upstream.run(varied_waves(*LENGTHS[:3]), make_plan([1, 2, 3], 1.0))
-    assert upstream.net._graphs == {}  # the plain loop ran
+    assert upstream.net.graph_stats() == {"shapes": 0, "captures": 0, "replays": 0, "evictions": 0}  # plain loop
