@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from daisy_upstream.audio.io import SAMPLE_RATE
 
-__all__ = ["Subject", "file_subject", "random_base_subject"]
+__all__ = ["Subject", "file_subject", "random_base_subject", "stock_upstream"]
 
 
 @dataclass
@@ -107,9 +107,7 @@ def file_subject(
     layer_entropy = (upstream.calibration or {}).get("layer_entropy") if upstream.config.tau is None else None
 
     def stock():
-        import s3prl.hub as hub
-
-        model = getattr(hub, upstream.family.stock_upstream)(ckpt=str(loaded.checkpoint))
+        model = stock_upstream(upstream.family)(ckpt=str(loaded.checkpoint))
         return _frozen(model.to(device).eval(), device, upstream.config.precision)
 
     return Subject(
@@ -130,14 +128,21 @@ def _stock_of_state(state: Dict[str, Any], family: Any, device: Any, precision: 
     to a temporary folder for it and removed once loaded."""
     import tempfile
 
-    import s3prl.hub as hub
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "checkpoint.pt"
         torch.save(state, path)
-        model = getattr(hub, family.stock_upstream)(ckpt=str(path))
+        model = stock_upstream(family)(ckpt=str(path))
     return _frozen(model.to(device).eval(), device, precision)
+
+
+def stock_upstream(family: Any) -> Callable[..., Any]:
+    """s3prl's stock upstream entry of ``family`` (``hubert_local``, ...), from the family's own
+    hubconf (``s3prl.hub`` would import every upstream s3prl has, and their dependencies)."""
+    import importlib
+
+    return getattr(importlib.import_module(f"s3prl.upstream.{family.name}.hubconf"), family.stock_upstream)
 
 
 def _frozen(model: Any, device: Any, precision: str) -> Callable[[List[Any]], Any]:

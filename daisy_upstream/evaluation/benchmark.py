@@ -109,7 +109,9 @@ def _sync(device: torch.device) -> None:
 
 
 def measure_layer_costs(net: EarlyExitModel, batch: List[Tensor], repeats: int = 3) -> LayerCosts:
-    """Front-end and per-layer cost of ``batch`` on the full model (median of ``repeats``)."""
+    """Front-end and per-layer cost of ``batch`` on the full model (median of ``repeats``), timed
+    by hooks on the layers, so in the plain loop (``cuda_graphs`` off): the ideal saving takes the
+    layers' shares of the forward from it."""
     device = batch[0].device
     layers = net.model.encoder.layers
     stamps: Dict[int, List[float]] = {}
@@ -134,6 +136,7 @@ def measure_layer_costs(net: EarlyExitModel, batch: List[Tensor], repeats: int =
         handles.append(layer.register_forward_hook(post(k)))
     plan = make_plan([net.num_layers], None)
     runs = []
+    graphs, net.cuda_graphs = net.cuda_graphs, "off"  # hooks see no replayed layer (and may not sync in a capture)
     try:
         with torch.no_grad():
             for _ in range(repeats):
@@ -145,6 +148,7 @@ def measure_layer_costs(net: EarlyExitModel, batch: List[Tensor], repeats: int =
                 per_layer = [stamps[k][1] - stamps[k][0] for k in range(1, len(layers) + 1)]
                 runs.append((total, per_layer))
     finally:
+        net.cuda_graphs = graphs
         for handle in handles:
             handle.remove()
     median_total = statistics.median(r[0] for r in runs)
