@@ -53,6 +53,7 @@ def bench(
     force: bool = False,
     say: Callable[[str], None] = lambda message: None,
     stock: bool = False,
+    clips: Optional[Sequence[Any]] = None,
 ) -> Dict[str, Any]:
     """Time the upstream forward of every mode and write ``out/bench.{json,txt,png}``.
 
@@ -63,7 +64,8 @@ def bench(
     ``random_base``: a random Base of ``family`` (default hubert) built in memory, branches
     sharpened with depth (timing only); else ``family`` is the family ``ckpt`` must be. ``out``
     follows :mod:`daisy_upstream.outputs` (checked before any work; the three files together).
-    Returns ``{"meta", "results", "targets", "table"}`` (``bench.json`` without the table).
+    ``clips``: the bench set made before (:func:`bench_set`'s clips), on a machine without sox
+    or pocketsphinx-testdata. Returns ``{"meta", "results", "targets", "table"}``.
     ValueError: a strategy that checks no branch, CUDA not available.
     """
     import torch
@@ -78,7 +80,7 @@ def bench(
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device}: CUDA is not available on this machine")
-    clips = bench_set(utterances, min_seconds, max_seconds, seed)
+    clips = bench_set(utterances, min_seconds, max_seconds, seed) if clips is None else list(clips)
     wavs = [torch.from_numpy(c.wav).to(device) for c in clips]
     if random_base:
         subject = random_base_subject(family or "hubert", values, device, wavs, seed)
