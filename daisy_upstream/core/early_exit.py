@@ -22,7 +22,7 @@ from daisy_upstream.core.families import Family, family_of_model
 from daisy_upstream.core.graphs import GRAPH_MODES
 from daisy_upstream.core.padded_cnn import chunked_padded_cnn, per_length_cnn, supports_padded_cnn
 from daisy_upstream.core.policy import ExitPlan, make_plan
-from daisy_upstream.core.precision import check_precision, frozen_forward
+from daisy_upstream.core.precision import CastCache, check_precision, frozen_forward
 from daisy_upstream.core.static_loop import StaticPath, make_net
 from daisy_upstream.core.waveforms import check_finite, prepare_waveforms
 
@@ -90,18 +90,14 @@ class EarlyExitModel(nn.Module):
         branches: one branch per layer, or None (only plans without checked layers run).
         normalize_waveform: per-utterance ``layer_norm`` of the waveform (the stock flag:
             ``task_cfg.normalize``, WavLM's ``cfg.normalize``).
-        stock_padded_cnn: run the CNN on the zero-padded batch like s3prl's stock upstream,
-            with the family's own rule for padded frames. By default each utterance's CNN
-            sees only its own samples, so with extractor mode ``default`` (a GroupNorm over
-            time) its features do not depend on its batch-mates: one padded pass whose
-            GroupNorm counts each row's valid frames only (:mod:`daisy_upstream.core.padded_cnn`),
-            or, for a feature extractor that is not s3prl's plain stack of conv blocks (WavLM's
-            ``conv_type`` ``conv2d``/``custom``), one CNN call per distinct length.
-        cnn_pass: how a GroupNorm front end runs on a mixed-length batch (both give each row's
-            own features, equal to <= 1e-5): ``padded`` (the one padded pass above),
-            ``per-length`` (one call per distinct length) or ``auto`` (default: per-length on
-            CPU, where the padded pass only adds work on the padding, measured 20% slower at
-            batch 32; padded elsewhere, where it replaces launch-bound calls).
+        stock_padded_cnn: run the CNN on the zero-padded batch like s3prl's stock upstream (the
+            family's own rule for padded frames). By default each utterance's CNN sees only its own
+            samples, so its features do not depend on its batch-mates (a GroupNorm over time).
+        cnn_pass: how a GroupNorm front end runs on a mixed-length batch (each row's own features
+            either way, <= 1e-5): ``padded`` (one pass whose GroupNorm counts each row's valid
+            frames, :mod:`daisy_upstream.core.padded_cnn`), ``per-length`` (one call per distinct
+            length; always so for an extractor that is not s3prl's plain stack of conv blocks) or
+            ``auto`` (default: per-length on CPU, measured 20% faster at batch 32; padded elsewhere).
         family: the model's adapter (default: from the model's class).
         cuda_graphs: ``auto`` (default): on CUDA without gradients, a batch that fits the buckets
             of :mod:`daisy_upstream.core.buckets` runs the static-shape loop
@@ -111,9 +107,9 @@ class EarlyExitModel(nn.Module):
             Not for ``per_batch`` or ``branch_input`` forwards, nor ``stock_padded_cnn``.
         read_ahead: in the static-shape loop, read a check's decisions after the next layer's
             step is queued (a row that exits runs one more layer, masked) rather than at once.
-        precision: the forward's arithmetic, ``fp32``, ``bf16`` or ``fp16`` autocast
-            (:mod:`daisy_upstream.core.precision`); the hidden states leave it in the model's
-            own dtype (float32), the entropies in the branches' (float32).
+        precision: the forward's arithmetic, ``fp32``, ``bf16`` or ``fp16`` autocast, or
+            ``bf16-weights`` (a copy of the model cast once, :mod:`daisy_upstream.core.precision`);
+            hidden states leave it in the model's own dtype (float32), entropies in float32.
     """
 
     def __init__(
@@ -136,6 +132,7 @@ class EarlyExitModel(nn.Module):
             raise ValueError(f"cuda_graphs {cuda_graphs!r}: choose one of {', '.join(GRAPH_PATHS)}")
         self.cuda_graphs, self.read_ahead = cuda_graphs, read_ahead
         self._static = StaticPath()
+        self._cast = CastCache()
         self.cnn_pass = cnn_pass
         self.precision = precision
         self.model = model
@@ -198,9 +195,9 @@ class EarlyExitModel(nn.Module):
         features, counts = self._cnn(wavs)
         return features, torch.tensor(counts, device=features.device)
 
-    def _cnn(self, wavs: List[Tensor]) -> Tuple[Tensor, List[int]]:
+    def _cnn(self, wavs: List[Tensor], model: Optional[nn.Module] = None) -> Tuple[Tensor, List[int]]:
         """``cnn_features`` with the valid frames as host ints (no host sync unless stock)."""
-        family, model = self.family, self.model
+        family, model = self.family, self.model if model is None else model
         sizes = [len(w) for w in wavs]
         per_length = self._cnn_per_row or (
             self._cnn_has_groupnorm
@@ -253,15 +250,23 @@ class EarlyExitModel(nn.Module):
                 this reading (a key of ``BRANCH_INPUTS``) take at every layer that ran.
         """
         self._check_call(plan, branch_input)
-        first = next(self.model.parameters())
+        model = self._run_model()
+        first, out_dtype = next(model.parameters()), next(self.model.parameters()).dtype  # out: float32
         wavs = prepare_waveforms(wavs, self.min_samples, first.dtype, first.device)  # core/waveforms.py
         with frozen_forward(self.precision, first.device):
-            x, counts, lengths = self._front(wavs)
+            x, counts, lengths = self._front(wavs, model)
             plain_only = per_batch or branch_input is not None or self.stock_padded_cnn or self.training
             if self._static.applies(self.cuda_graphs, x, plain_only):
-                return self._static_forward(wavs, x, counts, lengths, plan)
-            loop = self._loop(x, counts, lengths, plan, per_batch, branch_input)
+                return self._static_forward(wavs, model, x, counts, lengths, plan, out_dtype)
+            loop = self._loop(model, x, counts, lengths, plan, per_batch, branch_input, out_dtype)
         return self._assemble(wavs, loop, lengths, plan)
+
+    def _run_model(self) -> nn.Module:
+        """The model the forward runs (``bf16-weights``: its copy cast once, :class:`CastCache`)."""
+        model, fresh = self._cast.model_for(self.model, self.precision)
+        if fresh:  # captured steps read the old copy's weights
+            self._static.clear()
+        return model
 
     def _check_call(self, plan: ExitPlan, branch_input: Optional[str]) -> None:
         """One clear line for a plan or a branch input this model cannot run."""
@@ -281,28 +286,31 @@ class EarlyExitModel(nn.Module):
     def _reads(self) -> str:
         return self.branches.branch_input if self.branches is not None else "hidden_states"
 
-    def _front(self, wavs: List[Tensor]) -> Tuple[Tensor, List[int], Tensor]:
-        """``hidden_states[0]`` ``(B, T, D)`` in the model's dtype, valid frames (host, device)."""
+    def _front(self, wavs: List[Tensor], model: nn.Module) -> Tuple[Tensor, List[int], Tensor]:
+        """``hidden_states[0]`` ``(B, T, D)`` in ``model``'s dtype, valid frames (host, device)."""
         if self.normalize_waveform:
             wavs = [F.layer_norm(w, w.shape) for w in wavs]
-        features, counts = self._cnn(list(wavs))
+        features, counts = self._cnn(list(wavs), model)
         lengths = torch.tensor(counts, device=features.device)
         padding = ~valid_frame_mask(lengths, features.size(1))
-        x = self.family.front(self.model, features, padding, stock_batch=self.stock_padded_cnn)
+        x = self.family.front(model, features, padding, stock_batch=self.stock_padded_cnn)
         return x.to(wavs[0].dtype), counts, lengths
 
     def _loop(
         self,
+        model: nn.Module,
         x: Tensor,
         counts: List[int],
         lengths: Tensor,
         plan: ExitPlan,
         per_batch: bool,
         branch_input: Optional[str],
+        out_dtype: torch.dtype,
     ) -> LoopState:
         """The plain loop: rows that exit leave the batch (:class:`ExitRows`), the time axis is cut
-        to the longest running row, one host read of the decisions per checked layer."""
-        model, family, dtype, reads = self.model, self.family, x.dtype, self._reads
+        to the longest running row, one host read of the decisions per checked layer. ``x`` in
+        ``model``'s dtype; what leaves is ``out_dtype``."""
+        family, dtype, reads = self.family, x.dtype, self._reads
         batch, frames = x.size(0), x.size(1)
         padded = min(counts) < frames
         running = ExitRows(
@@ -310,17 +318,18 @@ class EarlyExitModel(nn.Module):
         )
         # hidden[k] is layer k's output; while every row is still running at full length it
         # is the layer's own output tensor (no copy), afterwards rows are scattered into zeros
-        loop = LoopState([x] + [None] * self.num_layers, [None] * (self.num_layers + 1), running, padded)
-        loop.entropies = x.new_full((batch, self.num_layers), float("nan"))
+        loop = LoopState([x.to(out_dtype)] + [None] * self.num_layers, [None] * (self.num_layers + 1), running, padded)
+        loop.entropies = x.new_full((batch, self.num_layers), float("nan"), dtype=out_dtype)
         final_norm = family.final_norm(model)
         x = F.dropout(x, p=model.encoder.dropout, training=model.encoder.training).transpose(0, 1)  # (T, B, D)
         carry, checks = None, set(plan.check_layers)  # carry: what a layer passes on (WavLM's position bias)
         for k in range(1, plan.deepest + 1):
             x, ffn, carry = family.layer(model, k - 1, x, running.padding, carry)  # (T, B_a, D)
-            x, ffn = x.to(dtype), ffn if ffn is None else ffn.to(dtype)  # no-ops unless autocast left them low
-            output = state = loop.last = x.transpose(0, 1)  # (B_a, T_a, D)
+            x, ffn = x.to(dtype), ffn if ffn is None else ffn.to(out_dtype)  # no-ops unless autocast left them low
+            output = state = x.transpose(0, 1).to(out_dtype)  # (B_a, T_a, D); bf16-weights: the one cast out
             if k == self.num_layers and final_norm is not None:
-                state = loop.last = final_norm(state)
+                state = final_norm(x.transpose(0, 1)).to(out_dtype)
+            loop.last = state
             loop.keep(k, state, output, ffn, branch_input)
             if k == plan.deepest or k not in checks:
                 continue
@@ -382,10 +391,19 @@ class EarlyExitModel(nn.Module):
         return self._static.stats()
 
     def _static_forward(
-        self, wavs: List[Tensor], x: Tensor, counts: List[int], lengths: Tensor, plan: ExitPlan
+        self,
+        wavs: List[Tensor],
+        model: nn.Module,
+        x: Tensor,
+        counts: List[int],
+        lengths: Tensor,
+        plan: ExitPlan,
+        out_dtype: torch.dtype,
     ) -> EarlyExitOutput:
-        net = make_net(self.model, self.family, self.branches, self.num_layers)
-        result = self._static.run(net, x, counts, plan, self._reads, self.cuda_graphs, self.read_ahead)
+        net = make_net(model, self.family, self.branches, self.num_layers)
+        x = x.to(out_dtype)
+        run_dtype = next(model.parameters()).dtype
+        result = self._static.run(net, x, counts, plan, self._reads, self.cuda_graphs, self.read_ahead, run_dtype)
         outputs = list(result.hidden) + [x.new_zeros(x.shape)] * (self.num_layers - plan.deepest)
         exit_hidden = result.exit_hidden
         if min(counts) < x.size(1):
@@ -397,4 +415,5 @@ class EarlyExitModel(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(): captured steps read the old tensors
         self._static.clear()
+        self._cast = CastCache()
         return super()._apply(fn, *args, **kwargs)

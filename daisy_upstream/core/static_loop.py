@@ -77,12 +77,12 @@ class _Net:
     final_norm: Optional[nn.Module]
 
 
-def _make_buffers(x0: Tensor, rows: int, frames: int, out_dtype: torch.dtype):
+def _make_buffers(x0: Tensor, rows: int, frames: int, out_dtype: torch.dtype, run_dtype: torch.dtype):
     width, device = x0.size(-1), x0.device
 
     def make() -> _Buffers:
         return _Buffers(
-            x=x0.new_zeros(frames, rows, width),
+            x=torch.zeros(frames, rows, width, dtype=run_dtype, device=device),
             padding=torch.ones(rows, frames, dtype=torch.bool, device=device),
             weights=torch.zeros(rows, frames, device=device),
             live=torch.zeros(rows, dtype=torch.bool, device=device),
@@ -129,7 +129,9 @@ class _Run:
     """One forward's bookkeeping: the current group, which batch row each of its rows is, the
     outputs (with one spare row ``B`` where padding rows write), the pending host read."""
 
-    def __init__(self, net: _Net, graphs: StepGraphs, x0: Tensor, counts: Sequence[int], plan: ExitPlan) -> None:
+    def __init__(
+        self, net: _Net, graphs: StepGraphs, x0: Tensor, counts: Sequence[int], plan: ExitPlan, run_dtype: torch.dtype
+    ) -> None:
         self.net, self.graphs, self.plan = net, graphs, plan
         self.batch, self.frames = x0.size(0), x0.size(1)
         self.device, self.out_dtype = x0.device, x0.dtype
@@ -139,7 +141,7 @@ class _Run:
         self.exit_layers = torch.full((batch + 1,), plan.deepest, dtype=torch.long, device=self.device)
         self.exit_hidden = x0.new_zeros(batch + 1, frames, x0.size(-1))
         rows, t_b = row_bucket(batch), length_bucket(frames)
-        self.group = graphs.group((t_b, rows), _make_buffers(x0, rows, t_b, x0.dtype))
+        self.group = graphs.group((t_b, rows), _make_buffers(x0, rows, t_b, x0.dtype, run_dtype))
         self.counts = list(counts) + [1] * (rows - batch)  # a padding row: one valid frame
         self.rowmap = self._device([*range(batch), *[batch] * (rows - batch)])
         buf = self.group.buffers
@@ -198,7 +200,7 @@ class _Run:
     def _move(self, keep: List[int], t_b: int) -> None:
         old, rows = self.group.buffers, len(keep)
         index = self._device(keep)
-        make = _make_buffers(old.x, rows, t_b, self.out_dtype)
+        make = _make_buffers(old.x, rows, t_b, self.out_dtype, old.x.dtype)
         self.group = self.graphs.group((t_b, rows), make)
         new = self.group.buffers
         new.x.copy_(old.x[:t_b].index_select(1, index))
@@ -225,10 +227,18 @@ class _Run:
 
 
 def static_loop(
-    net: _Net, graphs: StepGraphs, x0: Tensor, counts: Sequence[int], plan: ExitPlan, reads: str, read_ahead: bool
+    net: _Net,
+    graphs: StepGraphs,
+    x0: Tensor,
+    counts: Sequence[int],
+    plan: ExitPlan,
+    reads: str,
+    read_ahead: bool,
+    run_dtype: Optional[torch.dtype] = None,
 ) -> StaticResult:
-    """Run ``plan`` on ``x0`` ``(B, T, D)`` (``hidden_states[0]``, valid frames ``counts``)."""
-    run = _Run(net, graphs, x0, counts, plan)
+    """Run ``plan`` on ``x0`` ``(B, T, D)`` (``hidden_states[0]``, valid frames ``counts``); the
+    layers run in ``run_dtype`` (default ``x0``'s), what leaves is ``x0``'s dtype."""
+    run = _Run(net, graphs, x0, counts, plan, x0.dtype if run_dtype is None else run_dtype)
     checks, pending, running = set(plan.check_layers), None, True
     for layer in range(1, plan.deepest + 1):
         kind = "last" if layer == plan.deepest else ("check" if layer in checks else "plain")
@@ -291,9 +301,17 @@ class StaticPath:
         return graphs
 
     def run(
-        self, net: _Net, x: Tensor, counts: Sequence[int], plan: ExitPlan, reads: str, mode: str, read_ahead: bool
+        self,
+        net: _Net,
+        x: Tensor,
+        counts: Sequence[int],
+        plan: ExitPlan,
+        reads: str,
+        mode: str,
+        read_ahead: bool,
+        run_dtype: Optional[torch.dtype] = None,
     ) -> StaticResult:
-        return static_loop(net, self.graphs(x.device, mode), x, counts, plan, reads, read_ahead)
+        return static_loop(net, self.graphs(x.device, mode), x, counts, plan, reads, read_ahead, run_dtype)
 
     def stats(self) -> Dict[str, int]:
         """Group shapes held, captures, replays and evictions over every cache."""

@@ -25,14 +25,16 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-#: (family, precision, cuda_graphs), most wanted first: each fp32 run with graphs, then bf16,
-#: then the plain loop to compare (issues 30 and 31)
+#: (family, precision, cuda_graphs), most wanted first: HuBERT fp32 with graphs and without,
+#: bf16 with weights cast once and autocast, WavLM and wav2vec 2.0, then the rest without graphs
 RUNS = [
     ("hubert", "fp32", "auto"),
     ("hubert", "fp32", "off"),
+    ("hubert", "bf16-weights", "auto"),
     ("hubert", "bf16", "auto"),
     ("wavlm", "fp32", "auto"),
     ("wav2vec2", "fp32", "auto"),
+    ("hubert", "bf16-weights", "off"),
     ("hubert", "bf16", "off"),
     ("wavlm", "fp32", "off"),
     ("wav2vec2", "fp32", "off"),
