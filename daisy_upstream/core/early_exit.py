@@ -256,6 +256,7 @@ class EarlyExitModel(nn.Module):
         with frozen_forward(self.precision, first.device):
             x, counts, lengths = self._front(wavs, model)
             plain_only = per_batch or branch_input is not None or self.stock_padded_cnn or self.training
+            plain_only = plain_only or getattr(self, "_is_replica", False)  # DataParallel: fresh weights each call
             if self._static.applies(self.cuda_graphs, x, plain_only):
                 return self._static_forward(wavs, model, x, counts, lengths, plan, out_dtype)
             loop = self._loop(model, x, counts, lengths, plan, per_batch, branch_input, out_dtype)

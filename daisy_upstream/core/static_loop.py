@@ -273,6 +273,7 @@ class StaticPath:
 
     def __init__(self) -> None:
         self.caches: Dict[tuple, StepGraphs] = {}
+        self.weights: tuple = ()
 
     @staticmethod
     def applies(mode: str, x: Tensor, plain_only: bool) -> bool:
@@ -284,8 +285,15 @@ class StaticPath:
             return False
         return fits_buckets(x.size(0), x.size(1))
 
-    def graphs(self, device: torch.device, mode: str) -> StepGraphs:
-        """The step cache of ``device`` in the current arithmetic (captured on CUDA under ``auto``)."""
+    def graphs(self, device: torch.device, mode: str, weights: tuple = ()) -> StepGraphs:
+        """The step cache of ``device`` in the current arithmetic (captured on CUDA under ``auto``).
+
+        ``weights``: where the weights the steps read live (their data pointers); captured steps
+        read those addresses, so when they move (a DataParallel replica's fresh copies, a load
+        with ``assign``) every cache is dropped and steps are captured again."""
+        if weights != self.weights:
+            self.caches.clear()
+            self.weights = weights
         autocast = torch.is_autocast_enabled(device.type)
         key = (
             str(device),
@@ -311,7 +319,8 @@ class StaticPath:
         read_ahead: bool,
         run_dtype: Optional[torch.dtype] = None,
     ) -> StaticResult:
-        return static_loop(net, self.graphs(x.device, mode), x, counts, plan, reads, read_ahead, run_dtype)
+        weights = tuple(p.data_ptr() for m in (net.model, net.branches) if m is not None for p in m.parameters())
+        return static_loop(net, self.graphs(x.device, mode, weights), x, counts, plan, reads, read_ahead, run_dtype)
 
     def stats(self) -> Dict[str, int]:
         """Group shapes held, captures, replays and evictions over every cache."""
@@ -325,3 +334,4 @@ class StaticPath:
 
     def clear(self) -> None:
         self.caches.clear()
+        self.weights = ()

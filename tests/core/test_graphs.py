@@ -129,7 +129,7 @@ def test_replayed_steps_give_the_same_outputs_as_the_first_run(family_ckpt):
     upstream = _upstream(family_ckpt, "wavlm")  # its position bias is carried from layer 1 on
     upstream.net.cuda_graphs = "static"
     graphs = StepGraphs(capture=_Replayed)
-    upstream.net._static.graphs = lambda device, mode: graphs
+    upstream.net._static.graphs = lambda device, mode, weights: graphs
     first, second = varied_waves(*LENGTHS), varied_waves(*LENGTHS[::-1], seed=7)
     with torch.no_grad():
         plan = spread_plan(upstream, first)
@@ -150,3 +150,18 @@ def test_auto_changes_nothing_on_the_cpu(family_ckpt):
     with torch.no_grad():
         upstream.run(varied_waves(*LENGTHS[:3]), make_plan([1, 2, 3], 1.0))
     assert upstream.net.graph_stats() == {"shapes": 0, "captures": 0, "replays": 0, "evictions": 0}  # plain loop
+
+
+def test_step_caches_are_dropped_when_the_weights_move(family_ckpt):
+    """Captured steps read the weights where they were: a model whose weights live elsewhere
+    (here: loaded with ``assign``) gets fresh caches."""
+    upstream = _upstream(family_ckpt, "hubert")
+    upstream.net.cuda_graphs = "static"
+    batch = varied_waves(*LENGTHS[:3])
+    with torch.no_grad():
+        upstream.run(batch, make_plan([4], None))
+        before = upstream.net.graph_stats()["shapes"]
+        state = {k: v.clone() for k, v in upstream.net.model.state_dict().items()}
+        upstream.net.model.load_state_dict(state, assign=True)
+        upstream.run(varied_waves(*LENGTHS[3:4]), make_plan([4], None))
+    assert before >= 1 and upstream.net.graph_stats()["shapes"] == 1
