@@ -30,6 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tau", type=float, help="override the config's tau")
     types.add_precision(parser, default=None)
     parser.add_argument(
+        "--cuda-graphs",
+        choices=("auto", "off"),
+        help="the config's cuda_graphs: auto (on CUDA the per-layer steps run as CUDA graphs on "
+        "bucketed shapes) or off (the plain loop); no effect on the CPU (default: the config's, auto)",
+    )
+    parser.add_argument(
+        "--stock",
+        action="store_true",
+        help="also time s3prl's stock upstream of the family on the same weights (mode 'stock')",
+    )
+    parser.add_argument(
         "--fixed-layer",
         type=types.positive_int,
         help="layer of the fixed-exit mode (default: DAISY's mean exit layer at batch 1, rounded)",
@@ -53,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ckpt and not Path(args.ckpt).exists():  # a file or a transformers folder
         raise FileNotFoundError(f"checkpoint {args.ckpt} does not exist (-k/--ckpt)")
     types.set_threads(args.threads)
-    overrides = {"rho": args.rho, "tau": args.tau, "precision": args.precision}
+    overrides = {"rho": args.rho, "tau": args.tau, "precision": args.precision, "cuda_graphs": args.cuda_graphs}
     result = bench(
         args.out,
         args.ckpt,
@@ -71,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         force=args.force,
+        stock=args.stock,
         say=lambda message: print(f"[bench] {message}", file=sys.stderr),
     )
     print(result["table"])

@@ -9,12 +9,15 @@ Shapes: ``B`` utterances, ``B_a`` rows still running, ``T`` frames, ``D`` model 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["ExitRows"]
+from daisy_upstream.core.branches import frame_weights
+
+__all__ = ["ExitRows", "LoopState"]
 
 
 class ExitRows:
@@ -39,6 +42,16 @@ class ExitRows:
         self.padding = padding  # (B_a, T_a) or None: no running row is padded
         self.exit_layers: List[int] = [deepest] * self.batch
         self.exit_hidden: Optional[Tensor] = None  # (B, T, D): states of rows that left, as they leave
+        self._weights: Optional[Tensor] = None  # frame_weights of the running rows (None: not made)
+
+    def weights(self, groups: int = 1) -> Optional[Tensor]:
+        """``(B_a, T_a)`` the branch mean's frame weights of the running rows, made once per set of
+        rows (:func:`~daisy_upstream.core.branches.frame_weights`); None while no running row is padded."""
+        if self.padding is None:
+            return None
+        if self._weights is None:
+            self._weights = frame_weights(self.lengths, self.padding.size(1), groups)
+        return self._weights
 
     def scatter(self, state: Tensor) -> Tensor:
         """``(B_a, T_a, D)`` -> ``(B, T, D)``: zeros for rows that left (no copy while all run)."""
@@ -73,6 +86,7 @@ class ExitRows:
         keep = torch.tensor(staying, device=self.rows.device)
         self.rows, self.lengths = self.rows.index_select(0, keep), self.lengths.index_select(0, keep)
         longest = max(self.counts)
+        self._weights = None
         if self.padding is not None:
             self.padding = self.padding[:, :longest].index_select(0, keep) if min(self.counts) < longest else None
         return keep, before, longest
@@ -82,3 +96,26 @@ class ExitRows:
         if last is not None and self.exit_hidden is not None:
             self.exit_hidden[:, : last.size(1)].index_copy_(0, self.rows, last)
         return self.exit_hidden
+
+
+@dataclass
+class LoopState:
+    """The plain loop's state: ``hidden[k]`` (layer ``k``'s output, None where not run),
+    ``kept[k]`` (branch inputs asked for), the running rows and the last layer's state."""
+
+    hidden: List[Optional[Tensor]]
+    kept: List[Optional[Tensor]]
+    running: ExitRows
+    padded: bool  # some row of the batch is shorter than the batch
+    last: Optional[Tensor] = None
+    entropies: Optional[Tensor] = None
+
+    def keep(self, k: int, state: Tensor, output: Tensor, ffn: Optional[Tensor], branch_input: Optional[str]) -> None:
+        """Layer ``k``'s state (and the branch input asked for) into the batch's outputs."""
+        self.hidden[k] = self.running.scatter(state)
+        if branch_input is not None:
+            self.kept[k] = (
+                self.hidden[k]
+                if branch_input == "hidden_states"
+                else self.running.scatter(output if branch_input == "layer_output" else ffn.transpose(0, 1))
+            )

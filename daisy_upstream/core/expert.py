@@ -64,6 +64,7 @@ def early_exit_model(loaded: DaisyCheckpoint, config: DaisyConfig) -> EarlyExitM
         stock_padded_cnn=config.stock_padded_cnn,
         family=loaded.family,
         precision=config.precision,
+        cuda_graphs=config.cuda_graphs,
     )
 
 

@@ -21,12 +21,25 @@ other than Conv1d, Dropout, GELU, GroupNorm and a per-frame LayerNorm).
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from collections import defaultdict
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["length_chunks", "masked_group_norm", "padded_cnn", "supports_padded_cnn"]
+__all__ = [
+    "CPU_CNN_SAMPLES",
+    "chunked_padded_cnn",
+    "length_chunks",
+    "masked_group_norm",
+    "padded_cnn",
+    "per_length_cnn",
+    "supports_padded_cnn",
+]
+
+#: padded samples per CNN pass on CPU: the padded batch's block-0 output is ``(B, 512, S/5)``
+#: floats (2**20 samples: about 430 MB); on other devices the whole batch is one pass
+CPU_CNN_SAMPLES = 1 << 20
 
 
 def _per_frame(module: nn.Module) -> bool:
@@ -121,3 +134,41 @@ def padded_cnn(extractor: nn.Module, wav: Tensor, num_samples: Sequence[int]) ->
             else:
                 x = module(x)
     return x
+
+
+def per_length_cnn(cnn: Callable[[Tensor], Tensor], wavs: Sequence[Tensor], counts: Sequence[int]) -> Tensor:
+    """``(B, T, C)``: ``cnn`` (``(b, S) -> (b, T_s, C)``) once per distinct length, equal lengths
+    batched; zeros past each row's ``counts`` frames."""
+    groups: Dict[int, List[int]] = defaultdict(list)
+    for i, wav in enumerate(wavs):
+        groups[len(wav)].append(i)
+    features = None
+    for rows in groups.values():
+        out = cnn(torch.stack([wavs[i] for i in rows]))
+        if features is None:
+            features = out.new_zeros(len(wavs), max(counts), out.size(-1))
+        features[rows, : out.size(1)] = out
+    return features
+
+
+def chunked_padded_cnn(
+    cnn: Callable[[Tensor, Optional[Sequence[int]]], Tensor],
+    padded: Tensor,
+    sizes: Sequence[int],
+    counts: Sequence[int],
+    group_norm: bool,
+) -> Tensor:
+    """``(B, T, C)``: ``cnn(wav, num_samples)`` on the zero-padded ``(B, S)`` batch, in passes of at
+    most :data:`CPU_CNN_SAMPLES` on CPU (rows of similar length together); with ``group_norm`` the
+    rows' own ``sizes`` go with each pass (:func:`padded_cnn`). Frames past a row's end: garbage."""
+    chunks = length_chunks(sizes, CPU_CNN_SAMPLES if padded.device.type == "cpu" else None)
+    if len(chunks) == 1:
+        return cnn(padded, list(sizes) if group_norm else None)
+    features = None
+    for rows in chunks:
+        part = [sizes[i] for i in rows]
+        out = cnn(padded[rows, : max(part)], part if group_norm else None)
+        if features is None:
+            features = out.new_zeros(len(sizes), max(counts), out.size(-1))
+        features[rows, : out.size(1)] = out
+    return features

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import yaml
 from torch import Tensor
 
+from daisy_upstream.core.graphs import GRAPH_MODES
 from daisy_upstream.core.precision import PRECISIONS
 
 __all__ = [
@@ -268,6 +269,9 @@ class DaisyConfig:
         precision: the frozen model's forward, ``fp32`` (TF32 matmuls on CUDA), ``bf16`` or
             ``fp16`` autocast; hidden states, branches and entropies stay float32
             (:mod:`daisy_upstream.core.precision`).
+        cuda_graphs: ``auto`` (on CUDA, without gradients, the per-layer steps run as CUDA
+            graphs on bucketed shapes, :mod:`daisy_upstream.core.static_loop`; the same outputs)
+            or ``off`` (the plain loop, to compare). Nothing changes on the CPU.
     """
 
     rho: float = 0.7
@@ -281,6 +285,7 @@ class DaisyConfig:
     stock_padded_cnn: bool = False
     layers_past_exit: str = "zeros"
     precision: str = "fp32"
+    cuda_graphs: str = "auto"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -323,6 +328,8 @@ class DaisyConfig:
             raise bad("layers_past_exit", f"is unknown; choose one of {', '.join(LAYERS_PAST_EXIT)}")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"is unknown; choose one of {', '.join(PRECISIONS)}")
+        if self.cuda_graphs not in GRAPH_MODES:
+            raise bad("cuda_graphs", f"is unknown; choose one of {', '.join(GRAPH_MODES)}")
 
     @classmethod
     def keys(cls) -> List[str]:

@@ -1,5 +1,5 @@
-"""``daisy bench`` as a library: the bench audio, the upstream (a random HuBERT Base for timing
-only), the five modes measured side by side (:func:`~daisy_upstream.evaluation.benchmark.run_benchmark`),
+"""``daisy bench`` as a library: the bench audio, the upstream (a random Base for timing only,
+built in memory), the five modes (and s3prl's stock upstream) measured side by side (:func:`~daisy_upstream.evaluation.benchmark.run_benchmark`),
 the targets, and ``bench.json`` / ``bench.txt`` / ``bench.png``."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from daisy_upstream.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
 from daisy_upstream.audio.io import SAMPLE_RATE
+from daisy_upstream.evaluation.bench_subject import Subject, file_subject, random_base_subject
 from daisy_upstream.evaluation.benchmark import ModeResult
 
 __all__ = ["SNR_MIX", "bench", "bench_set", "format_table", "no_exit_advice", "plot_bench", "targets"]
@@ -51,36 +52,27 @@ def bench(
     seed: int = 0,
     force: bool = False,
     say: Callable[[str], None] = lambda message: None,
+    stock: bool = False,
+    clips: Optional[Sequence[Any]] = None,
 ) -> Dict[str, Any]:
     """Time the upstream forward of every mode and write ``out/bench.{json,txt,png}``.
 
-    Modes: ``full``, ``daisy`` (per utterance), ``per-batch`` (the batch exits together),
-    ``fixed`` (``fixed_layer``, default DAISY's mean exit layer at batch 1, rounded) and
-    ``daisy-noexit`` (every branch checked, none fires: the overhead). With no calibration in
-    the checkpoint or the config, tau comes from the bench audio itself (said in the output).
-    ``random_base``: a randomly initialised Base of ``family`` (default hubert) instead of
-    ``ckpt``, its random branches sharpened with depth so that utterances exit mid-way (timing
-    only); else ``family`` is the family ``ckpt`` must be (None: the file's own). ``out`` follows
-    :mod:`daisy_upstream.outputs` (``force`` replaces only a folder bench wrote before; the three
-    files appear together).
-
-    Returns:
-        ``{"meta", "results", "targets", "table"}`` (``bench.json`` without the table).
-
-    Raises:
-        ValueError: a strategy that checks no branch (nothing to compare), CUDA not available.
-        OutputRefused: ``out`` is not bench's to write (checked before any work).
+    Modes: ``full``, ``daisy`` (per utterance), ``per-batch`` (the batch exits together), ``fixed``
+    (``fixed_layer``, default DAISY's mean exit layer at batch 1), ``daisy-noexit`` (every branch
+    checked, none fires) and, with ``stock``, s3prl's own upstream on the same weights in the same
+    arithmetic. Without a calibration, tau comes from the bench audio (said in the output).
+    ``random_base``: a random Base of ``family`` (default hubert) built in memory, branches
+    sharpened with depth (timing only); else ``family`` is the family ``ckpt`` must be. ``out``
+    follows :mod:`daisy_upstream.outputs` (checked before any work; the three files together).
+    ``clips``: the bench set made before (:func:`bench_set`'s clips), on a machine without sox
+    or pocketsphinx-testdata. Returns ``{"meta", "results", "targets", "table"}``.
+    ValueError: a strategy that checks no branch, CUDA not available.
     """
-    import tempfile
-
     import torch
 
-    from daisy_upstream.atomic import atomic_torch_save
-    from daisy_upstream.core.policy import compute_tau, make_plan
-    from daisy_upstream.evaluation.benchmark import Mode, run_benchmark
-    from daisy_upstream.evaluation.loading import config_values, load_upstream
+    from daisy_upstream.evaluation.benchmark import run_benchmark
+    from daisy_upstream.evaluation.loading import config_values
     from daisy_upstream.outputs import check_output_folder, output_folder
-    from daisy_upstream.testing import make_random_family_checkpoint, sharpen_branches
 
     inputs = (ckpt, config if isinstance(config, (str, Path)) else None)
     out = check_output_folder(out, "bench", force, inputs)  # before any work
@@ -88,69 +80,82 @@ def bench(
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device}: CUDA is not available on this machine")
-    clips = bench_set(utterances, min_seconds, max_seconds, seed)
+    clips = bench_set(utterances, min_seconds, max_seconds, seed) if clips is None else list(clips)
     wavs = [torch.from_numpy(c.wav).to(device) for c in clips]
-    seconds = sum(len(w) for w in wavs) / SAMPLE_RATE
-    with tempfile.TemporaryDirectory() as tmp:
-        if random_base:
-            ckpt = Path(tmp) / f"random_{family or 'hubert'}_base.pt"
-            # branch k's logits x (1 + k): entropy falls with depth as in a trained model
-            state = make_random_family_checkpoint(family or "hubert", base=True, num_classes=500, seed=seed)
-            atomic_torch_save(sharpen_branches(state, 1.0), ckpt)
-        loaded = load_upstream(ckpt, values, device=device, calibrate_on=wavs, family=family)
-    upstream, calibrated_here = loaded.upstream, loaded.calibration is not None
-    net, num_layers = upstream.net, upstream.num_layers
-    daisy_plan = upstream.current_plan()
-    if not daisy_plan.check_layers:
+    if random_base:
+        subject = random_base_subject(family or "hubert", values, device, wavs, seed)
+    else:
+        subject = file_subject(ckpt, values, device, wavs, family)
+    if not subject.plan.check_layers:
         raise ValueError(
-            f"strategy {upstream.config.strategy!r} checks no branch: nothing to compare; use an early-exit strategy"
+            f"strategy {subject.config.strategy!r} checks no branch: nothing to compare; use an early-exit strategy"
         )
+    modes, advice, fixed_layer = _modes(subject, wavs, fixed_layer, stock)
+    seconds = sum(len(w) for w in wavs) / SAMPLE_RATE
+    say(
+        f"{subject.source} ({subject.net.family.name}, {subject.net.num_layers} layers) on {device} in "
+        f"{subject.config.precision}, CUDA graphs {subject.config.cuda_graphs}, tau={subject.tau:.4f}"
+        f"{' (calibrated on the bench audio)' if subject.calibration else ''}, {len(wavs)} clips, {seconds:.1f} s"
+    )
+    for line in [advice["message"]] if advice else []:
+        say(line)
+    results = run_benchmark(subject.net, wavs, modes, batch_sizes, repeats, warmup, progress=say)
+    checks = targets(results)
+    table = format_table(results, checks, [advice["message"]] if advice else [])
+    meta = _meta(subject, random_base, seed, fixed_layer, device, advice, clips, seconds, repeats, warmup)
+    payload = {"meta": meta, "results": [r.to_dict() for r in results], "targets": checks}
+    with output_folder(out, "bench", force, inputs) as tmp:
+        atomic_write_json(tmp / "bench.json", payload)
+        plot_bench(results, tmp / "bench.png")
+        atomic_write_text(tmp / "bench.txt", table + "\n")
+    return {**payload, "table": table}
+
+
+def _modes(subject: Subject, wavs: List[Any], fixed_layer: Optional[int], stock: bool):
+    """The modes timed, the no-exit advice and the fixed layer (DAISY's mean exit alone, rounded)."""
+    import torch
+
+    from daisy_upstream.core.policy import compute_tau, make_plan
+    from daisy_upstream.evaluation.benchmark import Mode
+
+    net, plan, num_layers = subject.net, subject.plan, subject.net.num_layers
     with torch.no_grad():  # each clip alone: exits and entropies do not depend on batch-mates
-        alone = [net([w], daisy_plan) for w in wavs]
+        alone = [net([w], plan) for w in wavs]
     exits = [int(out.exit_layers[0]) for out in alone]
-    layer_entropy = (upstream.calibration or {}).get("layer_entropy")
-    tau_per_rho = compute_tau(layer_entropy, 1.0) if layer_entropy and upstream.config.tau is None else None
-    advice = no_exit_advice(exits, torch.cat([out.entropies for out in alone]), daisy_plan, tau_per_rho)
+    tau_per_rho = compute_tau(subject.layer_entropy, 1.0) if subject.layer_entropy else None
+    advice = no_exit_advice(exits, torch.cat([out.entropies for out in alone]), plan, tau_per_rho)
     if fixed_layer is None:
         fixed_layer = max(1, min(num_layers, round(sum(exits) / len(exits))))
     modes = [
         Mode("full", make_plan([num_layers], None)),
-        Mode("daisy", daisy_plan, depth_twin=True),
-        Mode("per-batch", daisy_plan, per_batch=True),
+        Mode("daisy", plan, depth_twin=True),
+        Mode("per-batch", plan, per_batch=True),
         Mode("fixed", make_plan([fixed_layer], None)),
         Mode("daisy-noexit", make_plan(range(1, num_layers + 1), 0.0)),
     ]
-    from daisy_upstream.core.checkpoint import checkpoint_record
+    if stock:
+        modes.append(Mode("stock", make_plan([num_layers], None), run=subject.stock()))
+    return modes, advice, fixed_layer
 
-    family_name = upstream.family.name
-    record = (
-        {"name": f"random {family_name} Base", "seed": seed} if random_base else checkpoint_record(loaded.checkpoint)
-    )
-    source = f"a random {family_name} Base" if random_base else str(loaded.checkpoint)
-    calibration = loaded.calibration
-    if calibration is not None:  # name the model as meta does, not by a (temporary) path on this machine
-        calibration = {**calibration, "checkpoint": record}
-    say(
-        f"{source} ({family_name}, {num_layers} layers) on {device} in {upstream.config.precision}, "
-        f"tau={upstream.tau:.4f}{' (calibrated on the bench audio)' if calibrated_here else ''}, {len(wavs)} clips, "
-        f"{seconds:.1f} s"
-    )
-    if advice is not None:
-        say(advice["message"])
-    results = run_benchmark(net, wavs, modes, batch_sizes, repeats, warmup, progress=say)
-    checks = targets(results)
-    table = format_table(results, checks, [advice["message"]] if advice else [])
-    meta = {
-        "checkpoint": record,
+
+def _meta(subject: Subject, random_base, seed, fixed_layer, device, advice, clips, seconds, repeats, warmup):
+    """``bench.json``'s ``meta``: what was timed, how, on what."""
+    import torch
+
+    config, net = subject.config, subject.net
+    return {
+        "checkpoint": subject.record,
         "random_base": random_base,
-        "family": family_name,
-        "layers": num_layers,
-        "tau": upstream.tau,
-        "strategy": upstream.config.strategy,
+        "family": net.family.name,
+        "layers": net.num_layers,
+        "tau": subject.tau,
+        "strategy": config.strategy,
         "fixed_layer": fixed_layer,
-        "precision": upstream.config.precision,
-        "calibrated_on_bench_audio": calibrated_here,
-        "calibration": calibration,
+        "precision": config.precision,
+        "cuda_graphs": config.cuda_graphs,
+        "graph_steps": net.graph_stats(),
+        "calibrated_on_bench_audio": subject.calibration is not None,
+        "calibration": subject.calibration,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -158,18 +163,12 @@ def bench(
         "no_exit": advice,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "clips": len(wavs),
+        "clips": len(clips),
         "seconds": seconds,
         "snr_mix": [c.snr_db for c in clips],
         "repeats": repeats,
         "warmup": warmup,
     }
-    payload = {"meta": meta, "results": [r.to_dict() for r in results], "targets": checks}
-    with output_folder(out, "bench", force, inputs) as tmp:
-        atomic_write_json(tmp / "bench.json", payload)
-        plot_bench(results, tmp / "bench.png")
-        atomic_write_text(tmp / "bench.txt", table + "\n")
-    return {**payload, "table": table}
 
 
 def no_exit_advice(
@@ -204,7 +203,8 @@ def no_exit_advice(
 
 
 def targets(results: Sequence[ModeResult]) -> List[Dict[str, Any]]:
-    """The PASS/FAIL targets (printed, not unit tests): efficiency, overhead, per-utterance vs per-batch."""
+    """The PASS/FAIL targets (printed, not unit tests): efficiency, overhead, full depth against
+    s3prl's stock upstream (``t_stock / t_full - 1``, where timed), per-utterance vs per-batch."""
     by = {(r.mode, r.batch_size): r for r in results}
     checks = []
 
@@ -220,6 +220,10 @@ def targets(results: Sequence[ModeResult]) -> List[Dict[str, Any]]:
         r = by.get(("daisy-noexit", batch))
         if r is not None:
             add(f"overhead with exits impossible <= 5% at batch {batch}", -r.saved, -r.saved <= 0.05)
+    for batch in sorted({r.batch_size for r in results}):
+        r = by.get(("stock", batch))
+        if r is not None:  # r.saved: full's time saved against stock's, 1 - t_stock / t_full (paired)
+            add(f"full depth no slower than s3prl's stock upstream at batch {batch}", -r.saved, -r.saved >= 0)
     if ("daisy", 8) in by and ("per-batch", 8) in by:
         add(
             "per-utterance saves more than per-batch at batch 8",

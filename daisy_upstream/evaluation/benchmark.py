@@ -30,8 +30,8 @@ import math
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -109,7 +109,9 @@ def _sync(device: torch.device) -> None:
 
 
 def measure_layer_costs(net: EarlyExitModel, batch: List[Tensor], repeats: int = 3) -> LayerCosts:
-    """Front-end and per-layer cost of ``batch`` on the full model (median of ``repeats``)."""
+    """Front-end and per-layer cost of ``batch`` on the full model (median of ``repeats``), timed
+    by hooks on the layers, so in the plain loop (``cuda_graphs`` off): the ideal saving takes the
+    layers' shares of the forward from it."""
     device = batch[0].device
     layers = net.model.encoder.layers
     stamps: Dict[int, List[float]] = {}
@@ -134,6 +136,7 @@ def measure_layer_costs(net: EarlyExitModel, batch: List[Tensor], repeats: int =
         handles.append(layer.register_forward_hook(post(k)))
     plan = make_plan([net.num_layers], None)
     runs = []
+    graphs, net.cuda_graphs = net.cuda_graphs, "off"  # hooks see no replayed layer (and may not sync in a capture)
     try:
         with torch.no_grad():
             for _ in range(repeats):
@@ -145,6 +148,7 @@ def measure_layer_costs(net: EarlyExitModel, batch: List[Tensor], repeats: int =
                 per_layer = [stamps[k][1] - stamps[k][0] for k in range(1, len(layers) + 1)]
                 runs.append((total, per_layer))
     finally:
+        net.cuda_graphs = graphs
         for handle in handles:
             handle.remove()
     median_total = statistics.median(r[0] for r in runs)
@@ -188,12 +192,22 @@ class _PeakRss:
 @dataclass
 class Mode:
     """One way of running the upstream: a plan and the per-batch flag; ``depth_twin``: also
-    time fixed-depth models at this mode's mean exit layer (:attr:`ModeResult.depth_saved`)."""
+    time fixed-depth models at this mode's mean exit layer (:attr:`ModeResult.depth_saved`);
+    ``run``: another model's forward ``run(wavs)`` timed instead (s3prl's stock upstream, full
+    depth: its exit layers count as ``plan.deepest``)."""
 
     name: str
     plan: ExitPlan
     per_batch: bool = False
     depth_twin: bool = False
+    run: Optional[Callable[[List[Tensor]], Any]] = field(default=None, repr=False, compare=False)
+
+    def __call__(self, net: EarlyExitModel, batch: List[Tensor]) -> Optional[List[int]]:
+        """Run ``batch``; the exit layers (None for ``run``: all ``plan.deepest``)."""
+        if self.run is not None:
+            self.run(batch)
+            return None
+        return net(batch, self.plan, per_batch=self.per_batch).exit_layers.tolist()
 
 
 @dataclass
@@ -239,92 +253,121 @@ def run_benchmark(
 
     Returns one :class:`ModeResult` per (batch size, mode), in that order.
     """
-    if not modes or modes[0].plan.check_layers or modes[0].plan.deepest != net.num_layers:
+    if not modes or modes[0].run is not None or modes[0].plan.check_layers or modes[0].plan.deepest != net.num_layers:
         raise ValueError("the first mode must be the full model (no checks, deepest = L)")
-    device = wavs[0].device
+    say = progress or (lambda message: None)
     results: List[ModeResult] = []
     for batch_size in batch_sizes:
         batches = _batches(wavs, batch_size)
-        if progress:
-            progress(f"batch {batch_size}: measuring per-layer costs")
+        say(f"batch {batch_size}: measuring per-layer costs")
         costs = [measure_layer_costs(net, batch) for batch in batches]
-        exits: Dict[str, List[List[int]]] = {}
-        frames: List[List[int]] = []
-        with torch.no_grad():
-            for mode in modes:
-                exits[mode.name] = []
-                for batch in batches:
-                    out = net(batch, mode.plan, per_batch=mode.per_batch)
-                    exits[mode.name].append(out.exit_layers.tolist())
-                    if mode is modes[0]:
-                        frames.append(out.lengths.tolist())
+        exits, frames = _exit_layers(net, batches, modes)
         twins = {
             mode.name: fixed_depth_weights(_mean([e for b in exits[mode.name] for e in b]))
             for mode in modes
             if mode.depth_twin
         }
-        depth_of: Dict[int, str] = {}  # fixed depth -> the (first) mode that runs it
-        for m in modes:
-            if not m.plan.check_layers and not m.per_batch:
-                depth_of.setdefault(m.plan.deepest, m.name)
-        timed = list(modes)
-        for depth in sorted({d for weights in twins.values() for d, _ in weights} - set(depth_of)):
-            depth_of[depth] = f"depth {depth}"
-            timed.append(Mode(depth_of[depth], make_plan([depth], None)))
-        times: Dict[str, List[float]] = {mode.name: [] for mode in timed}
-        with torch.no_grad():
-            for repeat in range(warmup + repeats):
-                if progress:
-                    progress(
-                        f"batch {batch_size}: repeat {repeat + 1 - warmup}/{repeats}"
-                        if repeat >= warmup
-                        else f"batch {batch_size}: warm-up"
-                    )
-                totals = {mode.name: 0.0 for mode in timed}
-                for index, batch in enumerate(batches):
-                    shift = (repeat + index) % len(timed)  # rotate: no mode always runs first
-                    for mode in timed[shift:] + timed[:shift]:
-                        _sync(device)
-                        start = time.perf_counter()
-                        net(batch, mode.plan, per_batch=mode.per_batch)
-                        _sync(device)
-                        totals[mode.name] += time.perf_counter() - start
-                if repeat >= warmup:
-                    for name, total in totals.items():
-                        times[name].append(total)
+        timed, depth_of = _with_depth_twins(modes, twins)
+        times = _interleaved_times(net, batches, timed, repeats, warmup, lambda m: say(f"batch {batch_size}: {m}"))
         full_ideal = sum(c.total for c in costs)
         for mode in modes:
-            peak = _peak_memory(net, batches, mode, device)
             ideal = sum(ideal_time(c, e, f) for c, e, f in zip(costs, exits[mode.name], frames))
-            flat_exits = [e for batch_exits in exits[mode.name] for e in batch_exits]
-            histogram = [flat_exits.count(k) for k in range(1, net.num_layers + 1)]
-            median = statistics.median(times[mode.name])
-            quartiles = statistics.quantiles(times[mode.name], n=4) if len(times[mode.name]) > 1 else [median] * 3
-            achieved = paired_saving(times[mode.name], times[modes[0].name])
-            ideal_saved = saving(ideal, full_ideal)
             depth_saved = None
             if mode.name in twins:  # interpolated between the fixed depths around its mean exit layer
                 depth_saved = sum(
                     weight * paired_saving(times[depth_of[depth]], times[modes[0].name])
                     for depth, weight in twins[mode.name]
                 )
+            peak = _peak_memory(net, batches, mode, wavs[0].device)
+            flat = [e for batch_exits in exits[mode.name] for e in batch_exits]
             results.append(
-                ModeResult(
-                    mode=mode.name,
-                    batch_size=batch_size,
-                    times=times[mode.name],
-                    median=median,
-                    spread=quartiles[2] - quartiles[0],
-                    saved=achieved,
-                    ideal_saved=ideal_saved,
-                    efficiency=efficiency(achieved, ideal_saved),
-                    exit_histogram=histogram,
-                    mean_exit_layer=_mean(flat_exits),
-                    peak_memory_mb=peak,
-                    depth_saved=depth_saved,
-                )
+                _result(mode.name, batch_size, times[mode.name], times[modes[0].name], ideal, full_ideal, flat, net)
             )
+            results[-1].peak_memory_mb, results[-1].depth_saved = peak, depth_saved
     return results
+
+
+def _exit_layers(net: EarlyExitModel, batches, modes: Sequence[Mode]) -> Tuple[Dict[str, List[List[int]]], List]:
+    """Each mode's exit layers per batch, and each batch's valid frames (from the full model)."""
+    exits: Dict[str, List[List[int]]] = {}
+    frames: List[List[int]] = []
+    with torch.no_grad():
+        for batch in batches:  # the full model (the first mode)
+            out = net(batch, modes[0].plan)
+            frames.append(out.lengths.tolist())
+        for mode in modes:
+            exits[mode.name] = []
+            for batch in batches:
+                layers = mode(net, batch)
+                exits[mode.name].append([mode.plan.deepest] * len(batch) if layers is None else layers)
+    return exits, frames
+
+
+def _with_depth_twins(modes: Sequence[Mode], twins: Dict[str, List[Tuple[int, float]]]):
+    """The modes to time: ``modes`` and a fixed-depth model for each twin depth no mode runs;
+    ``depth -> the name of the mode that runs it``."""
+    depth_of: Dict[int, str] = {}  # fixed depth -> the (first) mode that runs it
+    for m in modes:
+        if not m.plan.check_layers and not m.per_batch and m.run is None:
+            depth_of.setdefault(m.plan.deepest, m.name)
+    timed = list(modes)
+    for depth in sorted({d for weights in twins.values() for d, _ in weights} - set(depth_of)):
+        depth_of[depth] = f"depth {depth}"
+        timed.append(Mode(depth_of[depth], make_plan([depth], None)))
+    return timed, depth_of
+
+
+def _interleaved_times(
+    net: EarlyExitModel, batches, timed: Sequence[Mode], repeats: int, warmup: int, say: Callable[[str], None]
+) -> Dict[str, List[float]]:
+    """Per mode, the total time of every repeat over all batches; the modes interleaved batch by
+    batch, in an order rotated per batch and repeat (no mode always runs first)."""
+    device = batches[0][0].device
+    times: Dict[str, List[float]] = {mode.name: [] for mode in timed}
+    with torch.no_grad():
+        for repeat in range(warmup + repeats):
+            say(f"repeat {repeat + 1 - warmup}/{repeats}" if repeat >= warmup else "warm-up")
+            totals = {mode.name: 0.0 for mode in timed}
+            for index, batch in enumerate(batches):
+                shift = (repeat + index) % len(timed)
+                for mode in list(timed[shift:]) + list(timed[:shift]):
+                    _sync(device)
+                    start = time.perf_counter()
+                    mode(net, batch)
+                    _sync(device)
+                    totals[mode.name] += time.perf_counter() - start
+            if repeat >= warmup:
+                for name, total in totals.items():
+                    times[name].append(total)
+    return times
+
+
+def _result(
+    name: str,
+    batch_size: int,
+    times: List[float],
+    full_times: List[float],
+    ideal: float,
+    full_ideal: float,
+    flat_exits: List[int],
+    net: EarlyExitModel,
+) -> ModeResult:
+    median = statistics.median(times)
+    quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [median] * 3
+    achieved, ideal_saved = paired_saving(times, full_times), saving(ideal, full_ideal)
+    return ModeResult(
+        mode=name,
+        batch_size=batch_size,
+        times=times,
+        median=median,
+        spread=quartiles[2] - quartiles[0],
+        saved=achieved,
+        ideal_saved=ideal_saved,
+        efficiency=efficiency(achieved, ideal_saved),
+        exit_histogram=[flat_exits.count(k) for k in range(1, net.num_layers + 1)],
+        mean_exit_layer=_mean(flat_exits),
+        peak_memory_mb=0.0,
+    )
 
 
 def _mean(values: Sequence[int]) -> float:
@@ -338,10 +381,10 @@ def _peak_memory(net: EarlyExitModel, batches, mode: Mode, device: torch.device)
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
             for batch in batches:
-                net(batch, mode.plan, per_batch=mode.per_batch)
+                mode(net, batch)
             torch.cuda.synchronize(device)
             return (torch.cuda.max_memory_allocated(device) - base) / 2**20
         with _PeakRss() as meter:
             for batch in batches:
-                net(batch, mode.plan, per_batch=mode.per_batch)
+                mode(net, batch)
         return meter.megabytes

@@ -42,3 +42,24 @@ def test_branches_state_dict_layout_and_checks():
         ExitBranches.from_state_dict(state, num_layers=3, embed_dim=8)
     with pytest.raises(ValueError, match="consecutively"):
         ExitBranches.from_state_dict({"1.weight": state["1.weight"], "1.bias": state["1.bias"]}, 1)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3])
+@pytest.mark.parametrize("padded", [False, True])
+def test_fused_check_equals_the_eager_entropy(groups, padded):
+    """The loop's check (one addmm, a log-softmax, p log p and one batched product with the frame
+    weights) against today's eager reference, ``mean_entropy`` of the branch's logits."""
+    torch.manual_seed(groups)
+    branches = ExitBranches(3, 24, 17, groups=groups)
+    for k, branch in enumerate(branches, start=1):  # sharper deeper: low and high entropies both
+        branch.weight.data *= 2.0 * k
+    hidden = torch.randn(5, 9, 24)
+    lengths = torch.tensor([9, 1, 4, 9, 7]) if padded else None
+    for layer in (1, 2, 3):
+        expected = mean_entropy(branches.logits(layer, hidden), lengths, groups)
+        torch.testing.assert_close(branches.entropy(layer, hidden, lengths), expected, atol=1e-5, rtol=0)
+    # padding frames do not count, whatever they hold
+    if padded:
+        noisy = hidden.clone()
+        noisy[1, 1:] = 1e3 * torch.randn(8, 24)
+        torch.testing.assert_close(branches.entropy(2, noisy, lengths), branches.entropy(2, hidden, lengths))

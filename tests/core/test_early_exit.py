@@ -112,8 +112,9 @@ def test_exited_rows_leave_the_computation(tiny_ckpt):
 def test_branches_evaluated_only_where_exits_are_allowed(tiny_ckpt):
     upstream = daisy_hubert_local(str(tiny_ckpt), model_config={"strategy": "none", "tau": 0.0}).eval()
     seen = []
-    for k, branch in enumerate(upstream.net.branches, start=1):
-        branch.register_forward_hook(lambda m, a, o, k=k: seen.append(k))
+    branches = upstream.net.branches
+    check = branches.check
+    branches.check = lambda k, *args: seen.append(k) or check(k, *args)  # the loop's one way to a branch
     with torch.no_grad():
         upstream.run(waves(8000), make_plan([2, 3], tau=0.0))
         assert seen == [2]

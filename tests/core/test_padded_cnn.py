@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from daisy_upstream.core import early_exit
+from daisy_upstream.core import padded_cnn as padded_cnn_module
 from daisy_upstream.core.padded_cnn import length_chunks, masked_group_norm, padded_cnn, supports_padded_cnn
 from daisy_upstream.core.policy import make_plan
 from daisy_upstream.integration.hubconf import daisy_hubert_local
@@ -54,7 +54,7 @@ def test_one_padded_pass_equals_the_cnn_run_row_by_row(write_checkpoint):
             assert not features[b, n:].any()
     assert lengths.tolist() == counts
     with torch.no_grad(), pytest.MonkeyPatch.context() as patch:  # passes of <= 40000 padded samples on CPU
-        patch.setattr(early_exit, "CPU_CNN_SAMPLES", 40000)
+        patch.setattr(padded_cnn_module, "CPU_CNN_SAMPLES", 40000)
         assert len(length_chunks(LENGTHS, 40000)) > 2
         chunked, _ = net.cnn_features(batch)
     torch.testing.assert_close(chunked, features, atol=1e-5, rtol=0)

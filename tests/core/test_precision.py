@@ -122,3 +122,50 @@ def test_a_bf16_upstream_returns_float32_close_to_fp32(family, tmp_path):
     assert not torch.equal(low["hidden_states"][-1], ref["hidden_states"][-1])  # it did run in bf16
     assert low_entropy.dtype == torch.float32 and not torch.isnan(low_entropy[:, :2]).any()
     assert torch.allclose(low_entropy[:, :2], ref_entropy[:, :2], atol=0.05)
+
+
+def _to_copies(upstream, batch, plan):
+    """``aten._to_copy`` calls (casts) in one forward of ``upstream``."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Casts(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if str(func) == "aten._to_copy.default":
+                Casts.count += 1
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Casts():
+        out = upstream.run(batch, plan)
+    return out, Casts.count
+
+
+@pytest.mark.parametrize("cuda_graphs", ["off", "static"])
+def test_bf16_weights_casts_once_and_stays_within_bf16_rounding(tmp_path, cuda_graphs):
+    """``bf16-weights``: a copy of the model cast to bf16 once, no autocast: far fewer casts per
+    forward than bf16 autocast, float32 states within bf16's rounding of fp32's, the user's model
+    untouched, the copy reused."""
+    path = tmp_path / "m.pt"
+    state = sharpen_branches(make_random_family_checkpoint("hubert", num_layers=3, layer_entropy=[3, 2, 1]), 4.0)
+    atomic_torch_save(state, path)
+    batch = waves(16000, 7777, 12000, seed=2)
+    plan = make_plan([1, 2, 3], 0.0)  # every branch checked, none fires
+    runs = {}
+    for precision in ("fp32", "bf16", "bf16-weights"):
+        upstream = daisy_local(str(path), model_config={"strategy": "none", "tau": 0.0, "precision": precision})
+        upstream.eval().net.cuda_graphs = cuda_graphs
+        _to_copies(upstream, batch, plan)  # the first forward (bf16-weights: makes the copy)
+        copy = upstream.net._cast.model
+        runs[precision] = _to_copies(upstream, batch, plan)
+        assert upstream.net._cast.model is copy  # cast once, reused
+        assert next(upstream.net.model.parameters()).dtype == torch.float32  # the user's model is left as is
+    assert next(copy.parameters()).dtype == torch.bfloat16
+    (reference, _), (autocast, autocast_casts), (weights, weight_casts) = runs.values()
+    assert weight_casts < autocast_casts / 2, (weight_casts, autocast_casts)
+    assert weights.entropies.dtype == torch.float32
+    for ref, got in zip(reference.hidden_states, weights.hidden_states):
+        assert got.dtype == torch.float32
+        scale = ref.abs().max()
+        assert (got - ref).abs().max() <= 0.05 * scale, (float((got - ref).abs().max()), float(scale))
+    torch.testing.assert_close(weights.entropies, reference.entropies, atol=0.05, rtol=0.02, equal_nan=True)

@@ -158,3 +158,52 @@ def test_the_daisy_row_reports_a_fixed_depth_model_at_its_mean_exit_layer(tiny_c
     for row in result["results"]:
         assert (row["depth_saved"] is not None) == (row["mode"] == "daisy")
     assert "depth: a fixed-depth model at the mean exit layer" in result["table"]
+
+
+def test_stock_is_timed_beside_full_on_the_same_weights(tiny_ckpt, tmp_path):
+    """``stock``: s3prl's own ``hubert_local`` of the same file, full depth, with its target."""
+    result = bench(
+        tmp_path / "b",
+        tiny_ckpt,
+        {"rho": 1.0, "cuda_graphs": "off"},
+        batch_sizes=(2,),
+        utterances=2,
+        min_seconds=0.5,
+        max_seconds=1.0,
+        repeats=1,
+        warmup=0,
+        stock=True,
+    )
+    rows = {r["mode"]: r for r in result["results"]}
+    assert rows["stock"]["exit_histogram"] == [0, 0, 0, 2] and len(rows["stock"]["times"]) == 1
+    assert rows["stock"]["ideal_saved"] == pytest.approx(rows["full"]["ideal_saved"])
+    target = next(t for t in result["targets"] if t["target"].startswith("full depth no slower than s3prl's stock"))
+    assert target["value"] == pytest.approx(-rows["stock"]["saved"])
+    assert result["meta"]["cuda_graphs"] == "off" and result["meta"]["graph_steps"]["captures"] == 0
+
+
+def test_a_random_base_is_built_in_memory(tmp_path, monkeypatch):
+    """No checkpoint file is written for ``--random-base`` (only ``stock``'s loader needs one)."""
+    import torch
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.save called")
+
+    monkeypatch.setattr(torch, "save", refuse)
+    result = bench(
+        tmp_path / "b",
+        random_base=True,
+        family="hubert",
+        overrides={"rho": 1.0},
+        batch_sizes=(1,),
+        utterances=1,
+        min_seconds=0.5,
+        max_seconds=0.6,
+        repeats=1,
+        warmup=0,
+    )
+    meta = result["meta"]
+    assert meta["checkpoint"] == {"name": "random hubert Base", "seed": 0} and meta["layers"] == 12
+    assert meta["calibrated_on_bench_audio"] and len(meta["calibration"]["layer_entropy"]) == 12
+    entropy = meta["calibration"]["layer_entropy"]
+    assert meta["tau"] == pytest.approx((max(entropy) + min(entropy)) / 2)

@@ -382,7 +382,7 @@ import torch
 import torch.distributed as dist
 from daisy_upstream.audio.corpus import AudioCorpus
 from daisy_upstream.core.checkpoint import load_daisy_checkpoint
-from daisy_upstream.core.early_exit import EarlyExitHubert
+from daisy_upstream.core.early_exit import EarlyExitModel
 from daisy_upstream.training.calibration import layer_entropies
 from daisy_upstream.training.distributed import init_distributed
 from daisy_upstream.training.targets import ClusterTargets, evaluate_branches
@@ -393,7 +393,7 @@ atexit.register(lambda: Path(f"{sys.argv[3]}.{world}.{rank}.exit").write_text(
     "alive" if dist.is_initialized() else "gone"))
 rank, world, _ = init_distributed("cpu")
 loaded = load_daisy_checkpoint(sys.argv[1])
-backbone = EarlyExitHubert(loaded.model, None).eval()
+backbone = EarlyExitModel(loaded.model, None).eval()
 corpus = AudioCorpus.from_source(sys.argv[2])
 dev = torch.device("cpu")
 targets = ClusterTargets(loaded.model, torch.load(sys.argv[1], weights_only=True)["dictionaries_symbols"][0])
