@@ -31,6 +31,8 @@ import types
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
+from daisy_upstream.integration import compat
+
 __all__ = ["HUB_ENTRIES", "install", "patch_runner", "register_hub", "run_downstream", "s3prl_configs"]
 
 HUB_ENTRIES = ("daisy_hubert",) + tuple(
@@ -82,27 +84,37 @@ _HOOKS: Dict[str, Tuple[str, str]] = {
 
 
 def _apply_hook(name: str, module: types.ModuleType) -> None:
-    owner, function = _HOOKS[name]
-    getattr(importlib.import_module(owner), function)(module)
+    if name in _HOOKS:
+        owner, function = _HOOKS[name]
+        getattr(importlib.import_module(owner), function)(module)
+    if name.startswith("s3prl.") and compat.s3prl_module_shims_needed():
+        compat.after_s3prl_module(module)
 
 
 class _AfterImport(importlib.abc.Loader):
     def __init__(self, loader: importlib.abc.Loader, name: str) -> None:
         self.loader, self.name = loader, name
 
+    def __getattr__(self, name: str):  # get_source, get_resource_reader, ...: the real loader's
+        return getattr(self.__dict__["loader"], name)
+
     def create_module(self, spec):
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
+        if self.name.startswith("s3prl."):
+            compat.before_s3prl_module()
         self.loader.exec_module(module)
         _apply_hook(self.name, module)
 
 
 class _PostImportFinder(importlib.abc.MetaPathFinder):
-    """Runs a hook right after one of :data:`_HOOKS`' modules is first executed."""
+    """Runs a hook right after one of :data:`_HOOKS`' modules is first executed, and around
+    every s3prl module where this stack needs :mod:`~daisy_upstream.integration.compat`'s
+    s3prl-wide shims (torchaudio >= 2.9)."""
 
     def find_spec(self, fullname, path, target=None):
-        if fullname not in _HOOKS:
+        if fullname not in _HOOKS and not (fullname.startswith("s3prl.") and compat.s3prl_module_shims_needed()):
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:
@@ -112,10 +124,14 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Register now where s3prl is imported, else when it is (idempotent, cheap)."""
-    for name in _HOOKS:
-        if name in sys.modules:
-            _apply_hook(name, sys.modules[name])
+    """Register now where s3prl is imported, else when it is (idempotent, cheap).
+
+    Raises:
+        ImportError: neither s3prl distribution is installed (the line names the install).
+    """
+    compat.require_s3prl()
+    for name in [n for n in sys.modules if n in _HOOKS or n.startswith("s3prl.")]:
+        _apply_hook(name, sys.modules[name])
     if not any(isinstance(finder, _PostImportFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _PostImportFinder())
 
