@@ -27,6 +27,9 @@ if [ "$before" != "$after" ]; then
   exit 1
 fi
 echo "current stack unchanged by pip install .: $after"
+# s3prl 0.4.18 beside it, in a folder of its own: tests/integration/test_compat.py puts it first
+# on sys.path to check the shims that s3prl 0.4.18 needs on torchaudio >= 2.9
+$PIP install -q --no-deps --upgrade --target $VENV/s3prl-0.4.18 s3prl==0.4.18
 # ESPnet's S3prlFrontend (tests/integration/test_espnet.py), as in the Makefile
 $PIP install -q --no-deps espnet==202511
 $PIP install -q '.[espnet]'

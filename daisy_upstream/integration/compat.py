@@ -31,6 +31,7 @@ __all__ = [
     "before_s3prl_module",
     "cpu_bf16_conv_guard",
     "guard_frozen_forward",
+    "import_torchaudio",
     "key_voxceleb1_cache_by_dataset",
     "local_rank_from_torchrun",
     "load_with_soundfile",
@@ -268,7 +269,7 @@ def _release(version: str) -> Tuple[int, int]:
     return (int(match[1]), int(match[2])) if match else (0, 0)
 
 
-def _torchaudio() -> types.ModuleType:
+def import_torchaudio() -> types.ModuleType:
     """torchaudio, or one clear line when its build does not load beside this torch."""
     try:
         import torchaudio
@@ -342,7 +343,7 @@ class _TorchaudioReadingWithSoundfile(types.ModuleType):
 
 @functools.lru_cache(maxsize=None)
 def _torchaudio_for_s3prl() -> types.ModuleType:
-    return _TorchaudioReadingWithSoundfile(_torchaudio())
+    return _TorchaudioReadingWithSoundfile(import_torchaudio())
 
 
 def after_s3prl_module(module: types.ModuleType) -> None:
@@ -356,7 +357,7 @@ def after_s3prl_module(module: types.ModuleType) -> None:
     """
     if not _needs()[1]:
         return
-    torchaudio, namespace = _torchaudio(), vars(module)
+    torchaudio, namespace = import_torchaudio(), vars(module)
     if namespace.get("torchaudio") is torchaudio:
         module.torchaudio = _torchaudio_for_s3prl()
     if namespace.get("load") is torchaudio.load:
@@ -392,7 +393,7 @@ def before_s3prl_module() -> None:
     """
     if not _needs()[0]:
         return
-    torchaudio = _torchaudio()
+    torchaudio = import_torchaudio()
     if not hasattr(torchaudio, "set_audio_backend"):
         torchaudio.set_audio_backend = lambda backend: None
     if "torchaudio.sox_effects" not in sys.modules and not hasattr(torchaudio, "sox_effects"):
