@@ -37,6 +37,7 @@ __all__ = [
     "load_with_soundfile",
     "patch_runner_module",
     "require_s3prl",
+    "restore_hub_names",
     "s3prl_distribution",
     "s3prl_module_shims_needed",
     "voxceleb1_cache_dir",
@@ -248,9 +249,10 @@ def s3prl_distribution() -> Optional[str]:
         origin = spec.origin if spec is not None else None
     if origin is None:
         return None
-    for dist in importlib.metadata.distributions(path=[str(Path(origin).parents[1])]):
-        if "s3prl" in (dist.read_text("top_level.txt") or "").split():
-            return re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
+    site = [str(Path(origin).parents[1])]  # the distribution installed beside the module imported
+    for name in ("s3prl", "espnet-s3prl"):
+        if next(iter(importlib.metadata.distributions(name=name, path=site)), None) is not None:
+            return name
     return None
 
 
@@ -400,3 +402,40 @@ def before_s3prl_module() -> None:
         stub = types.ModuleType("torchaudio.sox_effects", "Removed in torchaudio 2.9 (daisy_upstream's stub).")
         stub.__getattr__ = _sox_effects_function
         torchaudio.sox_effects = sys.modules[stub.__name__] = stub
+
+
+# -- huggingface_hub >= 1.0 -------------------------------------------------------------------
+class _HfFolder:
+    """``huggingface_hub.HfFolder`` as s3prl's runner uses it: ``get_token`` only (its successor,
+    ``huggingface_hub.get_token``, is what HfFolder.get_token called before 1.0)."""
+
+    @staticmethod
+    def get_token() -> Optional[str]:
+        import huggingface_hub
+
+        return huggingface_hub.get_token()
+
+
+class _Repository:
+    def __init__(self, *args, **kwargs) -> None:
+        raise RuntimeError(
+            "huggingface_hub 1.0 removed Repository, which s3prl's --push_to_hf_hub uses; "
+            "push with huggingface_hub < 1 (docs/install.md)"
+        )
+
+
+def restore_hub_names(huggingface_hub: types.ModuleType) -> None:
+    """Applied to ``huggingface_hub`` when it is imported; only with huggingface_hub >= 1.0.
+
+    huggingface_hub 1.0 (transformers 5 needs it) removed ``HfFolder`` and ``Repository``;
+    s3prl's ``downstream/runner.py`` and ``run_downstream.py`` (both distributions) import them
+    at their top, for ``--push_to_hf_hub`` only, so ``run_downstream`` did not start. Only where
+    the names are missing: ``HfFolder.get_token`` returns ``huggingface_hub.get_token()``;
+    ``Repository`` raises one line when built.
+    """
+    if _release(getattr(huggingface_hub, "__version__", "0")) < (1, 0):
+        return
+    if not hasattr(huggingface_hub, "HfFolder"):
+        huggingface_hub.HfFolder = _HfFolder
+    if not hasattr(huggingface_hub, "Repository"):
+        huggingface_hub.Repository = _Repository

@@ -160,3 +160,34 @@ def test_a_torchaudio_that_does_not_load_beside_torch_is_one_line(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 1 and f"torchaudio {version('torchaudio')} does not load beside torch" in last
     assert "undefined symbol" in last and "install the torchaudio release paired with this torch" in last
+
+
+def test_hub_names_s3prl_imports_are_there_and_only_added_where_removed():
+    import huggingface_hub
+    import s3prl.downstream.runner  # noqa: F401  (imports HfApi, HfFolder, Repository at its top)
+
+    plugin.install()
+    if tuple(int(p) for p in huggingface_hub.__version__.split(".")[:2]) < (1, 0):
+        assert huggingface_hub.HfFolder.__module__.startswith("huggingface_hub")  # its own, untouched
+        assert huggingface_hub.Repository.__module__.startswith("huggingface_hub")
+    else:  # removed in 1.0: get_token is its successor's, Repository one line
+        assert huggingface_hub.HfFolder.get_token() == huggingface_hub.get_token()
+        with pytest.raises(RuntimeError, match="huggingface_hub 1.0 removed Repository.*--push_to_hf_hub"):
+            huggingface_hub.Repository(local_dir="x", clone_from="y")
+
+
+def test_s3prl_run_downstream_starts_as_a_file():
+    """``python .../s3prl/run_downstream.py``, the route s3prl documents: it imports
+    huggingface_hub before s3prl, so the start-up hook must catch that import."""
+    import s3prl
+
+    script = Path(s3prl.__file__).parent / "run_downstream.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "-h"],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: run_downstream.py"), proc.stderr[-3000:]
