@@ -315,12 +315,8 @@ def load_with_soundfile(
     buffer_size: int = 4096,
     backend: Optional[str] = None,
 ):
-    """``torchaudio.load`` as torchaudio 2.9+ documents it, decoded by soundfile.
-
-    Returns ``(waveform float32 (channels, frames) or (frames, channels), sample rate)``;
-    ``normalize``, ``format``, ``buffer_size`` and ``backend`` are accepted and, as by
-    torchaudio 2.9+'s own load, not used (samples are always normalised float32).
-    """
+    """``torchaudio.load`` as torchaudio 2.9+ documents it, decoded by soundfile: ``(float32
+    (channels, frames), or (frames, channels), rate)``; as there, the last four are not used."""
     import soundfile
     import torch
 
@@ -332,8 +328,6 @@ def load_with_soundfile(
 
 class _TorchaudioReadingWithSoundfile(types.ModuleType):
     """torchaudio as s3prl's modules see it: ``load`` by soundfile, every other name torchaudio's."""
-
-    _daisy_shim = True
 
     def __init__(self, torchaudio: types.ModuleType) -> None:
         super().__init__(torchaudio.__name__, torchaudio.__doc__)
@@ -366,7 +360,10 @@ def after_s3prl_module(module: types.ModuleType) -> None:
         module.load = load_with_soundfile
 
 
-def _removed_by_torchaudio_2_9(name: str):
+def _sox_effects_function(name: str):
+    if name.startswith("__"):
+        raise AttributeError(name)
+
     def removed(*args, **kwargs):
         raise RuntimeError(
             f"torchaudio.sox_effects.{name}: torchaudio 2.9 removed sox_effects, which this s3prl dataset "
@@ -374,12 +371,6 @@ def _removed_by_torchaudio_2_9(name: str):
         )
 
     return removed
-
-
-def _sox_effects_function(name: str):
-    if name.startswith("__"):
-        raise AttributeError(name)
-    return _removed_by_torchaudio_2_9(name)
 
 
 def before_s3prl_module() -> None:
@@ -406,8 +397,7 @@ def before_s3prl_module() -> None:
 
 # -- huggingface_hub >= 1.0 -------------------------------------------------------------------
 class _HfFolder:
-    """``huggingface_hub.HfFolder`` as s3prl's runner uses it: ``get_token`` only (its successor,
-    ``huggingface_hub.get_token``, is what HfFolder.get_token called before 1.0)."""
+    """``huggingface_hub.HfFolder`` as s3prl's runner uses it: ``get_token``, by its successor."""
 
     @staticmethod
     def get_token() -> Optional[str]:
