@@ -1,7 +1,8 @@
 # The two front-door commands (see README.md):
 #   make demo   install, make a small corpus, run the main job on the embedded default
 #   make test   install, run the full test suite
-# Both create the virtual environment at .venv in this checkout.
+# Both create the virtual environment at .venv in this checkout. For CI, make test-current: the
+# suite again on the current stack, in .venv-current.
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ APT_PACKAGES := espeak-ng sox flite pocketsphinx-testdata
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SOURCES := $(shell find daisy_upstream s3prl_configs -type f -not -name '*.pyc' -not -path '*/__pycache__/*') setup.py
 
-.PHONY: demo test lint install system-packages embedded
+.PHONY: demo test test-current lint install system-packages embedded
 
 install: $(VENV)/.installed
 
@@ -20,15 +21,18 @@ system-packages:
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; \
 	fi
 
-# dependencies: once, and again when setup.cfg changes
-$(VENV)/.deps: setup.cfg pyproject.toml | system-packages
+# dependencies: once, and again when setup.cfg or the pins change. setup.cfg holds ranges
+# (docs/install.md); the default stack is pinned by .ci/constraints-default.txt (torch 2.8.0,
+# torchaudio 2.8.0, s3prl 0.4.18)
+PINS := -c .ci/constraints-default.txt
+$(VENV)/.deps: setup.cfg pyproject.toml .ci/constraints-default.txt | system-packages
 	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q '.[tasks,test]'
+	$(VENV)/bin/python -m pip install -q $(PINS) '.[s3prl,tasks,test]'
 	# ESPnet's S3prlFrontend (tests/integration/test_espnet.py): ESPnet without its dependencies
 	# (one of them declares a git URL, which pip refuses), then the few its frontend imports
 	$(VENV)/bin/python -m pip install -q --no-deps espnet==202511
-	$(VENV)/bin/python -m pip install -q '.[espnet]'
+	$(VENV)/bin/python -m pip install -q $(PINS) '.[espnet]'
 	touch $@
 
 # the package itself (a regular install: it carries the daisy_upstream.pth start-up hook)
@@ -39,6 +43,12 @@ $(VENV)/.installed: $(VENV)/.deps $(SOURCES)
 
 test: install
 	$(VENV)/bin/python -m pytest -q
+
+# the same suite on the current stack (torch 2.11.0, torchaudio 2.11.0, espnet-s3prl), in
+# .venv-current, installed as a user has it and then this project by a plain pip install
+test-current:
+	bash .ci/current-stack.sh
+	.venv-current/bin/python -m pytest -q
 
 # ruff's formatter and linter (pyproject.toml), as .ci/run checks them
 lint: install

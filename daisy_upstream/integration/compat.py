@@ -1,9 +1,12 @@
-"""Every compatibility shim for s3prl 0.4.18 on torch 2.8, in one place, applied once.
+"""Every compatibility shim, in one place, each applied once and only where its stack needs it.
 
-Each shim is narrow, says what it fixes, and touches no file of the installed s3prl.
+Each shim is narrow, names the release it is for, and touches no file of the installed s3prl.
 Each is idempotent; :mod:`daisy_upstream.integration.plugin` applies them when the module they
 fix is imported (an s3prl module, or :mod:`daisy_upstream.core.precision` for torch's CPU bf16
-convolution; never at interpreter start-up).
+convolution; never at interpreter start-up). The stacks (docs/install.md): torch 2.8 with
+s3prl 0.4.18 (the pinned default) and torch 2.9+ with either s3prl distribution, s3prl or
+ESPnet's fork espnet-s3prl, which installs the same ``s3prl`` module without the calls that
+torchaudio 2.9 removed.
 """
 
 from __future__ import annotations
@@ -12,18 +15,31 @@ import argparse
 import contextlib
 import functools
 import hashlib
+import importlib.machinery
+import importlib.metadata
+import importlib.util
 import os
+import re
 import sys
+import types
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 __all__ = [
+    "after_s3prl_module",
     "allow_namespace_in_checkpoints",
+    "before_s3prl_module",
     "cpu_bf16_conv_guard",
     "guard_frozen_forward",
+    "import_torchaudio",
     "key_voxceleb1_cache_by_dataset",
     "local_rank_from_torchrun",
+    "load_with_soundfile",
     "patch_runner_module",
+    "require_s3prl",
+    "restore_hub_names",
+    "s3prl_distribution",
+    "s3prl_module_shims_needed",
     "voxceleb1_cache_dir",
 ]
 
@@ -220,3 +236,196 @@ def patch_runner_module(runner) -> None:
     _advance_progress_on_every_rank(runner)
     _evaluate_through_unwrapped_models(runner)
     local_rank_from_torchrun()
+
+
+# -- which s3prl, which torchaudio ------------------------------------------------------------
+def s3prl_distribution() -> Optional[str]:
+    """The distribution whose ``s3prl`` module this interpreter imports: ``"s3prl"``,
+    ``"espnet-s3prl"``, or None (no s3prl, or a source checkout without metadata)."""
+    module = sys.modules.get("s3prl")
+    origin = getattr(module, "__file__", None)
+    if origin is None:
+        spec = importlib.machinery.PathFinder.find_spec("s3prl")  # sys.path only: no hook runs
+        origin = spec.origin if spec is not None else None
+    if origin is None:
+        return None
+    site = [str(Path(origin).parents[1])]  # the distribution installed beside the module imported
+    for name in ("s3prl", "espnet-s3prl"):
+        if next(iter(importlib.metadata.distributions(name=name, path=site)), None) is not None:
+            return name
+    return None
+
+
+def require_s3prl() -> None:
+    """One clear line where neither s3prl distribution is installed (``import daisy_upstream``)."""
+    if "s3prl" in sys.modules or importlib.machinery.PathFinder.find_spec("s3prl") is not None:
+        return
+    raise ImportError(
+        "daisy_upstream needs the s3prl module and neither s3prl nor espnet-s3prl is installed: "
+        "pip install 'daisy_upstream[s3prl]' (or 'daisy_upstream[espnet-s3prl]', ESPnet's fork; docs/install.md)"
+    )
+
+
+def _release(version: str) -> Tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
+def import_torchaudio() -> types.ModuleType:
+    """torchaudio, or one clear line when its build does not load beside this torch."""
+    try:
+        import torchaudio
+    except (ImportError, OSError) as error:  # an undefined symbol of torch's C++ library
+        import torch
+
+        raise ImportError(
+            f"torchaudio {importlib.metadata.version('torchaudio')} does not load beside torch {torch.__version__} "
+            f"({error}); install the torchaudio release paired with this torch (docs/install.md)"
+        ) from error
+    return torchaudio
+
+
+@functools.lru_cache(maxsize=None)
+def _needs() -> Tuple[bool, bool]:
+    """(backend names to stub, torchaudio.load to read with soundfile) for this interpreter,
+    from the installed metadata (nothing imported)."""
+    try:
+        after_2_8 = _release(importlib.metadata.version("torchaudio")) >= (2, 9)
+    except importlib.metadata.PackageNotFoundError:
+        return (False, False)
+    return (
+        after_2_8 and s3prl_distribution() == "s3prl",
+        after_2_8 and importlib.util.find_spec("torchcodec") is None,
+    )
+
+
+def s3prl_module_shims_needed() -> bool:
+    """Whether :func:`before_s3prl_module` / :func:`after_s3prl_module` do anything here."""
+    return any(_needs())
+
+
+# -- torchaudio >= 2.9 --------------------------------------------------------------------------
+def load_with_soundfile(
+    uri,
+    frame_offset: int = 0,
+    num_frames: int = -1,
+    normalize: bool = True,
+    channels_first: bool = True,
+    format: Optional[str] = None,
+    buffer_size: int = 4096,
+    backend: Optional[str] = None,
+):
+    """``torchaudio.load`` as torchaudio 2.9+ documents it, decoded by soundfile: ``(float32
+    (channels, frames), or (frames, channels), rate)``; as there, the last four are not used."""
+    import soundfile
+    import torch
+
+    source = uri if hasattr(uri, "read") else os.fspath(uri)
+    data, rate = soundfile.read(source, start=frame_offset, frames=num_frames, dtype="float32", always_2d=True)
+    wav = torch.from_numpy(data)
+    return (wav.T.contiguous() if channels_first else wav), int(rate)
+
+
+class _TorchaudioReadingWithSoundfile(types.ModuleType):
+    """torchaudio as s3prl's modules see it: ``load`` by soundfile, every other name torchaudio's."""
+
+    def __init__(self, torchaudio: types.ModuleType) -> None:
+        super().__init__(torchaudio.__name__, torchaudio.__doc__)
+        self._torchaudio, self.load = torchaudio, load_with_soundfile
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["_torchaudio"], name)
+
+
+@functools.lru_cache(maxsize=None)
+def _torchaudio_for_s3prl() -> types.ModuleType:
+    return _TorchaudioReadingWithSoundfile(import_torchaudio())
+
+
+def after_s3prl_module(module: types.ModuleType) -> None:
+    """Applied to every s3prl module right after its import; only with torchaudio >= 2.9
+    without torchcodec.
+
+    torchaudio 2.9 made ``torchaudio.load`` decode through torchcodec, a separate install
+    (with FFmpeg); without it every s3prl dataset's ``torchaudio.load`` raises ImportError.
+    In that module only, the name ``torchaudio`` (and ``load`` where it did ``from torchaudio
+    import load``) reads with soundfile, a dependency of ours; torchaudio itself is unchanged.
+    """
+    if not _needs()[1]:
+        return
+    torchaudio, namespace = import_torchaudio(), vars(module)
+    if namespace.get("torchaudio") is torchaudio:
+        module.torchaudio = _torchaudio_for_s3prl()
+    if namespace.get("load") is torchaudio.load:
+        module.load = load_with_soundfile
+
+
+def _sox_effects_function(name: str):
+    if name.startswith("__"):
+        raise AttributeError(name)
+
+    def removed(*args, **kwargs):
+        raise RuntimeError(
+            f"torchaudio.sox_effects.{name}: torchaudio 2.9 removed sox_effects, which this s3prl dataset "
+            "uses; run it with torchaudio < 2.9 (docs/install.md)"
+        )
+
+    return removed
+
+
+def before_s3prl_module() -> None:
+    """Applied before every s3prl module executes; only for the s3prl distribution (0.4.18)
+    on torchaudio >= 2.9.
+
+    torchaudio 2.9 removed ``set_audio_backend`` and ``sox_effects``. s3prl 0.4.18 calls the
+    first when its modules are imported (``dataio/dataset/load_audio.py``,
+    ``upstream/byol_s/byol_a/common.py``: ``import s3prl.hub`` fails) and imports the second
+    in some datasets (sv_voxceleb1, speech_commands, ...); espnet-s3prl removed those calls.
+    ``set_audio_backend`` becomes what it was in torchaudio 2.8, a no-op; ``sox_effects``
+    imports, and each of its functions raises one line saying why when called.
+    """
+    if not _needs()[0]:
+        return
+    torchaudio = import_torchaudio()
+    if not hasattr(torchaudio, "set_audio_backend"):
+        torchaudio.set_audio_backend = lambda backend: None
+    if "torchaudio.sox_effects" not in sys.modules and not hasattr(torchaudio, "sox_effects"):
+        stub = types.ModuleType("torchaudio.sox_effects", "Removed in torchaudio 2.9 (daisy_upstream's stub).")
+        stub.__getattr__ = _sox_effects_function
+        torchaudio.sox_effects = sys.modules[stub.__name__] = stub
+
+
+# -- huggingface_hub >= 1.0 -------------------------------------------------------------------
+class _HfFolder:
+    """``huggingface_hub.HfFolder`` as s3prl's runner uses it: ``get_token``, by its successor."""
+
+    @staticmethod
+    def get_token() -> Optional[str]:
+        import huggingface_hub
+
+        return huggingface_hub.get_token()
+
+
+class _Repository:
+    def __init__(self, *args, **kwargs) -> None:
+        raise RuntimeError(
+            "huggingface_hub 1.0 removed Repository, which s3prl's --push_to_hf_hub uses; "
+            "push with huggingface_hub < 1 (docs/install.md)"
+        )
+
+
+def restore_hub_names(huggingface_hub: types.ModuleType) -> None:
+    """Applied to ``huggingface_hub`` when it is imported; only with huggingface_hub >= 1.0.
+
+    huggingface_hub 1.0 (transformers 5 needs it) removed ``HfFolder`` and ``Repository``;
+    s3prl's ``downstream/runner.py`` and ``run_downstream.py`` (both distributions) import them
+    at their top, for ``--push_to_hf_hub`` only, so ``run_downstream`` did not start. Only where
+    the names are missing: ``HfFolder.get_token`` returns ``huggingface_hub.get_token()``;
+    ``Repository`` raises one line when built.
+    """
+    if _release(getattr(huggingface_hub, "__version__", "0")) < (1, 0):
+        return
+    if not hasattr(huggingface_hub, "HfFolder"):
+        huggingface_hub.HfFolder = _HfFolder
+    if not hasattr(huggingface_hub, "Repository"):
+        huggingface_hub.Repository = _Repository

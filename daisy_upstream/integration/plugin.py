@@ -31,6 +31,8 @@ import types
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
+from daisy_upstream.integration import compat
+
 __all__ = ["HUB_ENTRIES", "install", "patch_runner", "register_hub", "run_downstream", "s3prl_configs"]
 
 HUB_ENTRIES = ("daisy_hubert",) + tuple(
@@ -78,17 +80,24 @@ _HOOKS: Dict[str, Tuple[str, str]] = {
     "s3prl.problem.base": ("daisy_upstream.integration.s3prl_nn", "patch_featurizer_name"),
     "s3prl.downstream.voxceleb1.dataset": ("daisy_upstream.integration.compat", "key_voxceleb1_cache_by_dataset"),
     "daisy_upstream.core.precision": ("daisy_upstream.integration.compat", "guard_frozen_forward"),
+    "huggingface_hub": ("daisy_upstream.integration.compat", "restore_hub_names"),
 }
 
 
 def _apply_hook(name: str, module: types.ModuleType) -> None:
-    owner, function = _HOOKS[name]
-    getattr(importlib.import_module(owner), function)(module)
+    if name in _HOOKS:
+        owner, function = _HOOKS[name]
+        getattr(importlib.import_module(owner), function)(module)
+    if name.startswith("s3prl.") and compat.s3prl_module_shims_needed():
+        compat.after_s3prl_module(module)
 
 
 class _AfterImport(importlib.abc.Loader):
     def __init__(self, loader: importlib.abc.Loader, name: str) -> None:
         self.loader, self.name = loader, name
+
+    def __getattr__(self, name: str):  # get_source, get_resource_reader, ...: the real loader's
+        return getattr(self.__dict__["loader"], name)
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
@@ -98,24 +107,43 @@ class _AfterImport(importlib.abc.Loader):
         _apply_hook(self.name, module)
 
 
+def hooked_spec(fullname: str, path=None) -> Optional[importlib.machinery.ModuleSpec]:
+    """The spec of one of :data:`_HOOKS`' modules, or of any s3prl module where this stack needs
+    :mod:`~daisy_upstream.integration.compat`'s s3prl-wide shims (torchaudio >= 2.9), with a
+    loader that applies its hooks right after it executes; None for any other module.
+
+    Before an s3prl module is found (so also before ``-m s3prl.run_downstream`` runs, which
+    ``runpy`` executes without ``exec_module``), :func:`compat.before_s3prl_module` runs.
+    """
+    s3prl_module = fullname.startswith("s3prl.")
+    if s3prl_module:
+        compat.before_s3prl_module()
+    if fullname not in _HOOKS and not (s3prl_module and compat.s3prl_module_shims_needed()):
+        return None
+    spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+    if spec is None or spec.loader is None:
+        return None
+    spec.loader = _AfterImport(spec.loader, fullname)
+    return spec
+
+
 class _PostImportFinder(importlib.abc.MetaPathFinder):
-    """Runs a hook right after one of :data:`_HOOKS`' modules is first executed."""
+    """Puts :func:`hooked_spec` on ``sys.meta_path``."""
 
     def find_spec(self, fullname, path, target=None):
-        if fullname not in _HOOKS:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return None
-        spec.loader = _AfterImport(spec.loader, fullname)
-        return spec
+        return hooked_spec(fullname, path)
 
 
 def install() -> None:
-    """Register now where s3prl is imported, else when it is (idempotent, cheap)."""
-    for name in _HOOKS:
-        if name in sys.modules:
-            _apply_hook(name, sys.modules[name])
+    """Register now where s3prl is imported, else when it is (idempotent, cheap).
+
+    Raises:
+        ImportError: neither s3prl distribution is installed (the line names the install).
+    """
+    compat.require_s3prl()
+    for name, module in list(sys.modules.items()):
+        if module is not None and (name in _HOOKS or name.startswith("s3prl.")):
+            _apply_hook(name, module)
     if not any(isinstance(finder, _PostImportFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _PostImportFinder())
 

@@ -34,17 +34,22 @@ class HiddenCheckFailed(ValueError):
 
 
 def requirements() -> List[str]:
-    """The installed daisy_upstream's pins (setup.cfg ``install_requires``) and daisy_upstream itself."""
+    """daisy_upstream, each of its requirements (setup.cfg ``install_requires``, ranges) pinned to
+    the version installed here, and the s3prl distribution in use (s3prl or espnet-s3prl)."""
+    import re
     from importlib.metadata import PackageNotFoundError, requires, version
 
+    from daisy_upstream.integration.compat import s3prl_distribution
+
     try:
-        pins = [r for r in (requires("daisy_upstream") or []) if "extra ==" not in r]
+        names = [re.match(r"[A-Za-z0-9._-]+", r)[0] for r in (requires("daisy_upstream") or []) if "extra ==" not in r]
         own = f"daisy_upstream=={version('daisy_upstream')}"
     except PackageNotFoundError as error:
         raise FileNotFoundError(
             "daisy_upstream is not installed (its pins come from the installed metadata); run 'make install' first"
         ) from error
-    return [own, *pins]
+    s3prl = s3prl_distribution()
+    return [own, *(f"{name}=={version(name)}" for name in names + ([s3prl] if s3prl else []))]
 
 
 def run_checks(folder: PathLike, timeout: float = 600.0) -> Dict[str, Any]:

@@ -149,15 +149,18 @@ def test_balanced_layer_lrs_scale_inversely_with_feature_norm():
 
 @pytest.mark.parametrize("balance", [True, False])
 def test_branch_learning_rates_in_the_saved_optimizer(write_checkpoint, audio_dir, tmp_path, balance):
-    ckpt = write_checkpoint(num_layers=3, branches=False)
+    # pre-LayerNorm: the residual stream's norm differs by layer. In a post-LayerNorm model every
+    # layer ends in a LayerNorm, so the norms agree to rounding and whether the rates differ was
+    # chance (on torch 2.11 two of three came out equal)
+    ckpt = write_checkpoint(num_layers=3, branches=False, layer_norm_first=True)
     corpus = AudioCorpus.from_source(audio_dir)
     config = fast_config(max_steps=2, stop_after=1, balance_lr=balance)
     train_branches(ckpt, corpus, tmp_path / "a.pt", tmp_path / "w", config, progress=False)
     groups = torch.load(tmp_path / "w" / "state.pt", weights_only=True)["optimizer"]["param_groups"]
     lrs = [group["lr"] for group in groups]
     assert len(lrs) == 3 and min(lrs) == pytest.approx(config.lr)  # the largest features keep lr
-    if balance:  # a random model's layers differ in norm: the rates differ
-        assert len(set(lrs)) == 3
+    if balance:  # the layers differ in norm: the rates differ, by more than rounding
+        assert len(set(round(v, 6) for v in lrs)) == 3
     else:
         assert lrs == [config.lr] * 3
 
