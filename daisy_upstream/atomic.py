@@ -104,7 +104,12 @@ def make_folders(folder: PathLike) -> List[Path]:
     created = []
     try:
         for part in reversed(missing):
-            part.mkdir()
+            try:
+                part.mkdir()
+            except FileExistsError:
+                if part.is_dir():  # made meanwhile by another process (parallel writers)
+                    continue
+                raise
             created.append(part)
     except OSError as error:
         remove_folders(created)
