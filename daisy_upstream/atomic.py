@@ -77,7 +77,9 @@ def _probe(folder: Path) -> Optional[OSError]:
     except OSError as error:
         return error
     try:
-        os.write(fd, b"\0" * _PROBE_BYTES)
+        data = memoryview(b"\0" * _PROBE_BYTES)
+        while data:  # a write the system cuts short is retried: the next one names the error
+            data = data[os.write(fd, data) :]
         os.fsync(fd)
     except OSError as error:
         return error
@@ -161,8 +163,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     except BaseException as error:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        failed = _as_output_error(path, error)  # (the probe writes in the folder: before removing it)
         remove_folders(created)
-        failed = _as_output_error(path, error)
         if failed is not None:
             raise failed from error
         raise

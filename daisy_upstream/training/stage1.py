@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
@@ -27,9 +28,10 @@ from daisy_upstream.core.branches import ExitBranches
 from daisy_upstream.core.checkpoint import DaisyCheckpoint, half_precision, with_branches
 from daisy_upstream.core.checkpoint_checks import check_device
 from daisy_upstream.core.early_exit import EarlyExitModel
-from daisy_upstream.outputs import claim_working_folder, locked_folder, output_files
+from daisy_upstream.outputs import check_working_folder, claim_working_folder, locked_folder, output_files
 
 from .distributed import barrier, default_device, init_distributed, resolve_device
+from .kmeans_targets import KMEANS_FILE
 from .monitor import TrainingMonitor
 from .stage1_config import Stage1Config, Stage1Result
 from .stage1_loop import Run, evaluate, train
@@ -191,7 +193,12 @@ def holds_a_state(work_dir: Path) -> bool:
 
 @contextlib.contextmanager
 def _work_dir(work_dir: Path, inputs: Sequence[Any], is_main: bool, world: int) -> Iterator[None]:
-    """Claim ``work_dir`` as train-branches' own and hold its lock (rank 0) while training."""
+    """Claim ``work_dir`` as train-branches' own and hold its lock (rank 0) while training.
+
+    A work dir this call made is removed again when the call fails before it saved anything
+    worth resuming (a state or the k-means fit).
+    """
+    fresh = not work_dir.exists()
     with contextlib.ExitStack() as stack:
         try:
             if is_main:
@@ -199,12 +206,19 @@ def _work_dir(work_dir: Path, inputs: Sequence[Any], is_main: bool, world: int) 
                 stack.enter_context(locked_folder(work_dir, TOOL, "--work-dir"))
         finally:
             barrier(world)
-        yield
+        try:
+            yield
+        except BaseException:
+            if is_main and fresh and not any((work_dir / name).exists() for name in (STATE_FILE, KMEANS_FILE)):
+                stack.close()  # the lock first
+                shutil.rmtree(work_dir, ignore_errors=True)
+            raise
 
 
 def _prepare(
     checkpoint: Union[str, Path],
-    teacher: Optional[Union[str, Path]],
+    loaded: DaisyCheckpoint,
+    raw_state: Dict[str, Any],
     corpus: AudioCorpus,
     heldout: Optional[AudioCorpus],
     config: Stage1Config,
@@ -212,10 +226,9 @@ def _prepare(
     rank: int,
     world: int,
     dev: torch.device,
-) -> Tuple[Run, DaisyCheckpoint, Dict[str, Any]]:
-    """Load the frozen model and the targets, make the branches and their optimizer."""
+) -> Run:
+    """The targets, the branches and their optimizer for the loaded frozen model."""
     kind = config.targets or "model"
-    loaded, raw_state = load_frozen_model(checkpoint, teacher, need_head=kind == "model")
     model = loaded.model.to(dev).eval()
     backbone = EarlyExitModel(
         model, None, normalize_waveform=bool(loaded.task_cfg.normalize), precision=config.precision
@@ -254,7 +267,7 @@ def _prepare(
         config, dev, rank, world, backbone, targets, train_set, heldout_set, batches, branches, optimizer,
         train_module, fingerprint, work_dir / STATE_FILE, total,
     )  # fmt: skip
-    return run, loaded, raw_state
+    return run
 
 
 def _resume_or_start(run: Run, resume_anyway: bool) -> None:
@@ -344,8 +357,11 @@ def train_branches(
     out, work_dir = Path(out), Path(work_dir)
     rank, world, dev = _devices(device)
     inputs = (checkpoint, teacher, corpus.source, heldout.source if heldout is not None else None)
+    if rank == 0:  # refused before any work, nothing written
+        check_working_folder(work_dir, TOOL, inputs, made_before=holds_a_state, flag="--work-dir")
+    loaded, raw_state = load_frozen_model(checkpoint, teacher, need_head=(config.targets or "model") == "model")
     with _work_dir(work_dir, inputs, rank == 0, world):
-        run, loaded, raw_state = _prepare(checkpoint, teacher, corpus, heldout, config, work_dir, rank, world, dev)
+        run = _prepare(checkpoint, loaded, raw_state, corpus, heldout, config, work_dir, rank, world, dev)
         _resume_or_start(run, resume_anyway)
         run.monitor = TrainingMonitor(
             work_dir,
