@@ -277,3 +277,9 @@ def test_a_lock_is_refused_while_its_owner_lives_and_a_foreign_file_is_never_tak
     with pytest.raises(OutputRefused, match="not a daisy lock file"):
         OwnerLock(work / LOCK_FILE).acquire()
     assert (work / LOCK_FILE).read_text() == "my notes about locks\n"
+
+
+def test_a_path_under_a_link_to_nothing_is_refused_before_work(tmp_path):
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(OutputRefused, match="gone is a link to a folder that does not exist"):
+        check_output_files([tmp_path / "gone" / "x.yaml"], "calibrate")

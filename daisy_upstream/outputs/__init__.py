@@ -1,8 +1,8 @@
 """Where commands write: every output set complete or absent, nothing a user wrote replaced.
 
-One policy for every ``daisy`` command that writes results (the resumable state folders of
-``pretrain-tiny`` and ``train-branches --work-dir`` keep their own semantics; the working
-folders of ``demo`` and ``table1`` are claimed, see below):
+One policy for every ``daisy`` command that writes results (the resumable state folder of
+``pretrain-tiny`` keeps its own semantics; the working folders of ``demo``, ``table1``,
+``make-corpus`` and ``train-branches --work-dir`` are claimed, see below):
 
 * **Write aside, rename into place.** A folder output is built in a hidden temporary sibling
   (``.NAME.daisy-partial-XXXX``) and renamed to its name in one ``rename``; file outputs are
@@ -21,9 +21,13 @@ folders of ``demo`` and ``table1`` are claimed, see below):
   check, so of two runs on one output at most one succeeds.
 
 A **working folder** (``demo --out``, ``table1 --out``: a corpus and runner experiments that
-record their absolute paths, re-run to continue) cannot be built aside; :func:`claim_working_folder`
-applies the same refusals and marks the folder as the command's, so a later run continues only
-in a folder that command claimed (``make-corpus`` keeps its own equivalent marker).
+record their absolute paths; a ``make-corpus`` folder; a ``train-branches`` work dir: re-run
+to continue) cannot be built aside; :func:`claim_working_folder` applies the same refusals
+and marks the folder as the command's (with the settings it was made with, where given), so a
+later run continues only in a folder that command claimed, with the same settings.
+
+The package's modules: :mod:`.checks` (the refusals and ownership records), :mod:`.writing`
+(write aside, rename into place), :mod:`.working` (working folders and locks).
 
 **Bookkeeping files** (this module's manifests, the locks of :class:`OwnerLock`, the state
 a working folder holds) are created only in a folder that is new or empty, or that holds

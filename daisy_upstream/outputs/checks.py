@@ -83,8 +83,12 @@ def _owned_folder_problem(out: Path, tool: str) -> Optional[str]:
 
 
 def _refuse_file_ancestor(path: Path, flag: str) -> None:
-    """A path under a file (``notes.txt/x.yaml``) cannot be made."""
+    """A path under a file (``notes.txt/x.yaml``) or under a link to nothing cannot be made."""
     for parent in path.parents:
+        if parent.is_symlink() and not parent.exists():
+            raise OutputRefused(
+                f"{flag}{path}: {parent} is a link to a folder that does not exist; choose another path"
+            )
         if parent.exists():
             if not parent.is_dir():
                 raise OutputRefused(f"{flag}{path}: {parent} is a file, not a folder; choose another path")

@@ -44,7 +44,7 @@ def check_working_folder(
     try:
         out = _refuse_always(out, inputs)
     except OutputRefused as refused:
-        raise OutputRefused(str(refused).replace("--out", flag, 1)) from None
+        raise OutputRefused(str(refused).replace("--out", flag)) from None
     if out.exists() and not out.is_dir():
         raise OutputRefused(f"{flag} {given} is a file, not a folder; choose another {flag}")
     if out.is_dir() and any(out.iterdir()):

@@ -41,3 +41,7 @@ def test_every_value_is_typed_ranged_and_finite(values, match):
 
 def test_good_values_pass():
     assert DaisyConfig.from_mapping({"tau": 0.5, "fixed_layer": 2, "strategy": "fixed"}).tau == 0.5
+
+
+def test_merge_keys_still_work():
+    assert load_unique("a: &x {r: 1}\nb:\n  <<: *x\n  s: 2\n") == {"a": {"r": 1}, "b": {"r": 1, "s": 2}}
