@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
 
     types.set_threads(args.threads)
     from daisy_upstream.outputs import check_output_files, check_working_folder
-    from daisy_upstream.training.stage1 import holds_a_state
+    from daisy_upstream.training.stage1_state import holds_a_state
 
     check_output_files([args.out], "train-branches", args.force, (args.ckpt, args.teacher))  # before any work
     work_dir = args.work_dir or args.out.with_name(args.out.stem + ".work")

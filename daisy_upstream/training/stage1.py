@@ -12,11 +12,9 @@ gathered), and rank 0 logs and writes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import shutil
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -28,14 +26,14 @@ from daisy_upstream.core.branches import ExitBranches
 from daisy_upstream.core.checkpoint import DaisyCheckpoint, half_precision, with_branches
 from daisy_upstream.core.checkpoint_checks import check_device
 from daisy_upstream.core.early_exit import EarlyExitModel
-from daisy_upstream.outputs import check_working_folder, claim_working_folder, locked_folder, output_files
+from daisy_upstream.outputs import check_working_folder, output_files
 
 from .distributed import barrier, default_device, init_distributed, resolve_device
 from .kmeans_targets import KMEANS_FILE
 from .monitor import TrainingMonitor
 from .stage1_config import Stage1Config, Stage1Result
 from .stage1_loop import Run, evaluate, train
-from .stage1_state import STATE_FILE, STATE_FORMAT, epoch_order, load_state
+from .stage1_state import STATE_FILE, claim_work_dir, epoch_order, holds_a_state, load_state
 from .targets import (
     BranchLoss,
     ClusterTargets,
@@ -182,39 +180,6 @@ def _devices(device: Optional[str]) -> Tuple[int, int, torch.device]:
     return rank, world, dev
 
 
-def holds_a_state(work_dir: Path) -> bool:
-    """Whether ``work_dir`` holds a train-branches state (a work dir made before they were claimed)."""
-    try:
-        saved = torch.load(work_dir / STATE_FILE, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - anything that is not a state: not ours
-        return False
-    return isinstance(saved, dict) and saved.get("format") == STATE_FORMAT
-
-
-@contextlib.contextmanager
-def _work_dir(work_dir: Path, inputs: Sequence[Any], is_main: bool, world: int) -> Iterator[None]:
-    """Claim ``work_dir`` as train-branches' own and hold its lock (rank 0) while training.
-
-    A work dir this call made is removed again when the call fails before it saved anything
-    worth resuming (a state or the k-means fit).
-    """
-    fresh = not work_dir.exists()
-    with contextlib.ExitStack() as stack:
-        try:
-            if is_main:
-                claim_working_folder(work_dir, TOOL, inputs, made_before=holds_a_state, flag="--work-dir")
-                stack.enter_context(locked_folder(work_dir, TOOL, "--work-dir"))
-        finally:
-            barrier(world)
-        try:
-            yield
-        except BaseException:
-            if is_main and fresh and not any((work_dir / name).exists() for name in (STATE_FILE, KMEANS_FILE)):
-                stack.close()  # the lock first
-                shutil.rmtree(work_dir, ignore_errors=True)
-            raise
-
-
 def _prepare(
     checkpoint: Union[str, Path],
     loaded: DaisyCheckpoint,
@@ -301,6 +266,26 @@ def _resume_or_start(run: Run, resume_anyway: bool) -> None:
         )
 
 
+def _train_watched(run: Run, work_dir: Path, tensorboard: bool, progress: bool) -> Tuple[float, float, Optional[float]]:
+    """:func:`~daisy_upstream.training.stage1_loop.train` with the progress bar and TensorBoard;
+    ``(audio seconds, wall seconds, peak GPU MiB or None)``."""
+    run.monitor = TrainingMonitor(
+        work_dir,
+        run.backbone.num_layers,
+        run.done.step,
+        run.total_steps,
+        tensorboard=run.is_main and tensorboard,
+        progress=run.is_main and progress,
+        log_every=run.config.log_every,
+    )
+    if run.dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.dev)
+    audio_seconds, wall = train(run)
+    run.monitor.close_bar()
+    peak = torch.cuda.max_memory_allocated(run.dev) / 2**20 if run.dev.type == "cuda" else None
+    return audio_seconds, wall, peak
+
+
 def train_branches(
     checkpoint: Union[str, Path],
     corpus: AudioCorpus,
@@ -328,10 +313,9 @@ def train_branches(
         corpus: unlabeled audio; the held-out part (``config.heldout_fraction``) is used for
             evaluation and the calibration stored in ``out``.
         out: the DAISY checkpoint to write when the last step is reached.
-        work_dir: resumable state (``state.pt``) and TensorBoard logs (``tb/``): a new or empty
-            folder, or one a train-branches run made (:func:`daisy_upstream.outputs.claim_working_folder`);
-            locked while training, so a second run on it is refused. If a state is there,
-            training continues from it.
+        work_dir: resumable state (``state.pt``) and TensorBoard logs (``tb/``): new, empty or
+            made by train-branches before (:func:`daisy_upstream.outputs.claim_working_folder`),
+            locked while training; a state there is continued.
         device: cpu, cuda, cuda:1; None: cuda when a GPU is visible (under torchrun each
             process takes its ``LOCAL_RANK``'s GPU).
         teacher: a checkpoint of the same backbone that provides ``final_proj`` and
@@ -360,23 +344,10 @@ def train_branches(
     if rank == 0:  # refused before any work, nothing written
         check_working_folder(work_dir, TOOL, inputs, made_before=holds_a_state, flag="--work-dir")
     loaded, raw_state = load_frozen_model(checkpoint, teacher, need_head=(config.targets or "model") == "model")
-    with _work_dir(work_dir, inputs, rank == 0, world):
+    with claim_work_dir(work_dir, inputs, rank == 0, world, (STATE_FILE, KMEANS_FILE)):
         run = _prepare(checkpoint, loaded, raw_state, corpus, heldout, config, work_dir, rank, world, dev)
         _resume_or_start(run, resume_anyway)
-        run.monitor = TrainingMonitor(
-            work_dir,
-            run.backbone.num_layers,
-            run.done.step,
-            run.total_steps,
-            tensorboard=run.is_main and tensorboard,
-            progress=run.is_main and progress,
-            log_every=config.log_every,
-        )
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        audio_seconds, wall = train(run)
-        run.monitor.close_bar()
-        peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
+        audio_seconds, wall, peak = _train_watched(run, work_dir, tensorboard, progress)
         run.save()
         finished = run.done.step >= run.total_steps
         final_heldout = calibration = None

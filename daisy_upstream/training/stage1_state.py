@@ -13,19 +13,33 @@ the same weights as an uninterrupted one. A state is only resumed by a run whose
 
 from __future__ import annotations
 
+import contextlib
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
 
 from daisy_upstream.atomic import atomic_torch_save
+from daisy_upstream.outputs import claim_working_folder, locked_folder
 
+from .distributed import barrier
 from .stage1_config import Stage1Config
 
-__all__ = ["RESUME_SETTINGS", "STATE_FILE", "STATE_FORMAT", "Progress", "epoch_order", "load_state", "save_state"]
+__all__ = [
+    "RESUME_SETTINGS",
+    "STATE_FILE",
+    "STATE_FORMAT",
+    "claim_work_dir",
+    "holds_a_state",
+    "Progress",
+    "epoch_order",
+    "load_state",
+    "save_state",
+]
 
 STATE_FILE = "state.pt"
 STATE_FORMAT = "daisy-stage1-state-v1"
@@ -142,6 +156,41 @@ def load_state(
     optimizer.load_state_dict(saved["optimizer"])
     _set_rng_state(saved["rng"])
     return Progress(int(saved["step"]), int(saved["epoch"]), int(saved["position"]), list(saved.get("history", [])))
+
+
+def holds_a_state(work_dir: Path) -> bool:
+    """Whether ``work_dir`` holds a train-branches state (a work dir made before they were claimed)."""
+    try:
+        saved = torch.load(work_dir / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - anything that is not a state: not ours
+        return False
+    return isinstance(saved, dict) and saved.get("format") == STATE_FORMAT
+
+
+@contextlib.contextmanager
+def claim_work_dir(
+    work_dir: Path, inputs: Sequence[Any], is_main: bool, world: int, worth_keeping: Sequence[str] = (STATE_FILE,)
+) -> Iterator[None]:
+    """Claim ``work_dir`` as train-branches' own and hold its lock (rank 0) while training.
+
+    A work dir this call made is removed again when the call fails before it saved anything
+    worth resuming (a file named in ``worth_keeping``: the state, the k-means fit).
+    """
+    fresh = not work_dir.exists()
+    with contextlib.ExitStack() as stack:
+        try:
+            if is_main:
+                claim_working_folder(work_dir, "train-branches", inputs, made_before=holds_a_state, flag="--work-dir")
+                stack.enter_context(locked_folder(work_dir, "train-branches", "--work-dir"))
+        finally:
+            barrier(world)
+        try:
+            yield
+        except BaseException:
+            if is_main and fresh and not any((work_dir / name).exists() for name in worth_keeping):
+                stack.close()  # the lock first
+                shutil.rmtree(work_dir, ignore_errors=True)
+            raise
 
 
 def _rng_state() -> Dict[str, Any]:
