@@ -3,16 +3,28 @@ same tool's own output, inputs / the current folder / foreign files never touche
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 
 import pytest
 
+from daisy_upstream.atomic import OutputFailed, atomic_path
 from daisy_upstream.outputs import (
     FILE_MANIFEST,
     FOLDER_MANIFEST,
+    LOCK_FILE,
     OutputRefused,
+    OwnerLock,
+    check_output_files,
+    check_output_folder,
     claim_working_folder,
+    locked_folder,
     output_files,
     output_folder,
 )
@@ -177,3 +189,97 @@ def test_a_working_folder_is_continued_only_by_the_command_that_claimed_it(tmp_p
     with pytest.raises(OutputRefused, match="current folder"):
         claim_working_folder(".", "demo")
     assert _snapshot(tmp_path) == before
+
+
+# --- issue 35: bookkeeping files never replace the user's; OS errors name the given path ---------
+
+
+def test_a_foreign_file_named_like_our_record_is_refused_not_replaced(tmp_path):
+    """A user's ``.daisy-outputs.json`` was overwritten silently by the next output's record."""
+    theirs = tmp_path / FILE_MANIFEST
+    theirs.write_text('{"my": "bookkeeping"}\n')
+    with pytest.raises(OutputRefused, match="not daisy's record"):
+        with output_files([tmp_path / "scores.json"], "superb-score") as (tmp,):
+            tmp.write_text("1")
+    assert theirs.read_text() == '{"my": "bookkeeping"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FILE_MANIFEST]
+
+
+def test_a_path_under_a_file_is_refused_before_work(tmp_path):
+    """``--out notes.txt/x.yaml`` said ``[Errno 17] File exists``."""
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(OutputRefused, match="notes.txt is a file, not a folder"):
+        check_output_files([tmp_path / "notes.txt" / "x.yaml"], "calibrate")
+    with pytest.raises(OutputRefused, match="notes.txt is a file, not a folder"):
+        check_output_folder(tmp_path / "notes.txt" / "sub" / "out", "bench")
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES, errno.ENOTDIR])
+def test_an_os_error_names_the_given_path_and_leaves_nothing(code, tmp_path, monkeypatch):
+    """Writing into a new folder: the error names ``new/c.yaml`` (not its hidden temporary
+    file), and neither the temporary file nor the folder made for it is left."""
+    target = tmp_path / "new" / "deeper" / "c.yaml"
+    with pytest.raises(OutputFailed) as failed:
+        with output_files([target], "calibrate") as (tmp,):
+            raise OSError(code, os.strerror(code), str(tmp))  # what a write into tmp meets
+    line = str(failed.value)
+    assert line.startswith(f"cannot write {target}: {os.strerror(code)} (") and "partial" not in line
+    assert failed.value.errno == code and list(tmp_path.iterdir()) == []
+
+    real = tempfile.mkdtemp
+
+    def read_only(*args, **kwargs):  # a folder output on a read-only file system
+        name = real(*args, **kwargs)
+        os.rmdir(name)
+        raise OSError(code, os.strerror(code), name)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(OutputFailed, match=f"cannot write {tmp_path / 'out'}: "):
+        with output_folder(tmp_path / "out", "bench"):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_inside_a_folder_output_names_the_folder(tmp_path):
+    out = tmp_path / "profile"
+    with pytest.raises(OutputFailed) as failed:
+        with output_folder(out, "profile") as tmp:
+            with atomic_path(tmp / "macs.json") as part:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(part))
+    assert str(failed.value).startswith(f"cannot write {out}: No space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_working_folder_claimed_with_other_settings_is_refused_naming_them(tmp_path):
+    work = claim_working_folder(tmp_path / "c", "make-corpus", settings={"seed": 1, "hours": 0.1})
+    (work / "a.flac").write_bytes(b"audio")
+    assert claim_working_folder(work, "make-corpus", settings={"seed": 1, "hours": 0.1}) == work
+    with pytest.raises(OutputRefused, match=r"other settings \(seed: 1 there, 2 now\)"):
+        claim_working_folder(work, "make-corpus", settings={"seed": 2, "hours": 0.1})
+
+
+def test_a_lock_is_refused_while_its_owner_lives_and_a_foreign_file_is_never_taken(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (work / LOCK_FILE).write_text(f"{socket.gethostname()} {sleeper.pid}\n")
+        with pytest.raises(OutputRefused, match=f"in use by another daisy train-branches run \\(process {sleeper.pid}"):
+            with locked_folder(work, "train-branches", "--work-dir"):
+                pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with locked_folder(work, "train-branches"):  # its owner died: taken over
+        assert (work / LOCK_FILE).read_text().split() == [socket.gethostname(), str(os.getpid())]
+    assert not (work / LOCK_FILE).exists()
+    (work / LOCK_FILE).write_text("my notes about locks\n")
+    with pytest.raises(OutputRefused, match="not a daisy lock file"):
+        OwnerLock(work / LOCK_FILE).acquire()
+    assert (work / LOCK_FILE).read_text() == "my notes about locks\n"
+
+
+def test_a_path_under_a_link_to_nothing_is_refused_before_work(tmp_path):
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(OutputRefused, match="gone is a link to a folder that does not exist"):
+        check_output_files([tmp_path / "gone" / "x.yaml"], "calibrate")

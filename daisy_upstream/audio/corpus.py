@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -12,6 +13,7 @@ import torch
 from torch import Tensor
 
 from daisy_upstream.audio.io import (
+    AUDIO_SUFFIXES,
     SAMPLE_RATE,
     AudioItem,
     AudioProblems,
@@ -87,6 +89,13 @@ def make_batches(lengths: Sequence[int], max_seconds: float, sample_rate: int = 
 
 
 # -- the corpus -------------------------------------------------------------------------------
+def _count_dangling_links(folder: Path, problems: AudioProblems) -> None:
+    """Record the audio-named links below ``folder`` whose target is gone (the scan skips them)."""
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in AUDIO_SUFFIXES and path.is_symlink() and not path.exists():
+            problems.skip(path, f"dangling link: its target {os.readlink(path)} does not exist")
+
+
 class AudioCorpus:
     """A list of :class:`AudioItem` with loading that skips and counts bad files.
 
@@ -108,6 +117,8 @@ class AudioCorpus:
         self.name = name
         self.problems = problems if problems is not None else AudioProblems()
         self.resample = resample
+        #: the folder or list file it was found in (:meth:`from_source`), for output checks
+        self.source: Optional[Path] = None
 
     @classmethod
     def from_files(
@@ -182,9 +193,13 @@ class AudioCorpus:
         """A corpus from a directory tree, list file or LibriSpeech root (see module doc)."""
         problems = AudioProblems()
         files, kind, root = find_audio(source, problems)
-        return cls.from_files(
+        if kind == "directory":
+            _count_dangling_links(Path(source).expanduser(), problems)
+        corpus = cls.from_files(
             files, f"{source} ({kind})", root, resample=resample, min_samples=min_samples, problems=problems
         )
+        corpus.source = Path(source)
+        return corpus
 
     def __len__(self) -> int:
         return len(self.items)
@@ -211,7 +226,9 @@ class AudioCorpus:
 
     def subset(self, indices: Sequence[int], name: Optional[str] = None) -> "AudioCorpus":
         """Items at ``indices``; shares this corpus' problem record."""
-        return AudioCorpus([self.items[i] for i in indices], name or self.name, self.problems, self.resample)
+        part = AudioCorpus([self.items[i] for i in indices], name or self.name, self.problems, self.resample)
+        part.source = self.source
+        return part
 
     def split(self, heldout_fraction: float, seed: int = 0) -> Tuple["AudioCorpus", "AudioCorpus"]:
         """``(train, heldout)`` by :func:`split_heldout` on the keys."""

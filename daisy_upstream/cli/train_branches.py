@@ -180,6 +180,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=types.threads, default=None, help="torch CPU threads (0 or none: torch's default)"
     )
     parser.add_argument("--force", action="store_true", help="replace an --out that train-branches wrote before")
+    parser.add_argument(
+        "--resume-anyway",
+        action="store_true",
+        help="continue a --work-dir state saved with other --max-steps, --epochs, --eval-every or "
+        "--rho with these (without it such a resume is refused, naming what differs)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -201,10 +207,13 @@ def run(args: argparse.Namespace) -> int:
     from daisy_upstream.training.stage1 import Stage1Config, train_branches
 
     types.set_threads(args.threads)
-    from daisy_upstream.outputs import check_output_files
+    from daisy_upstream.outputs import check_output_files, check_working_folder
+    from daisy_upstream.training.stage1_state import holds_a_state
 
     check_output_files([args.out], "train-branches", args.force, (args.ckpt, args.teacher))  # before any work
     work_dir = args.work_dir or args.out.with_name(args.out.stem + ".work")
+    check_working_folder(work_dir, "train-branches", (args.ckpt, args.teacher, args.audio, args.heldout_audio),
+                         made_before=holds_a_state, flag="--work-dir")  # fmt: skip
     if args.heldout_fraction is None:
         args.heldout_fraction = 0.0 if args.heldout_audio is not None else 0.01
     elif args.heldout_audio is not None and args.heldout_fraction:
@@ -256,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
         half=args.fp16,
         provenance={"command": shlex.join(command)} if command else None,
         force=args.force,
+        resume_anyway=args.resume_anyway,
     )
     if result.rank != 0:
         return 0  # under torchrun only rank 0 reports and writes

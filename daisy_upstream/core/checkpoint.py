@@ -21,6 +21,7 @@ Format for HuBERT (a ``torch.save``'d dict, loadable with ``weights_only=True``)
     model_weight         dict   HubertModel state dict
     dictionaries_symbols list   one list of label symbols per target set (4 fairseq specials first)
     daisy                dict   (optional; absent = a plain HuBERT checkpoint)
+        format_version   int    (optional, absent = 1) the DAISY format; a newer one is refused
         branches         dict   {"0.weight": (C, D), "0.bias": (C,), ..., "{L-1}.bias"}
         num_classes      int    C, classes per output block
         groups           int    (optional, default 1) G output blocks per branch: branch weights
@@ -65,6 +66,7 @@ import torch
 from torch import Tensor
 
 from daisy_upstream.core.branches import BRANCH_INPUTS, ExitBranches
+from daisy_upstream.core.checkpoint_checks import FORMAT_VERSION
 from daisy_upstream.core.families import Family, family_of_state
 from daisy_upstream.core.families.hubert import HUBERT as HUBERT_FAMILY
 from daisy_upstream.core.families.hubert import build_hubert
@@ -340,6 +342,7 @@ def with_branches(
     if authors_heads and family is HUBERT_FAMILY:  # re-trained authors' heads replace the old ones
         out["model_weight"] = backbone_weights
     out["daisy"] = {
+        "format_version": FORMAT_VERSION,  # read by checkpoint_checks.check_format_version
         "branches": {k: v.detach().cpu().clone() for k, v in branches.state_dict().items()},
         "num_classes": branches.num_classes,
         "branch_input": branches.branch_input,  # what branch k reads (ours: hidden_states[k])

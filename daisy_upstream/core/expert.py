@@ -14,6 +14,7 @@ from s3prl.upstream.interfaces import UpstreamBase
 from torch import Tensor
 
 from daisy_upstream.core.checkpoint import DaisyCheckpoint, load_daisy_checkpoint
+from daisy_upstream.core.checkpoint_checks import checked_to
 from daisy_upstream.core.early_exit import EarlyExitModel, EarlyExitOutput
 from daisy_upstream.core.policy import (
     STATISTICS_STRATEGIES,
@@ -138,6 +139,8 @@ class DaisyUpstream(UpstreamBase):
     exit statistics and whether the downstream is training; otherwise statistics given by
     :meth:`set_exit_statistics` are used.
     """
+
+    to = checked_to  # device='cuda' without CUDA: our one line, not torch's error
 
     def __init__(
         self,

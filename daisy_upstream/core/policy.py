@@ -19,6 +19,7 @@ from torch import Tensor
 
 from daisy_upstream.core.graphs import GRAPH_MODES
 from daisy_upstream.core.precision import PRECISIONS
+from daisy_upstream.core.strict_yaml import load_unique
 
 __all__ = [
     "STRATEGIES",
@@ -297,15 +298,15 @@ class DaisyConfig:
         if not valid_rho(self.rho):
             raise bad("rho", "must be a number in [0, 1]")
         if self.tau is not None and (
-            isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or not self.tau >= 0
+            isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or not 0 <= self.tau < math.inf
         ):
-            raise bad("tau", "must be a number >= 0 (nats) or null")
+            raise bad("tau", "must be a finite number >= 0 (nats) or null")
         if self.strategy not in STRATEGIES:
             raise bad("strategy", f"is unknown; choose one of {', '.join(STRATEGIES)}")
-        if self.strategy == "fixed" and (
+        if (self.strategy == "fixed" or self.fixed_layer is not None) and (
             isinstance(self.fixed_layer, bool) or not isinstance(self.fixed_layer, int) or self.fixed_layer < 1
         ):
-            raise bad("fixed_layer", "must be a layer number >= 1 for strategy 'fixed'")
+            raise bad("fixed_layer", "must be a layer number >= 1 (for strategy 'fixed'), or null")
         if (
             isinstance(self.span_threshold, bool)
             or not isinstance(self.span_threshold, (int, float))
@@ -366,7 +367,7 @@ class DaisyConfig:
                 "of an existing YAML (examples in s3prl_configs/upstream/), or leave -g out for the defaults"
             )
         with open(path) as f:
-            values = yaml.safe_load(f)
+            values = load_unique(f)  # a key given twice is refused, not the last one kept
         if values is not None and not isinstance(values, dict):
             raise ValueError(f"{path}: an upstream config must be a YAML mapping")
         config = cls.from_mapping(values, source=str(path))

@@ -89,21 +89,42 @@ def parse_pairs(pairs: Sequence[str]) -> Dict[str, Path]:
     return tasks
 
 
+def _inside(name: str, path: Path, expdir: Path) -> Path:
+    """``path``, refused when it (or a link on its way) leads outside ``expdir``: nothing but the
+    experiment's own files goes into the zip."""
+    target = path.resolve()
+    root = expdir.resolve()
+    if target != root and root not in target.parents:
+        raise SubmissionError(
+            f"{name}: {path} is a symbolic link to {target}, outside the experiment directory {expdir}; "
+            "copy the file into the experiment directory if it is meant to be submitted"
+        )
+    return path
+
+
 def plan_submission(tasks: Mapping[str, Union[str, Path]]) -> Tuple[List[Tuple[Path, str]], List[str]]:
     """Check every source and list ``(file, zip member)`` pairs, plus warnings.
 
+    An experiment directory given as a symbolic link is followed (with a warning saying so);
+    a prediction file or folder that is a link leading outside its experiment directory is refused.
+
     Raises:
-        SubmissionError: a task's experiment directory, file or folder is missing or empty
-            (one line naming the task and the file).
+        SubmissionError: a task's experiment directory, file or folder is missing or empty,
+            or leads outside the experiment directory (one line naming the task and the file).
     """
     entries: List[Tuple[Path, str]] = []
+    warnings = []
     for name, expdir in tasks.items():
         spec = TASKS[name]
-        source = Path(expdir) / spec.source
-        if not Path(expdir).is_dir():
+        expdir = Path(expdir)
+        source = expdir / spec.source
+        if not expdir.is_dir():
             raise SubmissionError(f"{name}: experiment directory {expdir} does not exist")
+        if expdir.is_symlink():
+            warnings.append(f"{name}: the experiment directory {expdir} is a link; reading {expdir.resolve()}")
         if spec.folder:
             files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else []
+            files = [_inside(name, p, expdir) for p in files]
             if not files:
                 raise SubmissionError(
                     f"{name}: {source} is missing or holds no prediction files "
@@ -112,16 +133,17 @@ def plan_submission(tasks: Mapping[str, Union[str, Path]]) -> Tuple[List[Tuple[P
             entries += [(p, f"predict/{spec.member}/{p.relative_to(source).as_posix()}") for p in files]
             frame_shift = Path(expdir) / "frame_shift"
             if frame_shift.is_file():
+                _inside(name, frame_shift, expdir)
                 entries.append((frame_shift, f"predict/{spec.member.split('/')[0]}/frame_shift"))
             continue
         if not source.is_file():
             raise SubmissionError(
                 f"{name}: {source} not found (run the s3prl runner with -m evaluate on the test split)"
             )
+        _inside(name, source, expdir)
         if source.stat().st_size == 0 or not source.read_bytes().strip():
             raise SubmissionError(f"{name}: {source} is empty (or only whitespace): no predictions")
         entries.append((source, f"predict/{spec.member}"))
-    warnings = []
     folds = [t for t in ER_FOLDS if t in tasks]
     if folds and len(folds) < len(ER_FOLDS):
         warnings.append(

@@ -13,26 +13,27 @@ gathered), and rank 0 logs and writes.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from daisy_upstream.atomic import atomic_torch_save
 from daisy_upstream.audio.corpus import AudioCorpus
-from daisy_upstream.audio.io import SAMPLE_RATE
-from daisy_upstream.audio.noise import NoiseAugment
 from daisy_upstream.core.branches import ExitBranches
 from daisy_upstream.core.checkpoint import DaisyCheckpoint, half_precision, with_branches
+from daisy_upstream.core.checkpoint_checks import check_device
 from daisy_upstream.core.early_exit import EarlyExitModel
+from daisy_upstream.outputs import check_working_folder, output_files
 
-from .batch_feed import EpochSampler, PaddedBatches, batch_loader, unpad
 from .distributed import barrier, default_device, init_distributed, resolve_device
+from .kmeans_targets import KMEANS_FILE
 from .monitor import TrainingMonitor
 from .stage1_config import Stage1Config, Stage1Result
-from .stage1_state import STATE_FILE, Progress, epoch_order, load_state, save_state
+from .stage1_loop import Run, evaluate, train
+from .stage1_state import STATE_FILE, claim_work_dir, epoch_order, holds_a_state, load_state
 from .targets import (
     BranchLoss,
     ClusterTargets,
@@ -55,6 +56,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+TOOL = "train-branches"
 
 
 def _split(
@@ -109,24 +111,23 @@ def _write_output(
     out: Path,
     checkpoint: Union[str, Path],
     raw_state: Dict[str, Any],
-    backbone: EarlyExitModel,
-    branches: ExitBranches,
-    train_set: AudioCorpus,
-    heldout_set: AudioCorpus,
-    config: Stage1Config,
-    step: int,
-    dev: torch.device,
+    run: Run,
     half: bool,
     provenance: Optional[Dict[str, Any]],
-    targets_record: Optional[Dict[str, Any]] = None,
-    rank: int = 0,
-    world: int = 1,
     force: bool = False,
 ) -> Dict[str, Any]:
     """Calibrate on the held-out audio (every rank a share) and write the DAISY checkpoint (rank
     0); returns the calibration."""
     from daisy_upstream.training.calibration import CalibrationResult, layer_entropies
 
+    backbone, branches, train_set, heldout_set, config = (
+        run.backbone,
+        run.branches,
+        run.train_set,
+        run.heldout_set,
+        run.config,
+    )
+    step, dev, rank, world = run.done.step, run.dev, run.rank, run.world
     calib_set = heldout_set if len(heldout_set) else train_set
     if not len(heldout_set) and rank == 0:
         log.warning("no held-out audio (held-out fraction 0): the calibration uses the training audio")
@@ -158,12 +159,131 @@ def _write_output(
         },
         **(provenance or {}),
     }
-    written_state = with_branches(raw_state, branches_cpu, calibration, record, targets_record)
-    from daisy_upstream.outputs import output_files
-
+    written_state = with_branches(raw_state, branches_cpu, calibration, record, run.targets.record())
     with output_files([out], "train-branches", force, inputs=(checkpoint,)) as (tmp,):
         atomic_torch_save(half_precision(written_state) if half else written_state, tmp)
     return calibration
+
+
+def _devices(device: Optional[str]) -> Tuple[int, int, torch.device]:
+    """``(rank, world, device)`` of this process (torchrun's ranks; a missing GPU in one line)."""
+    device = device or default_device()
+    check_device(device)
+    rank, world, local_rank = init_distributed(device)
+    dev = resolve_device(device, world, local_rank)
+    if world > 1 and dev.type == "cpu" and rank == 0:
+        log.warning(
+            "%d processes train on the CPU (gloo)%s",
+            world,
+            ": pass --device cuda for the GPUs" if torch.cuda.is_available() else "",
+        )
+    return rank, world, dev
+
+
+def _prepare(
+    checkpoint: Union[str, Path],
+    loaded: DaisyCheckpoint,
+    raw_state: Dict[str, Any],
+    corpus: AudioCorpus,
+    heldout: Optional[AudioCorpus],
+    config: Stage1Config,
+    work_dir: Path,
+    rank: int,
+    world: int,
+    dev: torch.device,
+) -> Run:
+    """The targets, the branches and their optimizer for the loaded frozen model."""
+    kind = config.targets or "model"
+    model = loaded.model.to(dev).eval()
+    backbone = EarlyExitModel(
+        model, None, normalize_waveform=bool(loaded.task_cfg.normalize), precision=config.precision
+    ).eval()
+    train_set, heldout_set = _split(corpus, heldout, config)
+    targets = _targets(
+        kind, loaded, raw_state, checkpoint, backbone, train_set, config, work_dir, dev, rank == 0, world
+    )
+    batches = train_set.batches(config.batch_seconds)
+    if len(batches) < world:
+        raise ValueError(f"{len(batches)} training batch(es) for {world} processes: use fewer batch seconds")
+    per_epoch = len(epoch_order(len(batches), config.seed, 0, rank, world))
+    with torch.random.fork_rng(devices=[]):  # seeded init, the caller's RNG left as it was
+        torch.manual_seed(config.seed)
+        branches = ExitBranches(backbone.num_layers, backbone.embed_dim, targets.num_classes, groups=targets.groups)
+    branches = branches.to(dev)
+    loss_module = BranchLoss(branches)
+    optimizer = torch.optim.AdamW(  # one group per branch; "base_lr": its rate before the schedule
+        [{"params": list(branch.parameters()), "base_lr": config.lr} for branch in branches],
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+    )
+    train_module: nn.Module = loss_module
+    if world > 1:
+        train_module = DistributedDataParallel(loss_module, device_ids=[dev.index] if dev.type == "cuda" else None)
+    fingerprint = {
+        **config.fingerprint(),
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "data": train_set.fingerprint(),
+        "world_size": world,
+        "num_classes": targets.num_classes,
+        **({"groups": targets.groups} if targets.groups > 1 else {}),
+    }
+    total = config.max_steps if config.max_steps is not None else config.epochs * per_epoch
+    run = Run(
+        config, dev, rank, world, backbone, targets, train_set, heldout_set, batches, branches, optimizer,
+        train_module, fingerprint, work_dir / STATE_FILE, total,
+    )  # fmt: skip
+    return run
+
+
+def _resume_or_start(run: Run, resume_anyway: bool) -> None:
+    """Continue from the work dir's state, or set each branch's start rate (``balance_lr``)."""
+    done = load_state(run.state_path, run.fingerprint, run.branches, run.optimizer, run.config, resume_anyway)
+    config = run.config
+    if done is not None:
+        if done.step > run.total_steps:
+            raise ValueError(
+                f"{run.state_path} is at step {done.step}, past the {run.total_steps} steps asked for; "
+                "ask for more steps, or use another --work-dir"
+            )
+        run.done = done
+        if run.is_main:
+            log.info(
+                "resuming from %s at step %d (epoch %d, batch %d)", run.state_path, done.step, done.epoch, done.position
+            )
+    elif config.balance_lr:  # the same batch on every rank: the first of the unsharded order
+        wavs, _ = run.train_set.load_batch(run.batches[epoch_order(len(run.batches), config.seed, 0)[0]])
+        if not wavs:
+            raise ValueError(f"the first training batch could not be decoded ({run.train_set.problems.summary()})")
+        features, _ = batch_features(run.backbone, run.targets, [w.to(run.dev) for w in wavs])
+        for group, layer_lr in zip(run.optimizer.param_groups, balanced_layer_lrs(features, config.lr)):
+            group["base_lr"] = layer_lr
+        del features
+    if run.is_main:
+        log.info(
+            "learning rate per branch: %s (%s schedule)",
+            " ".join(f"{g['base_lr']:.3g}" for g in run.optimizer.param_groups),
+            config.lr_schedule,
+        )
+
+
+def _train_watched(run: Run, work_dir: Path, tensorboard: bool, progress: bool) -> Tuple[float, float, Optional[float]]:
+    """:func:`~daisy_upstream.training.stage1_loop.train` with the progress bar and TensorBoard;
+    ``(audio seconds, wall seconds, peak GPU MiB or None)``."""
+    run.monitor = TrainingMonitor(
+        work_dir,
+        run.backbone.num_layers,
+        run.done.step,
+        run.total_steps,
+        tensorboard=run.is_main and tensorboard,
+        progress=run.is_main and progress,
+        log_every=run.config.log_every,
+    )
+    if run.dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.dev)
+    audio_seconds, wall = train(run)
+    run.monitor.close_bar()
+    peak = torch.cuda.max_memory_allocated(run.dev) / 2**20 if run.dev.type == "cuda" else None
+    return audio_seconds, wall, peak
 
 
 def train_branches(
@@ -181,6 +301,7 @@ def train_branches(
     half: bool = False,
     provenance: Optional[Dict[str, Any]] = None,
     force: bool = False,
+    resume_anyway: bool = False,
 ) -> Stage1Result:
     """Train the ``L`` exit branches of ``checkpoint`` on ``corpus`` and write a DAISY checkpoint.
 
@@ -192,8 +313,9 @@ def train_branches(
         corpus: unlabeled audio; the held-out part (``config.heldout_fraction``) is used for
             evaluation and the calibration stored in ``out``.
         out: the DAISY checkpoint to write when the last step is reached.
-        work_dir: resumable state (``state.pt``) and TensorBoard logs (``tb/``). If a state
-            is there, training continues from it.
+        work_dir: resumable state (``state.pt``) and TensorBoard logs (``tb/``): new, empty or
+            made by train-branches before (:func:`daisy_upstream.outputs.claim_working_folder`),
+            locked while training; a state there is continued.
         device: cpu, cuda, cuda:1; None: cuda when a GPU is visible (under torchrun each
             process takes its ``LOCAL_RANK``'s GPU).
         teacher: a checkpoint of the same backbone that provides ``final_proj`` and
@@ -203,10 +325,12 @@ def train_branches(
         half: store ``out``'s floating tensors in fp16 (loading restores fp32).
         provenance: stored as ``daisy.provenance`` in ``out`` (with the backbone's own).
         force: replace an ``out`` that train-branches wrote before (:mod:`daisy_upstream.outputs`).
+        resume_anyway: continue a state saved with other steps, evaluation interval or rho values
+            (:data:`~daisy_upstream.training.stage1_state.RESUME_SETTINGS`) with the new ones.
 
     Raises:
         ValueError: no ``label_embs_concat`` (model targets); a state in ``work_dir`` from
-            different settings or data; bad settings.
+            different settings or data; bad settings; a work dir of other files or in use.
 
     With ``config.targets == "kmeans"`` the targets are k-means centroids of
     ``hidden_states[config.kmeans_layer]`` over the training audio, fitted before the first
@@ -215,212 +339,34 @@ def train_branches(
     config = config or Stage1Config()
     config.validate()
     out, work_dir = Path(out), Path(work_dir)
-    device = device or default_device()
-    rank, world, local_rank = init_distributed(device)
-    dev = resolve_device(device, world, local_rank)
-    is_main = rank == 0
-    if world > 1 and dev.type == "cpu" and is_main:
-        log.warning(
-            "%d processes train on the CPU (gloo)%s",
-            world,
-            ": pass --device cuda for the GPUs" if torch.cuda.is_available() else "",
-        )
-
-    kind = config.targets or "model"
-    loaded, raw_state = load_frozen_model(checkpoint, teacher, need_head=kind == "model")
-    model = loaded.model.to(dev).eval()
-    backbone = EarlyExitModel(
-        model, None, normalize_waveform=bool(loaded.task_cfg.normalize), precision=config.precision
-    ).eval()
-    num_layers, embed_dim = backbone.num_layers, backbone.embed_dim
-
-    train_set, heldout_set = _split(corpus, heldout, config)
-    targets = _targets(kind, loaded, raw_state, checkpoint, backbone, train_set, config, work_dir, dev, is_main, world)
-    batches = train_set.batches(config.batch_seconds)
-    if len(batches) < world:
-        raise ValueError(f"{len(batches)} training batch(es) for {world} processes: use fewer batch seconds")
-    per_epoch = len(epoch_order(len(batches), config.seed, 0, rank, world))
-    total_steps = config.max_steps if config.max_steps is not None else config.epochs * per_epoch
-
-    with torch.random.fork_rng(devices=[]):  # seeded init, the caller's RNG left as it was
-        torch.manual_seed(config.seed)
-        branches = ExitBranches(num_layers, embed_dim, targets.num_classes, groups=targets.groups)
-    branches = branches.to(dev)
-    loss_module = BranchLoss(branches)
-    optimizer = torch.optim.AdamW(  # one group per branch; "base_lr": its rate before the schedule
-        [{"params": list(branch.parameters()), "base_lr": config.lr} for branch in branches],
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-    )
-    fingerprint = {
-        **config.fingerprint(),
-        "checkpoint": str(Path(checkpoint).resolve()),
-        "data": train_set.fingerprint(),
-        "world_size": world,
-        "num_classes": targets.num_classes,
-        **({"groups": targets.groups} if targets.groups > 1 else {}),
-    }
-    state_path = work_dir / STATE_FILE
-    done = load_state(state_path, fingerprint, branches, optimizer)
-    if done is not None:
-        if is_main:
-            log.info(
-                "resuming from %s at step %d (epoch %d, batch %d)", state_path, done.step, done.epoch, done.position
-            )
-    elif config.balance_lr:  # the same batch on every rank: the first of the unsharded order
-        wavs, _ = train_set.load_batch(batches[epoch_order(len(batches), config.seed, 0)[0]])
-        if not wavs:
-            raise ValueError(f"the first training batch could not be decoded ({train_set.problems.summary()})")
-        features, _ = batch_features(backbone, targets, [w.to(dev) for w in wavs])
-        for group, layer_lr in zip(optimizer.param_groups, balanced_layer_lrs(features, config.lr)):
-            group["base_lr"] = layer_lr
-        del features
-    done = done or Progress()
-    if is_main:
-        log.info(
-            "learning rate per branch: %s (%s schedule)",
-            " ".join(f"{g['base_lr']:.3g}" for g in optimizer.param_groups),
-            config.lr_schedule,
-        )
-
-    train_module: nn.Module = loss_module
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_module = DistributedDataParallel(loss_module, device_ids=[dev.index] if dev.type == "cuda" else None)
-
-    def save() -> None:
-        if is_main:
-            save_state(state_path, fingerprint, done, branches, optimizer, config)
-
-    monitor = TrainingMonitor(
-        work_dir,
-        num_layers,
-        done.step,
-        total_steps,
-        tensorboard=is_main and tensorboard,
-        progress=is_main and progress,
-        log_every=config.log_every,
-    )
-
-    def evaluate() -> Optional[Dict[str, Any]]:
-        if len(heldout_set) == 0:
-            return None
-        branches.eval()  # every rank evaluates its share of the batches
-        metrics = evaluate_branches(
-            backbone,
-            targets,
-            branches,
-            heldout_set,
-            config.batch_seconds,
-            dev,
-            rank,
-            world,
-            config.workers,
-            config.prefetch,
-        )
-        branches.train()
-        metrics["step"] = done.step
-        done.history.append(metrics)
-        if is_main:
-            monitor.heldout(metrics, done.step)
-        return metrics
-
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    if config.eval_every and done.step == 0 and total_steps > 0:
-        evaluate()  # the untrained baseline
-    audio_seconds, started, start_step = 0.0, time.perf_counter(), done.step
-    branches.train()
-    augment = NoiseAugment(config.noise_prob, config.noise_snr_db, seed=config.seed)
-    sampler = EpochSampler(len(batches), config.seed, rank, world, done.epoch, done.position)
-    loader = batch_loader(
-        PaddedBatches(train_set, batches, config.seed, rank, augment),
-        sampler,
-        config.workers,
-        config.prefetch,
-        pin_memory=dev.type == "cuda",
-    )
-    feed = iter(loader)
-    try:
-        while done.step < total_steps:
-            if config.stop_after is not None and done.step - start_step >= config.stop_after:
-                break
-            item = next(feed)  # the sampler moves on to the next epoch by itself
-            done.epoch, done.position = item["epoch"], item["position"]
-            wavs = unpad(item, train_set, dev)
-            if not wavs and world == 1:
-                done.position += 1
-                continue  # every file of this batch failed to decode (counted); no step
-            if wavs:
-                features, labels = batch_features(backbone, targets, wavs)
-            else:  # this rank has nothing, but must take part in the DDP step
-                features = torch.zeros(num_layers, 0, embed_dim, device=dev)
-                labels = torch.zeros(0, dtype=torch.long, device=dev)
-            ce, hits = train_module(features, labels)
-            decay = 1.0 - done.step / total_steps if config.lr_schedule == "linear" else 1.0
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * decay
-            optimizer.zero_grad(set_to_none=True)
-            ce.sum().backward()
-            optimizer.step()
-            done.step += 1
-            done.position += 1  # only now: an interrupt before this point redoes the batch
-            audio_seconds += sum(len(w) for w in wavs) / SAMPLE_RATE
-            monitor.train(done.step, ce, hits, labels.numel(), audio_seconds / max(time.perf_counter() - started, 1e-9))
-            if config.eval_every and done.step % config.eval_every == 0 and done.step < total_steps:
-                evaluate()
-            if config.save_every and done.step % config.save_every == 0:
-                save()
-    except KeyboardInterrupt:
-        save()
-        monitor.close_bar()
-        if is_main:
-            log.warning("interrupted at step %d; state saved in %s, run again to continue", done.step, state_path)
-        raise
-    finally:
-        del feed  # stops the workers
-    monitor.close_bar()
-    wall = time.perf_counter() - started
-    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
-    save()
-    finished = done.step >= total_steps
-    final_heldout = calibration = None
-    written: Optional[Path] = None
-    if finished:
-        final_heldout = evaluate()
-        calibration = _write_output(
-            out,
-            checkpoint,
-            raw_state,
-            backbone,
-            branches,
-            train_set,
-            heldout_set,
-            config,
-            done.step,
-            dev,
-            half,
-            provenance,
-            targets.record(),
-            rank,
-            world,
-            force,
-        )
-        written = out if is_main else None
-    monitor.close()
-    barrier(world)
+    rank, world, dev = _devices(device)
+    inputs = (checkpoint, teacher, corpus.source, heldout.source if heldout is not None else None)
+    if rank == 0:  # refused before any work, nothing written
+        check_working_folder(work_dir, TOOL, inputs, made_before=holds_a_state, flag="--work-dir")
+    loaded, raw_state = load_frozen_model(checkpoint, teacher, need_head=(config.targets or "model") == "model")
+    with claim_work_dir(work_dir, inputs, rank == 0, world, (STATE_FILE, KMEANS_FILE)):
+        run = _prepare(checkpoint, loaded, raw_state, corpus, heldout, config, work_dir, rank, world, dev)
+        _resume_or_start(run, resume_anyway)
+        audio_seconds, wall, peak = _train_watched(run, work_dir, tensorboard, progress)
+        run.save()
+        finished = run.done.step >= run.total_steps
+        final_heldout = calibration = None
+        if finished:
+            final_heldout = evaluate(run)
+            calibration = _write_output(out, checkpoint, raw_state, run, half, provenance, force)
+        run.monitor.close()
+        barrier(world)
     return Stage1Result(
         finished=finished,
-        step=done.step,
-        total_steps=total_steps,
-        out=written,
+        step=run.done.step,
+        total_steps=run.total_steps,
+        out=out if finished and run.is_main else None,
         heldout=final_heldout,
         calibration=calibration,
         audio_seconds=audio_seconds,
         wall_seconds=wall,
         problems=corpus.problems.summary(),
         peak_memory_mb=peak,
-        history=done.history,
+        history=run.done.history,
         rank=rank,
     )

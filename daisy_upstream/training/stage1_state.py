@@ -13,22 +13,39 @@ the same weights as an uninterrupted one. A state is only resumed by a run whose
 
 from __future__ import annotations
 
+import contextlib
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
 
 from daisy_upstream.atomic import atomic_torch_save
+from daisy_upstream.outputs import claim_working_folder, locked_folder
 
+from .distributed import barrier
 from .stage1_config import Stage1Config
 
-__all__ = ["STATE_FILE", "STATE_FORMAT", "Progress", "epoch_order", "load_state", "save_state"]
+__all__ = [
+    "RESUME_SETTINGS",
+    "STATE_FILE",
+    "STATE_FORMAT",
+    "claim_work_dir",
+    "holds_a_state",
+    "Progress",
+    "epoch_order",
+    "load_state",
+    "save_state",
+]
 
 STATE_FILE = "state.pt"
 STATE_FORMAT = "daisy-stage1-state-v1"
+#: settings outside the fingerprint that a resume still checks (they change how long it trains,
+#: when it evaluates, what it reports): a resume with others is refused unless told otherwise
+RESUME_SETTINGS = ("max_steps", "epochs", "eval_every", "rhos")
 
 
 @dataclass
@@ -83,19 +100,48 @@ def save_state(
     )
 
 
+def _read(path: Path) -> Dict[str, Any]:
+    """The saved state, or one line saying the file is not one."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - a user's file of that name, a state cut short
+        raise ValueError(
+            f"{path} is not a train-branches state ({type(error).__name__}); use another --work-dir"
+        ) from error
+    if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path} is not a train-branches state; use another work directory")
+    return saved
+
+
+def _check_resume_settings(path: Path, saved: Dict[str, Any], config: Stage1Config, resume_anyway: bool) -> None:
+    """Refuse a resume whose :data:`RESUME_SETTINGS` differ from the saved run's, unless told."""
+    before, now = saved.get("config") or {}, config.as_dict()
+    differ = [k for k in RESUME_SETTINGS if k in before and before[k] != now[k]]
+    if differ and not resume_anyway:
+        detail = ", ".join(f"{k}: saved {before[k]!r} now {now[k]!r}" for k in differ)
+        raise ValueError(
+            f"{path} was saved by a run with other settings ({detail}); run with the saved ones, "
+            "pass --resume-anyway to continue with the new ones, or use another --work-dir"
+        )
+
+
 def load_state(
-    path: Path, fingerprint: Dict[str, Any], branches: nn.Module, optimizer: torch.optim.Optimizer
+    path: Path,
+    fingerprint: Dict[str, Any],
+    branches: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: Optional[Stage1Config] = None,
+    resume_anyway: bool = False,
 ) -> Optional[Progress]:
     """Restore ``branches``, ``optimizer`` and the RNG states from ``path``; None if no state.
 
     Raises:
-        ValueError: ``path`` is not a stage-1 state, or was saved with another fingerprint.
+        ValueError: ``path`` is not a stage-1 state, or was saved with another fingerprint,
+            or (``config`` given, ``resume_anyway`` not) with other :data:`RESUME_SETTINGS`.
     """
-    if not path.is_file():
+    if not path.exists():
         return None
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path} is not a train-branches state; use another work directory")
+    saved = _read(path)
     keys = set(fingerprint) | set(saved["fingerprint"])
     differ = sorted(k for k in keys if saved["fingerprint"].get(k) != fingerprint.get(k))
     if differ:
@@ -104,10 +150,47 @@ def load_state(
             f"{path} was saved by a run with other settings or data ({detail}); "
             "use another work directory, or the same settings to resume"
         )
+    if config is not None:
+        _check_resume_settings(path, saved, config, resume_anyway)
     branches.load_state_dict(saved["branches"])
     optimizer.load_state_dict(saved["optimizer"])
     _set_rng_state(saved["rng"])
     return Progress(int(saved["step"]), int(saved["epoch"]), int(saved["position"]), list(saved.get("history", [])))
+
+
+def holds_a_state(work_dir: Path) -> bool:
+    """Whether ``work_dir`` holds a train-branches state (a work dir made before they were claimed)."""
+    try:
+        saved = torch.load(work_dir / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - anything that is not a state: not ours
+        return False
+    return isinstance(saved, dict) and saved.get("format") == STATE_FORMAT
+
+
+@contextlib.contextmanager
+def claim_work_dir(
+    work_dir: Path, inputs: Sequence[Any], is_main: bool, world: int, worth_keeping: Sequence[str] = (STATE_FILE,)
+) -> Iterator[None]:
+    """Claim ``work_dir`` as train-branches' own and hold its lock (rank 0) while training.
+
+    A work dir this call made is removed again when the call fails before it saved anything
+    worth resuming (a file named in ``worth_keeping``: the state, the k-means fit).
+    """
+    fresh = not work_dir.exists()
+    with contextlib.ExitStack() as stack:
+        try:
+            if is_main:
+                claim_working_folder(work_dir, "train-branches", inputs, made_before=holds_a_state, flag="--work-dir")
+                stack.enter_context(locked_folder(work_dir, "train-branches", "--work-dir"))
+        finally:
+            barrier(world)
+        try:
+            yield
+        except BaseException:
+            if is_main and fresh and not any((work_dir / name).exists() for name in worth_keeping):
+                stack.close()  # the lock first
+                shutil.rmtree(work_dir, ignore_errors=True)
+            raise
 
 
 def _rng_state() -> Dict[str, Any]:

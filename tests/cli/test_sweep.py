@@ -234,3 +234,199 @@ def test_stats_that_is_not_a_runner_checkpoint_is_one_line(command, stats, tmp_p
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and stats in lines[0], lines
     assert _snapshot(user) == before
+
+
+# --- issue 35: the classes of the second round, for every subcommand -----------------------------
+#: foreign_bookkeeping: a user's file under the name of one of our bookkeeping files (the file
+#:     outputs' record, a folder manifest, a work dir's state); link_outside: a prediction that is
+#:     a link out of the folder read as a unit; bad_value: a checkpoint whose model_cfg disagrees
+#:     with its weights (5000 layers for 4); dup_key: an upstream config giving a key twice;
+#:     read_only: every file or folder creation refused by the system (EROFS); in_use: a work dir
+#:     whose lock a living process holds.
+MORE_CASES = ("foreign_bookkeeping", "link_outside", "bad_value", "dup_key", "read_only", "in_use")
+
+
+def _setup_more(tmp: Path, ckpt: Path) -> None:
+    import os
+    import socket
+
+    import torch
+
+    (tmp / "audio4").mkdir()  # profile's four length buckets
+    for clip in sorted(HELDOUT.glob("*.wav"))[:4]:
+        shutil.copy(clip, tmp / "audio4" / clip.name)
+    (tmp / "rec").mkdir()
+    (tmp / "rec" / ".daisy-outputs.json").write_text('{"my": "bookkeeping"}\n')
+    (tmp / "claimed").mkdir()
+    (tmp / "claimed" / ".daisy-output.json").write_text('{"tool": "my own notes", "contents": {}}\n')
+    (tmp / "claimed" / "notes.txt").write_text("mine\n")
+    (tmp / "wd").mkdir()
+    (tmp / "wd" / "state.pt").write_bytes(b"my own state of things")
+    (tmp / "secret.txt").write_text("root:password\n")
+    (tmp / "exp").mkdir()
+    (tmp / "exp" / "test_predict.txt").symlink_to(tmp / "secret.txt")
+    (tmp / "exp_ok").mkdir()
+    (tmp / "exp_ok" / "test_predict.txt").write_text("utt1 id10001\n")
+    state = torch.load(ckpt, weights_only=True)
+    state["model_cfg"]["encoder_layers"] = 5000
+    torch.save(state, tmp / "mismatch.pt")
+    (tmp / "dup.yaml").write_text("rho: 0.7\nstrategy: none\nrho: 1.0\n")
+    (tmp / "locked").mkdir()
+    (tmp / "locked" / ".daisy-output.json").write_text('{"tool": "daisy train-branches", "working": true}\n')
+    (tmp / "locked" / ".daisy-lock").write_text(f"{socket.gethostname()} {os.getpid()}\n")
+
+
+_TB = ["-k", "model.pt", "--audio", "audio", "--batch-seconds", "2", "--max-steps", "1", "--no-progress"]
+# command -> case -> arguments (None: no such input; the comment says why)
+MORE_ARGS: Dict[str, Dict[str, Optional[List[str]]]] = {
+    "make-corpus": {  # no input files, no upstream config; the corpus folder is its working folder
+        "foreign_bookkeeping": ["claimed", "--hours", "0.01"],
+        "link_outside": None,
+        "bad_value": None,
+        "dup_key": None,
+        "read_only": ["c", "--hours", "0.01", "--tasks", "asr"],
+        "in_use": None,  # one corpus folder is made by one process at a time by the claim
+    },
+    "pretrain-tiny": {  # its state folder and corpus are its own (issue 31's); no upstream config
+        "foreign_bookkeeping": ["--plot", "p.png", "--state-dir", "claimed"],
+        "link_outside": None,
+        "bad_value": None,
+        "dup_key": None,
+        "read_only": None,  # plots only from an existing state folder
+        "in_use": None,
+    },
+    "train-branches": {
+        "foreign_bookkeeping": [*_TB, "--out", "o.pt", "--work-dir", "wd"],
+        "link_outside": None,  # audio is read, nothing of it is copied into the output
+        "bad_value": ["-k", "mismatch.pt", "--audio", "audio", "--out", "o.pt"],
+        "dup_key": None,  # no upstream config
+        "read_only": [*_TB, "--out", "o.pt"],
+        "in_use": [*_TB, "--out", "o.pt", "--work-dir", "locked"],
+    },
+    "calibrate": {
+        "foreign_bookkeeping": ["-k", "model.pt", "--audio", "audio", "--out", "rec/c.yaml"],
+        "link_outside": None,
+        "bad_value": ["-k", "mismatch.pt", "--audio", "audio", "--out", "c.yaml"],
+        "dup_key": None,  # no upstream config (--s3prl-config is the runner's)
+        "read_only": ["-k", "model.pt", "--audio", "audio", "--out", "c.yaml", "--no-progress"],
+        "in_use": None,  # writes files, no work dir
+    },
+    "bench": {
+        "foreign_bookkeeping": ["--out", "claimed", "--force"],
+        "link_outside": None,
+        "bad_value": ["-k", "mismatch.pt", "--out", "b"],
+        "dup_key": ["-g", "dup.yaml", "--out", "b"],
+        "read_only": ["-k", "model.pt", "--out", "b", "--utterances", "2"],
+        "in_use": None,
+    },
+    "noise-report": {
+        "foreign_bookkeeping": ["--out", "claimed", "--force"],
+        "link_outside": None,
+        "bad_value": ["-k", "mismatch.pt", "--clean", "audio", "--max-clips", "2", "--out", "nr"],
+        "dup_key": ["-g", "dup.yaml", "--out", "nr"],
+        "read_only": ["-k", "model.pt", "--clean", "audio", "--max-clips", "2", "--out", "nr"],
+        "in_use": None,
+    },
+    "table1": {  # a working folder (cells share it through their own locks)
+        "foreign_bookkeeping": ["--out", "claimed"],
+        "link_outside": None,
+        "bad_value": ["-k", "mismatch.pt", "--out", "t1"],
+        "dup_key": None,  # runner configs only
+        "read_only": ["--out", "t1"],
+        "in_use": None,
+    },
+    "demo": {
+        "foreign_bookkeeping": ["--out", "claimed"],
+        "link_outside": None,
+        "bad_value": ["-k", "mismatch.pt", "--out", "d"],
+        "dup_key": None,  # runner configs only
+        "read_only": ["--out", "d"],
+        "in_use": None,
+    },
+    "profile": {
+        "foreign_bookkeeping": ["--out", "claimed", "--force"],
+        "link_outside": None,
+        "bad_value": ["-k", "mismatch.pt", "--audio", "audio", "--out", "p"],
+        "dup_key": ["-g", "dup.yaml", "--out", "p"],
+        "read_only": ["-k", "model.pt", "--audio", "audio4", "--out", "p"],
+        "in_use": None,
+    },
+    "submit": {
+        "foreign_bookkeeping": ["sid=exp_ok", "--out", "rec/p.zip"],
+        "link_outside": ["sid=exp", "--out", "p.zip"],
+        "bad_value": None,  # reads prediction files, no checkpoint
+        "dup_key": None,
+        "read_only": ["sid=exp_ok", "--out", "p.zip"],
+        "in_use": None,
+    },
+    "export-hidden": {
+        "foreign_bookkeeping": ["--out", "claimed", "--force"],
+        "link_outside": None,
+        "bad_value": ["-k", "mismatch.pt", "--out", "eh"],
+        "dup_key": ["-g", "dup.yaml", "--out", "eh"],
+        "read_only": ["-k", "model.pt", "--out", "eh"],
+        "in_use": None,
+    },
+    "superb-score": {
+        "foreign_bookkeeping": ["metrics.yaml", "--json", "rec/s.json"],
+        "link_outside": None,
+        "bad_value": None,
+        "dup_key": None,  # a metrics file, not a config
+        "read_only": ["metrics.yaml", "--json", "s.json"],
+        "in_use": None,
+    },
+}
+
+
+def test_every_subcommand_has_every_new_class():
+    assert sorted(MORE_ARGS) == sorted(SUBCOMMANDS)
+    assert all(tuple(cases) == MORE_CASES for cases in MORE_ARGS.values())
+
+
+def _read_only(monkeypatch) -> None:
+    """Every creation of a file or folder refused as on a read-only file system."""
+    import errno
+    import os
+
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def no_create(path, flags, *args, **kwargs):
+        if flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def no_mkdir(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(os, "open", no_create)
+    monkeypatch.setattr(os, "mkdir", no_mkdir)
+    assert real_open and real_mkdir
+
+
+@pytest.mark.parametrize("case", MORE_CASES)
+@pytest.mark.parametrize("command", sorted(MORE_ARGS))
+def test_the_second_round_is_one_line_exit_2_and_touches_nothing(
+    command, case, tmp_path, tiny_ckpt, monkeypatch, capsys
+):
+    args = MORE_ARGS[command][case]
+    if args is None:
+        pytest.skip(f"{command} has no input of this kind (see MORE_ARGS)")
+    user = tmp_path / "user"
+    user.mkdir()
+    _setup(user, tiny_ckpt)
+    _setup_more(user, tiny_ckpt)
+    monkeypatch.chdir(user)
+    before = _snapshot(user)
+    with warnings.catch_warnings(), monkeypatch.context() as patch:
+        warnings.simplefilter("ignore")
+        if case == "read_only":
+            _read_only(patch)
+        status = main([command, *args])
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert status == 2, err
+    assert len(lines) == 1 and lines[0].startswith(f"daisy {command}: error: "), err
+    assert "Traceback" not in err and "daisy-partial" not in err and ".tmp" not in err
+    if case == "read_only":
+        assert "Read-only file system" in lines[0], lines[0]
+    assert _snapshot(user) == before, f"{command} {case}: files changed, created or removed"

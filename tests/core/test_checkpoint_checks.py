@@ -128,3 +128,86 @@ def test_every_family_passes_and_its_damage_is_named(family, tmp_path):
 
         with pytest.raises(ValueError, match=r"model_weight\['_ema'\]\['[^']+'\] holds \d+ NaN/inf"):
             load_daisy_checkpoint(write(nan_ema))
+
+
+# --- issue 35: one validation pass before anything is built; the format's version -------------
+
+
+def _cfg(key, value):
+    def damage(state):
+        state["model_cfg"][key] = value
+
+    return damage
+
+
+def _daisy(key, value):
+    def damage(state):
+        if key == "calibration.layer_entropy":
+            state["daisy"]["calibration"]["layer_entropy"] = value
+        else:
+            state["daisy"][key] = value
+
+    return damage
+
+
+#: damage -> the line's fragment; each is refused before the model is built
+BEFORE_BUILD = {
+    "far more layers than weights": (_cfg("encoder_layers", 5000), r"encoder_layers is 5000, but the weights hold 2"),
+    "width": (_cfg("encoder_embed_dim", 48), r"encoder_embed_dim is 48, but .*k_proj.weight has shape \(32, 32\)"),
+    "ffn width": (_cfg("encoder_ffn_embed_dim", 65), r"encoder_ffn_embed_dim is 65, but .*fc1.weight"),
+    "layers as text": (_cfg("encoder_layers", "2"), r"model_cfg.encoder_layers is '2'; expected an integer >= 1"),
+    "class count": (_daisy("num_classes", 21), r"daisy.num_classes is 21 .*but the branches have 20 outputs"),
+    "groups a bool": (_daisy("groups", True), r"daisy.groups is True; expected an integer >= 1"),
+    "inf entropy": (_daisy("calibration.layer_entropy", [2.9, float("inf")]), r"layer_entropy\[1\] is inf"),
+    "negative entropy": (_daisy("calibration.layer_entropy", [2.9, -1.0]), r"layer_entropy\[1\] is -1.0"),
+    "future format": (
+        _daisy("format_version", 2),
+        r"format 2, this daisy_upstream reads up to 1; upgrade daisy_upstream",
+    ),
+    "format as text": (_daisy("format_version", "1"), r"daisy.format_version is '1'; expected an integer"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BEFORE_BUILD))
+def test_a_checkpoint_whose_values_disagree_is_refused_before_building(case, tmp_path, monkeypatch):
+    """A config with far more layers than its weights built the model for minutes, with no output."""
+    from daisy_upstream.core.families import HUBERT
+
+    damage, match = BEFORE_BUILD[case]
+    path = _damaged(tmp_path, damage)
+
+    def no_build(state):
+        raise AssertionError("the model was built before the file was checked")
+
+    monkeypatch.setattr(type(HUBERT), "build", lambda self, state: no_build(state))
+    with pytest.raises(ValueError, match=match):
+        load_daisy_checkpoint(path)
+
+
+def test_the_format_version_is_written_and_a_file_without_one_is_version_1(tmp_path):
+    from daisy_upstream.core.branches import ExitBranches
+    from daisy_upstream.core.checkpoint import with_branches
+    from daisy_upstream.core.checkpoint_checks import FORMAT_VERSION
+
+    state = make_random_checkpoint(num_layers=2, branches=False)
+    written = with_branches(state, ExitBranches(2, 32, 20))
+    assert written["daisy"]["format_version"] == FORMAT_VERSION == 1
+    legacy = _damaged(tmp_path, lambda s: s["daisy"].pop("format_version", None))
+    assert "format_version" not in torch.load(legacy, weights_only=True)["daisy"]
+    assert load_daisy_checkpoint(legacy).layout == "daisy"
+
+
+def test_an_unavailable_device_in_the_api_is_our_one_line(tiny_ckpt):
+    """``upstream.to('cuda')`` without CUDA gave torch's own error."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from daisy_upstream.evaluation.loading import load_upstream
+
+    upstream = daisy_hubert_local(str(tiny_ckpt))
+    with pytest.raises(ValueError, match="'cuda': CUDA is not available on this machine; use device='cpu'"):
+        upstream.to("cuda")
+    with pytest.raises(ValueError, match="CUDA is not available on this machine"):
+        upstream.to(device=torch.device("cuda", 1))
+    with pytest.raises(ValueError, match="CUDA is not available on this machine"):
+        load_upstream(str(tiny_ckpt), device="cuda")
+    assert upstream.to("cpu", torch.float32) is upstream

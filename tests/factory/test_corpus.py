@@ -230,3 +230,42 @@ def test_corpus_deterministic_for_a_seed(tmp_path):
 def test_folder_with_other_settings_is_refused(corpus):
     with pytest.raises(ValueError, match="already holds a corpus"):
         make_corpus(corpus, hours=0.03, seed=4, workers=2, num_speakers=6, progress=False)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_corpus(tmp_path, monkeypatch, capsys):
+    """On a full disk make-corpus ended in ``LibsndfileError`` and left a partial folder. The
+    fault is injected where the audio is written (tests/test_atomic.py turns a real OS error of
+    libsndfile into this one); the first files are written, the third meets a full disk."""
+    import errno
+    import os
+
+    from daisy_upstream.cli import main
+    from daisy_upstream.factory.corpus import build
+
+    written = []
+
+    def fill_up(path, wav, *args, **kwargs):
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path) + ".partial")
+        written.append(path)
+        return build_write(path, wav, *args, **kwargs)
+
+    build_write = build.write_audio
+    monkeypatch.setattr(build, "write_audio", fill_up)
+    out = tmp_path / "corpus"
+    args = ["make-corpus", str(out), "--hours", "0.01", "--speakers", "6", "--tasks", "asr", "--workers", "1"]
+    assert main([*args, "--quiet"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"daisy make-corpus: error: cannot write {out}: No space left on device (free some space or write elsewhere)"
+    ]
+    assert len(written) == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_claimed_by_another_command_is_refused(tmp_path):
+    from daisy_upstream.outputs import FOLDER_MANIFEST, OutputRefused, claim_working_folder
+
+    claim_working_folder(tmp_path / "d", "demo")
+    (tmp_path / "d" / "notes.txt").write_text("demo's")
+    with pytest.raises(OutputRefused, match="not a working folder of daisy make-corpus"):
+        make_corpus(tmp_path / "d", hours=0.01, tasks=["asr"], workers=1, num_speakers=6, progress=False)
+    assert json.loads((tmp_path / "d" / FOLDER_MANIFEST).read_text())["tool"] == "daisy demo"

@@ -127,3 +127,41 @@ def test_bad_pairs_are_refused():
         parse_pairs(["sid"])
     with pytest.raises(SubmissionError, match="given twice"):
         parse_pairs(["asr=x", "asr_no_lm=y"])
+
+
+# --- issue 35: nothing outside the experiment directories goes into the zip ----------------------
+
+
+def test_a_prediction_that_links_outside_its_experiment_is_refused(tmp_path, capsys):
+    """A link to a file outside the experiment folder (a system secret) was packed, exit 0."""
+    from daisy_upstream.cli import main
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:password\n")
+    exp = tmp_path / "sid_exp"
+    exp.mkdir()
+    (exp / "test_predict.txt").symlink_to(secret)
+    with pytest.raises(SubmissionError, match=r"sid: .*test_predict.txt is a symbolic link to .*secret.txt, outside"):
+        write_predict_zip({"sid": exp}, tmp_path / "predict.zip")
+    sd = tmp_path / "sd_exp"
+    (sd / "scoring" / "predictions").mkdir(parents=True)
+    (sd / "scoring" / "predictions" / "a.h5").symlink_to(secret)
+    with pytest.raises(SubmissionError, match="a.h5 is a symbolic link to .*outside the experiment directory"):
+        write_predict_zip({"sd": sd}, tmp_path / "predict.zip")
+    assert main(["submit", f"sid={exp}", "--out", str(tmp_path / "predict.zip")]) == 2
+    assert "outside the experiment directory" in capsys.readouterr().err
+    assert not (tmp_path / "predict.zip").exists()
+
+
+def test_links_inside_the_experiment_and_a_linked_experiment_are_followed(tmp_path):
+    exp = tmp_path / "runs" / "sid"
+    (exp / "preds").mkdir(parents=True)
+    (exp / "preds" / "final.txt").write_text("utt1 id10001\n")
+    (exp / "test_predict.txt").symlink_to(exp / "preds" / "final.txt")  # inside: fine
+    link = tmp_path / "sid_link"
+    link.symlink_to(exp, target_is_directory=True)  # the folder the user named is a link: said so
+    members, warnings = write_predict_zip({"sid": link}, tmp_path / "predict.zip")
+    assert members == ["predict/sid_public/predict.txt"]
+    assert warnings == [f"sid: the experiment directory {link} is a link; reading {exp}"]
+    with zipfile.ZipFile(tmp_path / "predict.zip") as archive:
+        assert archive.read("predict/sid_public/predict.txt") == b"utt1 id10001\n"

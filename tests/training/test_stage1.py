@@ -448,3 +448,98 @@ def test_heldout_evaluation_and_calibration_split_over_two_processes(write_check
             assert two["metrics"][name] == one["metrics"][name]
         for name in ("ce", "accuracy"):  # float64 sums added in another order
             assert two["metrics"][name] == pytest.approx(one["metrics"][name], rel=1e-12)
+
+
+# --- issue 35: the work dir is train-branches' own, one run at a time, resumed only as saved ----
+
+
+def _files(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() else None for p in root.rglob("*")}
+
+
+def test_a_work_dir_of_the_users_files_is_refused_and_left_alone(write_checkpoint, audio_dir, tmp_path):
+    """The audio folder, or a folder holding a user's ``state.pt``, was written into (state.pt
+    then gave ``IndexError: pop from empty list``)."""
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "state.pt").write_bytes(b"my own state of things")
+    for work, match in ((audio_dir, "holds the input"), (mine, "not a working folder of daisy train-branches")):
+        before = _files(work)
+        with pytest.raises(ValueError, match=f"--work-dir {work}.*{match}"):
+            train_branches(ckpt, corpus, tmp_path / "o.pt", work, fast_config(max_steps=1), progress=False)
+        assert _files(work) == before
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_a_foreign_state_in_its_own_work_dir_is_one_line(write_checkpoint, audio_dir, tmp_path):
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    config = fast_config(max_steps=2, stop_after=1)
+    train_branches(ckpt, corpus, tmp_path / "o.pt", tmp_path / "w", config, progress=False)
+    (tmp_path / "w" / "state.pt").write_bytes(b"\x80\x04 not a state")
+    with pytest.raises(ValueError, match="state.pt is not a train-branches state"):
+        train_branches(ckpt, corpus, tmp_path / "o.pt", tmp_path / "w", config, progress=False)
+
+
+def test_a_second_run_on_a_work_dir_in_use_is_refused_at_start(write_checkpoint, audio_dir, tmp_path):
+    """Two runs on one --out both trained the work dir until the final rename refused one."""
+    import subprocess
+    import sys
+
+    import daisy_upstream.training.stage1_loop as loop
+    from daisy_upstream.outputs import LOCK_FILE
+
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    config = fast_config(max_steps=3, stop_after=1)
+    train_branches(ckpt, corpus, tmp_path / "o.pt", tmp_path / "w", config, progress=False)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # the first run, still training: its lock names a living process
+        (tmp_path / "w" / LOCK_FILE).write_text(f"{__import__('socket').gethostname()} {sleeper.pid}\n")
+        state = (tmp_path / "w" / "state.pt").read_bytes()
+        with pytest.raises(ValueError, match="--work-dir .* is in use by another daisy train-branches run"):
+            train_branches(ckpt, corpus, tmp_path / "o.pt", tmp_path / "w", config, progress=False)
+        assert (tmp_path / "w" / "state.pt").read_bytes() == state
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # in one process too: the lock is held while training
+    seen, real_step = [], loop._step
+
+    def step_and_try_again(run, item):  # a second call while the first one trains
+        if not seen:
+            with pytest.raises(ValueError, match="in use by another daisy train-branches run") as refused:
+                train_branches(ckpt, corpus, tmp_path / "o.pt", tmp_path / "w", config, progress=False)
+            seen.append(refused.value)
+        return real_step(run, item)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loop, "_step", step_and_try_again)
+        train_branches(ckpt, corpus, tmp_path / "o.pt", tmp_path / "w", config, progress=False)
+    assert seen
+
+
+def test_a_resume_with_other_steps_is_refused_unless_told(write_checkpoint, audio_dir, tmp_path):
+    """A resume with --max-steps below the saved step went on silently."""
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    out, work = tmp_path / "o.pt", tmp_path / "w"
+    train_branches(ckpt, corpus, out, work, fast_config(max_steps=4, stop_after=2), progress=False)
+    with pytest.raises(ValueError, match=r"other settings \(max_steps: saved 4 now 3\).*--resume-anyway"):
+        train_branches(ckpt, corpus, out, work, fast_config(max_steps=3), progress=False)
+    with pytest.raises(ValueError, match="at step 2, past the 1 steps asked for"):
+        train_branches(ckpt, corpus, out, work, fast_config(max_steps=1), progress=False, resume_anyway=True)
+    rest = train_branches(ckpt, corpus, out, work, fast_config(max_steps=3), progress=False, resume_anyway=True)
+    assert rest.finished and rest.step == 3 and out.is_file()
+
+
+def test_an_unavailable_device_is_one_line(write_checkpoint, audio_dir, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    ckpt = write_checkpoint(num_layers=2, branches=False)
+    corpus = AudioCorpus.from_source(audio_dir)
+    with pytest.raises(ValueError, match="'cuda:3': CUDA is not available on this machine"):
+        train_branches(ckpt, corpus, tmp_path / "o.pt", tmp_path / "w", fast_config(), device="cuda:3")
+    assert not (tmp_path / "w").exists()

@@ -2,37 +2,18 @@
 table1`` processes can share one ``--out`` (one per core) without running a cell twice.
 
 The lock is ``.<folder>-<result name>.lock`` beside the result's folder (outside it: a cell
-may clear its own folder), made with ``O_CREAT | O_EXCL`` and holding the host name and
-process id of its owner. A lock whose owner (on this host) has died is stale: the next
-process takes the cell over (a training then resumes from its newest checkpoint).
+may clear its own folder), an :class:`daisy_upstream.outputs.OwnerLock` (the host name and
+process id of its owner; one whose owner on this host died is taken over, and a training
+then resumes from its newest checkpoint; a file of the user's under that name is refused).
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import time
 from pathlib import Path
-from typing import Optional
+
+from daisy_upstream.outputs import OwnerLock
 
 __all__ = ["CellLock"]
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()} {os.getpid()}"
-
-
-def _alive(owner: str) -> bool:
-    host, _, pid = owner.strip().rpartition(" ")
-    if host != socket.gethostname():
-        return True  # another machine's process: assume it is working
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class CellLock:
@@ -40,7 +21,11 @@ class CellLock:
 
     def __init__(self, result: Path) -> None:
         self.path = self.lock_path(result)
-        self.held = False
+        self._lock = OwnerLock(self.path)
+
+    @property
+    def held(self) -> bool:
+        return self._lock.held
 
     @staticmethod
     def lock_path(result: Path) -> Path:
@@ -50,40 +35,11 @@ class CellLock:
     @staticmethod
     def held_elsewhere(result: Path) -> bool:
         """Whether another living process holds the cell of ``result``."""
-        path = CellLock.lock_path(result)
-        try:
-            owner = path.read_text()
-        except OSError:
-            return False
-        return owner.strip() != _owner() and _alive(owner)
-
-    def _try(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as f:
-            f.write(_owner() + "\n")
-        return True
+        return OwnerLock(CellLock.lock_path(result)).held_elsewhere()
 
     def __enter__(self) -> bool:
-        if not self._try():
-            try:
-                owner: Optional[str] = self.path.read_text()
-            except OSError:
-                owner = None
-            if owner is None or (owner.strip() and _alive(owner)):
-                return False
-            if not owner.strip() and time.time() - self.path.stat().st_mtime < 60:
-                return False  # being written by its owner
-            self.path.unlink(missing_ok=True)  # its owner died: take the cell over
-            if not self._try():
-                return False
-        self.held = True
-        return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self._lock.acquire()
 
     def __exit__(self, *exc) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+        self._lock.release()

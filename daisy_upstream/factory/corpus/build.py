@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Tuple
@@ -17,8 +18,10 @@ from typing import Dict, Iterable, Optional, Tuple
 import numpy as np
 
 from daisy_upstream.atomic import atomic_write_text as write_text
+from daisy_upstream.atomic import output_error
 from daisy_upstream.audio.io import SAMPLE_RATE, read_audio
 from daisy_upstream.audio.write import write_audio
+from daisy_upstream.outputs import OutputRefused, claim_working_folder
 
 from . import tts
 from .asr_layout import write_asr_metadata
@@ -33,6 +36,9 @@ TASKS = ("asr", "sid", "se", "ss", "noisy", "real")
 #: Every utterance is scaled to this absolute peak, leaving headroom for noise.
 PEAK_LEVEL = 0.5
 FORMAT_VERSION = 1
+TOOL = "make-corpus"
+#: the settings record of corpora made before folders were claimed through daisy_upstream.outputs
+LEGACY_MARKER = ".make_corpus_settings.json"
 
 
 def _synth_job(job: Tuple[str, tts.Voice, str]) -> Tuple[str, int]:
@@ -57,27 +63,37 @@ def synthesize_plan(plan: CorpusPlan, asr_root: Path, workers: int, progress: bo
     return {u.utt_id: n for u, (_, n) in zip(plan.utterances, results)}
 
 
-def _claim_folder(out_dir: Path, settings: Dict) -> None:
-    """Record the settings a folder is made with; refuse to mix two corpora in one folder."""
-    marker = out_dir / ".make_corpus_settings.json"
-    if marker.exists():
-        before = json.loads(marker.read_text())
-        if before != settings:
-            raise ValueError(f"{out_dir} already holds a corpus made with {before}; use another folder for {settings}")
-    elif (out_dir / "corpus.json").exists():
-        existing = json.loads((out_dir / "corpus.json").read_text())
-        before = {
-            "format_version": existing.get("format_version"),
-            "seed": existing.get("seed"),
-            **{k: existing.get("settings", {}).get(k) for k in ("hours", "flite")},
-        }
-        if any(before[k] != settings[k] for k in before):
-            raise ValueError(f"{out_dir} already holds a corpus made with {before}; use another folder for {settings}")
-        write_text(marker, json.dumps(settings, sort_keys=True) + "\n")
-    elif out_dir.exists() and any(out_dir.iterdir()):
-        raise ValueError(f"{out_dir} is not empty and holds no make-corpus corpus; choose a new or empty folder")
-    else:
-        write_text(marker, json.dumps(settings, sort_keys=True) + "\n")
+def _legacy_settings(out_dir: Path) -> Optional[Dict]:
+    """The settings of a corpus made before folders were claimed (its marker or its manifest)."""
+    marker = out_dir / LEGACY_MARKER
+    try:
+        if marker.is_file():
+            return json.loads(marker.read_text())
+        if (out_dir / "corpus.json").is_file():
+            existing = json.loads((out_dir / "corpus.json").read_text())
+            return {
+                "format_version": existing.get("format_version"),
+                "seed": existing.get("seed"),
+                **{k: existing.get("settings", {}).get(k) for k in ("hours", "flite")},
+            }
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def _claim_folder(out_dir: Path, settings: Dict) -> bool:
+    """Claim ``out_dir`` as make-corpus's working folder with ``settings``
+    (:func:`daisy_upstream.outputs.claim_working_folder`); True when it was new or empty.
+
+    Raises:
+        OutputRefused: a folder of other files, or of a corpus made with other settings.
+    """
+    fresh = not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir()))
+    before = _legacy_settings(out_dir)
+    if before is not None and any(before.get(k) != settings.get(k) for k in before):
+        raise OutputRefused(f"{out_dir} already holds a corpus made with {before}; use another folder for {settings}")
+    claim_working_folder(out_dir, TOOL, made_before=lambda _: before is not None, settings=settings, flag="folder")
+    return fresh
 
 
 def make_corpus(
@@ -130,10 +146,30 @@ def make_corpus(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     tts.check_engines(flite=flite)
-    _claim_folder(
-        out_dir,
-        {"format_version": FORMAT_VERSION, "hours": hours, "seed": seed, "num_speakers": num_speakers, "flite": flite},
-    )
+    settings = {
+        "format_version": FORMAT_VERSION,
+        "hours": hours,
+        "seed": seed,
+        "num_speakers": num_speakers,
+        "flite": flite,
+    }
+    fresh = _claim_folder(out_dir, settings)
+    try:
+        _write_corpus(out_dir, hours, seed, tasks, workers, num_speakers, flite, progress)
+    except OSError as error:  # a full disk, a read-only folder: one line naming the folder
+        if fresh:  # nothing of a corpus this run began is left (an older one's files are kept)
+            shutil.rmtree(out_dir, ignore_errors=True)
+        failed = output_error(out_dir, error)
+        if failed is None:
+            raise
+        raise failed from error
+    return out_dir
+
+
+def _write_corpus(
+    out_dir: Path, hours: float, seed: int, tasks: list, workers: int, num_speakers: int, flite: bool, progress: bool
+) -> None:
+    """Plan, synthesise and derive the layouts; ``corpus.json`` last (its presence = complete)."""
     t0 = time.time()
     plan = plan_corpus(hours, seed, tts.espeak_variants(), num_speakers=num_speakers, flite=flite)
     asr_root = out_dir / "asr"
@@ -181,4 +217,3 @@ def make_corpus(
             manifest["layouts"][task] = derived.WRITERS[task](out_dir, plan, lengths, seed, workers, progress)
     manifest["seconds_to_make"] = round(time.time() - t0, 1)
     write_text(out_dir / "corpus.json", json.dumps(manifest, indent=1) + "\n")
-    return out_dir
