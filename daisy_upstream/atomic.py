@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, Iterator, List, Optional, Union
 
 __all__ = [
     "OutputFailed",
+    "probe_write",
     "atomic_path",
     "atomic_write_text",
     "atomic_write_json",
@@ -70,7 +71,7 @@ def output_error(path: PathLike, error: BaseException) -> Optional[OutputFailed]
     return None
 
 
-def _probe(folder: Path) -> Optional[OSError]:
+def probe_write(folder: Path) -> Optional[OSError]:
     """Write and remove a small file in ``folder``: the OS error a write there meets now, if any."""
     try:
         fd, name = tempfile.mkstemp(dir=folder, prefix=".daisy-probe-")
@@ -137,7 +138,7 @@ def _umask() -> int:
 def _as_output_error(path: Path, error: BaseException) -> Optional[OutputFailed]:
     found = output_error(path, error)
     if found is None and isinstance(error, RuntimeError) and path.parent.is_dir():
-        cause = _probe(path.parent)  # a library that swallowed the OS error (libsndfile, ...)
+        cause = probe_write(path.parent)  # a library that swallowed the OS error (libsndfile, ...)
         found = output_error(path, cause) if cause is not None else None
     return found
 

@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from daisy_upstream.atomic import atomic_torch_save
+    from daisy_upstream.core.checkpoint_checks import check_structure
     from daisy_upstream.core.families import family_of_state
     from daisy_upstream.core.sources import read_source, source_format, stock_checkpoint
     from daisy_upstream.outputs import check_output_files, output_files
@@ -28,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_files([args.out], "convert", args.force, (args.src,))  # before any work
     state = read_source(args.src)
     family = family_of_state(state, str(args.src))
+    check_structure(state, family.weights(state), str(args.src))  # config against weights, before writing
     converted = stock_checkpoint(state, args.src)
     with output_files([args.out], "convert", args.force, inputs=(args.src,)) as (tmp,):
         atomic_torch_save(converted, tmp)

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
+from daisy_upstream.atomic import output_error, probe_write
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -123,10 +125,12 @@ def check_output_folder(
     tool = _tool_name(tool)
     out = _refuse_always(out, inputs)
     if not out.exists():
+        _probe_writable(out)
         return out
     if not out.is_dir():
         raise OutputRefused(f"--out {out} is a file, not a folder; choose another --out")
     if not any(out.iterdir()):
+        _probe_writable(out / "x")
         return out
     if not force:
         raise OutputRefused(
@@ -137,6 +141,15 @@ def check_output_folder(
     if problem:
         raise OutputRefused(f"--out {out} {problem}; not replacing it (choose another --out)")
     return out
+
+
+def _probe_writable(out: Path) -> None:
+    """A new ``out`` can be made where it will go: a read-only or full file system fails here,
+    before any work, naming ``out`` (a probe file in the nearest existing folder, removed)."""
+    error = probe_write(next((p for p in out.parents if p.is_dir()), Path.cwd()))
+    if error is not None:
+        failed = output_error(out, error)
+        raise failed if failed is not None else error
 
 
 @contextlib.contextmanager

@@ -279,6 +279,14 @@ def _setup_more(tmp: Path, ckpt: Path) -> None:
 _TB = ["-k", "model.pt", "--audio", "audio", "--batch-seconds", "2", "--max-steps", "1", "--no-progress"]
 # command -> case -> arguments (None: no such input; the comment says why)
 MORE_ARGS: Dict[str, Dict[str, Optional[List[str]]]] = {
+    "convert": {  # one file out, one checkpoint in (a file or a transformers folder); no config
+        "foreign_bookkeeping": ["model.pt", "--out", "rec/c.pt"],
+        "link_outside": None,  # the source is read, its weights are what the output holds
+        "bad_value": ["mismatch.pt", "--out", "c.pt"],
+        "dup_key": None,
+        "read_only": ["model.pt", "--out", "c.pt"],
+        "in_use": None,
+    },
     "make-corpus": {  # no input files, no upstream config; the corpus folder is its working folder
         "foreign_bookkeeping": ["claimed", "--hours", "0.01"],
         "link_outside": None,
