@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import shlex
 from pathlib import Path
+from typing import Any
 
 from daisy_upstream.cli import args as types
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``daisy train-branches``."""
+    _add_files(parser)
+    _add_targets(parser)
+    _add_training(parser)
+    _add_reporting(parser)
+
+
+def _add_files(parser: argparse.ArgumentParser) -> None:
+    """Options: the checkpoint, the audio, the outputs."""
     parser.add_argument(
         "-k",
         "--ckpt",
@@ -47,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="converted HuBERT giving final_proj/label_embs_concat (for the authors' layout)",
     )
+
+
+def _add_targets(parser: argparse.ArgumentParser) -> None:
+    """Options: what the branches learn."""
     parser.add_argument(
         "--targets",
         choices=("model", "kmeans", "quantizer"),
@@ -90,6 +104,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="passes of the training audio through k-means (default 1; small corpora need more)",
     )
+
+
+def _add_training(parser: argparse.ArgumentParser) -> None:
+    """Options: the optimisation: steps, device, batches, learning rate."""
     parser.add_argument(
         "--max-steps",
         type=types.positive_int,
@@ -159,6 +177,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="store the checkpoint's tensors in fp16 (half the size; loading restores fp32)",
     )
+
+
+def _add_reporting(parser: argparse.ArgumentParser) -> None:
+    """Options: what is reported and saved, and how the run behaves."""
     parser.add_argument(
         "--rho",
         type=types.rho,
@@ -202,9 +224,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     from daisy_upstream.audio.corpus import AudioCorpus
-    from daisy_upstream.core.policy import compute_tau
     from daisy_upstream.training.calibration import check_premise
-    from daisy_upstream.training.stage1 import Stage1Config, train_branches
+    from daisy_upstream.training.stage1 import train_branches
 
     types.set_threads(args.threads)
     from daisy_upstream.outputs import check_output_files, check_working_folder
@@ -218,32 +239,7 @@ def run(args: argparse.Namespace) -> int:
         args.heldout_fraction = 0.0 if args.heldout_audio is not None else 0.01
     elif args.heldout_audio is not None and args.heldout_fraction:
         raise ValueError("give --heldout-audio or --heldout-fraction, not both")
-    config = Stage1Config(
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        batch_seconds=args.batch_seconds,
-        max_steps=args.max_steps,
-        epochs=args.epochs,
-        seed=args.seed,
-        heldout_fraction=args.heldout_fraction,
-        log_every=args.log_every,
-        eval_every=args.eval_every,
-        save_every=args.save_every,
-        stop_after=args.stop_after,
-        rhos=tuple(args.rho),
-        noise_prob=args.noise_prob,
-        balance_lr=args.balance_lr,
-        lr_schedule=args.lr_schedule,
-        targets=args.targets,
-        kmeans_layer=args.kmeans_layer,
-        clusters=args.clusters,
-        kmeans_batch_frames=args.kmeans_batch_frames,
-        kmeans_max_frames=args.kmeans_max_frames,
-        kmeans_passes=args.kmeans_passes,
-        precision=args.precision,
-        workers=args.workers,
-        prefetch=args.prefetch,
-    )
+    config = _stage1_config(args)
     config.validate()
     corpus = AudioCorpus.from_source(args.audio, resample=not args.reject_resample)
     logging.info("audio: %d files, %.1f s from %s", len(corpus), corpus.seconds, corpus.name)
@@ -269,20 +265,60 @@ def run(args: argparse.Namespace) -> int:
     )
     if result.rank != 0:
         return 0  # under torchrun only rank 0 reports and writes
+    if not _report(args, result, corpus, work_dir):
+        return 0
+    check_premise(result.calibration, strict=args.strict_premise, prog="daisy train-branches")
+    return 0
+
+
+def _stage1_config(args: argparse.Namespace) -> Any:
+    """Stage 1's settings from the command line (validated by the caller)."""
+    from daisy_upstream.training.stage1 import Stage1Config
+
+    return Stage1Config(
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        batch_seconds=args.batch_seconds,
+        max_steps=args.max_steps,
+        epochs=args.epochs,
+        seed=args.seed,
+        heldout_fraction=args.heldout_fraction,
+        log_every=args.log_every,
+        eval_every=args.eval_every,
+        save_every=args.save_every,
+        stop_after=args.stop_after,
+        rhos=tuple(args.rho),
+        noise_prob=args.noise_prob,
+        balance_lr=args.balance_lr,
+        lr_schedule=args.lr_schedule,
+        targets=args.targets,
+        kmeans_layer=args.kmeans_layer,
+        clusters=args.clusters,
+        kmeans_batch_frames=args.kmeans_batch_frames,
+        kmeans_max_frames=args.kmeans_max_frames,
+        kmeans_passes=args.kmeans_passes,
+        precision=args.precision,
+        workers=args.workers,
+        prefetch=args.prefetch,
+    )
+
+
+def _report(args: argparse.Namespace, result: Any, corpus: Any, work_dir: Path) -> bool:
+    """What a finished (or paused) call prints; False when the run is not finished yet."""
+    from daisy_upstream.core.policy import compute_tau
+
     print(f"audio: {corpus.problems.summary()}")
     print(
         f"trained {result.step}/{result.total_steps} steps; this call: {result.audio_seconds:.1f} s of audio "
         f"in {result.wall_seconds:.1f} s ({result.throughput:.2f} audio s per wall s)"
     )
-    import resource
-
     print(
         f"peak memory: process RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
         + (f", GPU allocated {result.peak_memory_mb:.0f} MiB" if result.peak_memory_mb is not None else "")
     )
     if not result.finished:
         print(f"not finished: state saved in {work_dir}; run the same command again to continue")
-        return 0
+        return False
     if result.heldout is not None:
         print(f"held-out ({result.heldout['utterances']} utterances, {result.heldout['frames']} frames):")
         print(
@@ -301,5 +337,4 @@ def run(args: argparse.Namespace) -> int:
         + ", ".join(f"tau(rho={r:g}) {compute_tau(entropy, r):.6f}" for r in args.rho)
     )
     print(f"wrote {result.out}  (TensorBoard: {work_dir / 'tb'})")
-    check_premise(result.calibration, strict=args.strict_premise, prog="daisy train-branches")
-    return 0
+    return True
