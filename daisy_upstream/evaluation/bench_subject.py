@@ -4,11 +4,22 @@ its plan and tau, and s3prl's stock upstream of the same weights."""
 
 from __future__ import annotations
 
+import importlib
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
+import torch
+
 from daisy_upstream.audio.io import SAMPLE_RATE
+from daisy_upstream.core.checkpoint import checkpoint_record, load_daisy_state
+from daisy_upstream.core.expert import early_exit_model
+from daisy_upstream.core.policy import DaisyConfig, exit_span, load_calibration, make_plan
+from daisy_upstream.core.precision import frozen_forward
+from daisy_upstream.evaluation.loading import load_upstream
+from daisy_upstream.evaluation.random_models import make_random_family_checkpoint, sharpen_branches
+from daisy_upstream.training.calibration import CalibrationResult, utterance_entropies
 
 __all__ = ["Subject", "file_subject", "random_base_subject", "stock_upstream"]
 
@@ -43,25 +54,12 @@ class Subject:
 def random_base_subject(family: str, values: Mapping[str, Any], device: Any, wavs: List[Any], seed: int) -> Subject:
     """A random Base of ``family`` built in memory (no file), tau from ``values`` or the audio."""
 
-    from daisy_upstream.core.checkpoint import load_daisy_state
-    from daisy_upstream.core.early_exit import EarlyExitModel
-    from daisy_upstream.core.policy import DaisyConfig, exit_span, load_calibration, make_plan
-    from daisy_upstream.evaluation.random_models import make_random_family_checkpoint, sharpen_branches
-
     # branch k's logits x (1 + k): entropy falls with depth as in a trained model
     state = sharpen_branches(make_random_family_checkpoint(family, base=True, num_classes=500, seed=seed), 1.0)
     name = f"random {family} Base"
     loaded = load_daisy_state(state, name)
     config = DaisyConfig.from_mapping(values)
-    net = EarlyExitModel(
-        loaded.model,
-        loaded.branches,
-        normalize_waveform=bool(loaded.task_cfg.normalize),
-        stock_padded_cnn=config.stock_padded_cnn,
-        family=loaded.family,
-        precision=config.precision,
-        cuda_graphs=config.cuda_graphs,
-    )
+    net = early_exit_model(loaded, config)
     net = net.to(device).eval()
     calibration = None
     layer_entropy = load_calibration(config.calibration)["layer_entropy"] if config.calibration else None
@@ -81,9 +79,6 @@ def random_base_subject(family: str, values: Mapping[str, Any], device: Any, wav
 
 def _calibrate(net: Any, wavs: List[Any], rho: float, name: str) -> Dict[str, Any]:
     """The calibration record of ``net``'s branches on ``wavs`` (as ``daisy calibrate`` makes it)."""
-    import torch
-
-    from daisy_upstream.training.calibration import CalibrationResult, utterance_entropies
 
     with torch.no_grad():
         entropies = utterance_entropies(net, net.branches, wavs)
@@ -96,8 +91,6 @@ def file_subject(
     ckpt: Optional[Union[str, Path]], values: Mapping[str, Any], device: Any, wavs: List[Any], family: Optional[str]
 ) -> Subject:
     """The upstream of a checkpoint file (None: the embedded model) through ``load_upstream``."""
-    from daisy_upstream.core.checkpoint import checkpoint_record
-    from daisy_upstream.evaluation.loading import load_upstream
 
     loaded = load_upstream(ckpt, values, device=device, calibrate_on=wavs, family=family)
     upstream, record = loaded.upstream, checkpoint_record(loaded.checkpoint)
@@ -126,9 +119,6 @@ def file_subject(
 def _stock_of_state(state: Dict[str, Any], family: Any, device: Any, precision: str):
     """s3prl's stock upstream of a checkpoint dict: its loader reads a file, so one is written
     to a temporary folder for it and removed once loaded."""
-    import tempfile
-
-    import torch
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "checkpoint.pt"
@@ -140,14 +130,12 @@ def _stock_of_state(state: Dict[str, Any], family: Any, device: Any, precision: 
 def stock_upstream(family: Any) -> Callable[..., Any]:
     """s3prl's stock upstream entry of ``family`` (``hubert_local``, ...), from the family's own
     hubconf (``s3prl.hub`` would import every upstream s3prl has, and their dependencies)."""
-    import importlib
 
     return getattr(importlib.import_module(f"s3prl.upstream.{family.name}.hubconf"), family.stock_upstream)
 
 
 def _frozen(model: Any, device: Any, precision: str) -> Callable[[List[Any]], Any]:
     """``model(wavs)`` in the arithmetic of our forward (TF32 or autocast), for a fair time."""
-    from daisy_upstream.core.precision import frozen_forward
 
     def run(wavs: List[Any]) -> Any:
         with frozen_forward(precision, device):

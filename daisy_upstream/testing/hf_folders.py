@@ -18,7 +18,7 @@ from typing import Any, Dict, Tuple
 
 import torch
 
-__all__ = ["HF_VARIANTS", "make_hf_folder"]
+__all__ = ["HF_VARIANTS", "hf_hidden_states", "make_hf_folder"]
 
 _TINY = dict(
     hidden_size=32,
@@ -77,3 +77,18 @@ def make_hf_folder(variant: str, folder: Path, do_normalize: bool = False, seed:
     )
     extractor.save_pretrained(str(folder))
     return model
+
+
+def hf_hidden_states(model: Any, input_values: Any) -> tuple:
+    """A transformers model's ``output_hidden_states`` in the stock s3prl upstream's meaning.
+
+    ``input_values``: ``(1, S)`` (a ``*ForPreTraining`` model is read through its base model).
+    The last entry is the model's ``last_hidden_state``: after the final LayerNorm of a pre-LN
+    (``do_stable_layer_norm``) model, as s3prl's upstreams give it. transformers 4.x returns that
+    tensor as ``hidden_states[-1]`` too; transformers 5 (its hook-based output capturing) returns
+    the last layer's output before that LayerNorm there, and the normed one only as
+    ``last_hidden_state``. For post-LN models the two are the same tensor in both releases.
+    """
+    base = getattr(model, "wav2vec2", model)
+    out = base(input_values, output_hidden_states=True)
+    return (*out.hidden_states[:-1], out.last_hidden_state)

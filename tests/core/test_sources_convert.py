@@ -12,7 +12,7 @@ from daisy_upstream.core.checkpoint import load_daisy_checkpoint
 from daisy_upstream.integration import hubconf
 from daisy_upstream.testing import make_random_family_checkpoint, waves
 from daisy_upstream.testing.fairseq_files import write_fairseq_original
-from daisy_upstream.testing.hf_folders import make_hf_folder
+from daisy_upstream.testing.hf_folders import hf_hidden_states, make_hf_folder
 
 HF = {"hubert-base": "hubert", "wav2vec2-xlsr": "wav2vec2", "wavlm-base-plus": "wavlm", "data2vec-base": "data2vec"}
 
@@ -32,7 +32,7 @@ def test_converted_transformers_folder_loads_in_the_stock_upstream(tmp_path, var
     ours.eval()
     [wav] = waves(12000, seed=5)
     with torch.no_grad():
-        expected = model(wav.unsqueeze(0), output_hidden_states=True).hidden_states
+        expected = hf_hidden_states(model, wav.unsqueeze(0))
         for got in (stock([wav])["hidden_states"], ours([wav])["hidden_states"]):
             assert len(got) == len(expected)
             for a, b in zip(got, expected):

@@ -15,7 +15,7 @@ from daisy_upstream.core.checkpoint import load_daisy_checkpoint
 from daisy_upstream.integration import hubconf
 from daisy_upstream.testing import make_random_family_checkpoint, waves, write_wavs
 from daisy_upstream.testing.fairseq_files import write_fairseq_original
-from daisy_upstream.testing.hf_folders import make_hf_folder
+from daisy_upstream.testing.hf_folders import hf_hidden_states, make_hf_folder
 
 SECONDS = [0.5, 0.6, 0.7, 0.8, 0.55, 0.65, 0.75, 0.85]
 
@@ -48,7 +48,7 @@ def test_transformers_folder_through_the_four_steps(tmp_path, capsys):
     assert loaded.model.label_embs_concat is None  # the transformers model has no head, the DAISY file neither
     [wav] = waves(16000, seed=9)
     with torch.no_grad():
-        expected = model(wav.unsqueeze(0), output_hidden_states=True).hidden_states
+        expected = hf_hidden_states(model, wav.unsqueeze(0))
         for ckpt in (tmp_path / "hf", tmp_path / "d.pt"):
             for got in (
                 hubconf.daisy_hubert_local(str(ckpt), model_config={"strategy": "full"}).eval()([wav])["hidden_states"],
@@ -89,6 +89,6 @@ def test_espnet_frontend_takes_a_transformers_folder(tmp_path, layer):
     [wav] = waves(16000, seed=4)
     with torch.no_grad():
         feats, lengths = frontend(wav.unsqueeze(0), torch.tensor([16000]))
-        expected = model(wav.unsqueeze(0), output_hidden_states=True).hidden_states[layer]
+        expected = hf_hidden_states(model, wav.unsqueeze(0))[layer]
     n = expected.shape[1]
     torch.testing.assert_close(feats[:, :n], expected, atol=2e-5, rtol=0)

@@ -10,7 +10,7 @@ import torch
 from daisy_upstream.core.checkpoint import load_daisy_checkpoint, read_checkpoint
 from daisy_upstream.integration import hubconf
 from daisy_upstream.testing import waves
-from daisy_upstream.testing.hf_folders import HF_VARIANTS, make_hf_folder
+from daisy_upstream.testing.hf_folders import HF_VARIANTS, hf_hidden_states, make_hf_folder
 
 FAMILY = {
     "HubertModel": "hubert",
@@ -22,8 +22,7 @@ FAMILY = {
 
 
 def _reference(model, wav):
-    base = getattr(model, "wav2vec2", model)
-    return base(wav.unsqueeze(0), output_hidden_states=True).hidden_states
+    return hf_hidden_states(model, wav.unsqueeze(0))
 
 
 @pytest.mark.parametrize("variant", HF_VARIANTS)
@@ -54,9 +53,9 @@ def test_do_normalize_is_followed(tmp_path):
     wav = waves(16000, seed=1)[0] * 4.0 + 0.3  # louder than unit variance, off zero: normalising matters
     inputs = extractor(wav.numpy(), sampling_rate=16000, return_tensors="pt")
     with torch.no_grad():
-        expected = model(inputs.input_values, output_hidden_states=True).hidden_states
+        expected = hf_hidden_states(model, inputs.input_values)
         got = ours([wav])["hidden_states"]
-        unnormalised = model(wav.unsqueeze(0), output_hidden_states=True).hidden_states
+        unnormalised = hf_hidden_states(model, wav.unsqueeze(0))
     # the extractor divides by sqrt(var + 1e-7), s3prl by sqrt(var + 1e-5): close, not bitwise
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-3)
