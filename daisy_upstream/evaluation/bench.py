@@ -8,10 +8,17 @@ import platform
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
+import numpy as np
+import torch
+
 from daisy_upstream.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
 from daisy_upstream.audio.io import SAMPLE_RATE
+from daisy_upstream.core.policy import compute_tau, make_plan
 from daisy_upstream.evaluation.bench_subject import Subject, file_subject, random_base_subject
-from daisy_upstream.evaluation.benchmark import ModeResult
+from daisy_upstream.evaluation.benchmark import Mode, ModeResult, run_benchmark
+from daisy_upstream.evaluation.loading import config_values
+from daisy_upstream.evaluation.speech_sets import noisy_copies, pocketsphinx_recordings, segment
+from daisy_upstream.outputs import check_output_folder, output_folder
 
 __all__ = ["SNR_MIX", "bench", "bench_set", "format_table", "no_exit_advice", "plot_bench", "targets"]
 
@@ -22,9 +29,6 @@ SNR_MIX = (None, 10.0, 5.0, 0.0)
 def bench_set(utterances: int, min_seconds: float, max_seconds: float, seed: int = 0) -> List:
     """Real speech (pocketsphinx-testdata) cut into ``utterances`` clips of random length, clean
     or mixed with noise at the SNRs of :data:`SNR_MIX` in turn (``noisy_copies``' clips)."""
-    import numpy as np
-
-    from daisy_upstream.evaluation.speech_sets import noisy_copies, pocketsphinx_recordings, segment
 
     if not 0 < min_seconds <= max_seconds:
         raise ValueError(f"clip lengths need 0 < min <= max seconds, got {min_seconds} and {max_seconds}")
@@ -68,11 +72,6 @@ def bench(
     or pocketsphinx-testdata. Returns ``{"meta", "results", "targets", "table"}``.
     ValueError: a strategy that checks no branch, CUDA not available.
     """
-    import torch
-
-    from daisy_upstream.evaluation.benchmark import run_benchmark
-    from daisy_upstream.evaluation.loading import config_values
-    from daisy_upstream.outputs import check_output_folder, output_folder
 
     inputs = (ckpt, config if isinstance(config, (str, Path)) else None)
     out = check_output_folder(out, "bench", force, inputs)  # before any work
@@ -113,10 +112,6 @@ def bench(
 
 def _modes(subject: Subject, wavs: List[Any], fixed_layer: Optional[int], stock: bool):
     """The modes timed, the no-exit advice and the fixed layer (DAISY's mean exit alone, rounded)."""
-    import torch
-
-    from daisy_upstream.core.policy import compute_tau, make_plan
-    from daisy_upstream.evaluation.benchmark import Mode
 
     net, plan, num_layers = subject.net, subject.plan, subject.net.num_layers
     with torch.no_grad():  # each clip alone: exits and entropies do not depend on batch-mates
@@ -140,7 +135,6 @@ def _modes(subject: Subject, wavs: List[Any], fixed_layer: Optional[int], stock:
 
 def _meta(subject: Subject, random_base, seed, fixed_layer, device, advice, clips, seconds, repeats, warmup):
     """``bench.json``'s ``meta``: what was timed, how, on what."""
-    import torch
 
     config, net = subject.config, subject.net
     return {

@@ -21,7 +21,13 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+from daisy_upstream.atomic import atomic_torch_save, atomic_write_text
+from daisy_upstream.core.checkpoint import checkpoint_record, read_checkpoint
+from daisy_upstream.core.policy import load_calibration
+from daisy_upstream.evaluation.loading import load_upstream, span_note
+from daisy_upstream.integration.compat import s3prl_distribution
 from daisy_upstream.leaderboard.expert_template import EXPERT_PY, EXPORT_KEY
+from daisy_upstream.outputs import check_output_folder, output_folder
 
 __all__ = ["HiddenCheckFailed", "export_hidden", "requirements", "run_checks"]
 
@@ -38,8 +44,6 @@ def requirements() -> List[str]:
     the version installed here, and the s3prl distribution in use (s3prl or espnet-s3prl)."""
     import re
     from importlib.metadata import PackageNotFoundError, requires, version
-
-    from daisy_upstream.integration.compat import s3prl_distribution
 
     try:
         names = [re.match(r"[A-Za-z0-9._-]+", r)[0] for r in (requires("daisy_upstream") or []) if "extra ==" not in r]
@@ -119,11 +123,6 @@ def export_hidden(
             export, or is the current folder or holds an input (:mod:`daisy_upstream.outputs`).
         HiddenCheckFailed: the written folder fails the template's checks (nothing is left).
     """
-    from daisy_upstream.atomic import atomic_torch_save, atomic_write_text
-    from daisy_upstream.core.checkpoint import checkpoint_record, read_checkpoint
-    from daisy_upstream.core.policy import load_calibration
-    from daisy_upstream.evaluation.loading import load_upstream, span_note
-    from daisy_upstream.outputs import check_output_folder, output_folder
 
     inputs = (ckpt, config, stats)
     out = check_output_folder(out, TOOL, force, inputs)  # before any work

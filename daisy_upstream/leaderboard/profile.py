@@ -26,9 +26,21 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from daisy_upstream.audio.io import SAMPLE_RATE
-from daisy_upstream.leaderboard.buckets import BUCKETS, bucket_of, bucket_ranges, bucket_sums
+from daisy_upstream.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
+from daisy_upstream.audio.io import SAMPLE_RATE, find_audio, load_audio
+from daisy_upstream.core.checkpoint import checkpoint_record
+from daisy_upstream.evaluation.loading import load_upstream, span_note
+from daisy_upstream.evaluation.speech_sets import POCKETSPHINX_DATA, noisy_copies
+from daisy_upstream.leaderboard.buckets import (
+    BUCKETS,
+    bucket_of,
+    bucket_ranges,
+    bucket_sums,
+    describe,
+    librispeech_challenge_sample,
+)
 from daisy_upstream.leaderboard.macs import COUNTER_NOTE, count_macs
+from daisy_upstream.outputs import check_output_folder, output_folder
 
 __all__ = ["Clip", "add_noise", "bundled_clip_paths", "load_clips", "profile_upstream", "format_table", "plot_profile"]
 
@@ -47,7 +59,6 @@ class Clip:
 
 def bundled_clip_paths() -> List[Path]:
     """The real recordings the other tools use: pocketsphinx-testdata's LibriVox and cards wavs."""
-    from daisy_upstream.evaluation.speech_sets import POCKETSPHINX_DATA
 
     paths = sorted((POCKETSPHINX_DATA / "librivox").glob("*.wav")) + sorted((POCKETSPHINX_DATA / "cards").glob("*.wav"))
     if not paths:
@@ -60,14 +71,12 @@ def bundled_clip_paths() -> List[Path]:
 
 def load_clips(paths: Sequence[Path]) -> List[Clip]:
     """Load every path as a 16 kHz mono clip (another rate is resampled)."""
-    from daisy_upstream.audio.io import load_audio
 
     return [Clip(str(p), load_audio(p)) for p in paths]
 
 
 def add_noise(clips: Sequence[Clip], snr_db: float, seed: int = 0) -> List[Clip]:
     """The same clips with sox noise (white, pink, brown in turn) mixed in at exactly ``snr_db``."""
-    from daisy_upstream.evaluation.speech_sets import noisy_copies
 
     noisy = noisy_copies([c.wav.numpy() for c in clips], [float(snr_db)], seed=seed)
     return [Clip(c.path, torch.from_numpy(n.wav)) for c, n in zip(clips, noisy)]
@@ -202,8 +211,6 @@ def plot_profile(profile: Dict[str, Any], path: Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from daisy_upstream.atomic import atomic_save_figure
-
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for name, style in (("full", "s-"), ("daisy", "o-")):
         rows = sorted(profile["models"][name]["utterances"], key=lambda r: r["seconds"])
@@ -226,7 +233,6 @@ def plot_profile(profile: Dict[str, Any], path: Path, title: str = "") -> None:
 def choose_clips(audio: Optional[str] = None, librispeech: Optional[str] = None) -> tuple:
     """``(clips, description)``: ``--audio`` (file, folder, list or LibriSpeech root), the
     challenge's 32 test-clean utterances (``--librispeech``), or the bundled real recordings."""
-    from daisy_upstream.leaderboard.buckets import librispeech_challenge_sample
 
     if audio and librispeech:
         raise ValueError("give either --audio or --librispeech, not both")
@@ -235,8 +241,6 @@ def choose_clips(audio: Optional[str] = None, librispeech: Optional[str] = None)
             f"the SUPERB challenge's 32 LibriSpeech test-clean utterances of {librispeech}"
         )
     if audio:
-        from daisy_upstream.audio.io import find_audio
-
         files, kind, _ = find_audio(audio)
         return load_clips(files), f"{len(files)} clips of {audio} ({kind}); buckets are length quartiles"
     paths = bundled_clip_paths()
@@ -269,11 +273,6 @@ def run_profile(
 
     The three files appear together (one rename of a folder built aside) or not at all.
     """
-    from daisy_upstream.atomic import atomic_write_json, atomic_write_text
-    from daisy_upstream.core.checkpoint import checkpoint_record
-    from daisy_upstream.evaluation.loading import load_upstream, span_note
-    from daisy_upstream.leaderboard.buckets import describe
-    from daisy_upstream.outputs import check_output_folder, output_folder
 
     inputs = (ckpt, config, stats, audio, librispeech)
     out = check_output_folder(out, "profile", force, inputs)

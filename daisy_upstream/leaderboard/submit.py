@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
+from daisy_upstream.outputs import output_files
+
 __all__ = ["TASKS", "ALIASES", "SubmissionError", "parse_pairs", "plan_submission", "write_predict_zip"]
 
 
@@ -166,7 +168,6 @@ def write_predict_zip(
         SubmissionError: see :func:`plan_submission`; nothing is written then.
         OutputRefused: see :mod:`daisy_upstream.outputs`.
     """
-    from daisy_upstream.outputs import output_files
 
     entries, warnings = plan_submission(tasks)
     with output_files([out], "submit", force, inputs=[source for source, _ in entries]) as (tmp,):

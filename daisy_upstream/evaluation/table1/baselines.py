@@ -14,7 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-from daisy_upstream.audio.io import SAMPLE_RATE, read_scp
+import numpy as np
+
+from daisy_upstream.audio.io import SAMPLE_RATE, read_audio, read_scp
 
 __all__ = ["UNPROCESSED_TASKS", "unprocessed_metric"]
 
@@ -31,10 +33,7 @@ def unprocessed_metric(task: str, config: Mapping[str, Any]) -> Optional[Dict[st
     """
     if task not in UNPROCESSED_TASKS:
         return None
-    import numpy as np
     from asteroid.metrics import get_metrics
-
-    from daisy_upstream.audio.io import read_audio
 
     test_dir = Path(config["downstream_expert"]["loaderrc"]["test_dir"])
     if task == "enhancement_stft":

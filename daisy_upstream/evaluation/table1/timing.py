@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
-from daisy_upstream.audio.io import SAMPLE_RATE
+import torch
+
+from daisy_upstream.audio.io import SAMPLE_RATE, load_audio
+from daisy_upstream.core.policy import make_plan
+from daisy_upstream.evaluation.benchmark import Mode, run_benchmark
+from daisy_upstream.evaluation.loading import load_upstream
 
 from .plan import Row
 
@@ -28,12 +33,6 @@ def time_rows(
     waiting dominates and the timings say more about the other load than about the model.
     ``device``: where the model and the audio are while timing.
     """
-    import torch
-
-    from daisy_upstream.audio.io import load_audio
-    from daisy_upstream.core.policy import make_plan
-    from daisy_upstream.evaluation.benchmark import Mode, run_benchmark
-    from daisy_upstream.evaluation.loading import load_upstream
 
     if not files:
         raise ValueError("no test audio to time")
