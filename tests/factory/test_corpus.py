@@ -232,7 +232,8 @@ def test_folder_with_other_settings_is_refused(corpus):
         make_corpus(corpus, hours=0.03, seed=4, workers=2, num_speakers=6, progress=False)
 
 
-def test_a_full_disk_is_one_line_and_leaves_no_corpus(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("given", ["new", "empty"])
+def test_a_full_disk_is_one_line_and_leaves_no_corpus(given, tmp_path, monkeypatch, capsys):
     """On a full disk make-corpus ended in ``LibsndfileError`` and left a partial folder. The
     fault is injected where the audio is written (tests/test_atomic.py turns a real OS error of
     libsndfile into this one); the first files are written, the third meets a full disk."""
@@ -253,12 +254,18 @@ def test_a_full_disk_is_one_line_and_leaves_no_corpus(tmp_path, monkeypatch, cap
     build_write = build.write_audio
     monkeypatch.setattr(build, "write_audio", fill_up)
     out = tmp_path / "corpus"
+    if given == "empty":  # a folder the user made for it: it stays, with nothing of the run in it
+        out.mkdir()
     args = ["make-corpus", str(out), "--hours", "0.01", "--speakers", "6", "--tasks", "asr", "--workers", "1"]
     assert main([*args, "--quiet"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"daisy make-corpus: error: cannot write {out}: No space left on device (free some space or write elsewhere)"
     ]
-    assert len(written) == 2 and list(tmp_path.iterdir()) == []
+    assert len(written) == 2
+    if given == "new":
+        assert list(tmp_path.iterdir()) == []
+    else:
+        assert list(tmp_path.iterdir()) == [out] and list(out.iterdir()) == []
 
 
 def test_a_folder_claimed_by_another_command_is_refused(tmp_path):

@@ -96,6 +96,19 @@ def _claim_folder(out_dir: Path, settings: Dict) -> bool:
     return fresh
 
 
+def _remove_what_this_run_made(out_dir: Path, existed: bool) -> None:
+    """Undo a corpus begun in a new or empty folder: the folder itself only where this run made it
+    (an empty folder the user gave stays, emptied of what this run wrote)."""
+    if not existed:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return
+    for child in out_dir.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def make_corpus(
     out_dir: Path,
     hours: float = 0.5,
@@ -153,12 +166,13 @@ def make_corpus(
         "num_speakers": num_speakers,
         "flite": flite,
     }
+    existed = out_dir.exists()
     fresh = _claim_folder(out_dir, settings)
     try:
         _write_corpus(out_dir, hours, seed, tasks, workers, num_speakers, flite, progress)
     except OSError as error:  # a full disk, a read-only folder: one line naming the folder
         if fresh:  # nothing of a corpus this run began is left (an older one's files are kept)
-            shutil.rmtree(out_dir, ignore_errors=True)
+            _remove_what_this_run_made(out_dir, existed)
         failed = output_error(out_dir, error)
         if failed is None:
             raise
