@@ -71,7 +71,7 @@ from daisy_upstream.core.families import Family, family_of_state
 from daisy_upstream.core.families.hubert import HUBERT as HUBERT_FAMILY
 from daisy_upstream.core.families.hubert import build_hubert
 from daisy_upstream.core.sources import ACCEPTED, read_source
-from daisy_upstream.core.sources.stock import sha256_of
+from daisy_upstream.core.sources.stock import sha256_of, source_digests
 
 __all__ = [
     "CLS_PRED_POSITIONS",
@@ -174,8 +174,7 @@ def checkpoint_record(path: Union[str, Path]) -> Dict[str, str]:
     is that of its files' ``name digest`` lines (sorted by name)."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        lines = "".join(f"{p.name} {sha256_of(p)}\n" for p in files)
+        lines = "".join(f"{name} {digest}\n" for name, digest in source_digests(path).items())
         return {"name": path.name, "sha256": hashlib.sha256(lines.encode()).hexdigest()}
     return {"name": path.name, "sha256": sha256_of(path)}
 

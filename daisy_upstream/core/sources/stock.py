@@ -19,7 +19,7 @@ import torch
 
 from daisy_upstream.core.families import family_of_state
 
-__all__ = ["drop_filled", "sha256_of", "stock_checkpoint"]
+__all__ = ["drop_filled", "sha256_of", "source_digests", "stock_checkpoint"]
 
 
 def sha256_of(path: Path) -> str:
@@ -31,7 +31,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _source_files(path: Path) -> Dict[str, str]:
+def source_digests(path: Path) -> Dict[str, str]:
+    """``{file name: sha256}`` of a checkpoint file, or of a folder's files (hidden ones left out), by name."""
     if path.is_file():
         return {path.name: sha256_of(path)}
     return {p.name: sha256_of(p) for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".")}
@@ -57,7 +58,7 @@ def stock_checkpoint(state: Dict[str, Any], path: Path) -> Dict[str, Any]:
         weights["_ema"] = {}
         absent.append("_ema")
     out[weights_key] = weights
-    out["source"] = {**source, "path": str(path.resolve()), "sha256": _source_files(path), "filled": absent}
+    out["source"] = {**source, "path": str(path.resolve()), "sha256": source_digests(path), "filled": absent}
     return out
 
 
